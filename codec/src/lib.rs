@@ -1,0 +1,1 @@
+//! Sans-IO codec for the QEMU migration RAM stream.

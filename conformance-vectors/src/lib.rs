@@ -1,0 +1,1 @@
+//! Golden vectors recorded from real QEMU.

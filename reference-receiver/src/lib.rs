@@ -1,0 +1,1 @@
+//! ramstream reference-receiver (work in progress).

@@ -1,0 +1,1 @@
+//! ramstream reference-sender (work in progress).

@@ -1,0 +1,1 @@
+//! ramstream reference-vmm (work in progress).

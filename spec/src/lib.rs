@@ -1,0 +1,1 @@
+//! Wire constants of the QEMU migration RAM stream.
