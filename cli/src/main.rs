@@ -1,1 +1,115 @@
-fn main() {}
+//! `ramstream`: inspect, extract and re-encode QEMU migration streams; send, receive and
+//! demo a live migration.
+
+mod extract;
+mod input;
+mod inspect;
+mod reencode;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ramstream_spec::Dialect;
+
+/// Read, write and live-migrate guest memory in QEMU's migration stream format.
+#[derive(Parser, Debug)]
+#[command(name = "ramstream", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Decoder settings shared by the commands that read a stream.
+#[derive(Args, Debug, Clone)]
+pub struct DecodeArgs {
+    /// What flag 0x200 means: qemu-7.2 (error), qemu-8.1+ (MULTIFD_FLUSH), kolhe-2016,
+    /// ramstream-balloon-v1.
+    #[arg(long, default_value = "qemu-7.2")]
+    pub dialect: Dialect,
+    /// Reject ZERO records with a non-zero fill byte, as QEMU 8.2+ does.
+    #[arg(long)]
+    pub strict_zero_fill: bool,
+}
+
+impl DecodeArgs {
+    /// The decoder options these arguments select.
+    pub fn options(&self) -> ramstream_codec::DecoderOptions {
+        let mut o = ramstream_codec::DecoderOptions::with_dialect(self.dialect);
+        if self.strict_zero_fill {
+            o.zero_fill = ramstream_codec::ZeroFill::RejectNonZero;
+        }
+        o
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Summarise a stream file (`.zst` files are decompressed).
+    Inspect {
+        /// The stream file.
+        file: PathBuf,
+        /// Print one JSON object instead of the human summary.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+    /// Rebuild every RAM block and write one raw (sparse) image per block plus manifest.json.
+    Extract {
+        /// The stream file.
+        file: PathBuf,
+        /// The output directory (created; must be empty or absent).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+    /// Decode a stream and encode it again.
+    Reencode {
+        /// The input stream.
+        input: PathBuf,
+        /// The output stream.
+        output: PathBuf,
+        /// Re-derive every XBZRLE record with ramstream's encoder.
+        #[arg(long, conflicts_with = "from_ram")]
+        recompute_xbzrle: bool,
+        /// Write a fresh single-pass `ram` section from the final RAM (ZERO for zero pages,
+        /// PAGE otherwise), device sections verbatim.
+        #[arg(long)]
+        from_ram: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file, json, decode } => inspect::run(&file, json, &decode),
+        Command::Extract { file, out, decode } => extract::run(&file, &out, &decode),
+        Command::Reencode {
+            input,
+            output,
+            recompute_xbzrle,
+            from_ram,
+            decode,
+        } => {
+            let mode = if from_ram {
+                reencode::Mode::FromRam
+            } else if recompute_xbzrle {
+                reencode::Mode::RecomputeXbzrle
+            } else {
+                reencode::Mode::Verbatim
+            };
+            reencode::run(&input, &output, mode, &decode)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ramstream: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

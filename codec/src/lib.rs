@@ -1,1 +1,79 @@
-//! Sans-IO codec for the QEMU migration RAM stream.
+//! # ramstream-codec
+//!
+//! A sans-IO, zero-copy codec for QEMU's live-migration stream and its `ram` section, as
+//! specified in `spec/SPEC.md`. It never touches a socket, file, clock or `/dev/kvm`: it
+//! takes bytes and hands back typed [`Event`]s, or takes records and writes bytes.
+//!
+//! - [`Decoder`]: incremental. Feed any split of the input; short input is
+//!   [`Status::NeedMore`], never an error. Page payloads borrow the input.
+//! - [`Encoder`]: writes records into a [`Sink`] (any `BufMut`, or [`Vectored`] which
+//!   references page payloads instead of copying them). Canonical: re-encoding a decoded
+//!   QEMU stream reproduces it byte for byte.
+//! - [`RamImage`] / [`PageStore`]: applies PAGE, ZERO and XBZRLE records onto per-block
+//!   memory, shared by the receiver and the tools.
+//!
+//! ## Stream layout (SPEC.md §2)
+//!
+//! | bytes | item |
+//! |---|---|
+//! | `51 45 56 4d 00 00 00 03` | header: `QEVM`, version 3 |
+//! | `07 be32 len name [05 subsections…]` | configuration |
+//! | `01 be32 id u8 len "ram" be32 0 be32 4` | `ram` START, then records, EOS, footer `7e be32 id` |
+//! | `02/03 be32 id` | PART / END, then records, EOS, footer |
+//! | `04 be32 id u8 len idstr be32 inst be32 ver` body | device (FULL) sections, footer |
+//! | `00` | EOF |
+//! | `06 be32 len json` | VMDESCRIPTION trailer |
+//!
+//! ## Decoding a whole buffer
+//!
+//! ```
+//! use ramstream_codec::{decode_all, DecoderOptions, Event};
+//! let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00";
+//! let events = decode_all(stream, DecoderOptions::default()).unwrap();
+//! assert!(matches!(events[1].1, Event::Configuration(ref c) if c.machine_type == "pc-i440fx-7.2"));
+//! ```
+
+pub mod balloon;
+mod cursor;
+mod decoder;
+mod encoder;
+mod error;
+mod event;
+mod frame;
+mod image;
+mod options;
+pub mod summary;
+mod ram;
+pub mod xbzrle;
+
+pub use decoder::{Decoder, Status, StreamConfig};
+pub use encoder::{BufSink, Encoder, Sink, Vectored};
+pub use error::{Error, ErrorKind};
+pub use event::{
+    BareRecord, CommandRecord, Configuration, DeviceSection, Event, MemSize, PageAddr,
+    PageRecord, RamBlock, RecordKind, SectionHeader, XbzrleDelta, ZeroPage,
+};
+pub use image::{apply_event, PageStore, RamImage};
+pub use options::{DecoderOptions, FieldPresence, Limits, ZeroFill};
+
+/// Decodes a complete stream held in memory into `(offset, event)` pairs.
+///
+/// A convenience over [`Decoder`] for tools; a receiver should feed a [`Decoder`] as bytes
+/// arrive instead.
+pub fn decode_all(input: &[u8], opts: DecoderOptions) -> Result<Vec<(u64, Event<'_>)>, Error> {
+    let mut dec = Decoder::new(opts);
+    dec.finish();
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        let at = dec.offset();
+        match dec.decode(&input[pos..])? {
+            Status::Event { event, consumed } => {
+                pos += consumed;
+                out.push((at, event));
+            }
+            Status::NeedMore { .. } => unreachable!("a finished decoder never asks for more"),
+            Status::Done => return Ok(out),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `ramstream inspect`: a human or JSON summary of a stream.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ramstream_codec::summary::StreamSummary;
+use ramstream_codec::{Decoder, Status};
+use serde::Serialize;
+
+use crate::input::read_stream;
+use crate::DecodeArgs;
+
+/// The JSON document `inspect --json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    file: String,
+    dialect: &'a str,
+    #[serde(flatten)]
+    summary: &'a StreamSummary,
+}
+
+/// Decodes `bytes` into a summary, failing with the decoder's error.
+pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<StreamSummary> {
+    let mut dec = Decoder::new(decode.options());
+    dec.finish();
+    let mut summary = StreamSummary::default();
+    let mut pos = 0usize;
+    loop {
+        let at = dec.offset();
+        match dec.decode(&bytes[pos..])? {
+            Status::Event { event, consumed } => {
+                summary.observe(at, &event);
+                pos += consumed;
+            }
+            Status::NeedMore { .. } => unreachable!("finished decoder"),
+            Status::Done => break,
+        }
+    }
+    summary.stream_len = pos as u64;
+    Ok(summary)
+}
+
+pub fn run(file: &Path, json: bool, decode: &DecodeArgs) -> Result<()> {
+    let bytes = read_stream(file)?;
+    let summary = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    if json {
+        let report = Report {
+            file: file.display().to_string(),
+            dialect: decode.dialect.name(),
+            summary: &summary,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_human(file, &summary, decode);
+    Ok(())
+}
+
+fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {
+    println!("{}: {} bytes", file.display(), s.stream_len);
+    println!(
+        "  stream version {}, machine type {}, dialect {}",
+        s.stream_version.unwrap_or(0),
+        s.machine_type.as_deref().unwrap_or("(no configuration)"),
+        decode.dialect
+    );
+    if !s.capabilities.is_empty() {
+        println!("  capabilities: {}", s.capabilities.join(", "));
+    }
+    for c in &s.commands {
+        println!("  command {} ({} bytes) at {:#x}", c.command, c.len, c.offset);
+    }
+    let r = &s.ram;
+    println!(
+        "  ram: {} sections ({} PART), {} blocks",
+        r.sections,
+        r.part_sections,
+        r.blocks.len()
+    );
+    println!(
+        "  records: {} PAGE, {} ZERO, {} XBZRLE, {} EOS, {} MEM_SIZE, {} with CONTINUE{}{}",
+        r.records.page,
+        r.records.zero,
+        r.records.xbzrle,
+        r.records.eos,
+        r.records.mem_size,
+        r.records.continued,
+        if r.records.multifd_flush > 0 {
+            format!(", {} MULTIFD_FLUSH", r.records.multifd_flush)
+        } else {
+            String::new()
+        },
+        if r.records.balloon > 0 {
+            format!(", {} BALLOON", r.records.balloon)
+        } else {
+            String::new()
+        },
+    );
+    println!(
+        "  {:<28} {:>14} {:>8} {:>8} {:>8}",
+        "block", "used_length", "page", "zero", "xbzrle"
+    );
+    for b in &r.blocks {
+        let c = r.per_block.get(&b.idstr).cloned().unwrap_or_default();
+        println!(
+            "  {:<28} {:>#14x} {:>8} {:>8} {:>8}",
+            b.idstr, b.used_length, c.page, c.zero, c.xbzrle
+        );
+    }
+    println!("  devices: {} sections", s.devices.len());
+    for d in &s.devices {
+        println!(
+            "    {:<32} inst {:<3} ver {:<3} id {:<4} {:>7} bytes at {:#x}",
+            d.idstr, d.instance_id, d.version_id, d.section_id, d.length, d.offset
+        );
+    }
+    println!(
+        "  EOF: {}, VMDESCRIPTION: {}",
+        if s.eof { "yes" } else { "no" },
+        s.vmdesc_len
+            .map(|l| format!("{l} bytes"))
+            .unwrap_or_else(|| "absent".into())
+    );
+}

@@ -1,0 +1,442 @@
+//! The encoder: records to bytes, page payloads referenced, not copied (SPEC.md §2–§7).
+
+use std::io::IoSlice;
+use std::ops::Range;
+
+use bytes::BufMut;
+use ramstream_spec::config::{
+    SUBSECTION_CAPABILITIES, SUBSECTION_TARGET_PAGE_BITS, SUBSECTION_UUID, SUBSECTION_VERSION,
+};
+use ramstream_spec::ram::{join_record_word, RamFlags};
+use ramstream_spec::stream::{SectionType, FILE_VERSION, QEVM_MAGIC};
+use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
+
+use crate::error::{Error, ErrorKind};
+use crate::event::{
+    Configuration, DeviceSection, Event, MemSize, PageAddr, RamBlock, SectionHeader,
+};
+
+/// Where encoded bytes go. Small headers are `put`; page payloads and device bodies are
+/// `put_payload`, which a vectored sink records by reference.
+pub trait Sink<'a> {
+    /// Appends bytes the encoder formatted (headers, lengths).
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends a payload that lives as long as `'a` (page data, deltas, device bodies).
+    fn put_payload(&mut self, payload: &'a [u8]) {
+        self.put(payload)
+    }
+}
+
+impl<'a> Sink<'a> for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl<'a> Sink<'a> for bytes::BytesMut {
+    fn put(&mut self, bytes: &[u8]) {
+        self.put_slice(bytes);
+    }
+}
+
+/// Adapts any [`BufMut`] (a caller's socket buffer) into a [`Sink`]. Payloads are copied
+/// once, into that buffer.
+#[derive(Debug)]
+pub struct BufSink<B>(pub B);
+
+impl<'a, B: BufMut> Sink<'a> for BufSink<B> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.put_slice(bytes);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Segment<'a> {
+    Arena(Range<usize>),
+    Borrowed(&'a [u8]),
+}
+
+/// A vectored sink: headers go into a small arena, payloads are kept as references, ready
+/// for `write_vectored`. No page payload is copied.
+///
+/// ```
+/// use ramstream_codec::{Encoder, PageAddr, RamBlock, Vectored};
+/// let page = vec![0xabu8; 4096];
+/// let mut enc = Encoder::new(12);
+/// let mut out = Vectored::default();
+/// enc.mem_size(&[RamBlock { idstr: "pc.ram".into(), used_length: 1 << 20, page_size: None, mr_addr: None }], &mut out);
+/// enc.page(PageAddr { block: 0, offset: 0x1000 }, &page, &mut out).unwrap();
+/// // The page is referenced, not copied: the last slice is the page itself.
+/// let slices = out.io_slices();
+/// assert_eq!(slices.last().unwrap().as_ptr(), page.as_ptr());
+/// assert_eq!(out.len(), 8 + 1 + 6 + 8 + 8 + 1 + 6 + 4096);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Vectored<'a> {
+    arena: Vec<u8>,
+    segments: Vec<Segment<'a>>,
+    len: usize,
+}
+
+impl<'a> Vectored<'a> {
+    /// Total bytes held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes as slices for `write_vectored`.
+    pub fn io_slices(&self) -> Vec<IoSlice<'_>> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Arena(r) => IoSlice::new(&self.arena[r.clone()]),
+                Segment::Borrowed(b) => IoSlice::new(b),
+            })
+            .collect()
+    }
+
+    /// Copies everything into one buffer (for tests and small outputs).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for s in self.io_slices() {
+            v.extend_from_slice(&s);
+        }
+        v
+    }
+
+    /// Forgets everything written, keeping the arena's allocation.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.segments.clear();
+        self.len = 0;
+    }
+}
+
+impl<'a> Sink<'a> for Vectored<'a> {
+    fn put(&mut self, bytes: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        self.len += bytes.len();
+        if let Some(Segment::Arena(r)) = self.segments.last_mut() {
+            if r.end == start {
+                r.end = self.arena.len();
+                return;
+            }
+        }
+        self.segments.push(Segment::Arena(start..self.arena.len()));
+    }
+
+    fn put_payload(&mut self, payload: &'a [u8]) {
+        self.len += payload.len();
+        self.segments.push(Segment::Borrowed(payload));
+    }
+}
+
+/// Writes a stream record by record.
+///
+/// The encoder remembers what the wire needs across records: the block list (to write
+/// idstrs) and the last block written (for CONTINUE). Given the same records it always
+/// writes the same bytes; [`Encoder::event`] reproduces a decoded stream byte for byte.
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    page_bits: u32,
+    blocks: Vec<String>,
+    last_block: Option<usize>,
+}
+
+fn enc_err(reason: impl Into<String>) -> Error {
+    Error::new(
+        0,
+        ErrorKind::Encode {
+            reason: reason.into(),
+        },
+    )
+}
+
+impl Encoder {
+    /// An encoder for a target with `page_bits` page bits (12 on x86).
+    pub fn new(page_bits: u32) -> Self {
+        Encoder {
+            page_bits,
+            blocks: Vec::new(),
+            last_block: None,
+        }
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> usize {
+        1 << self.page_bits
+    }
+
+    /// Forgets the last block, so the next page record names its block.
+    pub fn reset_continue(&mut self) {
+        self.last_block = None;
+    }
+
+    /// `QEVM` and version 3.
+    pub fn header<'a>(&mut self, s: &mut impl Sink<'a>) {
+        s.put(&QEVM_MAGIC.to_be_bytes());
+        s.put(&FILE_VERSION.to_be_bytes());
+    }
+
+    /// The configuration section, subsections in QEMU's order.
+    pub fn configuration<'a>(&mut self, cfg: &Configuration<'_>, s: &mut impl Sink<'a>) {
+        s.put(&[SectionType::CONFIGURATION.0]);
+        s.put(&(cfg.machine_type.len() as u32).to_be_bytes());
+        s.put(cfg.machine_type.as_bytes());
+        let sub = |s: &mut dyn FnMut(&[u8]), name: &str| {
+            s(&[SectionType::SUBSECTION.0, name.len() as u8]);
+            s(name.as_bytes());
+            s(&SUBSECTION_VERSION.to_be_bytes());
+        };
+        let mut put = |b: &[u8]| s.put(b);
+        if let Some(bits) = cfg.target_page_bits {
+            sub(&mut put, SUBSECTION_TARGET_PAGE_BITS);
+            put(&bits.to_be_bytes());
+        }
+        if let Some(caps) = &cfg.capabilities {
+            sub(&mut put, SUBSECTION_CAPABILITIES);
+            put(&(caps.len() as u32).to_be_bytes());
+            for c in caps {
+                put(&[c.len() as u8]);
+                put(c.as_bytes());
+            }
+        }
+        if let Some(uuid) = &cfg.uuid {
+            sub(&mut put, SUBSECTION_UUID);
+            put(uuid);
+        }
+    }
+
+    /// A command section.
+    pub fn command<'a>(
+        &mut self,
+        command: ramstream_spec::stream::Command,
+        payload: &'a [u8],
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let len = u16::try_from(payload.len())
+            .map_err(|_| enc_err("command payload longer than 65535 bytes"))?;
+        s.put(&[SectionType::COMMAND.0]);
+        s.put(&command.0.to_be_bytes());
+        s.put(&len.to_be_bytes());
+        s.put_payload(payload);
+        Ok(())
+    }
+
+    /// A START or FULL section header.
+    pub fn section_header<'a>(&mut self, h: &SectionHeader<'_>, s: &mut impl Sink<'a>) {
+        s.put(&[h.section_type.0]);
+        s.put(&h.section_id.to_be_bytes());
+        s.put(&[h.idstr.len() as u8]);
+        s.put(h.idstr.as_bytes());
+        s.put(&h.instance_id.to_be_bytes());
+        s.put(&h.version_id.to_be_bytes());
+    }
+
+    /// A PART or END section header.
+    pub fn section_part<'a>(
+        &mut self,
+        section_type: SectionType,
+        section_id: u32,
+        s: &mut impl Sink<'a>,
+    ) {
+        s.put(&[section_type.0]);
+        s.put(&section_id.to_be_bytes());
+    }
+
+    /// A section footer.
+    pub fn footer<'a>(&mut self, section_id: u32, s: &mut impl Sink<'a>) {
+        s.put(&[SectionType::FOOTER.0]);
+        s.put(&section_id.to_be_bytes());
+    }
+
+    /// A MEM_SIZE record announcing `blocks` with the canonical word (total | MEM_SIZE).
+    pub fn mem_size<'a>(&mut self, blocks: &[RamBlock], s: &mut impl Sink<'a>) {
+        let total: u64 = blocks.iter().map(|b| b.used_length).sum();
+        let ms = MemSize {
+            word: join_record_word(total, RamFlags::MEM_SIZE),
+            blocks: blocks.to_vec(),
+        };
+        self.mem_size_record(&ms, s);
+    }
+
+    /// A MEM_SIZE record exactly as given (raw word kept).
+    pub fn mem_size_record<'a>(&mut self, ms: &MemSize, s: &mut impl Sink<'a>) {
+        s.put(&ms.word.to_be_bytes());
+        for b in &ms.blocks {
+            s.put(&[b.idstr.len() as u8]);
+            s.put(b.idstr.as_bytes());
+            s.put(&b.used_length.to_be_bytes());
+            if let Some(p) = b.page_size {
+                s.put(&p.to_be_bytes());
+            }
+            if let Some(a) = b.mr_addr {
+                s.put(&a.to_be_bytes());
+            }
+        }
+        self.blocks = ms.blocks.iter().map(|b| b.idstr.clone()).collect();
+        self.last_block = None;
+    }
+
+    fn page_word<'a>(
+        &mut self,
+        addr: PageAddr,
+        flag: RamFlags,
+        continued: Option<bool>,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let name = self
+            .blocks
+            .get(addr.block)
+            .ok_or_else(|| enc_err(format!("block index {} not announced", addr.block)))?;
+        if addr.offset & ((1 << self.page_bits) - 1) != 0 {
+            return Err(enc_err(format!("offset {:#x} not page aligned", addr.offset)));
+        }
+        let same = self.last_block == Some(addr.block);
+        let cont = continued.unwrap_or(same);
+        if cont && !same {
+            return Err(enc_err("CONTINUE requested for a block change"));
+        }
+        let flags = if cont { flag | RamFlags::CONTINUE } else { flag };
+        s.put(&join_record_word(addr.offset, flags).to_be_bytes());
+        if !cont {
+            s.put(&[name.len() as u8]);
+            s.put(name.as_bytes());
+        }
+        self.last_block = Some(addr.block);
+        Ok(())
+    }
+
+    /// A PAGE record; CONTINUE when the block is the previous record's (canonical).
+    pub fn page<'a>(
+        &mut self,
+        addr: PageAddr,
+        data: &'a [u8],
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        if data.len() != self.page_size() {
+            return Err(enc_err(format!("page of {} bytes", data.len())));
+        }
+        self.page_word(addr, RamFlags::PAGE, None, s)?;
+        s.put_payload(data);
+        Ok(())
+    }
+
+    /// A ZERO record.
+    pub fn zero<'a>(
+        &mut self,
+        addr: PageAddr,
+        fill: u8,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        self.page_word(addr, RamFlags::ZERO, None, s)?;
+        s.put(&[fill]);
+        Ok(())
+    }
+
+    /// An XBZRLE record carrying `delta`.
+    pub fn xbzrle<'a>(
+        &mut self,
+        addr: PageAddr,
+        delta: &'a [u8],
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        self.xbzrle_inner(addr, delta, None, s)
+    }
+
+    fn xbzrle_inner<'a>(
+        &mut self,
+        addr: PageAddr,
+        delta: &'a [u8],
+        continued: Option<bool>,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        if delta.len() > self.page_size() {
+            return Err(enc_err("XBZRLE delta longer than a page"));
+        }
+        self.page_word(addr, RamFlags::XBZRLE, continued, s)?;
+        s.put(&[ENCODING_FLAG_XBZRLE]);
+        s.put(&(delta.len() as u16).to_be_bytes());
+        s.put_payload(delta);
+        Ok(())
+    }
+
+    /// An EOS record.
+    pub fn eos<'a>(&mut self, s: &mut impl Sink<'a>) {
+        s.put(&RamFlags::EOS.bits().to_be_bytes());
+    }
+
+    /// A FULL device section's header and body (its footer is written by [`Encoder::footer`]).
+    pub fn device<'a>(&mut self, d: &DeviceSection<'a>, s: &mut impl Sink<'a>) {
+        self.section_header(&d.header, s);
+        s.put_payload(d.body);
+    }
+
+    /// The EOF section.
+    pub fn eof<'a>(&mut self, s: &mut impl Sink<'a>) {
+        s.put(&[SectionType::EOF.0]);
+    }
+
+    /// The VMDESCRIPTION trailer.
+    pub fn vmdesc<'a>(&mut self, json: &'a [u8], s: &mut impl Sink<'a>) -> Result<(), Error> {
+        let len = u32::try_from(json.len()).map_err(|_| enc_err("vmdesc longer than 4 GiB"))?;
+        s.put(&[SectionType::VMDESCRIPTION.0]);
+        s.put(&len.to_be_bytes());
+        s.put_payload(json);
+        Ok(())
+    }
+
+    /// Writes a decoded event back, losslessly: CONTINUE as the event says, raw words kept.
+    ///
+    /// ```
+    /// use ramstream_codec::{decode_all, DecoderOptions, Encoder};
+    /// let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00";
+    /// let mut enc = Encoder::new(12);
+    /// let mut out = Vec::new();
+    /// for (_, ev) in decode_all(stream, DecoderOptions::default()).unwrap() {
+    ///     enc.event(&ev, &mut out).unwrap();
+    /// }
+    /// assert_eq!(out, stream);
+    /// ```
+    pub fn event<'a>(&mut self, ev: &Event<'a>, s: &mut impl Sink<'a>) -> Result<(), Error> {
+        match ev {
+            Event::Header { version } => {
+                s.put(&QEVM_MAGIC.to_be_bytes());
+                s.put(&version.to_be_bytes());
+            }
+            Event::Configuration(c) => self.configuration(c, s),
+            Event::Command(c) => self.command(c.command, c.payload, s)?,
+            Event::SectionStart(h) => self.section_header(h, s),
+            Event::SectionPart {
+                section_type,
+                section_id,
+            } => self.section_part(*section_type, *section_id, s),
+            Event::MemSize(ms) => self.mem_size_record(ms, s),
+            Event::Page(p) => {
+                self.page_word(p.addr, RamFlags::PAGE, Some(p.continued), s)?;
+                s.put_payload(p.data);
+            }
+            Event::Zero(z) => {
+                self.page_word(z.addr, RamFlags::ZERO, Some(z.continued), s)?;
+                s.put(&[z.fill]);
+            }
+            Event::Xbzrle(x) => self.xbzrle_inner(x.addr, x.delta, Some(x.continued), s)?,
+            Event::Eos(b) | Event::MultifdFlush(b) => s.put(&b.word.to_be_bytes()),
+            Event::Balloon(b) => {
+                s.put(&b.word.to_be_bytes());
+                s.put_payload(b.payload);
+            }
+            Event::Footer { section_id } => self.footer(*section_id, s),
+            Event::Device(d) => self.device(d, s),
+            Event::Eof => self.eof(s),
+            Event::VmDescription(j) => self.vmdesc(j, s)?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,381 @@
+//! The codec's error type: what was wrong, where, in which record and RAM block.
+
+use core::fmt;
+
+use ramstream_spec::ram::RamFlags;
+use ramstream_spec::stream::{Command, SectionType};
+
+use crate::event::RecordKind;
+use crate::xbzrle::XbzrleError;
+
+/// A decoding or encoding error with its context.
+///
+/// `offset` is the byte offset in the stream of the record (or field) that was wrong;
+/// `record` the kind of record being read; `block` the RAM block idstr where known.
+///
+/// ```
+/// use ramstream_codec::{Decoder, ErrorKind};
+///
+/// let mut dec = Decoder::new(Default::default());
+/// dec.finish();
+/// let err = dec.decode(b"QEVX\0\0\0\x03").unwrap_err();
+/// assert!(matches!(err.kind, ErrorKind::BadMagic { .. }));
+/// assert_eq!(err.offset, 0);
+/// assert_eq!(err.to_string(), "at offset 0x0 (stream header): bad magic 0x51455658, expected 0x5145564d (\"QEVM\")");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    /// Byte offset in the stream where the faulty record or field starts.
+    pub offset: u64,
+    /// The record being read, where known.
+    pub record: Option<RecordKind>,
+    /// The RAM block idstr, where known.
+    pub block: Option<String>,
+    /// What was wrong.
+    pub kind: ErrorKind,
+}
+
+impl Error {
+    /// An error of `kind` at `offset` with no further context.
+    pub fn new(offset: u64, kind: ErrorKind) -> Self {
+        Error {
+            offset,
+            record: None,
+            block: None,
+            kind,
+        }
+    }
+
+    /// Adds the record kind.
+    pub fn in_record(mut self, record: RecordKind) -> Self {
+        self.record = Some(record);
+        self
+    }
+
+    /// Adds the RAM block idstr.
+    pub fn in_block(mut self, block: impl Into<String>) -> Self {
+        self.block = Some(block.into());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at offset {:#x}", self.offset)?;
+        match (&self.record, &self.block) {
+            (Some(r), Some(b)) => write!(f, " ({r}, block {b:?})")?,
+            (Some(r), None) => write!(f, " ({r})")?,
+            (None, Some(b)) => write!(f, " (block {b:?})")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What was wrong with the input. One variant per rejection class of SPEC.md §12.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input ended inside a record (only after [`Decoder::finish`](crate::Decoder::finish)).
+    Truncated {
+        /// Bytes still missing for the record, at least.
+        needed: usize,
+    },
+    /// The stream ended before its EOF section (only after `finish`).
+    EndedBeforeEof,
+    /// The stream did not start with `QEVM`.
+    BadMagic {
+        /// The be32 found.
+        found: u32,
+    },
+    /// The obsolete stream version 2.
+    ObsoleteVersion,
+    /// A stream version other than 3.
+    UnsupportedVersion {
+        /// The be32 found.
+        found: u32,
+    },
+    /// The configuration section was required but not present.
+    ConfigurationMissing,
+    /// The machine type length exceeds the limit.
+    MachineTypeTooLong {
+        /// The announced length.
+        len: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A name (idstr, machine type, capability) is not UTF-8.
+    NotUtf8 {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// A configuration subsection this codec does not know.
+    UnknownSubsection {
+        /// Its name.
+        name: String,
+    },
+    /// A configuration subsection with a version other than 1.
+    SubsectionVersion {
+        /// Its name.
+        name: String,
+        /// The version found.
+        version: u32,
+    },
+    /// A subsection inside the configuration whose name lacks the `configuration/` prefix.
+    StraySubsection {
+        /// Its name.
+        name: String,
+    },
+    /// Target page bits outside the supported range.
+    BadPageBits {
+        /// The value found.
+        bits: u32,
+    },
+    /// More capabilities than the limit.
+    TooManyCapabilities {
+        /// The announced count.
+        count: u32,
+    },
+    /// A capability name this codec does not know ("Received unknown capability").
+    UnknownCapability {
+        /// The name.
+        name: String,
+    },
+    /// A capability this codec knows but does not support.
+    UnsupportedCapability {
+        /// The name.
+        name: String,
+    },
+    /// A top-level section type byte that is not defined.
+    UnknownSectionType {
+        /// The byte.
+        byte: u8,
+    },
+    /// A top-level byte that is defined but not allowed here (e.g. a SUBSECTION byte).
+    UnexpectedSectionType {
+        /// The section type.
+        found: SectionType,
+    },
+    /// A PART/END/footer naming a section id no START announced.
+    UnknownSectionId {
+        /// The id.
+        section_id: u32,
+    },
+    /// A section START/FULL reusing an id already in use.
+    DuplicateSectionId {
+        /// The id.
+        section_id: u32,
+    },
+    /// An iterative section other than `ram` (e.g. block migration, dirty bitmaps).
+    UnsupportedSection {
+        /// Its idstr.
+        idstr: String,
+    },
+    /// The `ram` section with a version other than 4, or an instance other than 0.
+    RamSectionVersion {
+        /// The version found.
+        version: u32,
+        /// The instance id found.
+        instance_id: u32,
+    },
+    /// A section without its footer.
+    MissingFooter {
+        /// The section id expected in the footer.
+        section_id: u32,
+        /// The byte found instead of 0x7E.
+        found: u8,
+    },
+    /// A footer with another section's id.
+    FooterMismatch {
+        /// The expected id.
+        expected: u32,
+        /// The id found.
+        found: u32,
+    },
+    /// A command id QEMU 7.2 does not know.
+    UnknownCommand {
+        /// The command.
+        command: Command,
+        /// Its payload length.
+        len: u16,
+    },
+    /// A command with a payload length QEMU rejects.
+    CommandLength {
+        /// The command.
+        command: Command,
+        /// The length found.
+        len: u16,
+    },
+    /// A `ram` record word whose flags QEMU rejects ("Unknown combination of migration
+    /// flags").
+    UnknownFlags {
+        /// The flags (the word's low bits).
+        flags: RamFlags,
+    },
+    /// A compressed page (0x100) without the `compress` capability (removed in QEMU 9.1).
+    UnexpectedCompressedPage,
+    /// An RDMA hook record (0x80) on a stream that is not RDMA.
+    RdmaHook,
+    /// A page record with CONTINUE but no earlier page record named a block.
+    ContinueWithoutBlock,
+    /// A page record naming a block the MEM_SIZE list did not announce.
+    UnknownBlock {
+        /// The idstr.
+        idstr: String,
+    },
+    /// A page offset not below the block's used length.
+    OffsetBeyondBlock {
+        /// The offset.
+        offset: u64,
+        /// The block's used length.
+        used_length: u64,
+    },
+    /// A ZERO record with a non-zero fill byte, rejected by QEMU 8.2+ policy.
+    NonZeroFill {
+        /// The fill byte.
+        fill: u8,
+    },
+    /// The MEM_SIZE block lengths do not add up to its total.
+    MemSizeMismatch {
+        /// The total announced.
+        total: u64,
+        /// The sum of used lengths read when the mismatch was detected.
+        sum: u64,
+    },
+    /// A RAM block with a zero or unaligned used length.
+    BadUsedLength {
+        /// The length.
+        used_length: u64,
+    },
+    /// The same idstr twice in one MEM_SIZE list.
+    DuplicateBlock {
+        /// The idstr.
+        idstr: String,
+    },
+    /// More RAM blocks than the limit.
+    TooManyBlocks {
+        /// The limit.
+        limit: usize,
+    },
+    /// The announced RAM total exceeds the configured limit.
+    RamTotalTooLarge {
+        /// The total.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An XBZRLE record whose encoding byte is not 0x01 ("wrong compression").
+    XbzrleEncoding {
+        /// The byte found.
+        found: u8,
+    },
+    /// An XBZRLE record longer than a page ("len overflow").
+    XbzrleLength {
+        /// The length found.
+        len: u16,
+        /// The page size.
+        page_size: usize,
+    },
+    /// An XBZRLE delta that does not decode ("decode error").
+    Xbzrle(XbzrleError),
+    /// A record flag 0x200 whose meaning the chosen dialect gives no payload for here.
+    DialectRejects {
+        /// The dialect.
+        dialect: ramstream_spec::Dialect,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A balloon record that is malformed.
+    Balloon {
+        /// Why.
+        reason: String,
+    },
+    /// A FULL device section whose footer was not found within the limit.
+    DeviceSectionUnterminated {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Device sections cannot be framed when section footers are off.
+    DeviceSectionWithoutFooters,
+    /// A VMDESCRIPTION longer than the limit.
+    VmdescTooLarge {
+        /// The announced length.
+        len: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// Bytes after the end of the stream.
+    TrailingBytes {
+        /// How many bytes follow.
+        count: usize,
+    },
+    /// The decoder was used after it reported an error.
+    Poisoned,
+    /// An encoder was asked to write a record it cannot represent.
+    Encode {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ErrorKind::*;
+        match self {
+            Truncated { needed } => write!(f, "stream truncated: at least {needed} more byte(s) needed"),
+            EndedBeforeEof => write!(f, "stream ended before its EOF section"),
+            BadMagic { found } => write!(
+                f,
+                "bad magic {found:#010x}, expected {:#010x} (\"QEVM\")",
+                ramstream_spec::stream::QEVM_MAGIC
+            ),
+            ObsoleteVersion => write!(f, "stream version 2 is obsolete (QEMU: \"SaveVM v2 format is obsolete\")"),
+            UnsupportedVersion { found } => write!(f, "unsupported stream version {found}, expected 3"),
+            ConfigurationMissing => write!(f, "configuration section missing"),
+            MachineTypeTooLong { len, limit } => write!(f, "machine type length {len} exceeds the limit {limit}"),
+            NotUtf8 { what } => write!(f, "{what} is not UTF-8"),
+            UnknownSubsection { name } => write!(f, "unknown configuration subsection {name:?}"),
+            SubsectionVersion { name, version } => write!(f, "configuration subsection {name:?} has version {version}, expected 1"),
+            StraySubsection { name } => write!(f, "subsection {name:?} does not belong to the configuration"),
+            BadPageBits { bits } => write!(f, "target page bits {bits} outside the supported range 10..=16"),
+            TooManyCapabilities { count } => write!(f, "{count} capabilities exceed the limit"),
+            UnknownCapability { name } => write!(f, "received unknown capability {name:?}"),
+            UnsupportedCapability { name } => write!(f, "capability {name:?} is not supported by ramstream"),
+            UnknownSectionType { byte } => write!(f, "unknown section type {byte:#04x}"),
+            UnexpectedSectionType { found } => write!(f, "section type {found} not allowed here"),
+            UnknownSectionId { section_id } => write!(f, "unknown section id {section_id}"),
+            DuplicateSectionId { section_id } => write!(f, "section id {section_id} started twice"),
+            UnsupportedSection { idstr } => write!(f, "iterative section {idstr:?} is not supported (only \"ram\")"),
+            RamSectionVersion { version, instance_id } => write!(f, "ram section version {version} instance {instance_id}, expected version 4 instance 0"),
+            MissingFooter { section_id, found } => write!(f, "missing section footer for section {section_id} (found byte {found:#04x})"),
+            FooterMismatch { expected, found } => write!(f, "section footer names section {found}, expected {expected}"),
+            UnknownCommand { command, len } => write!(f, "unknown command {command} (len {len})"),
+            CommandLength { command, len } => write!(f, "command {command} with bad length {len}"),
+            UnknownFlags { flags } => write!(f, "unknown combination of migration flags: {:#x} ({flags})", flags.bits()),
+            UnexpectedCompressedPage => write!(f, "unexpected compressed page (flag 0x100: the compress capability is not supported, and was removed in QEMU 9.1)"),
+            RdmaHook => write!(f, "RDMA hook record (flag 0x80) on a non-RDMA stream"),
+            ContinueWithoutBlock => write!(f, "page record with CONTINUE but no previous block"),
+            UnknownBlock { idstr } => write!(f, "unknown RAM block {idstr:?}"),
+            OffsetBeyondBlock { offset, used_length } => write!(f, "page offset {offset:#x} beyond block used length {used_length:#x}"),
+            NonZeroFill { fill } => write!(f, "zero page with fill byte {fill:#04x} (rejected as QEMU 8.2+ does)"),
+            MemSizeMismatch { total, sum } => write!(f, "MEM_SIZE block lengths add up to {sum:#x}, not the announced total {total:#x}"),
+            BadUsedLength { used_length } => write!(f, "RAM block used length {used_length:#x} is zero or not page aligned"),
+            DuplicateBlock { idstr } => write!(f, "RAM block {idstr:?} listed twice"),
+            TooManyBlocks { limit } => write!(f, "more than {limit} RAM blocks"),
+            RamTotalTooLarge { total, limit } => write!(f, "RAM total {total:#x} exceeds the limit {limit:#x}"),
+            XbzrleEncoding { found } => write!(f, "XBZRLE record with encoding {found:#04x}, expected 0x01 (wrong compression)"),
+            XbzrleLength { len, page_size } => write!(f, "XBZRLE length {len} exceeds the page size {page_size} (len overflow)"),
+            Xbzrle(e) => write!(f, "XBZRLE decode error: {e}"),
+            DialectRejects { dialect, reason } => write!(f, "dialect {dialect}: {reason}"),
+            Balloon { reason } => write!(f, "bad balloon record: {reason}"),
+            DeviceSectionUnterminated { limit } => write!(f, "device section footer not found within {limit} bytes"),
+            DeviceSectionWithoutFooters => write!(f, "device sections cannot be framed without section footers"),
+            VmdescTooLarge { len, limit } => write!(f, "VMDESCRIPTION of {len} bytes exceeds the limit {limit}"),
+            TrailingBytes { count } => write!(f, "{count} byte(s) after the end of the stream"),
+            Poisoned => write!(f, "the decoder already failed"),
+            Encode { reason } => write!(f, "cannot encode: {reason}"),
+        }
+    }
+}

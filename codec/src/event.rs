@@ -1,0 +1,288 @@
+//! The typed events the decoder returns and the encoder writes.
+
+use core::fmt;
+
+use ramstream_spec::ram::RamFlags;
+use ramstream_spec::stream::{Command, SectionType};
+
+/// The kind of record an event or error concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// The 8-byte stream header.
+    Header,
+    /// The configuration section.
+    Configuration,
+    /// A command section.
+    Command,
+    /// A section header (START, PART, END or FULL).
+    SectionHeader,
+    /// A section footer.
+    Footer,
+    /// A `ram` MEM_SIZE record.
+    MemSize,
+    /// A `ram` PAGE record.
+    Page,
+    /// A `ram` ZERO record.
+    Zero,
+    /// A `ram` XBZRLE record.
+    Xbzrle,
+    /// A `ram` EOS record.
+    Eos,
+    /// A `ram` record word not yet classified.
+    RamRecord,
+    /// A `ram` MULTIFD_FLUSH record (QEMU 8.1+ dialect).
+    MultifdFlush,
+    /// A `ram` balloon record (kolhe-2016 or ramstream-balloon-v1 dialect).
+    Balloon,
+    /// A FULL device section.
+    Device,
+    /// The EOF section.
+    Eof,
+    /// The VMDESCRIPTION trailer.
+    VmDescription,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::Header => "stream header",
+            RecordKind::Configuration => "configuration section",
+            RecordKind::Command => "command",
+            RecordKind::SectionHeader => "section header",
+            RecordKind::Footer => "section footer",
+            RecordKind::MemSize => "ram MEM_SIZE record",
+            RecordKind::Page => "ram PAGE record",
+            RecordKind::Zero => "ram ZERO record",
+            RecordKind::Xbzrle => "ram XBZRLE record",
+            RecordKind::Eos => "ram EOS record",
+            RecordKind::RamRecord => "ram record",
+            RecordKind::MultifdFlush => "ram MULTIFD_FLUSH record",
+            RecordKind::Balloon => "ram BALLOON record",
+            RecordKind::Device => "device section",
+            RecordKind::Eof => "EOF section",
+            RecordKind::VmDescription => "VMDESCRIPTION trailer",
+        })
+    }
+}
+
+/// The configuration section (SPEC.md §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Configuration<'a> {
+    /// The machine type name, e.g. `pc-i440fx-7.2`.
+    pub machine_type: &'a str,
+    /// `configuration/target-page-bits`, when present.
+    pub target_page_bits: Option<u32>,
+    /// `configuration/capabilities`, when present (`Some(vec![])` if present and empty).
+    pub capabilities: Option<Vec<&'a str>>,
+    /// `configuration/uuid`, when present.
+    pub uuid: Option<[u8; 16]>,
+}
+
+impl Configuration<'_> {
+    /// Whether the capabilities subsection lists `name`.
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|n| *n == name))
+    }
+}
+
+/// A command section (SPEC.md §2.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRecord<'a> {
+    /// The command id.
+    pub command: Command,
+    /// Its payload, borrowed.
+    pub payload: &'a [u8],
+}
+
+/// A START or FULL section header (SPEC.md §2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionHeader<'a> {
+    /// START or FULL.
+    pub section_type: SectionType,
+    /// The source's section id.
+    pub section_id: u32,
+    /// The handler's idstr, e.g. `ram`, `timer`, `0000:00:01.0/piix4_pm`.
+    pub idstr: &'a str,
+    /// The instance id.
+    pub instance_id: u32,
+    /// The handler's version.
+    pub version_id: u32,
+}
+
+/// A RAM block as listed by MEM_SIZE (SPEC.md §7.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamBlock {
+    /// The block's idstr, e.g. `pc.ram`.
+    pub idstr: String,
+    /// Its used length in bytes.
+    pub used_length: u64,
+    /// The `page_size` field, when present (postcopy-ram, non-host page size).
+    pub page_size: Option<u64>,
+    /// The `mr_addr` field, when present (x-ignore-shared).
+    pub mr_addr: Option<u64>,
+}
+
+/// A MEM_SIZE record: the RAM block list (SPEC.md §7.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemSize {
+    /// The raw record word: total bytes | flags (CONTINUE may be set; QEMU 7.2 ignores it).
+    pub word: u64,
+    /// The blocks, in stream order.
+    pub blocks: Vec<RamBlock>,
+}
+
+impl MemSize {
+    /// The announced total of used lengths.
+    pub fn total(&self, page_bits: u32) -> u64 {
+        ramstream_spec::ram::split_record_word(self.word, page_bits).0
+    }
+}
+
+/// Where a page record lands: block index (into the MEM_SIZE list) and offset in the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PageAddr {
+    /// Index of the block in the current MEM_SIZE list.
+    pub block: usize,
+    /// Byte offset inside the block (page aligned).
+    pub offset: u64,
+}
+
+/// A PAGE record: one raw target page (SPEC.md §7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRecord<'a> {
+    /// Where the page lands.
+    pub addr: PageAddr,
+    /// Whether the record used CONTINUE (no idstr on the wire).
+    pub continued: bool,
+    /// The page bytes, borrowed from the input.
+    pub data: &'a [u8],
+}
+
+/// A ZERO record: a page filled with one byte (SPEC.md §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZeroPage {
+    /// Where the page lands.
+    pub addr: PageAddr,
+    /// Whether the record used CONTINUE.
+    pub continued: bool,
+    /// The fill byte (0 from every QEMU since 1.5).
+    pub fill: u8,
+}
+
+/// An XBZRLE record: a delta against the page the destination holds (SPEC.md §7.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XbzrleDelta<'a> {
+    /// Where the page lands.
+    pub addr: PageAddr,
+    /// Whether the record used CONTINUE.
+    pub continued: bool,
+    /// The encoded delta, borrowed from the input.
+    pub delta: &'a [u8],
+}
+
+/// A record word without payload (EOS, MULTIFD_FLUSH), kept raw so re-encoding is lossless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BareRecord {
+    /// The raw record word (QEMU writes exactly the flag).
+    pub word: u64,
+}
+
+/// A FULL device section: header and its verbatim body (SPEC.md §2.3, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSection<'a> {
+    /// The section header.
+    pub header: SectionHeader<'a>,
+    /// The stream offset of the body's first byte.
+    pub body_offset: u64,
+    /// The vmstate body, borrowed, byte-exact.
+    pub body: &'a [u8],
+}
+
+/// One decoded item of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The stream header (`QEVM`, version 3).
+    Header {
+        /// The version (3).
+        version: u32,
+    },
+    /// The configuration section.
+    Configuration(Configuration<'a>),
+    /// A command section.
+    Command(CommandRecord<'a>),
+    /// A START section header of the `ram` section.
+    SectionStart(SectionHeader<'a>),
+    /// A PART or END section header.
+    SectionPart {
+        /// PART or END.
+        section_type: SectionType,
+        /// The section id.
+        section_id: u32,
+    },
+    /// A MEM_SIZE record.
+    MemSize(MemSize),
+    /// A PAGE record.
+    Page(PageRecord<'a>),
+    /// A ZERO record.
+    Zero(ZeroPage),
+    /// An XBZRLE record.
+    Xbzrle(XbzrleDelta<'a>),
+    /// An EOS record.
+    Eos(BareRecord),
+    /// A MULTIFD_FLUSH record (dialect qemu-8.1+).
+    MultifdFlush(BareRecord),
+    /// A balloon record (dialects kolhe-2016 and ramstream-balloon-v1).
+    Balloon(crate::balloon::BalloonRecord<'a>),
+    /// A section footer.
+    Footer {
+        /// The section id it names.
+        section_id: u32,
+    },
+    /// A FULL device section with its body (its footer follows as a [`Event::Footer`]).
+    Device(DeviceSection<'a>),
+    /// The EOF section.
+    Eof,
+    /// The VMDESCRIPTION trailer's JSON, borrowed.
+    VmDescription(&'a [u8]),
+}
+
+impl Event<'_> {
+    /// The record kind of this event.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Event::Header { .. } => RecordKind::Header,
+            Event::Configuration(_) => RecordKind::Configuration,
+            Event::Command(_) => RecordKind::Command,
+            Event::SectionStart(_) | Event::SectionPart { .. } => RecordKind::SectionHeader,
+            Event::MemSize(_) => RecordKind::MemSize,
+            Event::Page(_) => RecordKind::Page,
+            Event::Zero(_) => RecordKind::Zero,
+            Event::Xbzrle(_) => RecordKind::Xbzrle,
+            Event::Eos(_) => RecordKind::Eos,
+            Event::MultifdFlush(_) => RecordKind::MultifdFlush,
+            Event::Balloon(_) => RecordKind::Balloon,
+            Event::Footer { .. } => RecordKind::Footer,
+            Event::Device(_) => RecordKind::Device,
+            Event::Eof => RecordKind::Eof,
+            Event::VmDescription(_) => RecordKind::VmDescription,
+        }
+    }
+
+    /// The flags of a `ram` record event, `None` for other events.
+    pub fn ram_flags(&self) -> Option<RamFlags> {
+        let cont = |c: bool| if c { RamFlags::CONTINUE } else { RamFlags::NONE };
+        Some(match self {
+            Event::Page(p) => RamFlags::PAGE | cont(p.continued),
+            Event::Zero(z) => RamFlags::ZERO | cont(z.continued),
+            Event::Xbzrle(x) => RamFlags::XBZRLE | cont(x.continued),
+            Event::Eos(_) => RamFlags::EOS,
+            Event::MultifdFlush(_) | Event::Balloon(_) => RamFlags::X200,
+            Event::MemSize(_) => RamFlags::MEM_SIZE,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Decoder options: the out-of-band settings a QEMU destination has locally.
+
+use ramstream_spec::{limits, ram, Dialect};
+
+/// What a ZERO record's fill byte may be (SPEC.md §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ZeroFill {
+    /// QEMU 7.2: any fill byte is accepted and the page is filled with it.
+    #[default]
+    AcceptAny,
+    /// QEMU 8.2+: a non-zero fill byte is an error.
+    RejectNonZero,
+}
+
+/// Limits on untrusted input (SPEC.md §10). Defaults come from `ramstream_spec::limits`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most RAM blocks in a MEM_SIZE list.
+    pub max_ram_blocks: usize,
+    /// Largest MEM_SIZE total (the destination's configured guest size, if known).
+    pub max_ram_total: u64,
+    /// Longest machine type name.
+    pub max_machine_type_len: u32,
+    /// Most capabilities in the capabilities subsection.
+    pub max_capabilities: u32,
+    /// Largest VMDESCRIPTION JSON.
+    pub max_vmdesc_len: u32,
+    /// Largest FULL device section body.
+    pub max_device_section_len: usize,
+    /// Most runs in one balloon record.
+    pub max_balloon_runs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ram_blocks: limits::MAX_RAM_BLOCKS,
+            max_ram_total: limits::MAX_RAM_TOTAL,
+            max_machine_type_len: limits::MAX_MACHINE_TYPE_LEN,
+            max_capabilities: limits::MAX_CAPABILITIES,
+            max_vmdesc_len: limits::MAX_VMDESC_LEN,
+            max_device_section_len: limits::MAX_DEVICE_SECTION_LEN,
+            max_balloon_runs: limits::MAX_BALLOON_RUNS,
+        }
+    }
+}
+
+/// Whether an optional MEM_SIZE field is present (SPEC.md §7.1). QEMU decides this from
+/// local settings, not from the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FieldPresence {
+    /// Decide from the stream where it can tell (the configuration's capabilities).
+    #[default]
+    Auto,
+    /// Always present.
+    Present,
+    /// Never present.
+    Absent,
+}
+
+/// The decoder's settings. `Default` is a QEMU 7.2 x86 destination with default machine
+/// properties (configuration section and section footers on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecoderOptions {
+    /// What flag 0x200 means (SPEC.md §6.2, §9).
+    pub dialect: Dialect,
+    /// Target page bits when the configuration carries no `target-page-bits` subsection.
+    pub default_page_bits: u32,
+    /// Whether the configuration section must be present (`send-configuration`).
+    pub require_configuration: bool,
+    /// Whether sections carry footers (`send-section-footer`).
+    pub section_footers: bool,
+    /// The ZERO fill policy.
+    pub zero_fill: ZeroFill,
+    /// MEM_SIZE `mr_addr` fields (x-ignore-shared); `Auto` follows the capabilities subsection.
+    pub mr_addr: FieldPresence,
+    /// MEM_SIZE `page_size` fields (postcopy-ram with a block page size different from the
+    /// host's); `Auto` means absent, as on x86 with ordinary RAM.
+    pub block_page_size: FieldPresence,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> Self {
+        DecoderOptions {
+            dialect: Dialect::default(),
+            default_page_bits: ram::TARGET_PAGE_BITS_X86,
+            require_configuration: true,
+            section_footers: true,
+            zero_fill: ZeroFill::default(),
+            mr_addr: FieldPresence::Auto,
+            block_page_size: FieldPresence::Auto,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl DecoderOptions {
+    /// The default options with another dialect.
+    ///
+    /// ```
+    /// use ramstream_codec::DecoderOptions;
+    /// use ramstream_spec::Dialect;
+    /// let opts = DecoderOptions::with_dialect(Dialect::Qemu8_1);
+    /// assert_eq!(opts.dialect, Dialect::Qemu8_1);
+    /// ```
+    pub fn with_dialect(dialect: Dialect) -> Self {
+        DecoderOptions {
+            dialect,
+            ..Default::default()
+        }
+    }
+}

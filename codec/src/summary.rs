@@ -1,0 +1,225 @@
+//! A serialisable summary of a stream: what `ramstream inspect` prints and what the
+//! conformance snapshots pin.
+
+use std::collections::BTreeMap;
+
+use ramstream_spec::stream::SectionType;
+use serde::Serialize;
+
+use crate::event::{Event, RamBlock};
+
+/// Record counts of the `ram` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecordCounts {
+    /// MEM_SIZE records.
+    pub mem_size: u64,
+    /// PAGE records.
+    pub page: u64,
+    /// ZERO records.
+    pub zero: u64,
+    /// XBZRLE records.
+    pub xbzrle: u64,
+    /// EOS records.
+    pub eos: u64,
+    /// Page records that used CONTINUE.
+    #[serde(rename = "continue")]
+    pub continued: u64,
+    /// MULTIFD_FLUSH records.
+    pub multifd_flush: u64,
+    /// Balloon records.
+    pub balloon: u64,
+}
+
+/// Per-block page record counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BlockCounts {
+    /// PAGE records.
+    pub page: u64,
+    /// ZERO records.
+    pub zero: u64,
+    /// XBZRLE records.
+    pub xbzrle: u64,
+}
+
+/// A RAM block as summarised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlockSummary {
+    /// The idstr.
+    pub idstr: String,
+    /// The used length.
+    pub used_length: u64,
+    /// The `mr_addr` field, when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mr_addr: Option<u64>,
+    /// The `page_size` field, when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+}
+
+impl From<&RamBlock> for BlockSummary {
+    fn from(b: &RamBlock) -> Self {
+        BlockSummary {
+            idstr: b.idstr.clone(),
+            used_length: b.used_length,
+            mr_addr: b.mr_addr,
+            page_size: b.page_size,
+        }
+    }
+}
+
+/// The `ram` part of a summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RamSummary {
+    /// The blocks of the last MEM_SIZE.
+    pub blocks: Vec<BlockSummary>,
+    /// `ram` sections (START + PART + END).
+    pub sections: u64,
+    /// PART sections.
+    pub part_sections: u64,
+    /// Record counts.
+    pub records: RecordCounts,
+    /// Page payload bytes (PAGE records).
+    pub page_bytes: u64,
+    /// XBZRLE delta bytes.
+    pub xbzrle_bytes: u64,
+    /// Per-block counts, by idstr.
+    pub per_block: BTreeMap<String, BlockCounts>,
+}
+
+/// A device (FULL) section as summarised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceSummary {
+    /// The idstr.
+    pub idstr: String,
+    /// The instance id.
+    pub instance_id: u32,
+    /// The version id.
+    pub version_id: u32,
+    /// The section id.
+    pub section_id: u32,
+    /// Stream offset of the body.
+    pub offset: u64,
+    /// Body length.
+    pub length: u64,
+}
+
+/// A command as summarised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommandSummary {
+    /// The command name (or hex id).
+    pub command: String,
+    /// Payload length.
+    pub len: usize,
+    /// Stream offset.
+    pub offset: u64,
+}
+
+/// A stream summary built from events.
+///
+/// ```
+/// use ramstream_codec::{decode_all, DecoderOptions, summary::StreamSummary};
+/// let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00";
+/// let mut s = StreamSummary::default();
+/// for (offset, ev) in decode_all(stream, DecoderOptions::default()).unwrap() {
+///     s.observe(offset, &ev);
+/// }
+/// assert_eq!(s.machine_type.as_deref(), Some("pc-i440fx-7.2"));
+/// assert!(s.eof);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StreamSummary {
+    /// The stream version (3).
+    pub stream_version: Option<u32>,
+    /// The machine type.
+    pub machine_type: Option<String>,
+    /// Capabilities listed by the configuration.
+    pub capabilities: Vec<String>,
+    /// Target page bits from the configuration, when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_page_bits: Option<u32>,
+    /// Commands, in order.
+    pub commands: Vec<CommandSummary>,
+    /// The `ram` section.
+    pub ram: RamSummary,
+    /// Device sections, in order.
+    pub devices: Vec<DeviceSummary>,
+    /// Whether the EOF section was seen.
+    pub eof: bool,
+    /// Length of the VMDESCRIPTION JSON, when present.
+    pub vmdesc_len: Option<u64>,
+    /// Total bytes decoded.
+    pub stream_len: u64,
+}
+
+impl StreamSummary {
+    /// Counts one event that started at stream `offset`.
+    pub fn observe(&mut self, offset: u64, ev: &Event<'_>) {
+        let block_name = |s: &Self, i: usize| s.ram.blocks.get(i).map(|b| b.idstr.clone());
+        match ev {
+            Event::Header { version } => self.stream_version = Some(*version),
+            Event::Configuration(c) => {
+                self.machine_type = Some(c.machine_type.to_string());
+                self.capabilities = c
+                    .capabilities
+                    .iter()
+                    .flatten()
+                    .map(|s| s.to_string())
+                    .collect();
+                self.target_page_bits = c.target_page_bits;
+            }
+            Event::Command(c) => self.commands.push(CommandSummary {
+                command: format!("{:?}", c.command),
+                len: c.payload.len(),
+                offset,
+            }),
+            Event::SectionStart(_) => self.ram.sections += 1,
+            Event::SectionPart { section_type, .. } => {
+                self.ram.sections += 1;
+                if *section_type == SectionType::PART {
+                    self.ram.part_sections += 1;
+                }
+            }
+            Event::MemSize(ms) => {
+                self.ram.records.mem_size += 1;
+                self.ram.blocks = ms.blocks.iter().map(BlockSummary::from).collect();
+            }
+            Event::Page(p) => {
+                self.ram.records.page += 1;
+                self.ram.page_bytes += p.data.len() as u64;
+                self.ram.records.continued += p.continued as u64;
+                if let Some(n) = block_name(self, p.addr.block) {
+                    self.ram.per_block.entry(n).or_default().page += 1;
+                }
+            }
+            Event::Zero(z) => {
+                self.ram.records.zero += 1;
+                self.ram.records.continued += z.continued as u64;
+                if let Some(n) = block_name(self, z.addr.block) {
+                    self.ram.per_block.entry(n).or_default().zero += 1;
+                }
+            }
+            Event::Xbzrle(x) => {
+                self.ram.records.xbzrle += 1;
+                self.ram.xbzrle_bytes += x.delta.len() as u64;
+                self.ram.records.continued += x.continued as u64;
+                if let Some(n) = block_name(self, x.addr.block) {
+                    self.ram.per_block.entry(n).or_default().xbzrle += 1;
+                }
+            }
+            Event::Eos(_) => self.ram.records.eos += 1,
+            Event::MultifdFlush(_) => self.ram.records.multifd_flush += 1,
+            Event::Balloon(_) => self.ram.records.balloon += 1,
+            Event::Footer { .. } => {}
+            Event::Device(d) => self.devices.push(DeviceSummary {
+                idstr: d.header.idstr.to_string(),
+                instance_id: d.header.instance_id,
+                version_id: d.header.version_id,
+                section_id: d.header.section_id,
+                offset: d.body_offset,
+                length: d.body.len() as u64,
+            }),
+            Event::Eof => self.eof = true,
+            Event::VmDescription(j) => self.vmdesc_len = Some(j.len() as u64),
+        }
+    }
+}
