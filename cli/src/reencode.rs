@@ -75,7 +75,7 @@ fn recompute_xbzrle(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u
             let old = image.page(x.addr).into_owned();
             apply_event(&mut image, ev, *offset)?;
             let new = image.page(x.addr);
-            let n = match ramstream_codec::xbzrle::encode(&old, &new, &mut scratch) {
+            let n = match ramstream_codec::xbzrle::encode(&old, &new, &mut scratch)? {
                 ramstream_codec::xbzrle::Encoded::Delta(n) => n,
                 other => bail!(
                     "at offset {offset:#x}: QEMU sent an XBZRLE record where ramstream's encoder gives {other:?}"
@@ -127,7 +127,7 @@ fn from_ram(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u8>> {
         })
         .map(|a| (a, image.page(a).into_owned()))
         .collect();
-    let mut write_ram = |enc: &mut Encoder, out: &mut Vectored<'_>, id: u32| -> Result<()> {
+    let write_ram = |enc: &mut Encoder, out: &mut Vectored<'_>, id: u32| -> Result<()> {
         enc.section_part(SectionType::PART, id, out);
         for (addr, data) in &pages {
             if data.iter().all(|b| *b == 0) {

@@ -34,6 +34,7 @@
 //! ```
 
 pub mod balloon;
+pub mod cache;
 mod cursor;
 mod decoder;
 mod encoder;
@@ -45,6 +46,7 @@ mod options;
 pub mod summary;
 mod ram;
 pub mod xbzrle;
+pub mod zero;
 
 pub use decoder::{Decoder, Status, StreamConfig};
 pub use encoder::{BufSink, Encoder, Sink, Vectored};
