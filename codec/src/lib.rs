@@ -1,1 +1,3 @@
 //! Sans-IO codec for the QEMU migration RAM stream.
+
+pub mod vmdesc;
