@@ -186,6 +186,8 @@ fn cpu_registers_match_info_registers() {
                 assert_eq!(fpregs.len(), 8);
                 let tmp = fpregs[0].as_struct().unwrap().get("tmp").unwrap();
                 assert!(tmp.as_struct().unwrap().get("tmp_exp").is_some());
+                // A subsection field, addressed through the subsection name.
+                assert!(s.get("cpu/tsc_khz/env.tsc_khz").is_some(), "{name}");
                 break;
             }
             pos += 14 + idlen + decoded.consumed + 5;
@@ -585,4 +587,32 @@ fn qemu_10_configuration_and_duplicate_keys() {
     // The qtailq field is taken as `size` opaque bytes.
     let q = decode_device(&desc.devices[0], &[1, 0, 0]).unwrap();
     assert_eq!(q.state.get("l").unwrap().as_bytes(), Some(&[1u8, 0, 0][..]));
+}
+
+#[test]
+fn no_panic_on_truncated_or_corrupted_bodies() {
+    let tail = RECORDINGS[0].1;
+    let (desc, _) = trailer(tail);
+    let mut pos = 0;
+    for dev in &desc.devices {
+        let idlen = tail[pos + 5] as usize;
+        let start = pos + 14 + idlen;
+        let consumed = decode_device_prefix(dev, &tail[start..]).unwrap().consumed;
+        let body = &tail[start..start + consumed];
+        for cut in 0..body.len() {
+            assert!(
+                decode_device(dev, &body[..cut]).is_err(),
+                "{} cut {cut}",
+                dev.name
+            );
+        }
+        let mut corrupt = body.to_vec();
+        for i in 0..corrupt.len() {
+            corrupt[i] ^= 0xff;
+            let _ = decode_device(dev, &corrupt);
+            let _ = decode_device_prefix(dev, &corrupt);
+            corrupt[i] ^= 0xff;
+        }
+        pos = start + consumed + 5;
+    }
 }

@@ -2,7 +2,7 @@
 
 use ramstream_spec::stream::SectionType;
 
-use super::description::{DeviceDescription, FieldDescription, FieldKind, VmsdDescription};
+use super::description::{FieldDescription, FieldKind, VmsdDescription};
 use super::error::{Location, VmdescError};
 use super::value::{Struct, Subsection, Value};
 use super::{MAX_DEPTH, MAX_VALUES};
@@ -29,9 +29,9 @@ pub(super) struct Walker<'a> {
 type Result<T> = core::result::Result<T, VmdescError>;
 
 impl<'a> Walker<'a> {
-    pub(super) fn new(device: &'a DeviceDescription, body: &'a [u8]) -> Self {
+    pub(super) fn new(device: &'a str, body: &'a [u8]) -> Self {
         Self {
-            device: &device.name,
+            device,
             body,
             pos: 0,
             values: 0,

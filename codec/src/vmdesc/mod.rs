@@ -186,8 +186,31 @@ pub fn decode_device_prefix<'a>(
     desc: &'a DeviceDescription,
     input: &'a [u8],
 ) -> Result<DecodedDevice<'a>, VmdescError> {
-    let mut walker = fields::Walker::new(desc, input);
-    let state = walker.vmsd(&desc.vmsd, 0)?;
+    decode_vmsd(&desc.name, &desc.vmsd, input)
+}
+
+/// Walks any described vmsd at the start of `input` and reports where it ends: e.g. QEMU
+/// 10's [`VmDescription::configuration`] over the CONFIGURATION section payload (the
+/// bytes after the `0x07` byte), which has no footer and ends where the next section
+/// starts. `name` labels errors.
+///
+/// ```
+/// use ramstream_codec::vmdesc::{decode_vmsd, VmsdDescription};
+///
+/// let desc: VmsdDescription = serde_json::from_str(r#"{"vmsd_name": "configuration",
+///   "version": 1, "fields": [{"name": "len", "type": "uint32", "size": 4},
+///   {"name": "name", "type": "buffer", "size": 3}]}"#)?;
+/// let decoded = decode_vmsd("configuration", &desc, b"\0\0\0\x03pc1\x01")?;
+/// assert_eq!(decoded.consumed, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_vmsd<'a>(
+    name: &'a str,
+    desc: &'a VmsdDescription,
+    input: &'a [u8],
+) -> Result<DecodedDevice<'a>, VmdescError> {
+    let mut walker = fields::Walker::new(name, input);
+    let state = walker.vmsd(desc, 0)?;
     Ok(DecodedDevice {
         consumed: walker.position(),
         state,
