@@ -44,6 +44,7 @@ mod frame;
 mod image;
 mod options;
 pub mod summary;
+pub mod vmdesc;
 mod ram;
 pub mod xbzrle;
 pub mod zero;
