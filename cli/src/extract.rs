@@ -96,8 +96,7 @@ pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
     if out.exists() {
         fs::remove_dir(out)?;
     }
-    fs::rename(&scratch, out)
-        .with_context(|| format!("cannot rename into {}", out.display()))?;
+    fs::rename(&scratch, out).with_context(|| format!("cannot rename into {}", out.display()))?;
     eprintln!(
         "extracted {} block(s) into {}",
         image.blocks().len(),
@@ -118,7 +117,8 @@ fn write_extract(image: &RamImage, dir: &Path) -> Result<()> {
             n += 1;
         }
         let path = dir.join(&fname);
-        let mut f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut f =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         f.set_len(b.used_length)?;
         for (off, page) in b.pages() {
             f.seek(SeekFrom::Start(off))?;

@@ -68,7 +68,10 @@ fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {
         println!("  capabilities: {}", s.capabilities.join(", "));
     }
     for c in &s.commands {
-        println!("  command {} ({} bytes) at {:#x}", c.command, c.len, c.offset);
+        println!(
+            "  command {} ({} bytes) at {:#x}",
+            c.command, c.len, c.offset
+        );
     }
     let r = &s.ram;
     println!(

@@ -82,10 +82,7 @@ impl<'a> Cursor<'a> {
 
     /// The next byte without consuming it.
     pub(crate) fn peek_u8(&self) -> PResult<u8> {
-        self.input
-            .get(self.pos)
-            .copied()
-            .ok_or(Stop::Incomplete(1))
+        self.input.get(self.pos).copied().ok_or(Stop::Incomplete(1))
     }
 
     /// Whether at least `n` unread bytes are present.
@@ -95,11 +92,13 @@ impl<'a> Cursor<'a> {
 
     /// `n` bytes, borrowed.
     pub(crate) fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
-        let (rest, out) = nom::bytes::streaming::take::<usize, &[u8], ()>(n)(&self.input[self.pos..])
-            .map_err(|e| match e {
-                nom::Err::Incomplete(n) => Stop::Incomplete(needed(n)),
-                _ => Stop::Incomplete(1),
-            })?;
+        let (rest, out) = nom::bytes::streaming::take::<usize, &[u8], ()>(n)(
+            &self.input[self.pos..],
+        )
+        .map_err(|e| match e {
+            nom::Err::Incomplete(n) => Stop::Incomplete(needed(n)),
+            _ => Stop::Incomplete(1),
+        })?;
         let _ = rest;
         self.pos += n;
         Ok(out)

@@ -319,8 +319,7 @@ impl Decoder {
                     })
                     .into());
                 }
-                if h.version_id != ram::SECTION_VERSION
-                    || h.instance_id != ram::SECTION_INSTANCE_ID
+                if h.version_id != ram::SECTION_VERSION || h.instance_id != ram::SECTION_INSTANCE_ID
                 {
                     return Err(header_err(ErrorKind::RamSectionVersion {
                         version: h.version_id,

@@ -296,14 +296,21 @@ impl Encoder {
             .get(addr.block)
             .ok_or_else(|| enc_err(format!("block index {} not announced", addr.block)))?;
         if addr.offset & ((1 << self.page_bits) - 1) != 0 {
-            return Err(enc_err(format!("offset {:#x} not page aligned", addr.offset)));
+            return Err(enc_err(format!(
+                "offset {:#x} not page aligned",
+                addr.offset
+            )));
         }
         let same = self.last_block == Some(addr.block);
         let cont = continued.unwrap_or(same);
         if cont && !same {
             return Err(enc_err("CONTINUE requested for a block change"));
         }
-        let flags = if cont { flag | RamFlags::CONTINUE } else { flag };
+        let flags = if cont {
+            flag | RamFlags::CONTINUE
+        } else {
+            flag
+        };
         s.put(&join_record_word(addr.offset, flags).to_be_bytes());
         if !cont {
             s.put(&[name.len() as u8]);

@@ -274,7 +274,13 @@ impl Event<'_> {
 
     /// The flags of a `ram` record event, `None` for other events.
     pub fn ram_flags(&self) -> Option<RamFlags> {
-        let cont = |c: bool| if c { RamFlags::CONTINUE } else { RamFlags::NONE };
+        let cont = |c: bool| {
+            if c {
+                RamFlags::CONTINUE
+            } else {
+                RamFlags::NONE
+            }
+        };
         Some(match self {
             Event::Page(p) => RamFlags::PAGE | cont(p.continued),
             Event::Zero(z) => RamFlags::ZERO | cont(z.continued),

@@ -134,7 +134,11 @@ impl RamImage {
 
     /// The page at `addr` (a shared zero page if none was written).
     pub fn page(&self, addr: PageAddr) -> std::borrow::Cow<'_, [u8]> {
-        match self.blocks.get(addr.block).and_then(|b| b.pages.get(&addr.offset)) {
+        match self
+            .blocks
+            .get(addr.block)
+            .and_then(|b| b.pages.get(&addr.offset))
+        {
             Some(p) => std::borrow::Cow::Borrowed(&p[..]),
             None => std::borrow::Cow::Owned(vec![0u8; self.page_size]),
         }

@@ -43,9 +43,9 @@ mod event;
 mod frame;
 mod image;
 mod options;
+mod ram;
 pub mod summary;
 pub mod vmdesc;
-mod ram;
 pub mod xbzrle;
 pub mod zero;
 
@@ -53,8 +53,8 @@ pub use decoder::{Decoder, Status, StreamConfig};
 pub use encoder::{BufSink, Encoder, Sink, Vectored};
 pub use error::{Error, ErrorKind};
 pub use event::{
-    BareRecord, CommandRecord, Configuration, DeviceSection, Event, MemSize, PageAddr,
-    PageRecord, RamBlock, RecordKind, SectionHeader, XbzrleDelta, ZeroPage,
+    BareRecord, CommandRecord, Configuration, DeviceSection, Event, MemSize, PageAddr, PageRecord,
+    RamBlock, RecordKind, SectionHeader, XbzrleDelta, ZeroPage,
 };
 pub use image::{apply_event, PageStore, RamImage};
 pub use options::{DecoderOptions, FieldPresence, Limits, ZeroFill};

@@ -19,7 +19,10 @@ fn feed(bytes: &[u8], mut next_chunk: impl FnMut() -> usize) -> Vec<String> {
             }
             Status::NeedMore { needed } => {
                 assert!(needed >= 1);
-                assert!(fed < bytes.len(), "decoder wants more after the whole input");
+                assert!(
+                    fed < bytes.len(),
+                    "decoder wants more after the whole input"
+                );
                 let n = next_chunk().max(1).min(bytes.len() - fed);
                 buf.extend_from_slice(&bytes[fed..fed + n]);
                 fed += n;
@@ -77,7 +80,13 @@ fn need_more_never_consumes_or_changes_state() {
     let s = common::small_stream();
     let mut dec = Decoder::new(DecoderOptions::default());
     // Offer a prefix, then the whole input: the first event is the same either way.
-    assert!(matches!(dec.decode(&s[..5]).unwrap(), Status::NeedMore { needed: 3 }));
+    assert!(matches!(
+        dec.decode(&s[..5]).unwrap(),
+        Status::NeedMore { needed: 3 }
+    ));
     assert_eq!(dec.offset(), 0);
-    assert!(matches!(dec.decode(&s).unwrap(), Status::Event { consumed: 8, .. }));
+    assert!(matches!(
+        dec.decode(&s).unwrap(),
+        Status::Event { consumed: 8, .. }
+    ));
 }

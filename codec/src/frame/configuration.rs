@@ -14,7 +14,9 @@ use crate::event::{Configuration, Event, RecordKind};
 use crate::options::DecoderOptions;
 
 fn err(at: u64, kind: ErrorKind) -> Stop {
-    Error::new(at, kind).in_record(RecordKind::Configuration).into()
+    Error::new(at, kind)
+        .in_record(RecordKind::Configuration)
+        .into()
 }
 
 /// Parses the configuration after its 0x07 byte. `input_complete` tells whether the end of
@@ -70,7 +72,10 @@ pub(crate) fn parse<'a>(
             SUBSECTION_UUID,
         ];
         if !known.contains(&sub) {
-            return Err(err(sub_at, ErrorKind::UnknownSubsection { name: sub.into() }));
+            return Err(err(
+                sub_at,
+                ErrorKind::UnknownSubsection { name: sub.into() },
+            ));
         }
         if version != SUBSECTION_VERSION {
             return Err(err(

@@ -146,6 +146,9 @@ pub(crate) fn scan(
             .iter()
             .position(|&b| b == SectionType::FOOTER.0)
         else {
+            if rest.len() > limit {
+                return Scan::TooLong;
+            }
             return Scan::NeedMore {
                 needed: 1,
                 resume: rest.len().max(i),

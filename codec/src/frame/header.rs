@@ -20,5 +20,7 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>) -> PResult<Event<'a>> {
         FILE_VERSION_OBSOLETE => ErrorKind::ObsoleteVersion,
         found => ErrorKind::UnsupportedVersion { found },
     };
-    Err(Error::new(at + 4, kind).in_record(RecordKind::Header).into())
+    Err(Error::new(at + 4, kind)
+        .in_record(RecordKind::Header)
+        .into())
 }

@@ -40,9 +40,11 @@ pub(crate) fn parse_footer(c: &mut Cursor<'_>, expected: u32) -> PResult<u32> {
     }
     let found = c.u32()?;
     if found != expected {
-        return Err(Error::new(at, ErrorKind::FooterMismatch { expected, found })
-            .in_record(RecordKind::Footer)
-            .into());
+        return Err(
+            Error::new(at, ErrorKind::FooterMismatch { expected, found })
+                .in_record(RecordKind::Footer)
+                .into(),
+        );
     }
     Ok(found)
 }

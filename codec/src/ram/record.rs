@@ -120,10 +120,12 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>, cx: &RecordContext<'_>) -> PResult<E
             }
             let len = c.u16()?;
             if len as usize > page_size {
-                return Err(Error::new(enc_at + 1, ErrorKind::XbzrleLength { len, page_size })
-                    .in_record(kind)
-                    .in_block(name)
-                    .into());
+                return Err(
+                    Error::new(enc_at + 1, ErrorKind::XbzrleLength { len, page_size })
+                        .in_record(kind)
+                        .in_block(name)
+                        .into(),
+                );
             }
             let delta = c.take(len as usize)?;
             Ok(Event::Xbzrle(XbzrleDelta {

@@ -75,26 +75,69 @@ pub fn small_stream() -> Vec<u8> {
     let p1 = page(3);
     let p2 = page(5);
     enc.section_part(SectionType::PART, RAM_ID, &mut out);
-    enc.page(PageAddr { block: 0, offset: 0 }, &p1, &mut out).unwrap();
-    enc.zero(PageAddr { block: 0, offset: 0x1000 }, 0, &mut out).unwrap();
-    enc.page(PageAddr { block: 1, offset: 0x2000 }, &p2, &mut out).unwrap();
+    enc.page(
+        PageAddr {
+            block: 0,
+            offset: 0,
+        },
+        &p1,
+        &mut out,
+    )
+    .unwrap();
+    enc.zero(
+        PageAddr {
+            block: 0,
+            offset: 0x1000,
+        },
+        0,
+        &mut out,
+    )
+    .unwrap();
+    enc.page(
+        PageAddr {
+            block: 1,
+            offset: 0x2000,
+        },
+        &p2,
+        &mut out,
+    )
+    .unwrap();
     enc.eos(&mut out);
     enc.footer(RAM_ID, &mut out);
 
     enc.section_part(SectionType::PART, RAM_ID, &mut out);
     // A delta onto block 1 page 0x2000: change bytes 16..20 to 0xee.
     enc.xbzrle(
-        PageAddr { block: 1, offset: 0x2000 },
+        PageAddr {
+            block: 1,
+            offset: 0x2000,
+        },
         &[16, 4, 0xee, 0xee, 0xee, 0xee],
         &mut out,
     )
     .unwrap();
-    enc.zero(PageAddr { block: 1, offset: 0x3000 }, 0, &mut out).unwrap();
+    enc.zero(
+        PageAddr {
+            block: 1,
+            offset: 0x3000,
+        },
+        0,
+        &mut out,
+    )
+    .unwrap();
     enc.eos(&mut out);
     enc.footer(RAM_ID, &mut out);
 
     enc.section_part(SectionType::END, RAM_ID, &mut out);
-    enc.page(PageAddr { block: 0, offset: 0xf000 }, &p2, &mut out).unwrap();
+    enc.page(
+        PageAddr {
+            block: 0,
+            offset: 0xf000,
+        },
+        &p2,
+        &mut out,
+    )
+    .unwrap();
     enc.eos(&mut out);
     enc.footer(RAM_ID, &mut out);
 
@@ -131,5 +174,8 @@ pub fn event_strings(bytes: &[u8], opts: DecoderOptions) -> Vec<String> {
 }
 
 pub fn kinds(events: &[(u64, Event<'_>)]) -> Vec<String> {
-    events.iter().map(|(_, e)| format!("{:?}", e.kind())).collect()
+    events
+        .iter()
+        .map(|(_, e)| format!("{:?}", e.kind()))
+        .collect()
 }
