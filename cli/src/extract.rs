@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ramstream_codec::{apply_event, Decoder, Event, RamImage, Status};
+use ramstream_codec::RamImage;
 use serde::Serialize;
 
 use crate::input::read_stream;
@@ -23,37 +23,6 @@ struct BlockEntry {
 #[derive(Serialize)]
 struct Manifest {
     blocks: Vec<BlockEntry>,
-}
-
-/// Rebuilds the RAM of a complete stream held in `bytes`.
-pub fn rebuild(bytes: &[u8], decode: &DecodeArgs) -> Result<RamImage> {
-    let mut dec = Decoder::new(decode.options());
-    dec.finish();
-    let mut image = RamImage::new(dec.page_size());
-    let mut pos = 0usize;
-    loop {
-        let at = dec.offset();
-        match dec.decode(&bytes[pos..])? {
-            Status::Event { event, consumed } => {
-                if let Event::MemSize(ms) = &event {
-                    image = rebase(image, dec.page_size());
-                    image.set_blocks(&ms.blocks);
-                }
-                apply_event(&mut image, &event, at)?;
-                pos += consumed;
-            }
-            Status::NeedMore { .. } => unreachable!("finished decoder"),
-            Status::Done => return Ok(image),
-        }
-    }
-}
-
-fn rebase(image: RamImage, page_size: usize) -> RamImage {
-    if image.page_size() == page_size {
-        image
-    } else {
-        RamImage::new(page_size)
-    }
 }
 
 /// A file name for a block idstr: `/` and other unsafe characters become `_`.
@@ -74,7 +43,7 @@ pub fn file_name(idstr: &str) -> String {
 
 pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let image = rebuild(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    let image = ramstream_codec::transcode::rebuild(&bytes, &decode.options()).with_context(|| format!("{}", file.display()))?;
     if out.exists() && fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }

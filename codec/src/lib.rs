@@ -45,6 +45,7 @@ mod image;
 mod options;
 mod ram;
 pub mod summary;
+pub mod transcode;
 pub mod vmdesc;
 pub mod xbzrle;
 pub mod zero;
