@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def kill_all():
 
 
 atexit.register(kill_all)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
 
 def start_qemu(name, args, sockdir, cwd, log):
@@ -139,10 +141,10 @@ VECTORS_DEF = [
          args=noos(machine_opts=",suppress-vmdesc=on"), mode="stopped", settle=1.5,
          ram_map=[("pc.ram", 0)]),
     dict(name="linux-stopped",
-         description="Debian 6.1 Linux kernel + busybox initramfs booted under TCG (64 MiB, "
+         description="Debian 6.1 Linux kernel + busybox initramfs booted under TCG (128 MiB, "
                      "init_on_free=1), stopped once its init printed a marker, then migrated.",
          guest="linux", accel="tcg", machine="pc-i440fx-7.2",
-         args=linux(64, "idle"), dest_serial=True, mode="stopped", settle=2.0,
+         args=linux(128, "idle"), dest_serial=True, mode="stopped", settle=2.0,
          ram_map=[("pc.ram", 0)]),
     dict(name="live-xbzrle",
          description="Live migration of a no-OS KVM guest that keeps incrementing one byte in "
@@ -204,12 +206,12 @@ VECTORS_DEF = [
          args=noos(machine="pc-q35-7.2"), mode="stopped", settle=1.5,
          ram_map=[("pc.ram", 0)]),
     dict(name="live-linux-xbzrle",
-         description="Live migration of a Linux guest (TCG, 64 MiB) whose init keeps changing "
+         description="Live migration of a Linux guest (TCG, 128 MiB) whose init keeps changing "
                      "a few bytes in each page of a 2 MiB tmpfs file, with xbzrle, a 5 MB/s "
                      "bandwidth cap and 1 ms downtime limit, converged after XBZRLE pages were "
                      "sent by raising downtime-limit and max-bandwidth.",
          guest="linux", accel="tcg", machine="pc-i440fx-7.2",
-         args=linux(64, "dirty"), dest_serial=True, mode="live", settle=3.0,
+         args=linux(128, "dirty"), dest_serial=True, mode="live", settle=3.0,
          marker="RAMSTREAM-DIRTYING",
          caps={"xbzrle": True},
          params={"max-bandwidth": 5000000, "downtime-limit": 1},
