@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""Re-records the golden vectors in ../vectors from real QEMU (qemu-system-x86_64 7.2).
+
+    python3 conformance-vectors/scripts/record.py            # all vectors
+    python3 conformance-vectors/scripts/record.py --only idle-noos [--only ...]
+    python3 conformance-vectors/scripts/record.py --list
+
+Prerequisites: apt-get update && apt-get install -y qemu-system-x86 zstd
+(the Linux guest's kernel and busybox are fetched with `apt-get download`, see guests.py).
+
+For every vector: build the guest, run the source QEMU, migrate it to a file (or through a
+recording proxy to a real destination for postcopy-ram), then load the recording into a fresh
+destination QEMU (must reach status 'completed'), make that destination migrate itself to a
+second file, rebuild every RAM block from that second stream with an independent decoder
+(ramdecode.py) and hash it. Cross-checks (any disagreement aborts):
+  * pmemsave of the guest-physical ranges where the main RAM block(s) are mapped 1:1,
+  * the recorded stream itself decoded (PAGE/ZERO/XBZRLE) onto zeroed blocks,
+  * `info ramblock` block names and used lengths vs. the MEM_SIZE block list,
+  * ZERO/PAGE record counts vs. the source's query-migrate duplicate/normal counters.
+"""
+
+import argparse
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guests  # noqa: E402
+import ramdecode  # noqa: E402
+from qmp import Qemu, QMPError  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CV = os.path.dirname(HERE)
+VECTORS = os.path.join(CV, "vectors")
+COMPRESS_ABOVE = 256 * 1024
+MiB = 1024 * 1024
+
+LIVE = []  # running Qemu objects, killed at exit
+
+
+def kill_all():
+    for q in list(LIVE):
+        try:
+            q.kill()
+        except Exception:
+            pass
+        LIVE.remove(q)
+
+
+atexit.register(kill_all)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+
+
+def start_qemu(name, args, sockdir, cwd, log):
+    q = Qemu(name, args, sockdir, cwd, log)
+    LIVE.append(q)
+    return q
+
+
+def stop_qemu(q):
+    q.kill()
+    if q in LIVE:
+        LIVE.remove(q)
+
+
+def log(msg):
+    print("[record] " + msg, flush=True)
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise CheckFailed(msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vector definitions
+
+# -cpu qemu64,-kvmclock: SeaBIOS uses kvmclock when offered; KVM then rewrites the pvclock
+# structure that lives in guest RAM (seen at pc.ram 0xe8c20: version 4 -> 6, flags 1 -> 0) on
+# the destination after the load, so the destination's RAM would no longer be a pure function
+# of the stream. Without kvmclock, block hashes equal what decoding the stream gives.
+NOOS_COMMON = ["-nodefaults", "-no-user-config", "-display", "none",
+               "-cpu", "qemu64,-kvmclock",
+               "-drive", "file=boot.img,format=raw,if=ide"]
+
+
+def noos(machine="pc-i440fx-7.2", mem=64, extra=(), machine_opts=""):
+    return (["-M", "%s,accel=kvm%s" % (machine, machine_opts), "-m", str(mem)]
+            + NOOS_COMMON + list(extra))
+
+
+def linux(mem, mode, machine="pc-i440fx-7.2", serial="file:serial.log"):
+    return ["-M", machine, "-accel", "tcg", "-m", str(mem), "-nodefaults", "-no-user-config",
+            "-display", "none", "-kernel", "{KERNEL}", "-initrd", "{INITRD}",
+            "-append", "console=ttyS0 quiet init_on_free=1 rsmode=%s" % mode,
+            "-serial", serial]
+
+
+def converge_when(min_xbzrle_pages=None, min_seconds=0, max_seconds=60,
+                  params=None):
+    """Live-migration controller: after the conditions are met, set `params` (to converge)."""
+    params = params or {"downtime-limit": 2000, "max-bandwidth": 1024 * MiB}
+
+    def ctl(src, elapsed, info, state):
+        if state.get("done"):
+            return
+        xp = info.get("xbzrle-cache", {}).get("pages", 0)
+        ok = elapsed >= min_seconds and (min_xbzrle_pages is None or xp >= min_xbzrle_pages)
+        if ok or elapsed >= max_seconds:
+            log("  converging after %.1fs (xbzrle pages %d): %s" % (elapsed, xp, params))
+            src.cmd("migrate-set-parameters", **params)
+            state["done"] = True
+            state["converge"] = params
+    return ctl
+
+
+VECTORS_DEF = [
+    dict(name="idle-noos",
+         description="Idle no-OS guest (boot sector doing cli;hlt), KVM, 64 MiB, pc-i440fx-7.2, "
+                     "stopped and then migrated to a file; plain precopy with VMDESCRIPTION.",
+         guest="noos-idle", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(), mode="stopped", settle=1.5,
+         ram_map=[("pc.ram", 0)]),
+    dict(name="suppress-vmdesc",
+         description="Idle no-OS guest as idle-noos, but machine property suppress-vmdesc=on: "
+                     "the stream ends with EOF and has no VMDESCRIPTION trailer.",
+         guest="noos-idle", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(machine_opts=",suppress-vmdesc=on"), mode="stopped", settle=1.5,
+         ram_map=[("pc.ram", 0)]),
+    dict(name="linux-stopped",
+         description="Debian 6.1 Linux kernel + busybox initramfs booted under TCG (128 MiB, "
+                     "init_on_free=1), stopped once its init printed a marker, then migrated.",
+         guest="linux", accel="tcg", machine="pc-i440fx-7.2",
+         args=linux(128, "idle"), dest_serial=True, mode="stopped", settle=2.0,
+         ram_map=[("pc.ram", 0)]),
+    dict(name="live-xbzrle",
+         description="Live migration of a no-OS KVM guest that keeps incrementing one byte in "
+                     "each of 128 pages, with xbzrle, a 1 MB/s bandwidth cap and 1 ms downtime "
+                     "limit: many PART sections with PAGE, ZERO and XBZRLE records; converged "
+                     "by raising downtime-limit and max-bandwidth once enough XBZRLE pages were "
+                     "sent.",
+         guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(), mode="live", settle=1.0,
+         caps={"xbzrle": True},
+         params={"max-bandwidth": 1000000, "downtime-limit": 1},
+         controller=converge_when(min_xbzrle_pages=1500, min_seconds=5, max_seconds=60),
+         ram_map=[("pc.ram", 0)]),
+    dict(name="x-ignore-shared",
+         description="No-OS guest (dirtying loop) whose main RAM is a shared memfd backend "
+                     "(id pc.ram, share=on), stopped, migrated with capability x-ignore-shared (vapic off): "
+                     "configuration capabilities subsection, MEM_SIZE with mr_addr fields, and "
+                     "no pages for pc.ram (its sha256 is that of the fresh, zero-filled "
+                     "destination memfd).",
+         guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
+         # vapic off: kvm-tpr-opt's post_load reads its ROM state from guest RAM, which the
+         # destination does not get with x-ignore-shared (fresh zero memfd): load failed EPERM.
+         args=noos(extra=["-global", "apic-common.vapic=off",
+                          "-object", "memory-backend-memfd,id=pc.ram,size=64M,share=on",
+                          "-machine", "memory-backend=pc.ram"]),
+         mode="stopped", settle=1.5,
+         caps={"x-ignore-shared": True}, dest_caps={"x-ignore-shared": True},
+         shared_blocks=["pc.ram"],
+         ram_map=[("pc.ram", 0)]),
+    dict(name="postcopy-advised",
+         description="Live precopy migration of the dirtying no-OS guest with capability "
+                     "postcopy-ram on but postcopy never started (1 MB/s cap, 1 ms downtime limit, "
+                     "converged after 4 s by raising both); recorded by a proxy between "
+                     "the source and a real destination QEMU (return path needed): stream has "
+                     "COMMAND records OPEN_RETURN_PATH, PING(1) and POSTCOPY_ADVISE.",
+         guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(), mode="live-proxy", settle=1.0,
+         caps={"postcopy-ram": True}, dest_caps={"postcopy-ram": True},
+         params={"max-bandwidth": 1000000, "downtime-limit": 1},
+         controller=converge_when(min_seconds=4, max_seconds=30),
+         ram_map=[("pc.ram", 0)]),
+    dict(name="multi-block",
+         description="No-OS dirtying guest with two NUMA nodes, each backed by its own "
+                     "memory-backend-ram (RAM blocks m0 and m1, 32 MiB each), live migration "
+                     "with a 500 kB/s bandwidth cap and 1 ms downtime limit (many PART sections), no "
+                     "xbzrle; converged after 4 s by raising downtime-limit and max-bandwidth.",
+         guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(extra=["-object", "memory-backend-ram,id=m0,size=32M",
+                          "-object", "memory-backend-ram,id=m1,size=32M",
+                          "-numa", "node,nodeid=0,memdev=m0",
+                          "-numa", "node,nodeid=1,memdev=m1"]),
+         mode="live", settle=1.0,
+         params={"max-bandwidth": 500000, "downtime-limit": 1},
+         controller=converge_when(min_seconds=4, max_seconds=30),
+         ram_map=[("m0", 0), ("m1", 32 * MiB)]),
+    dict(name="q35-noos",
+         description="Idle no-OS guest on pc-q35-7.2 (KVM, 64 MiB), stopped then migrated.",
+         guest="noos-idle", accel="kvm", machine="pc-q35-7.2",
+         args=noos(machine="pc-q35-7.2"), mode="stopped", settle=1.5,
+         ram_map=[("pc.ram", 0)]),
+    dict(name="live-linux-xbzrle",
+         description="Live migration of a Linux guest (TCG, 128 MiB) whose init keeps changing "
+                     "a few bytes in each page of a 2 MiB tmpfs file, with xbzrle, a 5 MB/s "
+                     "bandwidth cap and 1 ms downtime limit, converged after XBZRLE pages were "
+                     "sent by raising downtime-limit and max-bandwidth.",
+         guest="linux", accel="tcg", machine="pc-i440fx-7.2",
+         args=linux(128, "dirty"), dest_serial=True, mode="live", settle=3.0,
+         marker="RAMSTREAM-DIRTYING",
+         caps={"xbzrle": True},
+         params={"max-bandwidth": 5000000, "downtime-limit": 1},
+         controller=converge_when(min_xbzrle_pages=500, min_seconds=10, max_seconds=90),
+         ram_map=[("pc.ram", 0)]),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def subst(args, values):
+    out = []
+    for a in args:
+        for k, v in values.items():
+            a = a.replace("{%s}" % k, v)
+        out.append(a)
+    return out
+
+
+def dest_args_of(v):
+    args = list(v["args"])
+    if v.get("dest_serial"):
+        i = args.index("-serial")
+        args[i + 1] = "null"
+    return args + ["-S"]
+
+
+def caps_list(caps):
+    return [{"capability": k, "state": bool(s)} for k, s in caps.items()]
+
+
+def parse_ramblock(text):
+    blocks = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 6 and f[0] != "Block" and f[3].startswith("0x"):
+            blocks.append((f[0], int(f[4], 16)))
+    return blocks
+
+
+def wait_marker(path, marker, q, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if q.proc.poll() is not None:
+            raise QMPError("guest QEMU exited:\n" + q.log_text())
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if marker.encode() in f.read():
+                    return
+        time.sleep(0.2)
+    raise QMPError("guest marker %r not seen in %ds" % (marker, timeout))
+
+
+class Proxy:
+    """Unix-socket proxy: records everything the source sends, forwards both ways."""
+
+    def __init__(self, listen_path, target_path, record_path):
+        self.listen_path = listen_path
+        self.target_path = target_path
+        self.record = open(record_path, "wb")
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(listen_path)
+        self.srv.listen(1)
+        self.done = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _pump(self, a, b, rec):
+        try:
+            while True:
+                data = a.recv(1 << 16)
+                if not data:
+                    break
+                if rec:
+                    self.record.write(data)
+                b.sendall(data)
+        except OSError as e:
+            if rec:
+                self.error = e
+        finally:
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _run(self):
+        try:
+            s, _ = self.srv.accept()
+            d = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            d.connect(self.target_path)
+            t1 = threading.Thread(target=self._pump, args=(s, d, True), daemon=True)
+            t2 = threading.Thread(target=self._pump, args=(d, s, False), daemon=True)
+            t1.start()
+            t2.start()
+            t1.join()
+            self.record.close()
+            self.done.set()
+            t2.join(timeout=30)
+            s.close()
+            d.close()
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+            self.done.set()
+
+    def wait(self, timeout=60):
+        if not self.done.wait(timeout):
+            raise CheckFailed("proxy: source stream did not end")
+        if self.error:
+            raise CheckFailed("proxy error: %s" % self.error)
+        self.srv.close()
+
+
+def run_migration(q, uri, v, state):
+    q.cmd("migrate", uri=uri)
+    t0 = time.time()
+    ctl = v.get("controller")
+    while True:
+        if q.proc.poll() is not None:
+            raise QMPError("source exited:\n" + q.log_text())
+        info = q.cmd("query-migrate")
+        st = info.get("status")
+        if st == "completed":
+            return info
+        if st in ("failed", "cancelled"):
+            raise QMPError("source migration %s: %s\n%s" % (st, info, q.log_text()))
+        if ctl:
+            ctl(q, time.time() - t0, info, state)
+        if time.time() - t0 > 600:
+            raise QMPError("source migration timed out: %s" % info)
+        time.sleep(0.25)
+
+
+# ----------------------------------------------------------------------------------------------
+# Recording one vector
+
+def record(v, scratch, linux_files):
+    name = v["name"]
+    vdir = os.path.join(VECTORS, name)
+    os.makedirs(vdir, exist_ok=True)
+    for f in os.listdir(vdir):
+        os.unlink(os.path.join(vdir, f))
+    work = tempfile.mkdtemp(prefix=name[:12] + "-", dir=scratch)
+    srcdir = os.path.join(work, "src")
+    dstdir = os.path.join(work, "dst")
+    os.makedirs(srcdir)
+    os.makedirs(dstdir)
+    values = {}
+    if v["guest"].startswith("noos-"):
+        img = guests.boot_image(v["guest"][5:])
+        for d in (vdir, srcdir, dstdir):
+            with open(os.path.join(d, "boot.img"), "wb") as f:
+                f.write(img)
+    else:
+        values = {"KERNEL": linux_files[0], "INITRD": linux_files[1]}
+    caps = v.get("caps", {})
+    params = v.get("params", {})
+    dest_caps = v.get("dest_caps", {})
+    stream_path = os.path.join(work, "stream.bin")
+
+    # --- source ---
+    log("%s: starting source" % name)
+    src = start_qemu("src", subst(v["args"], values), work, srcdir,
+                     os.path.join(work, "src.log"))
+    if v["guest"] == "linux":
+        wait_marker(os.path.join(srcdir, "serial.log"), v.get("marker", "RAMSTREAM-GUEST-READY"),
+                    src)
+    time.sleep(v.get("settle", 1.0))
+    if caps:
+        src.cmd("migrate-set-capabilities", capabilities=caps_list(caps))
+    if params:
+        src.cmd("migrate-set-parameters", **params)
+    state = {}
+    proxy = None
+    pdst = None
+    if v["mode"] == "stopped":
+        src.cmd("stop")
+        info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
+    elif v["mode"] == "live":
+        info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
+    elif v["mode"] == "live-proxy":
+        dsock = os.path.join(work, "pdst.sock")
+        psock = os.path.join(work, "proxy.sock")
+        pdst = start_qemu("pdst", subst(dest_args_of(v), values) + ["-incoming", "defer"],
+                          work, dstdir, os.path.join(work, "pdst.log"))
+        if dest_caps:
+            pdst.cmd("migrate-set-capabilities", capabilities=caps_list(dest_caps))
+        pdst.cmd("migrate-incoming", uri="unix:" + dsock)
+        proxy = Proxy(psock, dsock, stream_path)
+        info = run_migration(src, "unix:" + psock, v, state)
+        proxy.wait()
+        pdst.wait_migration(timeout=60)
+        stop_qemu(pdst)
+    else:
+        raise ValueError(v["mode"])
+    stop_qemu(src)
+    qm = {"ram": info["ram"]}
+    if "xbzrle-cache" in info:
+        qm["xbzrle-cache"] = info["xbzrle-cache"]
+    with open(stream_path, "rb") as f:
+        stream = f.read()
+    log("%s: recorded %d bytes; source query-migrate ram: %s" % (name, len(stream), info["ram"]))
+
+    # --- decode the recorded stream itself ---
+    rec = ramdecode.decode(stream)
+    log("%s: stream: %s" % (name, json.dumps(rec.summary())))
+    check(rec.counts["ZERO"] == info["ram"]["duplicate"],
+          "ZERO records %d != source duplicate %d" % (rec.counts["ZERO"], info["ram"]["duplicate"]))
+    check(rec.counts["PAGE"] == info["ram"]["normal"],
+          "PAGE records %d != source normal %d" % (rec.counts["PAGE"], info["ram"]["normal"]))
+    if caps.get("xbzrle"):
+        check(rec.counts["XBZRLE"] > 0 and info["xbzrle-cache"]["pages"] > 0,
+              "no XBZRLE records")
+    expect_vmdesc = "suppress-vmdesc=on" not in " ".join(v["args"])
+    check(rec.has_vmdesc == expect_vmdesc, "has_vmdesc %s, expected %s"
+          % (rec.has_vmdesc, expect_vmdesc))
+
+    # --- fresh destination loads the stream; it then migrates itself to a second file ---
+    log("%s: loading into a fresh destination" % name)
+    dargs = dest_args_of(v)
+    dst = start_qemu("dst", subst(dargs, values) + ["-incoming", "defer"], work, vdir,
+                     os.path.join(work, "dst.log"))
+    if dest_caps:
+        dst.cmd("migrate-set-capabilities", capabilities=caps_list(dest_caps))
+    dst.cmd("migrate-incoming", uri="exec:cat %s" % stream_path)
+    dst.wait_migration(timeout=300)
+    st = dst.cmd("query-status")
+    check(not st["running"], "destination is running after load: %s" % st)
+    ramblocks = parse_ramblock(dst.hmp("info ramblock"))
+    if dest_caps:
+        dst.cmd("migrate-set-capabilities",
+                capabilities=caps_list({k: False for k in dest_caps}))
+    verify_path = os.path.join(work, "verify.bin")
+    dst.cmd("migrate", uri="exec:cat > %s" % verify_path)
+    dst.wait_migration(timeout=300)
+    # pmemsave cross-check of the main RAM
+    pm = {}
+    for blk, gpa in v["ram_map"]:
+        size = dict(ramblocks)[blk]
+        ranges = []
+        for a, b in ((gpa, gpa + size),):
+            for lo, hi in ((a, min(b, 0xa0000)), (max(a, 0x100000), b)):
+                if hi > lo:
+                    ranges.append((lo, hi))
+        for lo, hi in ranges:
+            path = os.path.join(work, "pmem-%s-%x.bin" % (blk, lo))
+            dst.cmd("pmemsave", val=lo, size=hi - lo, filename=path)
+            with open(path, "rb") as f:
+                pm[(blk, lo - gpa, hi - gpa)] = f.read()
+            os.unlink(path)
+    dlog = dst.log_text()
+    stop_qemu(dst)
+
+    with open(verify_path, "rb") as f:
+        vstream = f.read()
+    ver = ramdecode.decode(vstream)
+    check(ver.counts["XBZRLE"] == 0 and not ver.config_caps, "verify stream not plain")
+    # every page of every block exactly once
+    for b in ver.block_order:
+        check(len(ver.received[b]) == len(ver.blocks[b]) // ramdecode.PAGE,
+              "verify stream does not cover block %s" % b)
+    # info ramblock vs MEM_SIZE list
+    check([(b, len(ver.blocks[b])) for b in ver.block_order] == ramblocks,
+          "info ramblock %s != MEM_SIZE list %s" % (ramblocks,
+                                                    [(b, len(ver.blocks[b])) for b in ver.block_order]))
+    check(rec.block_order == ver.block_order, "block order differs")
+    if caps.get("x-ignore-shared"):
+        check(all("mr_addr" in f for f in rec.mem_size_fields.values()), "no mr_addr fields")
+    checks = ["destination reached 'completed' and stayed paused",
+              "re-migrated stream covers every page of every block",
+              "info ramblock matches MEM_SIZE"]
+    # pmemsave
+    for (blk, lo, hi), data in pm.items():
+        check(ver.blocks[blk][lo:hi] == data,
+              "pmemsave of %s [0x%x,0x%x) disagrees with the re-migrated stream" % (blk, lo, hi))
+    checks.append("pmemsave of %s agrees" % ", ".join(
+        "%s[0x%x,0x%x)" % k for k in pm))
+    # recorded stream decode
+    shared = v.get("shared_blocks", [])
+    for b in rec.block_order:
+        npages = len(rec.blocks[b]) // ramdecode.PAGE
+        if b in shared:
+            check(len(rec.received[b]) == 0, "shared block %s has pages in stream" % b)
+            continue
+        check(len(rec.received[b]) == npages, "recorded stream does not cover block %s" % b)
+        check(rec.blocks[b] == ver.blocks[b],
+              "recorded stream decode of %s disagrees with the destination" % b)
+    checks.append("decoding the recorded stream gives the same blocks" +
+                  (" (except x-ignore-shared %s)" % shared if shared else ""))
+    log("%s: cross-checks OK: %s" % (name, "; ".join(checks)))
+
+    # --- write outputs ---
+    stream_file = "stream.bin"
+    if len(stream) > COMPRESS_ABOVE:
+        stream_file = "stream.bin.zst"
+        out = os.path.join(vdir, stream_file)
+        subprocess.run(["zstd", "-q", "-19", "-f", stream_path, "-o", out], check=True)
+        back = subprocess.run(["zstd", "-dc", out], check=True, stdout=subprocess.PIPE).stdout
+        check(back == stream, "zstd round trip")
+    else:
+        shutil.copyfile(stream_path, os.path.join(vdir, stream_file))
+    version = subprocess.run(["qemu-system-x86_64", "--version"], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
+    version = version.replace("QEMU emulator version ", "").strip()
+    manifest = {
+        "name": name,
+        "description": v["description"],
+        "qemu_version": version,
+        "machine_type": v["machine"],
+        "accel": v["accel"],
+        "source_args": v["args"],
+        "destination_args": dargs,
+        "capabilities": caps,
+        "parameters": params,
+        "stream_file": stream_file,
+        "stream_len": len(stream),
+        "stream_sha256": sha256(stream),
+        "has_vmdesc": rec.has_vmdesc,
+        "blocks": [{"idstr": b, "used_length": len(ver.blocks[b]),
+                    "sha256": sha256(ver.blocks[b])} for b in ver.block_order],
+        "query_migrate": qm,
+    }
+    with open(os.path.join(vdir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    summ = rec.summary()
+    summ["stream_len"] = len(stream)
+    summ["file_size"] = os.path.getsize(os.path.join(vdir, stream_file))
+    summ["converge"] = state.get("converge")
+    summ["dest_log"] = dlog.strip()
+    return summ
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", help="record only this vector (repeatable)")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    a = ap.parse_args()
+    names = [v["name"] for v in VECTORS_DEF]
+    if a.list:
+        print("\n".join(names))
+        return 0
+    sel = VECTORS_DEF
+    if a.only:
+        for n in a.only:
+            if n not in names:
+                ap.error("unknown vector %s (have: %s)" % (n, ", ".join(names)))
+        sel = [v for v in VECTORS_DEF if v["name"] in a.only]
+    for tool in ("qemu-system-x86_64", "zstd"):
+        if not shutil.which(tool):
+            sys.exit("missing %s: apt-get update && apt-get install -y qemu-system-x86 zstd"
+                     % tool)
+    scratch = tempfile.mkdtemp(prefix="rsrec-")
+    if not a.keep:
+        atexit.register(shutil.rmtree, scratch, True)
+    linux_files = None
+    if any(v["guest"] == "linux" for v in sel):
+        k, i, pkg = guests.linux_guest()
+        linux_files = (k, i)
+        log("linux guest: %s" % pkg)
+    results = {}
+    for v in sel:
+        results[v["name"]] = record(v, scratch, linux_files)
+        kill_all()
+    log("summary:")
+    for n, s in results.items():
+        log("  %s: %s" % (n, json.dumps(s)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
