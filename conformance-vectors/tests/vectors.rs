@@ -1,0 +1,237 @@
+//! Every golden vector against the codec: decode, QEMU's RAM, splits, byte-exact re-encoding.
+
+use ramstream_codec::summary::StreamSummary;
+use ramstream_codec::transcode::{self, Mode};
+use ramstream_codec::{decode_all, Decoder, DecoderOptions, Event, Status};
+use ramstream_conformance_vectors::{all, Vector};
+use ramstream_spec::Dialect;
+
+fn options(v: &Vector) -> DecoderOptions {
+    let dialect = v
+        .manifest
+        .dialect
+        .as_deref()
+        .map(|d| d.parse::<Dialect>().expect("manifest dialect"))
+        .unwrap_or_default();
+    DecoderOptions::with_dialect(dialect)
+}
+
+fn vectors() -> Vec<(Vector, Vec<u8>)> {
+    let vs = all().expect("vectors load");
+    assert!(vs.len() >= 7, "expected the recorded vectors, found {}", vs.len());
+    vs.into_iter()
+        .map(|v| {
+            let s = v.stream().expect("stream matches its manifest");
+            (v, s)
+        })
+        .collect()
+}
+
+fn summary(bytes: &[u8], opts: DecoderOptions) -> StreamSummary {
+    let mut s = StreamSummary::default();
+    for (o, e) in decode_all(bytes, opts).unwrap() {
+        s.observe(o, &e);
+    }
+    s.stream_len = bytes.len() as u64;
+    s
+}
+
+#[test]
+fn every_vector_rebuilds_exactly_qemus_ram() {
+    for (v, bytes) in vectors() {
+        let image = transcode::rebuild(&bytes, &options(&v))
+            .unwrap_or_else(|e| panic!("{}: {e}", v.manifest.name));
+        let s = summary(&bytes, options(&v));
+        eprintln!(
+            "{}: {} bytes, {} ram sections ({} PART), {} PAGE, {} ZERO, {} XBZRLE, {} CONTINUE, {} devices, {} blocks",
+            v.manifest.name,
+            bytes.len(),
+            s.ram.sections,
+            s.ram.part_sections,
+            s.ram.records.page,
+            s.ram.records.zero,
+            s.ram.records.xbzrle,
+            s.ram.records.continued,
+            s.devices.len(),
+            image.blocks().len()
+        );
+        if v.manifest.hand_built {
+            continue;
+        }
+        assert!(!v.manifest.blocks.is_empty(), "{}: no blocks", v.manifest.name);
+        let names: Vec<_> = image.blocks().iter().map(|b| b.idstr.clone()).collect();
+        let expected: Vec<_> = v.manifest.blocks.iter().map(|b| b.idstr.clone()).collect();
+        assert_eq!(names, expected, "{}: block list", v.manifest.name);
+        for (i, b) in v.manifest.blocks.iter().enumerate() {
+            assert_eq!(image.blocks()[i].used_length, b.used_length);
+            assert_eq!(
+                hex::encode(image.sha256(i)),
+                b.sha256,
+                "{}: block {} differs from QEMU's",
+                v.manifest.name,
+                b.idstr
+            );
+        }
+        assert_eq!(
+            s.vmdesc_len.is_some(),
+            v.manifest.has_vmdesc.unwrap_or(true),
+            "{}: vmdesc presence",
+            v.manifest.name
+        );
+    }
+}
+
+#[test]
+fn decode_then_encode_gives_back_the_input() {
+    for (v, bytes) in vectors() {
+        let out = transcode::reencode(&bytes, Mode::Verbatim, &options(&v)).unwrap();
+        assert!(out == bytes, "{}: re-encoding differs", v.manifest.name);
+    }
+}
+
+#[test]
+fn recomputed_xbzrle_records_equal_qemus() {
+    let mut records = 0;
+    for (v, bytes) in vectors() {
+        let s = summary(&bytes, options(&v));
+        if s.ram.records.xbzrle == 0 {
+            continue;
+        }
+        records += s.ram.records.xbzrle;
+        let out = transcode::reencode(&bytes, Mode::RecomputeXbzrle, &options(&v))
+            .unwrap_or_else(|e| panic!("{}: {e}", v.manifest.name));
+        assert!(out == bytes, "{}: our XBZRLE bytes differ from QEMU's", v.manifest.name);
+    }
+    eprintln!("re-encoded {records} QEMU XBZRLE records byte for byte");
+    assert!(records > 100, "the live vectors should carry XBZRLE records");
+}
+
+#[test]
+fn from_ram_reencoding_rebuilds_the_same_ram() {
+    for (v, bytes) in vectors() {
+        if v.manifest.hand_built {
+            continue;
+        }
+        let out = transcode::reencode(&bytes, Mode::FromRam, &options(&v)).unwrap();
+        let a = transcode::rebuild(&bytes, &options(&v)).unwrap();
+        let b = transcode::rebuild(&out, &options(&v)).unwrap();
+        for i in 0..a.blocks().len() {
+            assert_eq!(a.sha256(i), b.sha256(i), "{}", v.manifest.name);
+        }
+    }
+}
+
+/// An event with payloads replaced by their length and a cheap checksum.
+fn fingerprint(e: &Event<'_>) -> String {
+    let sum = |b: &[u8]| b.iter().fold(0u64, |a, x| a.rotate_left(5) ^ *x as u64);
+    match e {
+        Event::Page(p) => format!("Page {:?} {} {:x}", p.addr, p.continued, sum(p.data)),
+        Event::Xbzrle(x) => format!("Xbzrle {:?} {} {:x}", x.addr, x.continued, sum(x.delta)),
+        Event::Device(d) => format!("Device {:?} {} {:x}", d.header, d.body.len(), sum(d.body)),
+        Event::VmDescription(j) => format!("VmDescription {} {:x}", j.len(), sum(j)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn one_shot(bytes: &[u8], opts: DecoderOptions) -> Vec<String> {
+    decode_all(bytes, opts)
+        .unwrap()
+        .iter()
+        .map(|(o, e)| format!("{o} {}", fingerprint(e)))
+        .collect()
+}
+
+fn fed(bytes: &[u8], opts: DecoderOptions, mut chunk: impl FnMut() -> usize) -> Vec<String> {
+    let mut dec = Decoder::new(opts);
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out = Vec::new();
+    loop {
+        let at = dec.offset();
+        match dec.decode(&bytes[start..end]).unwrap() {
+            Status::Event { event, consumed } => {
+                out.push(format!("{at} {}", fingerprint(&event)));
+                start += consumed;
+            }
+            Status::NeedMore { .. } => {
+                assert!(end < bytes.len(), "wants more after the whole input");
+                end = (end + chunk().max(1)).min(bytes.len());
+                if end == bytes.len() {
+                    dec.finish();
+                }
+            }
+            Status::Done => break,
+        }
+    }
+    assert_eq!(start, bytes.len());
+    out
+}
+
+#[test]
+fn every_byte_boundary_of_the_small_vectors() {
+    let mut tested = 0;
+    for (v, bytes) in vectors() {
+        if bytes.len() > 2 << 20 {
+            continue;
+        }
+        let expected = one_shot(&bytes, options(&v));
+        assert_eq!(fed(&bytes, options(&v), || 1), expected, "{}", v.manifest.name);
+        tested += 1;
+    }
+    eprintln!("fed {tested} vectors one byte at a time");
+    assert!(tested >= 5);
+}
+
+#[test]
+fn random_splits_of_every_vector() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut runs = 0;
+    for (v, bytes) in vectors() {
+        let expected = one_shot(&bytes, options(&v));
+        for round in 0..8 {
+            let max = [7usize, 100, 4096, 4200, 65536, 1 << 20, 13, 9000][round];
+            let got = fed(&bytes, options(&v), || rng.gen_range(1..=max));
+            assert_eq!(got, expected, "{} round {round}", v.manifest.name);
+            runs += 1;
+        }
+    }
+    eprintln!("{runs} random-split decodes matched one-shot decoding");
+}
+
+#[test]
+fn decoded_summaries_match_snapshots() {
+    for (v, bytes) in vectors() {
+        let s = summary(&bytes, options(&v));
+        insta::assert_json_snapshot!(v.manifest.name.clone(), s);
+    }
+}
+
+#[test]
+fn device_sections_match_their_vmdesc_layout() {
+    use ramstream_codec::vmdesc::{decode_device, VmDescription};
+    let mut checked = 0;
+    for (v, bytes) in vectors() {
+        let events = decode_all(&bytes, options(&v)).unwrap();
+        let Some(json) = events.iter().find_map(|(_, e)| match e {
+            Event::VmDescription(j) => Some(*j),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let desc = VmDescription::parse(json).unwrap();
+        for (_, e) in &events {
+            if let Event::Device(d) = e {
+                let dd = desc
+                    .device(d.header.idstr, d.header.instance_id)
+                    .unwrap_or_else(|| panic!("{}: {} not in vmdesc", v.manifest.name, d.header.idstr));
+                let decoded = decode_device(dd, d.body).unwrap_or_else(|e| {
+                    panic!("{}: {}: {e}", v.manifest.name, d.header.idstr)
+                });
+                assert_eq!(decoded.consumed, d.body.len());
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} device sections matched their vmdesc layout exactly");
+    assert!(checked > 100);
+}
