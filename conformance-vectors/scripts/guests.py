@@ -63,8 +63,8 @@ for w in $(cat /proc/cmdline); do
 done
 echo "RAMSTREAM-GUEST-READY mode=$MODE"
 if [ "$MODE" = dirty ]; then
-  # 2 MiB of random data in tmpfs, then keep changing one small piece of every 4 KiB page
-  dd if=/dev/urandom of=/tmp/buf bs=4096 count=512 2>/dev/null
+  # 2 MiB of (compressible) text in tmpfs, then keep changing a few bytes of every 8th page
+  yes "ramstream golden vector dirty page" | head -c 2097152 > /tmp/buf
   echo "RAMSTREAM-DIRTYING"
   i=0
   while true; do

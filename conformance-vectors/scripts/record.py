@@ -149,9 +149,7 @@ VECTORS_DEF = [
     dict(name="live-xbzrle",
          description="Live migration of a no-OS KVM guest that keeps incrementing one byte in "
                      "each of 128 pages, with xbzrle, a 1 MB/s bandwidth cap and 1 ms downtime "
-                     "limit: many PART sections with PAGE, ZERO and XBZRLE records; converged "
-                     "by raising downtime-limit and max-bandwidth once enough XBZRLE pages were "
-                     "sent.",
+                     "limit: many PART sections with PAGE, ZERO and XBZRLE records.",
          guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
          args=noos(), mode="live", settle=1.0,
          caps={"xbzrle": True},
@@ -176,8 +174,8 @@ VECTORS_DEF = [
          ram_map=[("pc.ram", 0)]),
     dict(name="postcopy-advised",
          description="Live precopy migration of the dirtying no-OS guest with capability "
-                     "postcopy-ram on but postcopy never started (1 MB/s cap, 1 ms downtime limit, "
-                     "converged after 4 s by raising both); recorded by a proxy between "
+                     "postcopy-ram on but postcopy never started (1 MB/s cap, 1 ms downtime limit); "
+                     "recorded by a proxy between "
                      "the source and a real destination QEMU (return path needed): stream has "
                      "COMMAND records OPEN_RETURN_PATH, PING(1) and POSTCOPY_ADVISE.",
          guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
@@ -190,7 +188,7 @@ VECTORS_DEF = [
          description="No-OS dirtying guest with two NUMA nodes, each backed by its own "
                      "memory-backend-ram (RAM blocks m0 and m1, 32 MiB each), live migration "
                      "with a 500 kB/s bandwidth cap and 1 ms downtime limit (many PART sections), no "
-                     "xbzrle; converged after 4 s by raising downtime-limit and max-bandwidth.",
+                     "xbzrle.",
          guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
          args=noos(extra=["-object", "memory-backend-ram,id=m0,size=32M",
                           "-object", "memory-backend-ram,id=m1,size=32M",
@@ -207,9 +205,8 @@ VECTORS_DEF = [
          ram_map=[("pc.ram", 0)]),
     dict(name="live-linux-xbzrle",
          description="Live migration of a Linux guest (TCG, 128 MiB) whose init keeps changing "
-                     "a few bytes in each page of a 2 MiB tmpfs file, with xbzrle, a 5 MB/s "
-                     "bandwidth cap and 1 ms downtime limit, converged after XBZRLE pages were "
-                     "sent by raising downtime-limit and max-bandwidth.",
+                     "a few bytes in every 8th page of a 2 MiB tmpfs file, with xbzrle, a 5 MB/s "
+                     "bandwidth cap and 1 ms downtime limit.",
          guest="linux", accel="tcg", machine="pc-i440fx-7.2",
          args=linux(128, "dirty"), dest_serial=True, mode="live", settle=3.0,
          marker="RAMSTREAM-DIRTYING",
@@ -521,9 +518,15 @@ def record(v, scratch, linux_files):
     version = subprocess.run(["qemu-system-x86_64", "--version"], check=True,
                              stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
     version = version.replace("QEMU emulator version ", "").strip()
+    description = v["description"]
+    if state.get("converge"):
+        description += (" Converged after the script set %s."
+                        % ", ".join("%s=%s" % kv for kv in state["converge"].items()))
+    elif v.get("controller"):
+        description += " Converged on its own (parameters never changed)."
     manifest = {
         "name": name,
-        "description": v["description"],
+        "description": description,
         "qemu_version": version,
         "machine_type": v["machine"],
         "accel": v["accel"],
