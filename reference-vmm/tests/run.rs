@@ -1,0 +1,84 @@
+//! The guest runs: heartbeat, pause/resume, self-check, stop.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ramstream_reference_vmm::{RunStatus, Vm};
+
+#[test]
+fn heartbeat_advances_and_pause_resume_works() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let config = common::straddling_config(&layout, 1024);
+    let mut vm = common::start(&layout, &config);
+    let hb = vm
+        .wait_heartbeat_past(0, Duration::from_secs(10))
+        .expect("heartbeat");
+    std::thread::sleep(Duration::from_millis(200));
+    let c1 = vm.counters().unwrap();
+    eprintln!("after 200 ms: {c1:?}");
+    assert!(c1.heartbeat > hb);
+
+    let t = Instant::now();
+    vm.pause().expect("pause");
+    eprintln!("pause took {:?}", t.elapsed());
+    assert_eq!(vm.status(), RunStatus::Paused);
+    let frozen = vm.heartbeat().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(vm.heartbeat().unwrap(), frozen, "paused guest must not run");
+
+    vm.resume().expect("resume");
+    vm.wait_heartbeat_past(frozen, Duration::from_secs(10))
+        .expect("heartbeat after resume");
+
+    let check = vm.self_check().expect("self-check");
+    eprintln!("self-check: {check:?}");
+    assert!(check.passed(), "{check:?}");
+    assert_eq!(check.ok_pages + check.zero_pages, 1024);
+    assert!(check.ok_pages > 0);
+
+    vm.stop_guest().expect("stop");
+    assert_eq!(vm.status(), RunStatus::Stopped);
+    assert!(vm.resume().is_err());
+}
+
+#[test]
+fn guest_detects_a_corrupted_page() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let mut config = common::straddling_config(&layout, 256);
+    config.fill_pages = false;
+    let mut vm = common::start(&layout, &config);
+    // Let it write every page at least once.
+    while vm.counters().unwrap().generation < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    vm.pause().unwrap();
+    let first = config.working_set_first.unwrap();
+    let (region, page) = layout.locate(first + 7).unwrap();
+    let mut buf = [0u8; 4096];
+    vm.memory().read_page(region, page, &mut buf).unwrap();
+    buf[100] ^= 1;
+    vm.memory().write_page(region, page, &buf).unwrap();
+    // Keep the guest from rewriting it before the check.
+    vm.set_rate(0, 0).unwrap();
+    vm.resume().unwrap();
+    let check = vm.self_check().unwrap();
+    assert_eq!(check.bad_pages, 1, "{check:?}");
+    assert_eq!(check.first_bad_page, Some(first + 7));
+}
+
+#[test]
+fn bad_configs_are_rejected_before_kvm() {
+    let layout = common::small_layout();
+    let mut config = common::straddling_config(&layout, 16);
+    config.working_set_first = Some(0);
+    assert!(Vm::new(&layout, &config).is_err());
+    config.working_set_first = Some(layout.total_pages() - 1);
+    assert!(Vm::new(&layout, &config).is_err());
+}
