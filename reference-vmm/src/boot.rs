@@ -41,8 +41,8 @@ impl Default for GuestConfig {
         Self {
             working_set_first: None,
             working_set_pages: 2048,
-            pages_per_loop: 8,
-            delay_loops: 2000,
+            pages_per_loop: 4,
+            delay_loops: 100,
             fill_pages: true,
         }
     }
