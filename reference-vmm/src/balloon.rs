@@ -1,5 +1,7 @@
 //! The balloon device's host side: which guest pages the guest has given back.
 
+#![forbid(unsafe_code)]
+
 use crate::error::{Error, Result};
 use crate::memory::{AtomicBitmap, GuestMemory, MemoryLayout};
 

@@ -1,6 +1,8 @@
 //! Loading the guest: page tables, GDT, program, parameter block, and the initial vCPU state
 //! (64-bit long mode, paging with identity-mapped 2 MiB pages).
 
+#![forbid(unsafe_code)]
+
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
 use crate::error::{Error, Result};

@@ -1,5 +1,7 @@
 //! Dirty page bitmaps: KVM's log merged with the pages the VMM changed itself.
 
+#![forbid(unsafe_code)]
+
 /// Which pages of one region changed since the previous fetch.
 ///
 /// Bit `i` of word `i / 64` (bit `i % 64`) stands for page `i` of the region, the layout of
@@ -17,7 +19,7 @@ impl DirtyBitmap {
     pub fn new(region: usize, pages: u64, mut words: Vec<u64>) -> Self {
         let n = pages.div_ceil(64) as usize;
         words.resize(n, 0);
-        if pages % 64 != 0 {
+        if !pages.is_multiple_of(64) {
             if let Some(last) = words.last_mut() {
                 *last &= (1u64 << (pages % 64)) - 1;
             }

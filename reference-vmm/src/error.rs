@@ -1,5 +1,7 @@
 //! The crate's error type.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 /// Everything that can go wrong in the reference VMM, with the context needed to act on it.

@@ -3,6 +3,8 @@
 //!
 //! All values are little-endian u64 words. See the crate docs for the tables.
 
+#![forbid(unsafe_code)]
+
 /// Bytes per guest page.
 pub const PAGE_SIZE: usize = 4096;
 

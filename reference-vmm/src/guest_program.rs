@@ -5,6 +5,8 @@
 //! `rbx` = parameter block (constant), `r12` = loop counter/index, `r14` = sequence number of
 //! the command being handled, `r15` = generation table.
 
+#![forbid(unsafe_code)]
+
 use iced_x86::code_asm::*;
 
 use crate::error::{Error, Result};

@@ -1,5 +1,7 @@
 //! Guest RAM: the [`MemoryLayout`] description and the [`GuestMemory`] mappings behind it.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
@@ -58,7 +60,7 @@ impl MemoryLayout {
     /// rest, at 4 GiB, leaving a hole between them). `ram_bytes` must be a multiple of 4 MiB
     /// and at least 8 MiB.
     pub fn with_ram_size(ram_bytes: u64) -> Result<Self> {
-        if ram_bytes < 8 * MIB || ram_bytes % (2 * REGION_ALIGN) != 0 {
+        if ram_bytes < 8 * MIB || !ram_bytes.is_multiple_of(2 * REGION_ALIGN) {
             return Err(Error::InvalidLayout(format!(
                 "RAM size {ram_bytes:#x} must be a multiple of 4 MiB and at least 8 MiB"
             )));
@@ -101,7 +103,10 @@ impl MemoryLayout {
             if self.regions[..i].iter().any(|o| o.name == r.name) {
                 return bad(format!("duplicate region name {:?}", r.name));
             }
-            if r.size == 0 || r.gpa % REGION_ALIGN != 0 || r.size % REGION_ALIGN != 0 {
+            if r.size == 0
+                || !r.gpa.is_multiple_of(REGION_ALIGN)
+                || !r.size.is_multiple_of(REGION_ALIGN)
+            {
                 return bad(format!(
                     "region {:?} must be non-empty and 2 MiB aligned",
                     r.name

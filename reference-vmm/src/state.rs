@@ -8,6 +8,8 @@
 //! byte images of the x86-64 KVM UAPI layout (`<linux/kvm.h>`, little-endian), which the
 //! kernel keeps stable; the crate docs list every tag with its size.
 
+#![forbid(unsafe_code)]
+
 use kvm_bindings::{
     kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
     kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
@@ -68,7 +70,7 @@ const XSAVE_SIZE: usize = std::mem::size_of::<kvm_xsave>();
 
 /// The MSRs captured, by index: TSC, EFER, STAR, LSTAR, CSTAR, FMASK, FS_BASE, GS_BASE,
 /// KERNEL_GS_BASE, TSC_AUX, SYSENTER_CS/ESP/EIP, PAT, MISC_ENABLE, TSC_DEADLINE. Those the
-/// host's KVM does not list are left out.
+/// host's KVM cannot read are left out.
 pub const CAPTURED_MSRS: [u32; 16] = [
     0x10,
     0xC000_0080,
@@ -87,6 +89,18 @@ pub const CAPTURED_MSRS: [u32; 16] = [
     0x1A0,
     0x6E0,
 ];
+
+/// True if KVM lets this vCPU read MSR `index` (probed once per VM; the MSR index list
+/// leaves out some MSRs KVM does handle, such as PAT).
+pub(crate) fn msr_readable(vcpu: &VcpuFd, index: u32) -> bool {
+    Msrs::from_entries(&[kvm_msr_entry {
+        index,
+        ..Default::default()
+    }])
+    .ok()
+    .and_then(|mut m| vcpu.get_msrs(&mut m).ok())
+        == Some(1)
+}
 
 /// One MSR's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +287,7 @@ impl VcpuState {
         const BLOB: &str = "vcpu";
         let recs = parse(BLOB, VCPU_MAGIC, bytes, vcpu_tag::DEBUG_REGS)?;
         let msrs_rec = recs.required(vcpu_tag::MSRS)?;
-        if msrs_rec.payload.len() % 16 != 0 {
+        if !msrs_rec.payload.len().is_multiple_of(16) {
             return Err(recs.bad(msrs_rec.offset, "MSR record length is not a multiple of 16"));
         }
         let msrs = msrs_rec
@@ -629,6 +643,23 @@ mod tests {
         s.fpu.xmm[15][3] = 0xAB;
         s.lapic.regs[0x20] = 5;
         s
+    }
+
+    #[test]
+    fn documented_record_sizes_hold() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<kvm_sregs>(), 312);
+        assert_eq!(size_of::<kvm_regs>(), 144);
+        assert_eq!(fpu_to_bytes(&kvm_fpu::default()).len(), 416);
+        assert_eq!(XSAVE_SIZE, 4096);
+        assert_eq!(size_of::<kvm_xcrs>(), 392);
+        assert_eq!(size_of::<kvm_lapic_state>(), 1024);
+        assert_eq!(size_of::<kvm_msr_entry>(), 16);
+        assert_eq!(size_of::<kvm_vcpu_events>(), 64);
+        assert_eq!(size_of::<kvm_mp_state>(), 4);
+        assert_eq!(size_of::<kvm_debugregs>(), 128);
+        assert_eq!(size_of::<kvm_clock_data>(), 48);
+        assert_eq!(size_of::<kvm_irqchip>(), 520);
     }
 
     #[test]

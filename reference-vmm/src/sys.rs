@@ -101,7 +101,7 @@ impl Mapping {
 
     fn atomic(&self, offset: usize) -> Result<&AtomicU64, OutOfBounds> {
         self.check(offset, 8)?;
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(OutOfBounds);
         }
         // SAFETY: the word is in bounds and 8-byte aligned (the mapping is page aligned), it

@@ -5,6 +5,8 @@
 //! returned; the signal makes `KVM_RUN` fail with `EINTR` and the loop sees the flag. A kick
 //! that lands just before `KVM_RUN` is lost, which is why the kick is repeated.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;

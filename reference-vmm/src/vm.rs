@@ -1,6 +1,8 @@
 //! [`Vm`]: one KVM virtual machine with one vCPU running the guest program (a migration
 //! source), or waiting for state to be restored into it (a migration destination).
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,7 +17,7 @@ use crate::dirty::DirtyBitmap;
 use crate::error::{Error, Result};
 use crate::guest_abi::{cmd, param, status, PARAM_GPA};
 use crate::memory::{GuestMemory, MemoryLayout};
-use crate::state::{VcpuCaps, VcpuState, VmState, CAPTURED_MSRS};
+use crate::state::{self, VcpuCaps, VcpuState, VmState, CAPTURED_MSRS};
 use crate::vcpu::{self, RunContext, Shared, ThreadEnd};
 
 /// Guest-physical address given to `KVM_SET_TSS_ADDR` (three pages, below 4 GiB).
@@ -111,7 +113,6 @@ pub struct Vm {
 impl std::fmt::Debug for Vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vm")
-            .field("status", &self.status())
             .field("layout", self.mem.layout())
             .field("dirty_logging", &self.dirty_logging)
             .finish_non_exhaustive()
@@ -157,16 +158,13 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(k("KVM_GET_SUPPORTED_CPUID"))?;
         vcpu.set_cpuid2(&cpuid).map_err(k("KVM_SET_CPUID2"))?;
-        let listed = kvm
-            .get_msr_index_list()
-            .map_err(k("KVM_GET_MSR_INDEX_LIST"))?;
         let caps = VcpuCaps {
             xsave: vm.check_extension(Cap::Xsave),
             xcrs: vm.check_extension(Cap::Xcrs),
             msrs: CAPTURED_MSRS
                 .iter()
                 .copied()
-                .filter(|m| listed.as_slice().contains(m))
+                .filter(|&m| state::msr_readable(&vcpu, m))
                 .collect(),
         };
         let balloon = Arc::new(Balloon::new(layout));

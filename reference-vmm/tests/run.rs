@@ -40,6 +40,33 @@ fn heartbeat_advances_and_pause_resume_works() {
     assert_eq!(check.ok_pages + check.zero_pages, 1024);
     assert!(check.ok_pages > 0);
 
+    // Paused again: the vCPU state holds every MSR the brief asks for.
+    vm.pause().unwrap();
+    let state = vm.save_vcpu_state().expect("vCPU state");
+    for msr in ramstream_reference_vmm::state::CAPTURED_MSRS {
+        assert!(
+            state.msrs.iter().any(|m| m.index == msr),
+            "MSR {msr:#x} captured"
+        );
+    }
+    assert_eq!(
+        state
+            .msrs
+            .iter()
+            .find(|m| m.index == 0xC000_0080)
+            .unwrap()
+            .value,
+        0x501,
+        "EFER"
+    );
+    assert!(state.xsave.is_some() && state.xcrs.is_some());
+    assert!(vm.save_vm_state().is_ok());
+    vm.resume().unwrap();
+    assert!(matches!(
+        vm.save_vcpu_state(),
+        Err(ramstream_reference_vmm::Error::Running)
+    ));
+
     vm.stop_guest().expect("stop");
     assert_eq!(vm.status(), RunStatus::Stopped);
     assert!(vm.resume().is_err());
