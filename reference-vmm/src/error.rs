@@ -89,6 +89,18 @@ pub enum Error {
         /// `hardware_entry_failure_reason`.
         reason: u64,
     },
+    /// KVM read or wrote fewer MSRs than asked (it stops at the first one it refuses).
+    #[error("{op} handled {done} of {total} MSRs (stopped at index {stopped_at:#x})")]
+    Msr {
+        /// `KVM_GET_MSRS` or `KVM_SET_MSRS`.
+        op: &'static str,
+        /// MSRs handled.
+        done: usize,
+        /// MSRs asked for.
+        total: usize,
+        /// The MSR KVM refused, or `u32::MAX` if the list itself was unusable.
+        stopped_at: u32,
+    },
     /// The guest caused an exit this VMM does not handle.
     #[error("unexpected vCPU exit: {0}")]
     UnexpectedExit(String),

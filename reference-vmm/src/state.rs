@@ -90,6 +90,15 @@ pub const CAPTURED_MSRS: [u32; 16] = [
     0x6E0,
 ];
 
+fn msr_error(op: &'static str, entries: &[kvm_msr_entry], done: usize) -> Error {
+    Error::Msr {
+        op,
+        done,
+        total: entries.len(),
+        stopped_at: entries.get(done).map_or(u32::MAX, |e| e.index),
+    }
+}
+
 /// True if KVM lets this vCPU read MSR `index` (probed once per VM; the MSR index list
 /// leaves out some MSRs KVM does handle, such as PAT).
 pub(crate) fn msr_readable(vcpu: &VcpuFd, index: u32) -> bool {
@@ -157,15 +166,11 @@ impl VcpuState {
                 ..Default::default()
             })
             .collect();
-        let mut msrs = Msrs::from_entries(&entries)
-            .map_err(|e| Error::VcpuThread(format!("MSR list: {e:?}")))?;
+        let mut msrs =
+            Msrs::from_entries(&entries).map_err(|_| msr_error("KVM_GET_MSRS", &entries, 0))?;
         let read = vcpu.get_msrs(&mut msrs).map_err(k("KVM_GET_MSRS"))?;
         if read != entries.len() {
-            return Err(Error::UnexpectedExit(format!(
-                "KVM_GET_MSRS read {read} of {} MSRs (failed at {:#x})",
-                entries.len(),
-                entries[read].index
-            )));
+            return Err(msr_error("KVM_GET_MSRS", &entries, read));
         }
         Ok(Self {
             sregs: vcpu.get_sregs().map_err(k("KVM_GET_SREGS"))?,
@@ -233,15 +238,11 @@ impl VcpuState {
                 ..Default::default()
             })
             .collect();
-        let msrs = Msrs::from_entries(&entries)
-            .map_err(|e| Error::VcpuThread(format!("MSR list: {e:?}")))?;
+        let msrs =
+            Msrs::from_entries(&entries).map_err(|_| msr_error("KVM_SET_MSRS", &entries, 0))?;
         let written = vcpu.set_msrs(&msrs).map_err(k("KVM_SET_MSRS"))?;
         if written != entries.len() {
-            return Err(Error::UnexpectedExit(format!(
-                "KVM_SET_MSRS wrote {written} of {} MSRs (failed at {:#x})",
-                entries.len(),
-                entries[written].index
-            )));
+            return Err(msr_error("KVM_SET_MSRS", &entries, written));
         }
         vcpu.set_vcpu_events(&self.vcpu_events)
             .map_err(k("KVM_SET_VCPU_EVENTS"))?;

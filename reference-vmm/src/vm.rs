@@ -190,13 +190,12 @@ impl Vm {
         self.mem.layout()
     }
 
-    /// Where the vCPU is. A vCPU thread that ended on its own is noticed here.
-    pub fn status(&self) -> RunStatus {
+    /// Where the vCPU is. A vCPU thread that ended on its own (guest stop, fatal exit) is
+    /// collected here.
+    pub fn status(&mut self) -> RunStatus {
+        let _ = self.reap();
         match &self.run {
             Run::Paused(_) => RunStatus::Paused,
-            Run::Running(h) if h.is_finished() => {
-                RunStatus::Failed("vCPU thread ended; call pause() for the reason".into())
-            }
             Run::Running(_) => RunStatus::Running,
             Run::Stopped(_) => RunStatus::Stopped,
             Run::Failed(_, m) => RunStatus::Failed(m.clone()),

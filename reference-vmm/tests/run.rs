@@ -109,3 +109,29 @@ fn bad_configs_are_rejected_before_kvm() {
     config.working_set_first = Some(layout.total_pages() - 1);
     assert!(Vm::new(&layout, &config).is_err());
 }
+
+#[test]
+fn fatal_guest_exits_become_typed_errors() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let config = common::straddling_config(&layout, 16);
+    let mut vm = Vm::new(&layout, &config).unwrap();
+    // Replace the program's first page by `int3`s: with no IDT the vCPU cannot survive it.
+    let code_page = ramstream_reference_vmm::guest_abi::CODE_GPA / 4096;
+    vm.memory().write_page(0, code_page, &[0xCC; 4096]).unwrap();
+    vm.resume().unwrap();
+    let start = Instant::now();
+    while vm.status() == RunStatus::Running && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = vm.status();
+    eprintln!("after int3: {status:?}");
+    assert!(matches!(status, RunStatus::Failed(_)), "{status:?}");
+    assert!(vm.resume().is_err());
+    assert!(
+        vm.save_vcpu_state().is_ok(),
+        "state stays readable for a post-mortem"
+    );
+}

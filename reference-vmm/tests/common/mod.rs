@@ -2,10 +2,10 @@
 
 use ramstream_reference_vmm::{GuestConfig, MemoryLayout, Vm};
 
-/// Opens /dev/kvm. Returns false (after printing why) when the test should be skipped;
+/// Opens /dev/kvm and creates a VM. Returns false (after printing why) when the test should be skipped;
 /// panics instead when `RAMSTREAM_REQUIRE_KVM=1`.
 pub fn kvm_usable() -> bool {
-    match kvm_ioctls::Kvm::new() {
+    match kvm_ioctls::Kvm::new().and_then(|kvm| kvm.create_vm().map(drop)) {
         Ok(_) => true,
         Err(e) => {
             if std::env::var("RAMSTREAM_REQUIRE_KVM").as_deref() == Ok("1") {
