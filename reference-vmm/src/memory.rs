@@ -196,6 +196,28 @@ impl MemoryLayout {
     }
 }
 
+impl Default for MemoryLayout {
+    /// [`MemoryLayout::DEFAULT_RAM`] (1 GiB) split as by [`MemoryLayout::with_ram_size`]:
+    /// `pc.ram` 512 MiB at 0, `ram1` 512 MiB at 4 GiB.
+    fn default() -> Self {
+        let half = Self::DEFAULT_RAM / 2;
+        Self {
+            regions: vec![
+                RegionSpec {
+                    name: Self::LOW_NAME.into(),
+                    gpa: 0,
+                    size: half,
+                },
+                RegionSpec {
+                    name: Self::HIGH_NAME.into(),
+                    gpa: Self::HIGH_GPA,
+                    size: half,
+                },
+            ],
+        }
+    }
+}
+
 /// Bytes at the start of region 0 owned by the guest program: up to the end of the generation
 /// table (8 bytes per RAM page), rounded up to a page.
 fn reserved_bytes(total_pages: u64) -> u64 {
@@ -443,6 +465,7 @@ mod tests {
         assert_eq!(l.total_bytes(), GIB);
         assert_eq!(l.locate(l.regions[0].pages()), Some((1, 0)));
         assert_eq!(l.ram_page(1, 3).unwrap(), l.regions[0].pages() + 3);
+        assert_eq!(MemoryLayout::default(), l);
     }
 
     #[test]

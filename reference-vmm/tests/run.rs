@@ -135,3 +135,15 @@ fn fatal_guest_exits_become_typed_errors() {
         "state stays readable for a post-mortem"
     );
 }
+
+#[test]
+fn default_one_gib_guest_runs() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = ramstream_reference_vmm::MemoryLayout::default();
+    let mut vm = common::start(&layout, &ramstream_reference_vmm::GuestConfig::default());
+    let v = vm.verify_guest(Duration::from_secs(10)).expect("verify");
+    assert!(v.check.passed(), "{v:?}");
+    assert_eq!(v.check.ok_pages + v.check.zero_pages, 2048);
+}
