@@ -69,6 +69,9 @@ pub enum Error {
     /// The operation needs a running vCPU, but it is paused or has stopped.
     #[error("the vCPU is not running")]
     NotRunning,
+    /// The vCPU cannot be resumed: the guest stopped, or a fatal exit ended it.
+    #[error("the vCPU cannot be resumed: {0}")]
+    NotResumable(String),
     /// KVM could not emulate a guest instruction (`KVM_EXIT_INTERNAL_ERROR`).
     #[error("guest internal error (suberror {suberror}) at rip {rip:#x}")]
     GuestInternalError {

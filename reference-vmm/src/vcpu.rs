@@ -94,9 +94,20 @@ fn rip(vcpu: &VcpuFd) -> u64 {
     vcpu.get_regs().map(|r| r.rip).unwrap_or(u64::MAX)
 }
 
+/// Re-enters KVM with `immediate_exit` set so that it finishes the last port I/O (an `out`
+/// only retires, moving RIP past it, on the next `KVM_RUN`) and returns at once with `EINTR`.
+/// Without this, state saved now would replay the `out` on the destination.
+fn complete_pending_io(vcpu: &mut VcpuFd) {
+    vcpu.set_kvm_immediate_exit(1);
+    // EINTR is the expected result; anything else will show on the next run.
+    let _ = vcpu.run();
+    vcpu.set_kvm_immediate_exit(0);
+}
+
 fn run(mut vcpu: VcpuFd, ctx: &RunContext) -> (VcpuFd, ThreadEnd) {
     loop {
         if ctx.shared.pause.load(Ordering::Acquire) {
+            complete_pending_io(&mut vcpu);
             return (vcpu, ThreadEnd::Paused);
         }
         let step = match vcpu.run() {
@@ -112,6 +123,10 @@ fn run(mut vcpu: VcpuFd, ctx: &RunContext) -> (VcpuFd, ThreadEnd) {
         };
         match step {
             Step::Continue => {}
+            Step::End(ThreadEnd::Stopped) => {
+                complete_pending_io(&mut vcpu);
+                return (vcpu, ThreadEnd::Stopped);
+            }
             Step::End(end) => return (vcpu, end),
             Step::InternalError => {
                 let suberror = crate::sys::internal_error_suberror(&mut vcpu);

@@ -216,7 +216,8 @@ impl Vm {
         }
     }
 
-    /// Starts (or restarts) the vCPU thread. Does nothing if it is running.
+    /// Starts (or restarts) the vCPU thread. Does nothing if it is running; fails with
+    /// [`Error::NotResumable`] after the guest stopped or the vCPU failed.
     pub fn resume(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.run, Run::Gone) {
             Run::Paused(vcpu) => {
@@ -230,13 +231,14 @@ impl Vm {
                 Ok(())
             }
             other => {
-                let running = matches!(other, Run::Running(_));
+                let result = match &other {
+                    Run::Running(_) => Ok(()),
+                    Run::Stopped(_) => Err(Error::NotResumable("the guest stopped".into())),
+                    Run::Failed(_, why) => Err(Error::NotResumable(why.clone())),
+                    Run::Paused(_) | Run::Gone => Err(Error::NotResumable("vCPU lost".into())),
+                };
                 self.run = other;
-                if running {
-                    Ok(())
-                } else {
-                    Err(Error::NotRunning)
-                }
+                result
             }
         }
     }

@@ -69,6 +69,16 @@ fn heartbeat_advances_and_pause_resume_works() {
 
     vm.stop_guest().expect("stop");
     assert_eq!(vm.status(), RunStatus::Stopped);
+    // The `out` that reported the stop has retired: RIP points at the `hlt` after it, so a
+    // state saved now does not replay the port write. (Upstream KVM retires an `out` only on
+    // the next KVM_RUN, which the VMM does with immediate_exit; this project's nested KVM
+    // already retires it at exit time, so here the check holds either way.)
+    let rip = vm.save_vcpu_state().unwrap().regs.rip;
+    let code = ramstream_reference_vmm::guest_abi::CODE_GPA;
+    let mut page = [0u8; 4096];
+    vm.memory().read_page(0, rip / 4096, &mut page).unwrap();
+    assert!(rip > code, "rip {rip:#x}");
+    assert_eq!(page[(rip % 4096) as usize], 0xF4, "hlt at rip {rip:#x}");
     assert!(vm.resume().is_err());
 }
 
