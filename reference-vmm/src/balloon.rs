@@ -1,0 +1,170 @@
+//! The balloon device's host side: which guest pages the guest has given back.
+
+#![forbid(unsafe_code)]
+
+use crate::error::{Error, Result};
+use crate::memory::{AtomicBitmap, GuestMemory, MemoryLayout};
+
+/// A run of ballooned pages inside one region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BalloonRun {
+    /// Region index in the [`MemoryLayout`].
+    pub region: usize,
+    /// First page of the run, counted from the region's start.
+    pub first_page: u64,
+    /// Pages in the run (never 0).
+    pub page_count: u64,
+}
+
+/// The host's record of ballooned pages: one bitmap per region.
+#[derive(Debug)]
+pub(crate) struct Balloon {
+    layout: MemoryLayout,
+    bitmaps: Vec<AtomicBitmap>,
+}
+
+impl Balloon {
+    pub(crate) fn new(layout: &MemoryLayout) -> Self {
+        Self {
+            layout: layout.clone(),
+            bitmaps: layout
+                .regions
+                .iter()
+                .map(|r| AtomicBitmap::new(r.pages()))
+                .collect(),
+        }
+    }
+
+    /// Splits RAM pages `ram_first..ram_first + count` into per-region runs.
+    pub(crate) fn split(
+        layout: &MemoryLayout,
+        ram_first: u64,
+        count: u64,
+    ) -> Result<Vec<BalloonRun>> {
+        let total = layout.total_pages();
+        if count == 0 || ram_first.checked_add(count).is_none_or(|e| e > total) {
+            return Err(Error::InvalidConfig(format!(
+                "balloon range {ram_first}+{count} is not inside RAM pages 0..{total}"
+            )));
+        }
+        let mut runs = Vec::new();
+        let (mut next, mut left) = (ram_first, count);
+        while left > 0 {
+            let (region, page) = layout
+                .locate(next)
+                .ok_or_else(|| Error::InvalidConfig(format!("RAM page {next} outside RAM")))?;
+            let n = left.min(layout.regions[region].pages() - page);
+            runs.push(BalloonRun {
+                region,
+                first_page: page,
+                page_count: n,
+            });
+            next += n;
+            left -= n;
+        }
+        Ok(runs)
+    }
+
+    /// The guest gave `ram_first..+count` back: discard the memory and record it.
+    pub(crate) fn inflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
+        for run in Self::split(&self.layout, ram_first, count)? {
+            mem.discard_pages(run.region, run.first_page, run.page_count)?;
+            self.bitmaps[run.region].set_range(run.first_page, run.page_count);
+        }
+        Ok(())
+    }
+
+    /// The guest takes `ram_first..+count` back. The pages were discarded on inflate, so they
+    /// read as zero; they are discarded again in case someone wrote them meanwhile.
+    pub(crate) fn deflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
+        for run in Self::split(&self.layout, ram_first, count)? {
+            mem.discard_pages(run.region, run.first_page, run.page_count)?;
+            self.bitmaps[run.region].clear_range(run.first_page, run.page_count);
+        }
+        Ok(())
+    }
+
+    /// Records runs restored from a saved state (discarding the memory under them).
+    pub(crate) fn restore(&self, mem: &GuestMemory, runs: &[BalloonRun]) -> Result<()> {
+        for b in &self.bitmaps {
+            b.take();
+        }
+        for run in runs {
+            let ram_first = self.layout.ram_page(run.region, run.first_page)?;
+            self.inflate(mem, ram_first, run.page_count)?;
+        }
+        Ok(())
+    }
+
+    /// The ballooned pages as runs, region by region, in ascending order.
+    pub(crate) fn runs(&self) -> Vec<BalloonRun> {
+        let mut runs = Vec::new();
+        for (region, bitmap) in self.bitmaps.iter().enumerate() {
+            let pages = self.layout.regions[region].pages();
+            let mut start: Option<u64> = None;
+            for (w, word) in bitmap.snapshot().into_iter().enumerate() {
+                if word == 0 && start.is_none() || word == u64::MAX && start.is_some() {
+                    continue;
+                }
+                for bit in 0..64 {
+                    let page = w as u64 * 64 + bit;
+                    let set = word & (1 << bit) != 0 && page < pages;
+                    match (set, start) {
+                        (true, None) => start = Some(page),
+                        (false, Some(s)) => {
+                            runs.push(BalloonRun {
+                                region,
+                                first_page: s,
+                                page_count: page - s,
+                            });
+                            start = None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(s) = start {
+                runs.push(BalloonRun {
+                    region,
+                    first_page: s,
+                    page_count: pages - s,
+                });
+            }
+        }
+        runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_split_across_regions_and_runs_merge() {
+        let layout = MemoryLayout::with_ram_size(16 << 20).unwrap();
+        let mem = GuestMemory::new(&layout).unwrap();
+        let b = Balloon::new(&layout);
+        let low = layout.regions[0].pages();
+        b.inflate(&mem, low - 10, 20).unwrap();
+        b.inflate(&mem, low + 10, 100).unwrap();
+        assert_eq!(
+            b.runs(),
+            vec![
+                BalloonRun {
+                    region: 0,
+                    first_page: low - 10,
+                    page_count: 10
+                },
+                BalloonRun {
+                    region: 1,
+                    first_page: 0,
+                    page_count: 110
+                },
+            ]
+        );
+        b.deflate(&mem, low + 50, 10).unwrap();
+        assert_eq!(b.runs().len(), 3);
+        assert!(Balloon::split(&layout, layout.total_pages() - 1, 2).is_err());
+        assert!(Balloon::split(&layout, 0, 0).is_err());
+    }
+}

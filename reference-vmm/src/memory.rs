@@ -1,0 +1,498 @@
+//! Guest RAM: the [`MemoryLayout`] description and the [`GuestMemory`] mappings behind it.
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::guest_abi::{param, MAX_PDS, PAGE_SIZE};
+use crate::sys::Mapping;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Regions start and end on 2 MiB boundaries (the guest maps memory with 2 MiB pages).
+pub const REGION_ALIGN: u64 = 2 * MIB;
+/// Guest-physical range KVM needs for its TSS and identity map; no region may cover it.
+const KVM_PRIVATE: std::ops::Range<u64> = 0xFFFB_C000..0x1_0000_0000;
+
+/// One contiguous piece of guest RAM: a memory slot and a RAM block of the migration stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSpec {
+    /// The RAM block idstr this region carries in the migration stream (1..=255 bytes).
+    pub name: String,
+    /// Guest-physical address of the first byte.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl RegionSpec {
+    /// Size in 4 KiB pages.
+    pub fn pages(&self) -> u64 {
+        self.size / PAGE_SIZE as u64
+    }
+}
+
+/// The guest's RAM regions, in RAM page number order.
+///
+/// RAM page numbers count pages across regions in this order (region 0's pages first), like
+/// QEMU's `ram_addr_t`; the guest program and its balloon use them. Region 0 starts at
+/// guest-physical 0 and holds the guest program, its page tables and generation table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLayout {
+    /// The regions; at least one, at most four.
+    pub regions: Vec<RegionSpec>,
+}
+
+impl MemoryLayout {
+    /// Name of the region below the hole, as QEMU's PC machines name their RAM block.
+    pub const LOW_NAME: &'static str = "pc.ram";
+    /// Name of the region above 4 GiB.
+    pub const HIGH_NAME: &'static str = "ram1";
+    /// Guest-physical address of the high region.
+    pub const HIGH_GPA: u64 = 4 * GIB;
+    /// The default RAM size, 1 GiB.
+    pub const DEFAULT_RAM: u64 = GIB;
+
+    /// Splits `ram_bytes` into `pc.ram` (the lower half, at 0, at most 3 GiB) and `ram1` (the
+    /// rest, at 4 GiB, leaving a hole between them). `ram_bytes` must be a multiple of 4 MiB
+    /// and at least 8 MiB.
+    pub fn with_ram_size(ram_bytes: u64) -> Result<Self> {
+        if ram_bytes < 8 * MIB || !ram_bytes.is_multiple_of(2 * REGION_ALIGN) {
+            return Err(Error::InvalidLayout(format!(
+                "RAM size {ram_bytes:#x} must be a multiple of 4 MiB and at least 8 MiB"
+            )));
+        }
+        let low = (ram_bytes / 2).min(3 * GIB);
+        let layout = Self {
+            regions: vec![
+                RegionSpec {
+                    name: Self::LOW_NAME.into(),
+                    gpa: 0,
+                    size: low,
+                },
+                RegionSpec {
+                    name: Self::HIGH_NAME.into(),
+                    gpa: Self::HIGH_GPA,
+                    size: ram_bytes - low,
+                },
+            ],
+        };
+        layout.validate()?;
+        Ok(layout)
+    }
+
+    /// Checks the rules: 1 to 4 regions with unique names of 1..=255 bytes, 2 MiB aligned,
+    /// non-empty, not overlapping, below 16 GiB, clear of KVM's private pages below 4 GiB, and
+    /// region 0 at guest-physical 0 large enough for the guest program and its tables.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidLayout(m));
+        if self.regions.is_empty() || self.regions.len() > param::MAX_REGIONS {
+            return bad(format!(
+                "{} regions; 1 to {} allowed",
+                self.regions.len(),
+                param::MAX_REGIONS
+            ));
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.name.is_empty() || r.name.len() > 255 {
+                return bad(format!("region {i} name must be 1..=255 bytes"));
+            }
+            if self.regions[..i].iter().any(|o| o.name == r.name) {
+                return bad(format!("duplicate region name {:?}", r.name));
+            }
+            if r.size == 0
+                || !r.gpa.is_multiple_of(REGION_ALIGN)
+                || !r.size.is_multiple_of(REGION_ALIGN)
+            {
+                return bad(format!(
+                    "region {:?} must be non-empty and 2 MiB aligned",
+                    r.name
+                ));
+            }
+            let end = match r.gpa.checked_add(r.size) {
+                Some(end) if end <= MAX_PDS * GIB => end,
+                _ => return bad(format!("region {:?} ends beyond {MAX_PDS} GiB", r.name)),
+            };
+            if r.gpa < KVM_PRIVATE.end && KVM_PRIVATE.start < end {
+                return bad(format!(
+                    "region {:?} covers KVM's TSS/identity-map pages",
+                    r.name
+                ));
+            }
+            if self.regions[..i]
+                .iter()
+                .any(|o| o.gpa < end && r.gpa < o.gpa + o.size)
+            {
+                return bad(format!("region {:?} overlaps another region", r.name));
+            }
+        }
+        let r0 = &self.regions[0];
+        if r0.gpa != 0 || r0.size < reserved_bytes(self.total_pages()) + REGION_ALIGN {
+            return bad(format!(
+                "region 0 must start at 0 and hold the guest program, its tables and 2 MiB more ({:#x} bytes)",
+                reserved_bytes(self.total_pages()) + REGION_ALIGN
+            ));
+        }
+        Ok(())
+    }
+
+    /// RAM pages over all regions.
+    pub fn total_pages(&self) -> u64 {
+        self.regions.iter().map(RegionSpec::pages).sum()
+    }
+
+    /// RAM bytes over all regions.
+    pub fn total_bytes(&self) -> u64 {
+        self.regions.iter().map(|r| r.size).sum()
+    }
+
+    /// The region index of a region name.
+    pub fn region_index(&self, name: &str) -> Result<usize> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| Error::UnknownRegion(name.into()))
+    }
+
+    /// The RAM page number of page `page` of region `region`.
+    pub fn ram_page(&self, region: usize, page: u64) -> Result<u64> {
+        let r = self
+            .regions
+            .get(region)
+            .ok_or_else(|| Error::UnknownRegion(region.to_string()))?;
+        if page >= r.pages() {
+            return Err(Error::PageOutOfRange {
+                region: r.name.clone(),
+                first: page,
+                count: 1,
+                pages: r.pages(),
+            });
+        }
+        Ok(self.regions[..region]
+            .iter()
+            .map(RegionSpec::pages)
+            .sum::<u64>()
+            + page)
+    }
+
+    /// The `(region, page)` of a RAM page number.
+    pub fn locate(&self, mut ram_page: u64) -> Option<(usize, u64)> {
+        for (i, r) in self.regions.iter().enumerate() {
+            if ram_page < r.pages() {
+                return Some((i, ram_page));
+            }
+            ram_page -= r.pages();
+        }
+        None
+    }
+
+    /// The first RAM page number the guest program does not use itself: pages below it hold
+    /// page tables, GDT, parameter block, code, stack and generation table.
+    pub fn reserved_pages(&self) -> u64 {
+        reserved_bytes(self.total_pages()) / PAGE_SIZE as u64
+    }
+}
+
+impl Default for MemoryLayout {
+    /// [`MemoryLayout::DEFAULT_RAM`] (1 GiB) split as by [`MemoryLayout::with_ram_size`]:
+    /// `pc.ram` 512 MiB at 0, `ram1` 512 MiB at 4 GiB.
+    fn default() -> Self {
+        let half = Self::DEFAULT_RAM / 2;
+        Self {
+            regions: vec![
+                RegionSpec {
+                    name: Self::LOW_NAME.into(),
+                    gpa: 0,
+                    size: half,
+                },
+                RegionSpec {
+                    name: Self::HIGH_NAME.into(),
+                    gpa: Self::HIGH_GPA,
+                    size: half,
+                },
+            ],
+        }
+    }
+}
+
+/// Bytes at the start of region 0 owned by the guest program: up to the end of the generation
+/// table (8 bytes per RAM page), rounded up to a page.
+fn reserved_bytes(total_pages: u64) -> u64 {
+    let end = crate::guest_abi::GEN_TABLE_GPA + total_pages * 8;
+    end.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+}
+
+/// A page bitmap, one bit per 4 KiB page, set from any thread.
+#[derive(Debug)]
+pub(crate) struct AtomicBitmap {
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBitmap {
+    pub(crate) fn new(pages: u64) -> Self {
+        Self {
+            words: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn set_range(&self, first: u64, count: u64) {
+        for page in first..first + count {
+            if let Some(w) = self.words.get((page / 64) as usize) {
+                w.fetch_or(1 << (page % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn clear_range(&self, first: u64, count: u64) {
+        for page in first..first + count {
+            if let Some(w) = self.words.get((page / 64) as usize) {
+                w.fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Returns the bitmap and clears it.
+    pub(crate) fn take(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.swap(0, Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Returns a copy of the bitmap.
+    pub(crate) fn snapshot(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Region {
+    spec: RegionSpec,
+    map: Mapping,
+    /// Pages the VMM changed itself (writes, discards): KVM does not log those.
+    vmm_dirty: AtomicBitmap,
+}
+
+/// Guest RAM: one sparse anonymous mapping per region of a [`MemoryLayout`].
+///
+/// Pages are addressed by `(region index, page index within the region)`. Every method takes
+/// `&self` and is safe to call while the guest runs; copies of pages the guest is writing may
+/// be torn, which dirty tracking repairs (such a page is logged dirty again).
+#[derive(Debug)]
+pub struct GuestMemory {
+    layout: MemoryLayout,
+    regions: Vec<Region>,
+}
+
+impl GuestMemory {
+    /// Maps zeroed memory for every region of `layout` (nothing is committed until touched).
+    pub fn new(layout: &MemoryLayout) -> Result<Self> {
+        layout.validate()?;
+        let regions = layout
+            .regions
+            .iter()
+            .map(|spec| {
+                let map = usize::try_from(spec.size)
+                    .map_err(|_| Error::InvalidLayout(format!("region {:?} too large", spec.name)))
+                    .and_then(|len| {
+                        Mapping::new(len).map_err(|source| Error::Memory {
+                            op: "mmap",
+                            region: spec.name.clone(),
+                            source,
+                        })
+                    })?;
+                Ok(Region {
+                    spec: spec.clone(),
+                    map,
+                    vmm_dirty: AtomicBitmap::new(spec.pages()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layout: layout.clone(),
+            regions,
+        })
+    }
+
+    /// The layout this memory was built from.
+    pub fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    fn region(&self, region: usize) -> Result<&Region> {
+        self.regions
+            .get(region)
+            .ok_or_else(|| Error::UnknownRegion(region.to_string()))
+    }
+
+    /// Byte offset of pages `first..first + count` in `region`, checked.
+    fn page_offset(&self, region: usize, first: u64, count: u64) -> Result<(&Region, usize)> {
+        let r = self.region(region)?;
+        let pages = r.spec.pages();
+        if first.checked_add(count).is_none_or(|end| end > pages) {
+            return Err(Error::PageOutOfRange {
+                region: r.spec.name.clone(),
+                first,
+                count,
+                pages,
+            });
+        }
+        Ok((r, first as usize * PAGE_SIZE))
+    }
+
+    /// Copies page `page` of `region` into `dst` (exactly [`PAGE_SIZE`] bytes).
+    pub fn read_page(&self, region: usize, page: u64, dst: &mut [u8]) -> Result<()> {
+        check_len(dst.len())?;
+        let (r, off) = self.page_offset(region, page, 1)?;
+        r.map.read(off, dst).map_err(|_| out_of_range(r, page))
+    }
+
+    /// Writes `src` (exactly [`PAGE_SIZE`] bytes) into page `page` of `region` and records the
+    /// page as dirtied by the VMM.
+    pub fn write_page(&self, region: usize, page: u64, src: &[u8]) -> Result<()> {
+        check_len(src.len())?;
+        let (r, off) = self.page_offset(region, page, 1)?;
+        r.map.write(off, src).map_err(|_| out_of_range(r, page))?;
+        r.vmm_dirty.set_range(page, 1);
+        Ok(())
+    }
+
+    /// Writes zeroes over `count` pages from `first`: `MADV_DONTNEED` gives the memory back to
+    /// the host and the pages read as zero afterwards. Recorded as dirtied by the VMM.
+    pub fn discard_pages(&self, region: usize, first: u64, count: u64) -> Result<()> {
+        let (r, off) = self.page_offset(region, first, count)?;
+        r.map
+            .discard(off, count as usize * PAGE_SIZE)
+            .map_err(|_| out_of_range(r, first))?
+            .map_err(|source| Error::Memory {
+                op: "madvise",
+                region: r.spec.name.clone(),
+                source,
+            })?;
+        r.vmm_dirty.set_range(first, count);
+        Ok(())
+    }
+
+    /// True if page `page` of `region` is all zero bytes.
+    pub fn is_zero_page(&self, region: usize, page: u64) -> Result<bool> {
+        let mut buf = [0u8; PAGE_SIZE];
+        self.read_page(region, page, &mut buf)?;
+        Ok(buf.iter().all(|&b| b == 0))
+    }
+
+    /// The region holding guest-physical byte `gpa`, and the byte offset in it.
+    fn locate_gpa(&self, gpa: u64) -> Option<(&Region, usize)> {
+        self.regions
+            .iter()
+            .find(|r| r.spec.gpa <= gpa && gpa < r.spec.gpa + r.spec.size)
+            .map(|r| (r, (gpa - r.spec.gpa) as usize))
+    }
+
+    /// Reads the u64 word at guest-physical `gpa` (8-byte aligned) atomically.
+    pub(crate) fn load_u64(&self, gpa: u64) -> Result<u64> {
+        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
+        r.map.load_u64(off).map_err(|_| gpa_error(gpa))
+    }
+
+    /// Writes the u64 word at guest-physical `gpa` (8-byte aligned) atomically; the page is
+    /// recorded as dirtied by the VMM.
+    pub(crate) fn store_u64(&self, gpa: u64, value: u64) -> Result<()> {
+        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
+        r.map.store_u64(off, value).map_err(|_| gpa_error(gpa))?;
+        r.vmm_dirty.set_range((off / PAGE_SIZE) as u64, 1);
+        Ok(())
+    }
+
+    /// Copies bytes to guest-physical `gpa` (used for loading the program and page tables).
+    pub(crate) fn write_gpa(&self, gpa: u64, src: &[u8]) -> Result<()> {
+        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
+        r.map.write(off, src).map_err(|_| gpa_error(gpa))?;
+        let first = (off / PAGE_SIZE) as u64;
+        let last = ((off + src.len().max(1) - 1) / PAGE_SIZE) as u64;
+        r.vmm_dirty.set_range(first, last - first + 1);
+        Ok(())
+    }
+
+    pub(crate) fn mapping(&self, region: usize) -> Result<&Mapping> {
+        Ok(&self.region(region)?.map)
+    }
+
+    /// Takes (and clears) the pages of `region` the VMM dirtied itself.
+    pub(crate) fn take_vmm_dirty(&self, region: usize) -> Result<Vec<u64>> {
+        Ok(self.region(region)?.vmm_dirty.take())
+    }
+}
+
+fn check_len(len: usize) -> Result<()> {
+    if len != PAGE_SIZE {
+        return Err(Error::BufferSize {
+            expected: PAGE_SIZE,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
+fn out_of_range(r: &Region, page: u64) -> Error {
+    Error::PageOutOfRange {
+        region: r.spec.name.clone(),
+        first: page,
+        count: 1,
+        pages: r.spec.pages(),
+    }
+}
+
+fn gpa_error(gpa: u64) -> Error {
+    Error::InvalidConfig(format!("guest-physical address {gpa:#x} is not in RAM"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_split_has_two_regions_and_a_hole() {
+        let l = MemoryLayout::with_ram_size(MemoryLayout::DEFAULT_RAM).unwrap();
+        assert_eq!(l.regions.len(), 2);
+        assert_eq!(l.regions[0].name, "pc.ram");
+        assert_eq!(l.regions[1].gpa, 4 * GIB);
+        assert_eq!(l.total_bytes(), GIB);
+        assert_eq!(l.locate(l.regions[0].pages()), Some((1, 0)));
+        assert_eq!(l.ram_page(1, 3).unwrap(), l.regions[0].pages() + 3);
+        assert_eq!(MemoryLayout::default(), l);
+    }
+
+    #[test]
+    fn bad_layouts_are_rejected() {
+        assert!(MemoryLayout::with_ram_size(3 * MIB).is_err());
+        let mut l = MemoryLayout::with_ram_size(64 * MIB).unwrap();
+        l.regions[1].gpa = 0;
+        assert!(l.validate().is_err());
+        let mut l = MemoryLayout::with_ram_size(64 * MIB).unwrap();
+        l.regions[1].name = "pc.ram".into();
+        assert!(l.validate().is_err());
+    }
+
+    #[test]
+    fn pages_round_trip_and_discard_to_zero() {
+        let mem = GuestMemory::new(&MemoryLayout::with_ram_size(16 * MIB).unwrap()).unwrap();
+        let page = [0xA5u8; PAGE_SIZE];
+        mem.write_page(1, 5, &page).unwrap();
+        let mut back = [0u8; PAGE_SIZE];
+        mem.read_page(1, 5, &mut back).unwrap();
+        assert_eq!(back, page);
+        mem.discard_pages(1, 4, 2).unwrap();
+        assert!(mem.is_zero_page(1, 5).unwrap());
+        assert!(mem.read_page(1, 1 << 20, &mut back).is_err());
+        assert!(mem.read_page(2, 0, &mut back).is_err());
+        assert!(mem.read_page(0, 0, &mut back[..10]).is_err());
+        let dirty = mem.take_vmm_dirty(1).unwrap();
+        assert_eq!(dirty[0], 0b11_0000);
+    }
+}

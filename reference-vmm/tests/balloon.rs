@@ -1,0 +1,122 @@
+//! Balloon: inflated pages are discarded (read zero) and never written; deflated pages come
+//! back zero and are used again.
+
+mod common;
+
+use std::time::Duration;
+
+use ramstream_reference_vmm::{BalloonRun, Error};
+
+#[test]
+fn inflate_and_deflate_across_regions() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let mut config = common::straddling_config(&layout, 1024);
+    config.fill_pages = false;
+    config.pages_per_loop = 16;
+    config.delay_loops = 0;
+    let mut vm = common::start(&layout, &config);
+    while vm.counters().unwrap().generation < 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ws_first = config.working_set_first.unwrap();
+    let low_pages = layout.regions[0].pages();
+    let (first, count) = (ws_first + 100, 600); // 412 pages in pc.ram, 188 in ram1
+
+    vm.start_dirty_log().unwrap();
+    vm.balloon_inflate(first, count).unwrap();
+    let runs = vm.balloon_runs();
+    assert_eq!(
+        runs,
+        vec![
+            BalloonRun {
+                region: 0,
+                first_page: first,
+                page_count: low_pages - first
+            },
+            BalloonRun {
+                region: 1,
+                first_page: 0,
+                page_count: count - (low_pages - first)
+            },
+        ]
+    );
+    assert_eq!(vm.counters().unwrap().balloon_pages, count);
+    // The discard itself is a VMM change: it shows up once in the merged log.
+    let logs = vm.dirty_logs().unwrap();
+    assert!(logs[0].is_dirty(first) && logs[1].is_dirty(0));
+
+    std::thread::sleep(Duration::from_millis(300));
+    vm.pause().unwrap();
+    let logs = vm.dirty_logs().unwrap();
+    for run in &runs {
+        for page in run.first_page..run.first_page + run.page_count {
+            assert!(
+                !logs[run.region].is_dirty(page),
+                "ballooned page {page} of region {} written",
+                run.region
+            );
+            assert!(vm.memory().is_zero_page(run.region, page).unwrap());
+        }
+    }
+    let written: u64 = logs.iter().map(|l| l.count()).sum();
+    assert!(
+        written > 0,
+        "the guest kept writing the rest of its working set"
+    );
+    vm.resume().unwrap();
+
+    let check = vm.self_check().unwrap();
+    assert!(check.passed(), "{check:?}");
+    assert_eq!(check.ballooned_pages, count);
+
+    // Bad ranges are refused by the guest (reserved pages) or the VMM (beyond RAM).
+    assert!(matches!(
+        vm.balloon_inflate(0, 1),
+        Err(Error::CommandRejected { status: 2, .. })
+    ));
+    assert!(vm.balloon_inflate(layout.total_pages(), 1).is_err());
+
+    // Deflate with the writer stopped: the pages come back zero.
+    vm.set_rate(0, 0).unwrap();
+    vm.balloon_deflate(first, count).unwrap();
+    assert!(vm.balloon_runs().is_empty());
+    assert_eq!(vm.counters().unwrap().balloon_pages, 0);
+    let check = vm.self_check().unwrap();
+    assert!(check.passed(), "{check:?}");
+    assert_eq!(check.zero_pages, count);
+
+    // And the guest writes them again.
+    vm.set_rate(16, 0).unwrap();
+    let gen = vm.counters().unwrap().generation;
+    while vm.counters().unwrap().generation < gen + 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let check = vm.self_check().unwrap();
+    assert!(check.passed() && check.ok_pages == 1024, "{check:?}");
+}
+
+#[test]
+fn inflate_by_percent_takes_the_top_of_ram() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let config = common::straddling_config(&layout, 256);
+    let mut vm = common::start(&layout, &config);
+    let runs = vm.balloon_inflate_percent(25).unwrap();
+    let total = layout.total_pages();
+    assert_eq!(
+        runs,
+        vec![BalloonRun {
+            region: 1,
+            first_page: layout.regions[1].pages() - total / 4,
+            page_count: total / 4
+        }]
+    );
+    vm.balloon_deflate_all().unwrap();
+    assert!(vm.balloon_runs().is_empty());
+    assert!(vm.self_check().unwrap().passed());
+}
