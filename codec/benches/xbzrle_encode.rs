@@ -40,7 +40,10 @@ fn random_set(seed: u64) -> Vec<u8> {
 }
 
 /// The page-pair shapes: name and how to derive a new page from its old page.
-fn shapes() -> [(&'static str, fn(&mut Rng, &mut [u8])); 4] {
+/// Derives a new page from its old page, in place.
+type Shape = fn(&mut Rng, &mut [u8]);
+
+fn shapes() -> [(&'static str, Shape); 4] {
     [
         ("identical", |_, _| ()),
         // ~1 %: two runs of 20 bytes at random places.
@@ -60,14 +63,15 @@ fn shapes() -> [(&'static str, fn(&mut Rng, &mut [u8])); 4] {
         // Every byte changed: overflow.
         ("random", |rng, p| {
             for w in p.chunks_exact_mut(8) {
-                let x = u64::from_ne_bytes(w.try_into().unwrap()) ^ (rng.next() | 0x0101_0101_0101_0101);
+                let x = u64::from_ne_bytes(w.try_into().unwrap())
+                    ^ (rng.next() | 0x0101_0101_0101_0101);
                 w.copy_from_slice(&x.to_ne_bytes());
             }
         }),
     ]
 }
 
-fn derive(old: &[u8], shape: fn(&mut Rng, &mut [u8])) -> Vec<u8> {
+fn derive(old: &[u8], shape: Shape) -> Vec<u8> {
     let mut new = old.to_vec();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     new.chunks_exact_mut(PAGE).for_each(|p| shape(&mut rng, p));
