@@ -4,6 +4,7 @@
 mod extract;
 mod input;
 mod inspect;
+mod qemu;
 mod reencode;
 
 use std::path::PathBuf;
@@ -81,6 +82,45 @@ enum Command {
         #[command(flatten)]
         decode: DecodeArgs,
     },
+    /// Receive a migration stream: with --extract, act as a QEMU destination that rebuilds
+    /// every RAM block and keeps the device state verbatim.
+    Receive {
+        /// Where to listen: tcp:HOST:PORT or unix:PATH.
+        #[arg(long)]
+        listen: qemu::addr::Addr,
+        /// Write the RAM images, device sections and manifest.json into this directory.
+        #[arg(long)]
+        extract: PathBuf,
+        /// Also save the raw stream to this file.
+        #[arg(long)]
+        save_stream: Option<PathBuf>,
+        /// Accept machine types the conformance vectors do not cover.
+        #[arg(long)]
+        allow_untested_machine: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+    /// Sit between a QEMU source and a QEMU destination, decoding the stream as it passes.
+    Proxy {
+        /// Where the source connects: tcp:HOST:PORT or unix:PATH.
+        #[arg(long)]
+        listen: qemu::addr::Addr,
+        /// The destination QEMU's -incoming address.
+        #[arg(long)]
+        forward: qemu::addr::Addr,
+        /// Record the source's stream to this file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Forward ramstream's own encoding (ZERO detection, XBZRLE against the pages the
+        /// destination holds) instead of QEMU's bytes.
+        #[arg(long)]
+        reencode: bool,
+        /// Print the final report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +144,27 @@ fn main() -> ExitCode {
             };
             reencode::run(&input, &output, mode, &decode)
         }
+        Command::Receive {
+            listen,
+            extract,
+            save_stream,
+            allow_untested_machine,
+            decode,
+        } => qemu::receive::run(
+            &listen,
+            &extract,
+            save_stream.as_ref(),
+            allow_untested_machine,
+            &decode,
+        ),
+        Command::Proxy {
+            listen,
+            forward,
+            record,
+            reencode,
+            json,
+            decode,
+        } => qemu::proxy::run(&listen, &forward, record.as_ref(), reencode, json, &decode),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
