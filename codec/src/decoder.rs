@@ -30,7 +30,9 @@ pub enum Status<'a> {
         /// At least this many more bytes are needed.
         needed: usize,
     },
-    /// The stream is complete (only after [`Decoder::finish`]).
+    /// The stream is complete: after the VMDESCRIPTION trailer, or after EOF once
+    /// [`Decoder::finish`] said the input ended there. Bytes offered after that are
+    /// [`ErrorKind::TrailingBytes`](crate::ErrorKind::TrailingBytes).
     Done,
 }
 

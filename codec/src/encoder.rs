@@ -280,8 +280,9 @@ impl Encoder {
                 s.put(&a.to_be_bytes());
             }
         }
+        let last = self.last_block.and_then(|i| self.blocks.get(i)).cloned();
         self.blocks = ms.blocks.iter().map(|b| b.idstr.clone()).collect();
-        self.last_block = None;
+        self.last_block = last.and_then(|n| self.blocks.iter().position(|b| *b == n));
     }
 
     fn page_word<'a>(

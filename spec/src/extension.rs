@@ -1,4 +1,4 @@
-//! ramstream's own, negotiated extensions (SPEC.md §9, §11).
+//! ramstream's own, negotiated extensions (SPEC.md §9, §13).
 
 /// The balloon extension's wire version carried in every balloon record (SPEC.md §9).
 pub const BALLOON_V1_VERSION: u8 = 1;

@@ -96,10 +96,11 @@ pub fn connect(addr: &Addr) -> Result<Box<dyn Duplex>> {
             s.set_nodelay(true)?;
             Ok(Box::new(s))
         }
-        Addr::Unix(p) => Ok(Box::new(
-            UnixStream::connect(p)
-                .with_context(|| format!("cannot connect to unix:{}", p.display()))?,
-        )),
+        Addr::Unix(p) => {
+            Ok(Box::new(UnixStream::connect(p).with_context(|| {
+                format!("cannot connect to unix:{}", p.display())
+            })?))
+        }
         Addr::File(_) => bail!("cannot connect to a file: address"),
     }
 }

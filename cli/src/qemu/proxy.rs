@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ramstream_codec::{
-    apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage,
-};
+use ramstream_codec::{apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage};
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
@@ -179,7 +177,10 @@ pub fn run(
             dst.write_all(raw)?;
             rep.bytes_out += raw.len() as u64;
         }
-        if matches!(event, Event::Footer { .. } | Event::Eof | Event::VmDescription(_)) {
+        if matches!(
+            event,
+            Event::Footer { .. } | Event::Eof | Event::VmDescription(_)
+        ) {
             dst.flush().context("writing to the destination")?;
         }
         if last_print.elapsed() > Duration::from_millis(500) {
@@ -199,7 +200,10 @@ pub fn run(
         Ok(())
     });
     result.with_context(|| {
-        format!("proxying {listen} to {forward}: stopped after {} bytes in", rep.bytes_in)
+        format!(
+            "proxying {listen} to {forward}: stopped after {} bytes in",
+            rep.bytes_in
+        )
     })?;
     dst.flush()?;
     if let Some(mut r) = rec {
