@@ -77,7 +77,9 @@ fn bench(c: &mut Criterion) {
     assert_eq!(scan_runs(&map), scan_bitmap(&bitmap));
     let mut g = c.benchmark_group("balloon_scan_16GiB_90pct");
     g.bench_function("runs", |b| b.iter(|| scan_runs(black_box(&map))));
-    g.bench_function("runs_ranges_only", |b| b.iter(|| ranges_only(black_box(&map))));
+    g.bench_function("runs_ranges_only", |b| {
+        b.iter(|| ranges_only(black_box(&map)))
+    });
     g.bench_function("bitmap_per_page", |b| {
         b.iter(|| scan_bitmap(black_box(&bitmap)))
     });

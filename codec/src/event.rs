@@ -84,7 +84,7 @@ impl Configuration<'_> {
     pub fn has_capability(&self, name: &str) -> bool {
         self.capabilities
             .as_ref()
-            .is_some_and(|c| c.iter().any(|n| *n == name))
+            .is_some_and(|c| c.contains(&name))
     }
 }
 

@@ -209,19 +209,21 @@ impl BalloonSummary {
         // The decoder checked the record against the same block list; a map error can only
         // mean the summary saw no MEM_SIZE, and then there is nothing to count.
         if let Ok(touched) = self.map.apply(rec) {
-            for r in touched {
-                if let Some(name) = self.map.idstr(r.block) {
-                    self.ballooned_pages.insert(name.to_string(), 0);
-                }
-            }
+            let mut blocks: Vec<usize> = touched.iter().map(|r| r.block).collect();
             if let BalloonRecord::V1(v) = rec {
-                if let Some(name) = self.map.idstr(v.block) {
+                blocks.push(v.block);
+            }
+            for b in blocks {
+                if let Some(name) = self.map.idstr(b) {
                     self.ballooned_pages.insert(name.to_string(), 0);
                 }
             }
         }
         for i in 0..self.map.block_count() {
-            if let Some(n) = self.map.idstr(i).and_then(|n| self.ballooned_pages.get_mut(n)) {
+            let Some(name) = self.map.idstr(i) else {
+                continue;
+            };
+            if let Some(n) = self.ballooned_pages.get_mut(name) {
                 *n = self.map.ballooned_pages(i);
             }
         }

@@ -191,7 +191,7 @@ fn unballooned_ranges_start_inside_a_run_and_clip() {
     map.inflate(0, 50..60).unwrap();
     assert_eq!(
         map.unballooned_ranges(0, 15..55).collect::<Vec<_>>(),
-        [20..50]
+        [std::ops::Range { start: 20, end: 50 }]
     );
     assert_eq!(
         map.unballooned_ranges(0, 0..1000).collect::<Vec<_>>(),

@@ -70,7 +70,13 @@ fn v1_record_without_announcement() {
 #[test]
 fn v1_wrong_version_byte() {
     for version in [0u8, 2, 0xff] {
-        let e = v1_err(&bs::v1_record(Some("pc.ram"), version, FULL, &[(0, 1)], &[]));
+        let e = v1_err(&bs::v1_record(
+            Some("pc.ram"),
+            version,
+            FULL,
+            &[(0, 1)],
+            &[],
+        ));
         assert_eq!(
             e.kind,
             ErrorKind::BalloonVersion {
@@ -92,7 +98,13 @@ fn v1_unknown_kind() {
 
 #[test]
 fn v1_runs_unsorted() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, FULL, &[(10, 2), (5, 1)], &[]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        FULL,
+        &[(10, 2), (5, 1)],
+        &[],
+    ));
     assert_eq!(
         e.kind,
         ErrorKind::BalloonRunOrder {
@@ -105,7 +117,13 @@ fn v1_runs_unsorted() {
 
 #[test]
 fn v1_runs_overlapping() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, INCR, &[], &[(10, 5), (12, 1)]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        INCR,
+        &[],
+        &[(10, 5), (12, 1)],
+    ));
     assert_eq!(
         e.kind,
         ErrorKind::BalloonRunOrder {
@@ -118,7 +136,13 @@ fn v1_runs_overlapping() {
 
 #[test]
 fn v1_runs_adjacent() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, FULL, &[(10, 2), (12, 1)], &[]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        FULL,
+        &[(10, 2), (12, 1)],
+        &[],
+    ));
     assert_eq!(e.kind, ErrorKind::BalloonRunsAdjacent { start: 12 });
 }
 
@@ -135,7 +159,13 @@ fn v1_run_beyond_the_block() {
     );
     assert_eq!(e.offset, v1_runs_at());
     // The ROM block has 4 pages; a run that fits pc.ram does not fit it.
-    let e = v1_err(&bs::v1_record(Some("/rom@etc/acpi/tables"), 1, FULL, &[(3, 2)], &[]));
+    let e = v1_err(&bs::v1_record(
+        Some("/rom@etc/acpi/tables"),
+        1,
+        FULL,
+        &[(3, 2)],
+        &[],
+    ));
     assert_eq!(
         e.kind,
         ErrorKind::BalloonRunOutOfRange {
@@ -145,13 +175,25 @@ fn v1_run_beyond_the_block() {
         }
     );
     // start + count overflowing u64.
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, FULL, &[(u64::MAX, 2)], &[]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        FULL,
+        &[(u64::MAX, 2)],
+        &[],
+    ));
     assert!(matches!(e.kind, ErrorKind::BalloonRunOutOfRange { .. }));
 }
 
 #[test]
 fn v1_zero_length_run() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, INCR, &[(0, 1)], &[(3, 0)]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        INCR,
+        &[(0, 1)],
+        &[(3, 0)],
+    ));
     assert_eq!(e.kind, ErrorKind::BalloonEmptyRun { start: 3 });
     assert_eq!(e.offset, v1_runs_at() + 16);
 }
@@ -189,7 +231,10 @@ fn v1_truncated_payload() {
     let base = v1_base() as usize;
     for cut in base + 1..base + rec.len() {
         let e = bs::decode_err(&s[..cut], V1);
-        assert!(matches!(e.kind, ErrorKind::Truncated { .. }), "cut {cut}: {e}");
+        assert!(
+            matches!(e.kind, ErrorKind::Truncated { .. }),
+            "cut {cut}: {e}"
+        );
         assert_eq!(e.offset, base as u64);
         // Not finished: the decoder asks for more instead.
         let mut dec = Decoder::new(DecoderOptions::with_dialect(V1));
@@ -210,13 +255,25 @@ fn v1_truncated_payload() {
 
 #[test]
 fn v1_full_map_with_deflate_runs() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, FULL, &[(0, 1)], &[(4, 1)]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        FULL,
+        &[(0, 1)],
+        &[(4, 1)],
+    ));
     assert_eq!(e.kind, ErrorKind::BalloonFullMapDeflate { count: 1 });
 }
 
 #[test]
 fn v1_page_inflated_and_deflated() {
-    let e = v1_err(&bs::v1_record(Some("pc.ram"), 1, INCR, &[(0, 4), (10, 4)], &[(12, 8)]));
+    let e = v1_err(&bs::v1_record(
+        Some("pc.ram"),
+        1,
+        INCR,
+        &[(0, 4), (10, 4)],
+        &[(12, 8)],
+    ));
     assert_eq!(e.kind, ErrorKind::BalloonInflateDeflateOverlap { page: 12 });
 }
 
@@ -276,7 +333,10 @@ fn before_mem_size(record: &[u8], announce: bool) -> Vec<u8> {
 
 #[test]
 fn balloon_record_before_mem_size() {
-    let s = before_mem_size(&bs::v1_record(Some("pc.ram"), 1, FULL, &[(0, 1)], &[]), true);
+    let s = before_mem_size(
+        &bs::v1_record(Some("pc.ram"), 1, FULL, &[(0, 1)], &[]),
+        true,
+    );
     assert_eq!(bs::decode_err(&s, V1).kind, ErrorKind::BalloonBeforeMemSize);
     let s = before_mem_size(&bs::kolhe_record(&[16, 0, 16, 16, 0]), false);
     assert_eq!(bs::decode_err(&s, K).kind, ErrorKind::BalloonBeforeMemSize);
@@ -285,7 +345,10 @@ fn balloon_record_before_mem_size() {
 #[test]
 fn kolhe_start_after_limit() {
     let e = kolhe_err(&[16, 5, 3]);
-    assert_eq!(e.kind, ErrorKind::KolheStartAfterLimit { start: 5, limit: 3 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::KolheStartAfterLimit { start: 5, limit: 3 }
+    );
     assert_eq!(e.offset, kolhe_base() + 16);
 }
 
@@ -389,7 +452,10 @@ fn kolhe_truncated_payload() {
     let base = kolhe_base() as usize;
     for cut in base + 1..base + rec.len() {
         let e = bs::decode_err(&s[..cut], K);
-        assert!(matches!(e.kind, ErrorKind::Truncated { .. }), "cut {cut}: {e}");
+        assert!(
+            matches!(e.kind, ErrorKind::Truncated { .. }),
+            "cut {cut}: {e}"
+        );
         assert_eq!(e.offset, base as u64);
     }
 }

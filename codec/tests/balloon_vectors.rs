@@ -10,9 +10,7 @@ mod balloon_support;
 use std::path::PathBuf;
 
 use balloon_support as bs;
-use ramstream_codec::balloon::{
-    BalloonMap, BalloonMapKind, BalloonRecord, KolheBalloon, PageRun,
-};
+use ramstream_codec::balloon::{BalloonMap, BalloonMapKind, BalloonRecord, KolheBalloon, PageRun};
 use ramstream_codec::summary::StreamSummary;
 use ramstream_codec::{Decoder, DecoderOptions, Encoder, ErrorKind, Event, RecordKind, Status};
 use ramstream_spec::ram::RamFlags;
@@ -87,7 +85,11 @@ fn golden_vectors_match_their_builders() {
             std::fs::write(d.join("manifest.json"), text).unwrap();
         }
         let stored = std::fs::read(d.join("stream.bin")).unwrap();
-        assert!(stored == bytes, "{}: stream.bin differs from its builder", v.name);
+        assert!(
+            stored == bytes,
+            "{}: stream.bin differs from its builder",
+            v.name
+        );
         let stored_m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(stored_m, m, "{}: manifest", v.name);
@@ -184,7 +186,10 @@ fn v1_vector_decodes_to_its_records() {
         v[1].inflate.iter().collect::<Vec<_>>(),
         [PageRun::new(64, 4), PageRun::new(250, 6)]
     );
-    assert_eq!(v[1].deflate.iter().collect::<Vec<_>>(), [PageRun::new(120, 10)]);
+    assert_eq!(
+        v[1].deflate.iter().collect::<Vec<_>>(),
+        [PageRun::new(120, 10)]
+    );
     assert_eq!((v[2].block, v[2].continued), (1, false));
     // The record after a v1 record on the same block uses CONTINUE: shared last-block state.
     let after = events
@@ -192,7 +197,10 @@ fn v1_vector_decodes_to_its_records() {
         .skip_while(|(o, _)| *o != recs[1].0)
         .nth(1)
         .unwrap();
-    assert_eq!(after.1.ram_flags(), Some(RamFlags::ZERO | RamFlags::CONTINUE));
+    assert_eq!(
+        after.1.ram_flags(),
+        Some(RamFlags::ZERO | RamFlags::CONTINUE)
+    );
     assert_eq!(
         events
             .iter()
@@ -237,7 +245,10 @@ fn kolhe_vector_decodes_to_its_records() {
     let BalloonRecord::Kolhe(KolheBalloon::Bitmap(a)) = recs[0].1 else {
         panic!("{:?}", recs[0]);
     };
-    assert_eq!((a.bitmap_pages, a.start, a.limit, a.terminated), (16, 0, 16, true));
+    assert_eq!(
+        (a.bitmap_pages, a.start, a.limit, a.terminated),
+        (16, 0, 16, true)
+    );
     assert_eq!(
         a.runs.iter().collect::<Vec<_>>(),
         [PageRun::new(2, 3), PageRun::new(10, 4)]
@@ -245,7 +256,10 @@ fn kolhe_vector_decodes_to_its_records() {
     let BalloonRecord::Kolhe(KolheBalloon::Bitmap(b)) = recs[1].1 else {
         panic!("{:?}", recs[1]);
     };
-    assert_eq!((b.bitmap_pages, b.start, b.limit, b.terminated), (16, 6, 7, false));
+    assert_eq!(
+        (b.bitmap_pages, b.start, b.limit, b.terminated),
+        (16, 6, 7, false)
+    );
     assert_eq!(b.runs.iter().collect::<Vec<_>>(), [PageRun::new(6, 2)]);
 
     let mut summary = StreamSummary::default();
@@ -327,18 +341,27 @@ fn same_bytes_differ_by_dialect() {
         ]
     );
     assert_eq!(err.offset, word_at + 16);
-    assert!(matches!(err.kind, ErrorKind::MissingFooter { found: 0, .. }));
+    assert!(matches!(
+        err.kind,
+        ErrorKind::MissingFooter { found: 0, .. }
+    ));
 
     // kolhe-2016: one balloon record of 8 + 24 + 2·16 + 16 bytes, then a PAGE record.
     let events = bs::decode(&bytes, Dialect::Kolhe2016).unwrap();
     let i = events.iter().position(|(o, _)| *o == word_at).unwrap();
-    assert!(matches!(events[i].1, Event::Balloon(BalloonRecord::Kolhe(_))));
+    assert!(matches!(
+        events[i].1,
+        Event::Balloon(BalloonRecord::Kolhe(_))
+    ));
     assert_eq!(events[i + 1].0, word_at + 8 + 24 + 32 + 16);
     assert_eq!(events[i + 1].1.kind(), RecordKind::Page);
 
     // ramstream-balloon-v1: the stream did not announce the extension.
     let e = bs::decode_err(&bytes, Dialect::RamstreamBalloonV1);
-    assert_eq!((e.offset, e.kind), (word_at, ErrorKind::BalloonNotAnnounced));
+    assert_eq!(
+        (e.offset, e.kind),
+        (word_at, ErrorKind::BalloonNotAnnounced)
+    );
     assert_eq!(e.record, Some(RecordKind::Balloon));
 }
 

@@ -82,7 +82,12 @@ pub fn end_section(enc: &mut Encoder, out: &mut Vec<u8>) {
 pub fn v1_stream() -> Vec<u8> {
     let mut enc = Encoder::new(12);
     let mut out = Vec::new();
-    prelude(&mut enc, &mut out, Some(vec![RAMSTREAM_BALLOON_V1]), &v1_blocks());
+    prelude(
+        &mut enc,
+        &mut out,
+        Some(vec![RAMSTREAM_BALLOON_V1]),
+        &v1_blocks(),
+    );
     enc.balloon_v1(
         0,
         BalloonMapKind::FullMap,
@@ -111,8 +116,14 @@ pub fn v1_stream() -> Vec<u8> {
     end_section(&mut enc, &mut out);
 
     enc.section_part(SectionType::END, RAM_ID, &mut out);
-    enc.balloon_v1(1, BalloonMapKind::Incremental, &[PageRun::new(0, 2)], &[], &mut out)
-        .unwrap();
+    enc.balloon_v1(
+        1,
+        BalloonMapKind::Incremental,
+        &[PageRun::new(0, 2)],
+        &[],
+        &mut out,
+    )
+    .unwrap();
     enc.zero(at(1, 3), 0, &mut out).unwrap();
     end_section(&mut enc, &mut out);
     enc.eof(&mut out);
@@ -132,14 +143,16 @@ pub fn kolhe_stream() -> Vec<u8> {
     let p = page(9);
     let first = [PageRun::new(2, 3), PageRun::new(10, 4)];
     enc.section_part(SectionType::PART, RAM_ID, &mut out);
-    enc.kolhe_balloon_from_runs(16, 0, 16, &first, &mut out).unwrap();
+    enc.kolhe_balloon_from_runs(16, 0, 16, &first, &mut out)
+        .unwrap();
     enc.page(at(0, 0), &p, &mut out).unwrap();
     enc.zero(at(0, 1), 0, &mut out).unwrap();
     end_section(&mut enc, &mut out);
 
     let second = [PageRun::new(2, 3), PageRun::new(6, 2), PageRun::new(10, 4)];
     enc.section_part(SectionType::PART, RAM_ID, &mut out);
-    enc.kolhe_balloon_from_runs(16, 6, 7, &second, &mut out).unwrap();
+    enc.kolhe_balloon_from_runs(16, 6, 7, &second, &mut out)
+        .unwrap();
     enc.zero(at(1, 3), 0, &mut out).unwrap();
     end_section(&mut enc, &mut out);
 
@@ -158,7 +171,8 @@ pub fn kolhe_disabled_stream() -> Vec<u8> {
     prelude(&mut enc, &mut out, None, &kolhe_blocks());
     end_section(&mut enc, &mut out);
     enc.section_part(SectionType::PART, RAM_ID, &mut out);
-    enc.kolhe_balloon(&KolheBalloon::Disabled, &mut out).unwrap();
+    enc.kolhe_balloon(&KolheBalloon::Disabled, &mut out)
+        .unwrap();
     enc.page(at(0, 3), &page(1), &mut out).unwrap();
     end_section(&mut enc, &mut out);
     enc.eof(&mut out);
