@@ -137,14 +137,15 @@ fn print_balloon(s: &StreamSummary) {
         b.records.len()
     );
     for r in &b.records {
-        let what = match (&r.block, r.kolhe_range) {
+        let what = match (&r.block, r.kolhe) {
             (Some(block), _) => format!(
                 "block {block}{}",
                 if r.continued { " (CONTINUE)" } else { "" }
             ),
-            (None, Some([size, start, limit])) => {
-                format!("bitmap {size} pages, start {start}, limit {limit}")
-            }
+            (None, Some(k)) => format!(
+                "bitmap {} pages, start {}, limit {}",
+                k.bitmap_pages, k.start, k.limit
+            ),
             (None, None) => String::new(),
         };
         println!(

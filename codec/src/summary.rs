@@ -130,7 +130,7 @@ pub struct BalloonRecordSummary {
     pub continued: bool,
     /// The bitmap size, start and limit (kolhe-2016 records).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kolhe_range: Option<[u64; 3]>,
+    pub kolhe: Option<KolheRange>,
     /// Inflate runs (kolhe-2016: all runs).
     pub inflate_runs: u64,
     /// Pages in the inflate runs.
@@ -139,6 +139,17 @@ pub struct BalloonRecordSummary {
     pub deflate_runs: u64,
     /// Pages in the deflate runs.
     pub deflate_pages: u64,
+}
+
+/// The header fields of a kolhe-2016 record (SPEC.md §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KolheRange {
+    /// The bitmap size in 4 KiB pages.
+    pub bitmap_pages: u64,
+    /// The first page covered.
+    pub start: u64,
+    /// The loop bound.
+    pub limit: u64,
 }
 
 /// Balloon records and the balloon map they build (SPEC.md §9).
@@ -183,7 +194,7 @@ impl BalloonSummary {
             kind: rec.kind_name().to_string(),
             block: None,
             continued: false,
-            kolhe_range: None,
+            kolhe: None,
             inflate_runs: 0,
             inflate_pages: 0,
             deflate_runs: 0,
@@ -199,7 +210,11 @@ impl BalloonSummary {
                 s.deflate_pages = v.deflate.pages();
             }
             BalloonRecord::Kolhe(KolheBalloon::Bitmap(k)) => {
-                s.kolhe_range = Some([k.bitmap_pages, k.start, k.limit]);
+                s.kolhe = Some(KolheRange {
+                    bitmap_pages: k.bitmap_pages,
+                    start: k.start,
+                    limit: k.limit,
+                });
                 s.inflate_runs = k.runs.len() as u64;
                 s.inflate_pages = k.runs.pages();
             }
