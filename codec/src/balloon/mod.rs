@@ -113,7 +113,9 @@ impl<'a> RunList<'a> {
     /// A list over wire bytes; `None` unless the length is a multiple of 16. The runs are not
     /// checked (the decoder checks them; see [`RunList::check`]).
     pub fn from_wire(raw: &'a [u8]) -> Option<Self> {
-        raw.len().is_multiple_of(BALLOON_RUN_LEN).then_some(RunList { raw })
+        raw.len()
+            .is_multiple_of(BALLOON_RUN_LEN)
+            .then_some(RunList { raw })
     }
 
     /// The wire bytes of `runs`, for [`RunList::from_wire`].
