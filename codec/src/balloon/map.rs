@@ -251,7 +251,9 @@ impl BalloonMap {
 
     /// How many pages of all blocks are ballooned.
     pub fn total_ballooned_pages(&self) -> u64 {
-        self.blocks.iter().map(|b| b.ballooned).sum()
+        self.blocks
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(b.ballooned))
     }
 
     /// The pages of `within` (clipped to the block) that are *not* ballooned, as ranges,
@@ -325,7 +327,10 @@ impl BalloonMap {
                 self.disabled = true;
             }
             BalloonRecord::Kolhe(KolheBalloon::Bitmap(k)) => {
-                let total: u64 = self.blocks.iter().map(|b| b.bytes).sum();
+                let total = self
+                    .blocks
+                    .iter()
+                    .fold(0u64, |a, b| a.saturating_add(b.bytes));
                 let page = 1u64 << self.page_bits;
                 for r in k.runs.iter() {
                     let bytes = r
@@ -340,7 +345,8 @@ impl BalloonMap {
                         })?;
                     let mut base = 0u64;
                     for (i, b) in self.blocks.iter_mut().enumerate() {
-                        let (lo, hi) = (bytes.0.max(base), bytes.1.min(base + b.bytes));
+                        let block_end = base.saturating_add(b.bytes);
+                        let (lo, hi) = (bytes.0.max(base), bytes.1.min(block_end));
                         if lo < hi {
                             let first = (lo - base).div_ceil(page);
                             let last = (hi - base) / page;
@@ -352,7 +358,7 @@ impl BalloonMap {
                                 });
                             }
                         }
-                        base += b.bytes;
+                        base = block_end;
                         if base >= bytes.1 {
                             break;
                         }
