@@ -431,6 +431,11 @@ impl Decoder {
                     State::Top
                 }
             }
+            (s, Event::Balloon(crate::balloon::BalloonRecord::V1(v))) => {
+                // v1 records name their block like page records and share CONTINUE state.
+                self.ram.last_block = Some(v.block);
+                s
+            }
             (s, Event::Eos(_) | Event::MultifdFlush(_) | Event::Balloon(_)) => s,
             (_, Event::Footer { .. }) => State::Top,
             (_, Event::Device(d)) => {
