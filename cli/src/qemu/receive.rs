@@ -20,14 +20,14 @@ pub const TESTED_MACHINE_TYPES: &[&str] = &["pc-i440fx-7.2", "pc-q35-7.2"];
 /// Refuses what ramstream cannot honour as a destination, with one clear message.
 pub fn check_policy(event: &Event<'_>, offset: u64, allow_untested: bool) -> Result<()> {
     match event {
-        Event::Configuration(c) => {
-            if !allow_untested && !TESTED_MACHINE_TYPES.contains(&c.machine_type) {
-                bail!(
-                    "at offset {offset:#x}: machine type {:?} has not been tested with ramstream (tested: {}); pass --allow-untested-machine to try anyway",
-                    c.machine_type,
-                    TESTED_MACHINE_TYPES.join(", ")
-                );
-            }
+        Event::Configuration(c)
+            if !allow_untested && !TESTED_MACHINE_TYPES.contains(&c.machine_type) =>
+        {
+            bail!(
+                "at offset {offset:#x}: machine type {:?} has not been tested with ramstream (tested: {}); pass --allow-untested-machine to try anyway",
+                c.machine_type,
+                TESTED_MACHINE_TYPES.join(", ")
+            );
         }
         Event::Command(c)
             if [
