@@ -1,10 +1,13 @@
 //! `ramstream`: inspect, extract and re-encode QEMU migration streams; send, receive and
 //! demo a live migration.
 
+mod demo;
 mod extract;
 mod input;
 mod inspect;
+mod receive;
 mod reencode;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +84,36 @@ enum Command {
         #[command(flatten)]
         decode: DecodeArgs,
     },
+    /// Start a reference KVM guest and live-migrate it to tcp:HOST:PORT, unix:PATH or file:PATH.
+    Send {
+        /// Where to send the stream.
+        to: String,
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Receive one migration stream into a reference KVM guest, check it and resume it.
+    Receive {
+        /// tcp:HOST:PORT (port 0 picks one; the bound address is printed), unix:PATH or file:PATH.
+        #[arg(long)]
+        listen: String,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Read buffer size in bytes (bounds the receiver's stream memory).
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer_size: usize,
+    },
+    /// Live-migrate a running KVM guest on this machine and prove it arrived intact.
+    Demo {
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +137,13 @@ fn main() -> ExitCode {
             };
             reencode::run(&input, &output, mode, &decode)
         }
+        Command::Send { to, guest, json } => send::run(&to, &guest, json),
+        Command::Receive {
+            listen,
+            json,
+            buffer_size,
+        } => receive::run(&listen, json, buffer_size),
+        Command::Demo { guest, json } => demo::run(&guest, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
