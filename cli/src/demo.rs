@@ -23,7 +23,9 @@ pub fn run(a: &GuestArgs, json_out: bool) -> Result<()> {
         .context("starting the receiver")?;
     let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
     let mut line = String::new();
-    stdout.read_line(&mut line).context("reading the receiver's port")?;
+    stdout
+        .read_line(&mut line)
+        .context("reading the receiver's port")?;
     let Some(addr) = line.trim().strip_prefix("listening ") else {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
@@ -51,13 +53,18 @@ pub fn run(a: &GuestArgs, json_out: bool) -> Result<()> {
     };
     let (mut src, sent) = migrate_guest(vm, &to, &a.send_options(), !json_out);
     let mut rest = String::new();
-    stdout.read_to_string(&mut rest).context("reading the receiver's report")?;
+    stdout
+        .read_to_string(&mut rest)
+        .context("reading the receiver's report")?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
     let status = child.wait().context("waiting for the receiver")?;
-    let recv_json: Option<Value> = rest.lines().rev().find_map(|l| serde_json::from_str(l).ok());
+    let recv_json: Option<Value> = rest
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok());
     let source_status = format!("{:?}", src.vm_mut().status());
     let sent = match sent {
         Ok(r) => r,
@@ -83,9 +90,7 @@ pub fn run(a: &GuestArgs, json_out: bool) -> Result<()> {
             .is_some_and(|r| r.digest_verified && r.verification.self_check_passed);
     let resumed = recv.as_ref().is_some_and(|r| r.guest_resumed);
     if json_out {
-        let mut ram = serde_json::to_value(&sent.ram)?;
-        ram["ballooned_skipped"] = json!(sent.ram.ballooned_skipped);
-        ram["pages_visited"] = json!(sent.ram.pages_visited);
+        let ram = serde_json::to_value(&sent.ram)?;
         let mut out = json!({
             "status": if verified { "completed" } else { "failed" },
             "verified": verified,

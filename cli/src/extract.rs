@@ -43,7 +43,8 @@ pub fn file_name(idstr: &str) -> String {
 
 pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let image = ramstream_codec::transcode::rebuild(&bytes, &decode.options()).with_context(|| format!("{}", file.display()))?;
+    let image = ramstream_codec::transcode::rebuild(&bytes, &decode.options())
+        .with_context(|| format!("{}", file.display()))?;
     if out.exists() && fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }

@@ -42,23 +42,34 @@ pub fn print_report(r: &ReceiveReport) {
         "  records             PAGE {}  ZERO written {}  ZERO skipped (already zero) {}  XBZRLE {}",
         r.pages, r.zero_written, r.zero_skipped, r.xbzrle
     );
-    println!("  ballooned pages     {} (restored from the VM state)", r.ballooned_pages);
     println!(
-        "  digest              {} ({:.1} ms)",
-        if r.digest_verified { "verified" } else { "NOT verified" },
+        "  ballooned pages     {} (restored from the VM state)",
+        r.ballooned_pages
+    );
+    println!(
+        "  RAM digest          {} ({:.1} ms)",
+        if r.digest_verified {
+            "verified"
+        } else {
+            "NOT verified"
+        },
         r.digest_ms
     );
     println!("  max buffered        {} bytes", r.max_buffered);
     println!(
-        "  guest resumed       {} (EOF to verified {:.1} ms)",
-        r.guest_resumed, r.resume_ms
+        "  guest resumed       {} (EOF to running {:.1} ms; self-check took {:.0} ms)",
+        r.guest_resumed, r.resume_ms, r.verify_ms
     );
     let v = &r.verification;
     println!(
         "  heartbeat           {} -> {}   self-check {} (ok {} bad {} ballooned {})",
         v.heartbeat_before,
         v.heartbeat_after,
-        if v.self_check_passed { "passed" } else { "FAILED" },
+        if v.self_check_passed {
+            "passed"
+        } else {
+            "FAILED"
+        },
         v.ok_pages,
         v.bad_pages,
         v.ballooned_pages

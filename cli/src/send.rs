@@ -43,13 +43,13 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub balloon_percent: u8,
     /// Pages the guest keeps rewriting (its working set).
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = 4096)]
     pub working_set: u64,
     /// Pages the guest writes per main-loop iteration.
     #[arg(long, default_value_t = 8)]
     pub pages_per_loop: u64,
     /// Spin iterations per main-loop iteration (slows the guest's writes).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 800)]
     pub delay_loops: u64,
     /// Let the guest run this long (ms) before migrating.
     #[arg(long, default_value_t = 300)]
@@ -60,8 +60,9 @@ pub struct GuestArgs {
     /// XBZRLE cache size (a power of two).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub xbzrle_cache_size: u64,
-    /// Bandwidth limit in bytes per second (QEMU's default is 128M); 0 = unlimited.
-    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    /// Bandwidth limit in bytes per second; 0 = unlimited. The default, 32M (QEMU's before
+    /// 2.x; 7.2 uses 128M), lets the demo guest's dirty rate force a few iterations.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
     pub max_bandwidth: u64,
     /// Largest acceptable downtime in milliseconds.
     #[arg(long, default_value_t = 300)]
@@ -131,11 +132,9 @@ pub fn progress_bar(force: bool) -> ProgressBar {
         ProgressBar::hidden()
     };
     pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:32} [{bar:30}] {pos}/{len} pages  {prefix}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {pos}/{len} pages  {prefix}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb
 }

@@ -86,16 +86,17 @@ fn bench(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3))
             .throughput(Throughput::Bytes(SET as u64));
-        g.bench_function("is_zero_page", |b| {
-            b.iter(|| count_zero(buf, is_zero_page))
-        });
+        g.bench_function("is_zero_page", |b| b.iter(|| count_zero(buf, is_zero_page)));
         g.bench_function("portable", |b| {
             b.iter(|| count_zero(buf, is_zero_page_portable))
         });
-        g.bench_function("baseline_or_reduce", |b| b.iter(|| or_reduce(black_box(buf))));
+        g.bench_function("baseline_or_reduce", |b| {
+            b.iter(|| or_reduce(black_box(buf)))
+        });
         g.finish();
 
-        let (mut t_fast, mut t_portable, mut t_read) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let (mut t_fast, mut t_portable, mut t_read) =
+            (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..5 {
             t_fast = t_fast.min(best_of(1, || {
                 black_box(count_zero(buf, is_zero_page));

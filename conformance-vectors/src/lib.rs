@@ -131,8 +131,8 @@ impl Vector {
     /// The uncompressed stream, checked against the manifest's length and sha256.
     pub fn stream(&self) -> Result<Vec<u8>, LoadError> {
         let path = self.dir.join(&self.manifest.stream_file);
-        let raw = std::fs::read(&path)
-            .map_err(|e| LoadError(format!("{}: {e}", path.display())))?;
+        let raw =
+            std::fs::read(&path).map_err(|e| LoadError(format!("{}: {e}", path.display())))?;
         let bytes = if self.manifest.stream_file.ends_with(".zst") {
             zstd::stream::decode_all(&raw[..])
                 .map_err(|e| LoadError(format!("{}: {e}", path.display())))?

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ramstream_codec::PageStore;
 use ramstream_codec::PageAddr;
+use ramstream_codec::PageStore;
 use ramstream_reference_sender::source::{digest_block, runs_of, PAGE_SIZE};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VcpuState, Vm, VmState};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub trait Destination {
     /// Restores the vCPU and VM state blobs (the VM blob's balloon runs are discarded);
     /// returns the balloon runs.
     fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String>;
-    /// The sha256 of every block, ballooned pages hashed as zero (SPEC.md §13).
+    /// The digest of every block (SPEC.md §13.2), ballooned pages counted as zero.
     fn block_digests(&self, ballooned: &[BalloonRun]) -> Result<Vec<[u8; 32]>, String> {
         (0..self.layout().regions.len())
             .map(|b| {
@@ -48,8 +48,10 @@ pub trait Destination {
             })
             .collect()
     }
-    /// Starts the guest and proves that it runs.
-    fn resume_and_verify(&mut self, timeout: Duration) -> Result<Verification, String>;
+    /// Starts the guest.
+    fn resume(&mut self) -> Result<(), String>;
+    /// Proves that the resumed guest runs: its heartbeat advances and its self-check passes.
+    fn verify(&mut self, timeout: Duration) -> Result<Verification, String>;
     /// Whether the guest was resumed.
     fn resumed(&self) -> bool;
 }
@@ -174,9 +176,13 @@ impl Destination for KvmDestination {
         })
     }
 
-    fn resume_and_verify(&mut self, timeout: Duration) -> Result<Verification, String> {
+    fn resume(&mut self) -> Result<(), String> {
         self.vm.resume().map_err(|e| format!("resume: {e}"))?;
         self.resumed = true;
+        Ok(())
+    }
+
+    fn verify(&mut self, timeout: Duration) -> Result<Verification, String> {
         let v = self
             .vm
             .verify_guest(timeout)
@@ -277,8 +283,12 @@ impl Destination for FakeDestination {
         Ok(vm_state.balloon)
     }
 
-    fn resume_and_verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
+    fn resume(&mut self) -> Result<(), String> {
         self.resumed = true;
+        Ok(())
+    }
+
+    fn verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
         Ok(Verification {
             heartbeat_before: 0,
             heartbeat_after: 1,

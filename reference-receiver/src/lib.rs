@@ -119,8 +119,10 @@ pub struct ReceiveReport {
     pub digest_verified: bool,
     /// Time spent hashing memory.
     pub digest_ms: f64,
-    /// From the end of the stream to the guest resumed.
+    /// From the end of the stream to the guest resumed (restore, digest check, resume).
     pub resume_ms: f64,
+    /// Time the resumed guest took to prove it runs (heartbeat and self-check).
+    pub verify_ms: f64,
     /// Whether the guest was resumed.
     pub guest_resumed: bool,
     /// The resumed guest's proof of life.
@@ -231,7 +233,10 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                 }
                 Ok(Status::Done) => break,
                 Err(e) if input_ended => {
-                    return Err(RecvErrorKind::EndedEarly(format!("at byte {}: {e}", dec.offset())))
+                    return Err(RecvErrorKind::EndedEarly(format!(
+                        "at byte {}: {e}",
+                        dec.offset()
+                    )))
                 }
                 Err(e) => return Err(RecvErrorKind::Decode(e)),
             }
@@ -321,7 +326,9 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                 let dest = self.dest.as_mut().ok_or_else(|| {
                     RecvErrorKind::Protocol("XBZRLE record before MEM_SIZE".into())
                 })?;
-                self.stage.load(dest, x.addr).map_err(RecvErrorKind::Guest)?;
+                self.stage
+                    .load(dest, x.addr)
+                    .map_err(RecvErrorKind::Guest)?;
                 apply_event(&mut self.stage, ev, at).map_err(RecvErrorKind::Decode)?;
                 self.stage.commit(dest).map_err(RecvErrorKind::Guest)?;
                 self.mark(x.addr.block, page);
@@ -353,9 +360,10 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                     reference::VM_SECTION_IDSTR => self.pending.vm = Some(blob()?),
                     reference::LAYOUT_SECTION_IDSTR => self.pending.layout = Some(blob()?),
                     digest::DIGEST_SECTION_IDSTR => {
-                        self.pending.digest = Some(DigestSection::decode(d.body).map_err(|e| {
-                            RecvErrorKind::Protocol(format!("digest section: {e}"))
-                        })?)
+                        self.pending.digest =
+                            Some(DigestSection::decode(d.body).map_err(|e| {
+                                RecvErrorKind::Protocol(format!("digest section: {e}"))
+                            })?)
                     }
                     other => {
                         return Err(RecvErrorKind::Protocol(format!(
@@ -377,13 +385,21 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
     }
 
     fn mark(&mut self, b: usize, p: u64) {
-        if let Some(w) = self.written.get_mut(b).and_then(|w| w.get_mut((p / 64) as usize)) {
+        if let Some(w) = self
+            .written
+            .get_mut(b)
+            .and_then(|w| w.get_mut((p / 64) as usize))
+        {
             *w |= 1 << (p % 64);
         }
     }
 
     fn unmark(&mut self, b: usize, p: u64) {
-        if let Some(w) = self.written.get_mut(b).and_then(|w| w.get_mut((p / 64) as usize)) {
+        if let Some(w) = self
+            .written
+            .get_mut(b)
+            .and_then(|w| w.get_mut((p / 64) as usize))
+        {
             *w &= !(1 << (p % 64));
         }
     }
@@ -402,10 +418,16 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         if !p.eof {
             return Err(RecvErrorKind::EndedEarly("no EOF".into()));
         }
-        let vcpu = p.vcpu.ok_or_else(|| missing(reference::VCPU_SECTION_IDSTR))?;
+        let vcpu = p
+            .vcpu
+            .ok_or_else(|| missing(reference::VCPU_SECTION_IDSTR))?;
         let vm = p.vm.ok_or_else(|| missing(reference::VM_SECTION_IDSTR))?;
-        let layout = p.layout.ok_or_else(|| missing(reference::LAYOUT_SECTION_IDSTR))?;
-        let digest = p.digest.ok_or_else(|| missing(digest::DIGEST_SECTION_IDSTR))?;
+        let layout = p
+            .layout
+            .ok_or_else(|| missing(reference::LAYOUT_SECTION_IDSTR))?;
+        let digest = p
+            .digest
+            .ok_or_else(|| missing(digest::DIGEST_SECTION_IDSTR))?;
         let dest = self.dest()?;
         let layout: MemoryLayout = serde_json::from_slice(&layout)
             .map_err(|e| RecvErrorKind::Protocol(format!("memory layout section: {e}")))?;
@@ -441,10 +463,13 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                 });
             }
         }
-        let v = dest
-            .resume_and_verify(opts.verify_timeout)
-            .map_err(RecvErrorKind::Verify)?;
+        dest.resume().map_err(RecvErrorKind::Guest)?;
         let resume_ms = t.elapsed().as_secs_f64() * 1e3;
+        let tv = Instant::now();
+        let v = dest
+            .verify(opts.verify_timeout)
+            .map_err(RecvErrorKind::Verify)?;
+        self.report.verify_ms = tv.elapsed().as_secs_f64() * 1e3;
         if !v.self_check_passed || v.heartbeat_after <= v.heartbeat_before {
             return Err(RecvErrorKind::Verify(format!("{v:?}")));
         }

@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::cache::{PageDecision, XbzrleCache};
 use ramstream_codec::zero::is_zero_page;
-use ramstream_codec::{Configuration, DeviceSection, Encoder, PageAddr, RamBlock, SectionHeader, Vectored};
+use ramstream_codec::{
+    Configuration, DeviceSection, Encoder, PageAddr, RamBlock, SectionHeader, Vectored,
+};
 use ramstream_reference_vmm::DirtyBitmap;
 use ramstream_spec::extension::{digest, reference};
-use ramstream_spec::ram::{SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION, TARGET_PAGE_BITS_X86};
+use ramstream_spec::ram::{
+    SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION, TARGET_PAGE_BITS_X86,
+};
 use ramstream_spec::stream::SectionType;
 
 use crate::error::{Phase, SendError, SendErrorKind};
@@ -402,9 +406,24 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                 .collect(),
         };
         let bodies = [
-            (reference::VCPU_SECTION_IDSTR, length_prefixed(&blobs.vcpu), reference::SECTION_VERSION, 0),
-            (reference::VM_SECTION_IDSTR, length_prefixed(&blobs.vm), reference::SECTION_VERSION, 0),
-            (reference::LAYOUT_SECTION_IDSTR, length_prefixed(&blobs.layout), reference::SECTION_VERSION, 0),
+            (
+                reference::VCPU_SECTION_IDSTR,
+                length_prefixed(&blobs.vcpu),
+                reference::SECTION_VERSION,
+                0,
+            ),
+            (
+                reference::VM_SECTION_IDSTR,
+                length_prefixed(&blobs.vm),
+                reference::SECTION_VERSION,
+                0,
+            ),
+            (
+                reference::LAYOUT_SECTION_IDSTR,
+                length_prefixed(&blobs.layout),
+                reference::SECTION_VERSION,
+                0,
+            ),
             (
                 digest::DIGEST_SECTION_IDSTR,
                 digest.encode(),
@@ -516,7 +535,11 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         Ok(())
     }
 
-    fn send_batch(&mut self, batch: &[(usize, u64)], last_stage: bool) -> Result<(), SendErrorKind> {
+    fn send_batch(
+        &mut self,
+        batch: &[(usize, u64)],
+        last_stage: bool,
+    ) -> Result<(), SendErrorKind> {
         self.plan.clear();
         self.deltas.clear();
         for (slot, &(b, p)) in batch.iter().enumerate() {

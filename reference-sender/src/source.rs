@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
+use ramstream_codec::zero::is_zero_page;
 use ramstream_reference_vmm::{
     BalloonRun, DirtyBitmap, GuestMemory, MemoryLayout, RunStatus, Vm, VmState,
 };
@@ -61,7 +62,7 @@ pub trait GuestSource {
     /// The device state. The guest must be paused.
     fn state_blobs(&mut self) -> Result<StateBlobs, GuestError>;
 
-    /// The sha256 of every block's whole contents, ballooned pages hashed as zero without
+    /// The digest of every block ([`digest_block`]), ballooned pages counted as zero without
     /// being read (SPEC.md §13). The guest must be paused.
     fn block_digests(&self) -> Result<Vec<[u8; 32]>, GuestError> {
         let runs = self.ballooned_runs();
@@ -87,14 +88,17 @@ pub fn runs_of(runs: &[BalloonRun], block: usize) -> Vec<(u64, u64)> {
     v
 }
 
-/// The sha256 of a block of `pages` pages read through `read`, with the pages of `ballooned`
-/// (sorted `(first, count)` runs) hashed as zero without being read (SPEC.md §13.2).
+/// The digest of a block of `pages` pages read through `read` (SPEC.md §13.2, algorithm
+/// [`DIGEST_ALGORITHM_SHA256_SPARSE`](ramstream_spec::extension::digest::DIGEST_ALGORITHM_SHA256_SPARSE)):
+/// sha256 over `be64 page index ‖ page bytes` for every page, in ascending order, that is not
+/// all zero. Pages of `ballooned` (sorted `(first, count)` runs) count as zero and are not
+/// read. Because the block's length is known, the encoding is injective: equal digests mean
+/// equal blocks, while the cost follows the resident, non-zero data rather than the RAM size.
 pub fn digest_block<E>(
     pages: u64,
     ballooned: &[(u64, u64)],
     mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
 ) -> Result<[u8; 32], E> {
-    let zero = [0u8; PAGE_SIZE];
     let mut buf = [0u8; PAGE_SIZE];
     let mut h = Sha256::new();
     let mut runs = ballooned.iter().peekable();
@@ -105,16 +109,15 @@ pub fn digest_block<E>(
         }
         if let Some(&&(f, c)) = runs.peek() {
             if f <= p {
-                let end = (f + c).min(pages);
-                for _ in p..end {
-                    h.update(zero);
-                }
-                p = end;
+                p = (f + c).min(pages);
                 continue;
             }
         }
         read(p, &mut buf)?;
-        h.update(buf);
+        if !is_zero_page(&buf) {
+            h.update(p.to_be_bytes());
+            h.update(buf);
+        }
         p += 1;
     }
     Ok(h.finalize().into())
@@ -553,4 +556,3 @@ pub fn fake_vcpu_blob(n: u64) -> Vec<u8> {
     v.extend_from_slice(&n.to_be_bytes());
     v
 }
-

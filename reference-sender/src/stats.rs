@@ -27,8 +27,10 @@ pub struct RamStats {
     /// Dirty bitmap syncs.
     pub dirty_sync_count: u64,
     /// Ballooned pages skipped without being read (bulk stage and dirty iterations).
+    #[serde(rename = "ballooned_skipped")]
     pub ballooned_skipped: u64,
     /// Pages read from guest memory and looked at.
+    #[serde(rename = "pages_visited")]
     pub pages_visited: u64,
 }
 

@@ -21,7 +21,9 @@ impl FromStr for Endpoint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(a) = s.strip_prefix("tcp:") {
-            if a.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+            if a.rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
                 return Err(format!("{s:?}: expected tcp:HOST:PORT"));
             }
             Ok(Endpoint::Tcp(a.to_string()))

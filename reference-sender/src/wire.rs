@@ -9,7 +9,7 @@
 //! | FULL | `ramstream/ram-digest` v1 | [`DigestSection`] |
 
 use ramstream_spec::extension::digest::{
-    DIGEST_ALGORITHM_SHA256, DIGEST_SHA256_LEN, DIGEST_V1_HEADER_LEN, DIGEST_V1_VERSION,
+    DIGEST_ALGORITHM_SHA256_SPARSE, DIGEST_SHA256_LEN, DIGEST_V1_HEADER_LEN, DIGEST_V1_VERSION,
 };
 
 /// Wraps a state blob as a reference device section body: be32 length, then the blob.
@@ -34,7 +34,7 @@ pub struct BlockDigest {
     pub idstr: String,
     /// Its used length in bytes.
     pub used_length: u64,
-    /// sha256 of the whole used length, ballooned pages as zero.
+    /// The block digest (SPEC.md §13.2), ballooned pages as zero.
     pub sha256: [u8; DIGEST_SHA256_LEN],
 }
 
@@ -59,7 +59,7 @@ pub enum DigestFormatError {
     #[error("digest section body version {0}, expected {DIGEST_V1_VERSION}")]
     Version(u8),
     /// The algorithm byte is not sha256.
-    #[error("digest algorithm {0}, expected {DIGEST_ALGORITHM_SHA256} (sha256)")]
+    #[error("digest algorithm {0}, expected {DIGEST_ALGORITHM_SHA256_SPARSE} (sha256, sparse)")]
     Algorithm(u8),
     /// Bytes after the last entry.
     #[error("{0} trailing bytes after the digest entries")]
@@ -77,7 +77,7 @@ impl DigestSection {
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(DIGEST_V1_HEADER_LEN + self.blocks.len() * 48);
         v.push(DIGEST_V1_VERSION);
-        v.push(DIGEST_ALGORITHM_SHA256);
+        v.push(DIGEST_ALGORITHM_SHA256_SPARSE);
         v.extend_from_slice(&(self.blocks.len() as u32).to_be_bytes());
         for b in &self.blocks {
             v.push(b.idstr.len() as u8);
@@ -103,7 +103,7 @@ impl DigestSection {
             return Err(DigestFormatError::Version(version));
         }
         let alg = take(&mut at, 1)?[0];
-        if alg != DIGEST_ALGORITHM_SHA256 {
+        if alg != DIGEST_ALGORITHM_SHA256_SPARSE {
             return Err(DigestFormatError::Algorithm(alg));
         }
         let n = u32::from_be_bytes(take(&mut at, 4)?.try_into().unwrap_or([0; 4]));

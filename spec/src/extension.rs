@@ -33,8 +33,9 @@ pub mod digest {
     /// The first byte of the digest section body: the body layout version (SPEC.md §13.2).
     pub const DIGEST_V1_VERSION: u8 = 1;
 
-    /// Algorithm byte: sha256 over the block's whole used length (SPEC.md §13.2).
-    pub const DIGEST_ALGORITHM_SHA256: u8 = 1;
+    /// Algorithm byte: sha256 over `be64 page index ‖ page` for every page of the block that is
+    /// not all zero, ascending; ballooned pages count as zero (SPEC.md §13.2).
+    pub const DIGEST_ALGORITHM_SHA256_SPARSE: u8 = 1;
 
     /// Length of a sha256 digest (SPEC.md §13.2).
     pub const DIGEST_SHA256_LEN: usize = 32;
