@@ -536,11 +536,14 @@ impl GuestSource for ScriptedGuest {
     }
 
     fn state_blobs(&mut self) -> Result<StateBlobs, GuestError> {
-        let vm = VmState {
+        let mut vm = VmState {
             clock: Default::default(),
             irqchips: Default::default(),
             balloon: self.ballooned_runs(),
         };
+        for (i, chip) in vm.irqchips.iter_mut().enumerate() {
+            chip.chip_id = i as u32;
+        }
         Ok(StateBlobs {
             vcpu: fake_vcpu_blob(self.syncs as u64),
             vm: vm.to_bytes(),
