@@ -45,9 +45,9 @@ pub const KOLHE_BALLOON_HEADER_LEN: usize = 3 * 8;
 ///
 /// | field | size | value |
 /// |---|---|---|
-/// | section header | FULL | idstr [`DIGEST_SECTION_IDSTR`], instance [`DIGEST_SECTION_INSTANCE_ID`], version [`DIGEST_SECTION_VERSION`] |
-/// | version | u8 | [`DIGEST_V1_VERSION`] |
-/// | algorithm | u8 | [`DIGEST_ALGORITHM_SHA256`] |
+/// | section header | FULL | idstr [`DIGEST_SECTION_IDSTR`](digest::DIGEST_SECTION_IDSTR), instance [`DIGEST_SECTION_INSTANCE_ID`](digest::DIGEST_SECTION_INSTANCE_ID), version [`DIGEST_SECTION_VERSION`](digest::DIGEST_SECTION_VERSION) |
+/// | version | u8 | [`DIGEST_V1_VERSION`](digest::DIGEST_V1_VERSION) |
+/// | algorithm | u8 | [`DIGEST_ALGORITHM_SHA256_SPARSE`](digest::DIGEST_ALGORITHM_SHA256_SPARSE) |
 /// | block count | be32 | `n`, equal to the MEM_SIZE block count |
 /// | blocks | n × | `u8 len, idstr, be64 used_length, 32-byte digest`, MEM_SIZE order |
 pub mod digest {
