@@ -53,7 +53,8 @@ pub struct Manifest {
     /// Migration parameters set on the source.
     #[serde(default)]
     pub parameters: serde_json::Map<String, serde_json::Value>,
-    /// The stream file name, relative to the vector directory.
+    /// The stream file name, relative to the vector directory (default `stream.bin`).
+    #[serde(default = "default_stream_file")]
     pub stream_file: String,
     /// Length of the (uncompressed) stream.
     pub stream_len: u64,
@@ -74,6 +75,10 @@ pub struct Manifest {
     /// The source's final `query-migrate` figures.
     #[serde(default)]
     pub query_migrate: serde_json::Value,
+}
+
+fn default_stream_file() -> String {
+    "stream.bin".into()
 }
 
 /// A vector: its directory and manifest.
