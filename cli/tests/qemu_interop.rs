@@ -15,6 +15,13 @@ use ramstream_conformance_vectors::qemu::{adapt_accel, load_and_resave, qemu_or_
 use ramstream_conformance_vectors::{all, Vector};
 use serde_json::{json, Value};
 
+/// The source QEMUs share the guest's disk image, which QEMU locks: one scenario at a time.
+static QEMU_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn dirtying_guest() -> Vector {
     all()
         .unwrap()
@@ -136,6 +143,7 @@ fn qemu_migrates_live_into_ramstream_receive() {
     if qemu_or_skip("qemu_migrates_live_into_ramstream_receive").is_none() {
         return;
     }
+    let _serial = serial();
     let v = dirtying_guest();
     let tmp = tempfile::tempdir().unwrap();
     let extract = tmp.path().join("extract");
@@ -176,6 +184,7 @@ fn qemu_migrates_live_into_ramstream_receive() {
 }
 
 fn proxy_between_two_qemus(reencode: bool) {
+    let _serial = serial();
     let v = dirtying_guest();
     let tmp = tempfile::tempdir().unwrap();
     let record = tmp.path().join("recorded.mig");
