@@ -114,6 +114,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
+    /// balloon map (`--balloon-percent` is ignored).
+    BenchMigrate {
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +153,7 @@ fn main() -> ExitCode {
             buffer_size,
         } => receive::run(&listen, json, buffer_size),
         Command::Demo { guest, json } => demo::run(&guest, json),
+        Command::BenchMigrate { guest, json } => demo::bench(&guest, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

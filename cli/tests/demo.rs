@@ -107,7 +107,14 @@ fn send_survives_a_receiver_that_hangs_up() {
         // Hang up in the middle of the bulk stage.
     });
     let out = Command::new(env!("CARGO_BIN_EXE_ramstream"))
-        .args(["send", &format!("tcp:{addr}"), "--mem", "64M", "--warmup-ms", "50"])
+        .args([
+            "send",
+            &format!("tcp:{addr}"),
+            "--mem",
+            "64M",
+            "--warmup-ms",
+            "50",
+        ])
         .output()
         .expect("run ramstream send");
     t.join().unwrap();
