@@ -158,6 +158,9 @@ enum Command {
         /// Print JSON instead of a Markdown table.
         #[arg(long)]
         json: bool,
+        /// Runs per configuration; the median (by total time) is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
     },
 }
 
@@ -217,7 +220,11 @@ fn main() -> ExitCode {
             ..
         } => receive::run(&listen, json, buffer_size),
         Command::Demo { guest, json } => demo::run(&guest, json),
-        Command::BenchMigrate { guest, json } => demo::bench(&guest, json),
+        Command::BenchMigrate {
+            guest,
+            json,
+            repeat,
+        } => demo::bench(&guest, json, repeat),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,6 +54,10 @@ pub struct GuestArgs {
     /// Let the guest run this long (ms) before migrating.
     #[arg(long, default_value_t = 300)]
     pub warmup_ms: u64,
+    /// Once the guest has written its whole working set, slow its writes to about one page a
+    /// second (a near-idle guest with fixed memory contents, for benchmarks).
+    #[arg(long)]
+    pub quiesce: bool,
     /// Use XBZRLE after the bulk stage.
     #[arg(long)]
     pub xbzrle: bool,
@@ -117,6 +121,16 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
     let mut vm = Vm::new(&layout, &config).context("creating the source guest")?;
     vm.resume().context("starting the source guest")?;
     std::thread::sleep(Duration::from_millis(a.warmup_ms));
+    if a.quiesce {
+        let start = std::time::Instant::now();
+        while vm.counters()?.generation < 2 {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the guest did not write its working set within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        vm.set_rate(1, 1_000_000)?;
+    }
     if a.balloon_percent > 0 {
         vm.balloon_inflate_percent(a.balloon_percent)
             .context("inflating the balloon")?;
