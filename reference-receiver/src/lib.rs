@@ -260,14 +260,12 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
 
     fn handle(&mut self, ev: &Event<'_>, at: u64) -> Result<(), RecvErrorKind> {
         match ev {
-            Event::Configuration(c) => {
-                if c.machine_type != reference::MACHINE_TYPE {
-                    return Err(RecvErrorKind::Protocol(format!(
-                        "machine type {:?} is not {:?}",
-                        c.machine_type,
-                        reference::MACHINE_TYPE
-                    )));
-                }
+            Event::Configuration(c) if c.machine_type != reference::MACHINE_TYPE => {
+                return Err(RecvErrorKind::Protocol(format!(
+                    "machine type {:?} is not {:?}",
+                    c.machine_type,
+                    reference::MACHINE_TYPE
+                )));
             }
             Event::SectionPart { .. } => self.report.sections += 1,
             Event::MemSize(ms) => {
