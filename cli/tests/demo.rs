@@ -90,8 +90,12 @@ fn demo_with_xbzrle_and_forced_iterations() {
     assert!(iterations == 3 || v["converged"] == true, "{v}");
     let x = &v["xbzrle-cache"];
     assert!(x["cache-size"].as_u64().unwrap() > 0);
-    assert!(x["pages"].as_u64().unwrap() + x["cache-miss"].as_u64().unwrap() > 0);
-    assert!(v["ram"]["dirty-sync-count"].as_u64().unwrap() >= 5);
+    if iterations > 0 {
+        // Dirty pages went through the cache after the bulk stage.
+        assert!(x["pages"].as_u64().unwrap() + x["cache-miss"].as_u64().unwrap() > 0);
+    }
+    // Setup sync, one after the bulk stage and after each iteration, the final one.
+    assert_eq!(v["ram"]["dirty-sync-count"].as_u64().unwrap(), iterations + 3);
 }
 
 #[test]
