@@ -186,7 +186,25 @@ pub fn migrate_guest(
         }
     };
     let pb = progress_bar(bar);
-    let r = migrate(&mut src, out, opts, &mut |p| show_progress(&pb, p));
+    let mut round = None;
+    let r = migrate(&mut src, out, opts, &mut |p| {
+        // One line per round (the bulk stage, each dirty iteration, stop-and-copy).
+        if round != Some((p.phase, p.iteration)) {
+            round = Some((p.phase, p.iteration));
+            if bar {
+                pb.println(format!(
+                    "  {:<28} {:>7} pages to send, {:>8.1} MiB sent so far",
+                    match p.phase {
+                        Phase::Iterate => format!("dirty iteration {}", p.iteration),
+                        other => other.to_string(),
+                    },
+                    p.round_total,
+                    p.transferred as f64 / 1048576.0
+                ));
+            }
+        }
+        show_progress(&pb, p)
+    });
     pb.finish_and_clear();
     (src, r.map_err(anyhow::Error::from))
 }

@@ -95,7 +95,10 @@ fn demo_with_xbzrle_and_forced_iterations() {
         assert!(x["pages"].as_u64().unwrap() + x["cache-miss"].as_u64().unwrap() > 0);
     }
     // Setup sync, one after the bulk stage and after each iteration, the final one.
-    assert_eq!(v["ram"]["dirty-sync-count"].as_u64().unwrap(), iterations + 3);
+    assert_eq!(
+        v["ram"]["dirty-sync-count"].as_u64().unwrap(),
+        iterations + 3
+    );
 }
 
 #[test]
@@ -129,4 +132,62 @@ fn send_survives_a_receiver_that_hangs_up() {
     assert!(err.contains("migration failed in bulk stage"), "{err}");
     assert!(err.contains("source guest keeps running"), "{err}");
     assert!(err.contains("source guest: Running"), "{err}");
+}
+
+#[test]
+fn file_transport_round_trip_and_corrupted_digest_refused() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guest.mig");
+    let uri = format!("file:{}", file.display());
+    let bin = env!("CARGO_BIN_EXE_ramstream");
+    let out = Command::new(bin)
+        .args(["send", &uri, "--mem", "64M", "--warmup-ms", "100", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = Command::new(bin)
+        .args(["receive", "--listen", &uri, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&ok.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(v["guest_resumed"], true);
+    // The stream ends `… digest(32) 7e be32(id) 00`: flip a bit of the last digest byte.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n - 7] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let bad = Command::new(bin)
+        .args(["receive", "--listen", &uri, "--json"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("RAM digest mismatch") && err.contains("refusing to resume"),
+        "{err}"
+    );
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&bad.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(v["guest_resumed"], false);
+    // A stream cut short is refused as well.
+    std::fs::write(&file, &bytes[..n / 2]).unwrap();
+    let cut = Command::new(bin)
+        .args(["receive", "--listen", &uri])
+        .output()
+        .unwrap();
+    assert!(!cut.status.success());
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("ended early"));
 }
