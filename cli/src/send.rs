@@ -240,6 +240,10 @@ pub fn print_report(r: &MigrationReport) {
     );
     println!("  pages visited       {}", r.ram.pages_visited);
     println!(
+        "  balloon records     {} (x-ramstream-balloon-v1 full maps)",
+        r.ram.balloon_records
+    );
+    println!(
         "  dirty-sync-count    {}   dirty-pages-rate {} pages/s   mbps {:.1}",
         r.ram.dirty_sync_count, r.ram.dirty_pages_rate, r.ram.mbps
     );
