@@ -49,7 +49,7 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = 8)]
     pub pages_per_loop: u64,
     /// Spin iterations per main-loop iteration (slows the guest's writes).
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 1000)]
     pub delay_loops: u64,
     /// Let the guest run this long (ms) before migrating.
     #[arg(long, default_value_t = 300)]

@@ -401,6 +401,8 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         // Stop and copy.
         self.phase = Phase::StopAndCopy;
         let down = Instant::now();
+        // As QEMU's migration_completion: no bandwidth limit while the guest is stopped.
+        self.out.limit = None;
         self.guest.pause()?;
         let mut last = pending;
         last.extend(self.sync()?);
