@@ -150,6 +150,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
+    /// balloon map (`--balloon-percent` is ignored).
+    BenchMigrate {
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+        /// Runs per configuration; the median (by total time) is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -208,6 +220,11 @@ fn main() -> ExitCode {
             ..
         } => receive::run(&listen, json, buffer_size),
         Command::Demo { guest, json } => demo::run(&guest, json),
+        Command::BenchMigrate {
+            guest,
+            json,
+            repeat,
+        } => demo::bench(&guest, json, repeat),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,8 +43,8 @@ pub fn print_report(r: &ReceiveReport) {
         r.pages, r.zero_written, r.zero_skipped, r.xbzrle
     );
     println!(
-        "  ballooned pages     {} (restored from the VM state)",
-        r.ballooned_pages
+        "  ballooned pages     {} (VM state; {} balloon records agreed)",
+        r.ballooned_pages, r.balloon_records
     );
     println!(
         "  RAM digest          {} ({:.1} ms)",

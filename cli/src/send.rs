@@ -49,11 +49,15 @@ pub struct GuestArgs {
     #[arg(long, default_value_t = 8)]
     pub pages_per_loop: u64,
     /// Spin iterations per main-loop iteration (slows the guest's writes).
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 1000)]
     pub delay_loops: u64,
     /// Let the guest run this long (ms) before migrating.
     #[arg(long, default_value_t = 300)]
     pub warmup_ms: u64,
+    /// Once the guest has written its whole working set, slow its writes to about one page a
+    /// second (a near-idle guest with fixed memory contents, for benchmarks).
+    #[arg(long)]
+    pub quiesce: bool,
     /// Use XBZRLE after the bulk stage.
     #[arg(long)]
     pub xbzrle: bool,
@@ -117,6 +121,16 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
     let mut vm = Vm::new(&layout, &config).context("creating the source guest")?;
     vm.resume().context("starting the source guest")?;
     std::thread::sleep(Duration::from_millis(a.warmup_ms));
+    if a.quiesce {
+        let start = std::time::Instant::now();
+        while vm.counters()?.generation < 2 {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the guest did not write its working set within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        vm.set_rate(1, 1_000_000)?;
+    }
     if a.balloon_percent > 0 {
         vm.balloon_inflate_percent(a.balloon_percent)
             .context("inflating the balloon")?;
@@ -172,7 +186,25 @@ pub fn migrate_guest(
         }
     };
     let pb = progress_bar(bar);
-    let r = migrate(&mut src, out, opts, &mut |p| show_progress(&pb, p));
+    let mut round = None;
+    let r = migrate(&mut src, out, opts, &mut |p| {
+        // One line per round (the bulk stage, each dirty iteration, stop-and-copy).
+        if round != Some((p.phase, p.iteration)) {
+            round = Some((p.phase, p.iteration));
+            if bar {
+                pb.println(format!(
+                    "  {:<28} {:>7} pages to send, {:>8.1} MiB sent so far",
+                    match p.phase {
+                        Phase::Iterate => format!("dirty iteration {}", p.iteration),
+                        other => other.to_string(),
+                    },
+                    p.round_total,
+                    p.transferred as f64 / 1048576.0
+                ));
+            }
+        }
+        show_progress(&pb, p)
+    });
     pb.finish_and_clear();
     (src, r.map_err(anyhow::Error::from))
 }
@@ -207,6 +239,10 @@ pub fn print_report(r: &MigrationReport) {
         mib(r.ram.ballooned_skipped * 4096)
     );
     println!("  pages visited       {}", r.ram.pages_visited);
+    println!(
+        "  balloon records     {} (x-ramstream-balloon-v1 full maps)",
+        r.ram.balloon_records
+    );
     println!(
         "  dirty-sync-count    {}   dirty-pages-rate {} pages/s   mbps {:.1}",
         r.ram.dirty_sync_count, r.ram.dirty_pages_rate, r.ram.mbps

@@ -21,11 +21,13 @@ pub mod dest;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
+use ramstream_codec::balloon::BalloonMap;
 use ramstream_codec::{apply_event, Decoder, DecoderOptions, Event, Status};
 use ramstream_reference_sender::source::PAGE_SIZE;
 use ramstream_reference_sender::wire::{unprefix, DigestSection};
 use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::{digest, reference};
+use ramstream_spec::{ram, Dialect};
 use serde::{Deserialize, Serialize};
 
 pub use dest::{Destination, FakeDestination, KvmDestination, StagedStore, Verification};
@@ -113,6 +115,8 @@ pub struct ReceiveReport {
     pub xbzrle: u64,
     /// PART/END sections.
     pub sections: u64,
+    /// Balloon records (SPEC.md §9.4) applied.
+    pub balloon_records: u64,
     /// Ballooned pages restored from the VM state.
     pub ballooned_pages: u64,
     /// Whether every block's digest matched.
@@ -151,6 +155,7 @@ pub fn receive<R: Read, D: Destination>(
         dest: None,
         make: Some(make),
         written: Vec::new(),
+        balloon: BalloonMap::default(),
         stage: StagedStore::default(),
         report: ReceiveReport::default(),
         pending: Pending::default(),
@@ -179,6 +184,7 @@ struct State<D, F> {
     dest: Option<D>,
     make: Option<F>,
     written: Vec<Vec<u64>>,
+    balloon: BalloonMap,
     stage: StagedStore,
     report: ReceiveReport,
     pending: Pending,
@@ -192,7 +198,8 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         bytes: &mut u64,
     ) -> Result<(), RecvErrorKind> {
         let cap = opts.buffer_size.max(64 * 1024);
-        let mut dopts = DecoderOptions::default();
+        // Flag 0x200 is a balloon record only if the stream announces the extension (§9.3).
+        let mut dopts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
         dopts.limits.max_device_section_len = cap / 2;
         dopts.limits.max_vmdesc_len = (cap / 2) as u32;
         let mut dec = Decoder::new(dopts);
@@ -279,6 +286,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                 }
                 match self.make.take() {
                     Some(make) => {
+                        self.balloon = BalloonMap::new(&ms.blocks, ram::TARGET_PAGE_BITS_X86);
                         self.written = layout
                             .regions
                             .iter()
@@ -371,10 +379,24 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                     }
                 }
             }
-            Event::Balloon(_) => {
-                return Err(RecvErrorKind::Protocol(
-                    "balloon records are not expected in this stream".into(),
-                ))
+            Event::Balloon(rec) => {
+                let released = self
+                    .balloon
+                    .apply(rec)
+                    .map_err(|e| RecvErrorKind::Protocol(format!("balloon record at {at}: {e}")))?;
+                self.report.balloon_records += 1;
+                // Newly ballooned pages the destination had written are given back (zeroed).
+                for r in released {
+                    for p in r.pages {
+                        if self.is_written(r.block, p) {
+                            let zero = [0u8; PAGE_SIZE];
+                            self.dest()?
+                                .write_page(r.block, p, &zero)
+                                .map_err(RecvErrorKind::Guest)?;
+                            self.unmark(r.block, p);
+                        }
+                    }
+                }
             }
             Event::Eof => self.pending.eof = true,
             _ => {}
@@ -426,7 +448,12 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         let digest = p
             .digest
             .ok_or_else(|| missing(digest::DIGEST_SECTION_IDSTR))?;
-        let dest = self.dest()?;
+        let balloon = &self.balloon;
+        let balloon_records = self.report.balloon_records;
+        let dest = self
+            .dest
+            .as_mut()
+            .ok_or_else(|| RecvErrorKind::Protocol("no MEM_SIZE".into()))?;
         let layout: MemoryLayout = serde_json::from_slice(&layout)
             .map_err(|e| RecvErrorKind::Protocol(format!("memory layout section: {e}")))?;
         if layout != *dest.layout() {
@@ -436,6 +463,24 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         }
         let runs = dest.restore(&vcpu, &vm).map_err(RecvErrorKind::Guest)?;
         let ballooned_pages = runs.iter().map(|r| r.page_count).sum();
+        // With the balloon extension, the `ram` section's map must agree with the VM state.
+        if balloon_records > 0 {
+            let wire: Vec<(usize, u64, u64)> = (0..balloon.block_count())
+                .flat_map(|b| balloon.runs(b).map(move |r| (b, r.start, r.count)))
+                .collect();
+            let mut state: Vec<(usize, u64, u64)> = runs
+                .iter()
+                .map(|r| (r.region, r.first_page, r.page_count))
+                .collect();
+            state.sort_unstable();
+            if wire != state {
+                return Err(RecvErrorKind::Protocol(format!(
+                    "the balloon map of the ram section ({} pages) differs from the VM state's ({} pages)",
+                    balloon.total_ballooned_pages(),
+                    ballooned_pages
+                )));
+            }
+        }
         let td = Instant::now();
         let sums = dest.block_digests(&runs).map_err(RecvErrorKind::Guest)?;
         let digest_ms = td.elapsed().as_secs_f64() * 1e3;

@@ -14,6 +14,7 @@ use ramstream_reference_sender::{
     migrate, GuestSource, MigrationReport, Phase, ScriptStep, ScriptedGuest, SendOptions, PAGE_SIZE,
 };
 use ramstream_reference_vmm::MemoryLayout;
+use ramstream_spec::Dialect;
 
 /// 8 MiB: `pc.ram` and `ram1`, 1024 pages each.
 fn layout() -> MemoryLayout {
@@ -249,6 +250,9 @@ fn balloon_inflate_and_deflate_during_migration() {
     let (d, rep) = recv(&stream).unwrap();
     assert!(rep.digest_verified);
     assert_eq!(rep.ballooned_pages, 50 + 300 - 30);
+    // The ram section carried the map: a full map per block at START, then the changes.
+    assert!(r.ram.balloon_records >= 4, "{:?}", r.ram);
+    assert_eq!(rep.balloon_records, r.ram.balloon_records);
     assert_same_memory(&g, &d);
     // Without the balloon map every page is read (and the ballooned ones sent as zero).
     let mut g2 = guest(vec![]);
@@ -266,6 +270,7 @@ fn balloon_inflate_and_deflate_during_migration() {
     );
     assert!(g2.ballooned_pages_read() >= 512);
     assert_eq!(r2.ram.ballooned_skipped, 0);
+    assert_eq!(r2.ram.balloon_records, 0, "no map, no balloon records");
     assert!(recv(&s2).unwrap().1.digest_verified);
 }
 
@@ -329,7 +334,11 @@ fn connection_drop_anywhere_keeps_source_running_and_destination_stopped() {
 
 /// Stream offset of the first PAGE payload and of the digest section's last sha256 byte.
 fn offsets(stream: &[u8]) -> (usize, usize) {
-    let events = decode_all(stream, DecoderOptions::default()).unwrap();
+    let events = decode_all(
+        stream,
+        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+    )
+    .unwrap();
     let page = events
         .iter()
         .find_map(|(_, e)| match e {
@@ -365,7 +374,11 @@ fn corrupted_digest_or_page_is_refused() {
         assert!(err.to_string().contains("refusing to resume"));
     }
     // A stream without the digest section is refused too.
-    let events = decode_all(&stream, DecoderOptions::default()).unwrap();
+    let events = decode_all(
+        &stream,
+        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+    )
+    .unwrap();
     let (start, _) = events
         .iter()
         .find(|(_, e)| matches!(e, Event::Device(d) if d.header.idstr == "ramstream/ram-digest"))

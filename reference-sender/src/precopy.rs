@@ -3,12 +3,14 @@
 use std::io::{self, IoSlice, Write};
 use std::time::{Duration, Instant};
 
+use ramstream_codec::balloon::{BalloonMapKind, PageRun};
 use ramstream_codec::cache::{PageDecision, XbzrleCache};
 use ramstream_codec::zero::is_zero_page;
 use ramstream_codec::{
     Configuration, DeviceSection, Encoder, PageAddr, RamBlock, SectionHeader, Vectored,
 };
 use ramstream_reference_vmm::DirtyBitmap;
+use ramstream_spec::config::capability;
 use ramstream_spec::extension::{digest, reference};
 use ramstream_spec::ram::{
     SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION, TARGET_PAGE_BITS_X86,
@@ -139,6 +141,10 @@ struct Engine<'g, G, W> {
     progress: &'g mut dyn FnMut(&Progress),
     /// First RAM page number of each block (for the XBZRLE cache key).
     block_base: Vec<u64>,
+    /// The balloon runs last announced per block (`None`: never); empty without the map.
+    sent_runs: Vec<Option<Vec<(u64, u64)>>>,
+    /// Balloon records written.
+    balloon_records: u64,
 }
 
 /// Migrates `guest` into `out` with QEMU 7.2's precopy algorithm and stream layout.
@@ -202,6 +208,8 @@ pub fn migrate<G: GuestSource, W: Write>(
         iteration: 0,
         progress,
         block_base,
+        sent_runs: Vec::new(),
+        balloon_records: 0,
     };
     match e.run() {
         Ok(report) => Ok(report),
@@ -275,13 +283,15 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         // Setup: header, configuration, ram START with MEM_SIZE (QEMU ram_save_setup).
         self.phase = Phase::Setup;
         let blocks = self.blocks();
+        let map_on = self.opts.skip_ballooned;
+        let balloon_caps = map_on.then(|| vec![capability::RAMSTREAM_BALLOON_V1]);
         self.write_small(|enc, v| {
             enc.header(v);
             enc.configuration(
                 &Configuration {
                     machine_type: reference::MACHINE_TYPE,
                     target_page_bits: None,
-                    capabilities: None,
+                    capabilities: balloon_caps,
                     uuid: None,
                 },
                 v,
@@ -297,6 +307,13 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                 v,
             );
             enc.mem_size(&blocks, v);
+        })?;
+        if map_on {
+            // The whole balloon map, one full-map record per block (SPEC.md §9.4).
+            self.sent_runs = vec![None; blocks.len()];
+            self.send_balloon_updates()?;
+        }
+        self.write_small(|enc, v| {
             enc.eos(v);
             enc.footer(RAM_SECTION_ID, v);
         })?;
@@ -384,6 +401,8 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         // Stop and copy.
         self.phase = Phase::StopAndCopy;
         let down = Instant::now();
+        // As QEMU's migration_completion: no bandwidth limit while the guest is stopped.
+        self.out.limit = None;
         self.guest.pause()?;
         let mut last = pending;
         last.extend(self.sync()?);
@@ -458,6 +477,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         self.phase = Phase::Completed;
         self.stats.transferred = self.out.bytes;
         self.stats.remaining = 0;
+        self.stats.balloon_records = self.balloon_records;
         report.status = "completed".into();
         report.ram = self.stats.clone();
         report.xbzrle_cache = self.cache.as_ref().map(|c| XbzrleStats::from(c.stats()));
@@ -516,6 +536,9 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
             };
             self.enc.reset_continue();
             self.write_small(|enc, v| enc.section_part(st, RAM_SECTION_ID, v))?;
+            if i == 0 {
+                self.send_balloon_updates()?;
+            }
             for batch in part.chunks(BATCH) {
                 self.send_batch(batch, last_stage)?;
                 done += batch.len() as u64;
@@ -532,6 +555,29 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                 enc.footer(RAM_SECTION_ID, v);
             })?;
         }
+        Ok(())
+    }
+
+    /// Writes a full-map balloon record for every block whose runs changed since they were
+    /// last announced (only with the balloon map on).
+    fn send_balloon_updates(&mut self) -> Result<(), SendErrorKind> {
+        if self.sent_runs.is_empty() {
+            return Ok(());
+        }
+        let runs = self.guest.ballooned_runs();
+        let mut v = Vec::new();
+        for b in 0..self.sent_runs.len() {
+            let now = runs_of(&runs, b);
+            if self.sent_runs[b].as_ref() == Some(&now) {
+                continue;
+            }
+            let wire: Vec<PageRun> = now.iter().map(|&(f, c)| PageRun::new(f, c)).collect();
+            self.enc
+                .balloon_v1(b, BalloonMapKind::FullMap, &wire, &[], &mut v)?;
+            self.balloon_records += 1;
+            self.sent_runs[b] = Some(now);
+        }
+        self.out.write_all_vectored(&mut [IoSlice::new(&v)])?;
         Ok(())
     }
 

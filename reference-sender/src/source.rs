@@ -18,7 +18,7 @@ pub const PAGE_SIZE: usize = ramstream_spec::ram::TARGET_PAGE_SIZE_X86;
 /// The device state a guest hands over at stop time, as the FULL sections carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateBlobs {
-    /// The vCPU state blob ([`ramstream_reference_vmm::VcpuState::to_bytes`]).
+    /// The vCPU state blob ([`VcpuState::to_bytes`](ramstream_reference_vmm::VcpuState::to_bytes)).
     pub vcpu: Vec<u8>,
     /// The VM state blob ([`VmState::to_bytes`]: clock, interrupt controllers, balloon).
     pub vm: Vec<u8>,

@@ -29,6 +29,9 @@ pub struct RamStats {
     /// Ballooned pages skipped without being read (bulk stage and dirty iterations).
     #[serde(rename = "ballooned_skipped")]
     pub ballooned_skipped: u64,
+    /// Balloon records (SPEC.md §9.4) written: full maps of blocks whose runs changed.
+    #[serde(rename = "balloon_records")]
+    pub balloon_records: u64,
     /// Pages read from guest memory and looked at.
     #[serde(rename = "pages_visited")]
     pub pages_visited: u64,
