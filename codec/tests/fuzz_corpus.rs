@@ -81,3 +81,28 @@ fn every_target_is_replayed() {
         }
     }
 }
+
+/// Found by `stream_split` (fuzz/regressions/stream_split/done-before-finish-*): after the
+/// VMDESCRIPTION an unfinished decoder said `Done` on empty input, so bytes arriving later
+/// were never seen, while one-shot decoding reports them as trailing bytes. `Done` comes
+/// only after `finish`.
+#[test]
+fn done_only_after_finish() {
+    use ramstream_codec::{Decoder, ErrorKind, Status};
+    let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00\x06\0\0\0\x02{}";
+    let mut dec = Decoder::new(Default::default());
+    let mut pos = 0;
+    while pos < stream.len() {
+        match dec.decode(&stream[pos..]).unwrap() {
+            Status::Event { consumed, .. } => pos += consumed,
+            other => panic!("{other:?} at {pos}"),
+        }
+    }
+    assert_eq!(dec.decode(b"").unwrap(), Status::NeedMore { needed: 1 });
+    assert_eq!(
+        dec.clone().decode(b"X").unwrap_err().kind,
+        ErrorKind::TrailingBytes { count: 1 }
+    );
+    dec.finish();
+    assert_eq!(dec.decode(b"").unwrap(), Status::Done);
+}
