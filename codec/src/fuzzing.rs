@@ -951,7 +951,9 @@ impl Plan {
             if let Item::Xbzrle(_, old, new) = item {
                 let mut d = vec![0u8; ps];
                 match xbzrle::encode(old, new, &mut d).unwrap() {
-                    Encoded::Delta(n) => d.truncate(n),
+                    // A delta the be16 length cannot carry is sent as a whole page too.
+                    Encoded::Delta(n) if n <= usize::from(u16::MAX) => d.truncate(n),
+                    Encoded::Delta(_) => d.clear(),
                     Encoded::Unchanged | Encoded::Overflow => d.clear(),
                 }
                 deltas.push(d);

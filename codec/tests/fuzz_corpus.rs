@@ -106,3 +106,29 @@ fn done_only_after_finish() {
     dec.finish();
     assert_eq!(dec.decode(b"").unwrap(), Status::Done);
 }
+
+/// Found while writing `roundtrip_records` (64 KiB target pages): the encoder accepted a
+/// 65536-byte XBZRLE delta and wrote its be16 length as 0, a corrupt record. It is refused.
+#[test]
+fn xbzrle_delta_of_65536_bytes_is_refused() {
+    use ramstream_codec::{Encoder, ErrorKind, PageAddr, RamBlock};
+    let mut enc = Encoder::new(16);
+    let mut out = Vec::new();
+    let block = RamBlock {
+        idstr: "pc.ram".into(),
+        used_length: 1 << 16,
+        page_size: None,
+        mr_addr: None,
+    };
+    enc.mem_size(&[block], &mut out);
+    let len = out.len();
+    let delta = vec![1u8; 1 << 16];
+    let e = enc
+        .xbzrle(PageAddr { block: 0, offset: 0 }, &delta, &mut out)
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::Encode { .. }));
+    assert_eq!(out.len(), len, "nothing written");
+    assert!(enc
+        .xbzrle(PageAddr { block: 0, offset: 0 }, &delta[..65535], &mut out)
+        .is_ok());
+}
