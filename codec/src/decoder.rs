@@ -181,6 +181,11 @@ impl Decoder {
         }
         if self.state == State::Done {
             if input.is_empty() {
+                if !self.input_complete {
+                    // More bytes may still arrive (and would be trailing bytes): only
+                    // `finish` says there are none.
+                    return Ok(Status::NeedMore { needed: 1 });
+                }
                 return Ok(Status::Done);
             }
             return self.fail(Error::new(

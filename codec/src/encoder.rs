@@ -374,9 +374,12 @@ impl Encoder {
         if delta.len() > self.page_size() {
             return Err(enc_err("XBZRLE delta longer than a page"));
         }
+        // A 64 KiB page's delta can be 65536 bytes, which the be16 length cannot carry.
+        let len = u16::try_from(delta.len())
+            .map_err(|_| enc_err("XBZRLE delta longer than 65535 bytes"))?;
         self.page_word(addr, RamFlags::XBZRLE, continued, s)?;
         s.put(&[ENCODING_FLAG_XBZRLE]);
-        s.put(&(delta.len() as u16).to_be_bytes());
+        s.put(&len.to_be_bytes());
         s.put_payload(delta);
         Ok(())
     }

@@ -35,6 +35,8 @@
 
 pub mod balloon;
 pub mod cache;
+#[doc(hidden)]
+pub mod fuzzing;
 mod cursor;
 mod decoder;
 mod encoder;

@@ -1,0 +1,208 @@
+//! Regenerates `fuzz/corpus/*/seed-*` and `fuzz/data/vmdesc.json` from the recorded QEMU
+//! vectors. Run from the repository root: `cargo run --manifest-path fuzz/make-seeds/Cargo.toml`.
+
+use std::fs;
+use std::path::Path;
+
+use ramstream_codec::vmdesc::VmDescription;
+use ramstream_codec::{decode_all, DecoderOptions, Encoder, Event};
+
+const VECTORS: &str = "conformance-vectors/vectors";
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new("fuzz/corpus").join(target);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn main() {
+    let mut names: Vec<String> = fs::read_dir(VECTORS)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| Path::new(VECTORS).join(n).join("stream.bin.zst").exists())
+        .collect();
+    names.sort();
+    let mut xbzrle_seen = 0;
+    for name in &names {
+        let z = fs::read(Path::new(VECTORS).join(name).join("stream.bin.zst")).unwrap();
+        let stream = zstd::decode_all(&z[..]).unwrap();
+        let events = decode_all(&stream, DecoderOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let end = |i: usize| {
+            events
+                .get(i + 1)
+                .map(|(o, _)| *o as usize)
+                .unwrap_or(stream.len())
+        };
+        let small = stream.len() < 2 << 20;
+
+        // stream_split / differential_split: the start of each stream, and a stream made of
+        // everything but the ram records (devices, commands, EOF, vmdesc).
+        if small {
+            write("stream_split", &format!("{name}-head"), &cat(&[&[0, 0], &stream[..16 << 10]]));
+            write("differential_split", &format!("{name}-head"), &cat(&[&[0, 0x81], &stream[..3 << 10]]));
+        }
+        let mut enc = Encoder::new(12);
+        let mut skel = Vec::new();
+        let mut in_ram = false;
+        for (_, ev) in &events {
+            match ev {
+                Event::SectionStart(_) | Event::SectionPart { .. } => in_ram = true,
+                Event::Footer { .. } if in_ram => in_ram = false,
+                _ if in_ram => {}
+                Event::VmDescription(_) => {}
+                ev => enc.event(ev, &mut skel).unwrap(),
+            }
+        }
+        if small {
+            write("stream_split", &format!("{name}-devices"), &cat(&[&[0, 0], &skel]));
+        }
+        // The same with ram START + MEM_SIZE + the first 24 records + EOS + footer.
+        {
+            let mut enc = Encoder::new(12);
+            let mut s = Vec::new();
+            let mut n = 0;
+            let mut in_ram = false;
+            for (_, ev) in &events {
+                match ev {
+                    Event::Header { .. } | Event::Configuration(_) => enc.event(ev, &mut s).unwrap(),
+                    Event::SectionStart(_) => {
+                        in_ram = true;
+                        enc.event(ev, &mut s).unwrap()
+                    }
+                    Event::Eos(_) | Event::Footer { .. } if in_ram => {
+                        enc.event(ev, &mut s).unwrap();
+                        if matches!(ev, Event::Footer { .. }) {
+                            break;
+                        }
+                    }
+                    _ if in_ram && n < 24 => {
+                        n += 1;
+                        enc.event(ev, &mut s).unwrap()
+                    }
+                    _ => {}
+                }
+            }
+            s.push(0);
+            write("stream_split", &format!("{name}-ram24"), &cat(&[&[0, 0x85], &s]));
+            write("differential_split", &format!("{name}-ram24"), &cat(&[&[0, 0x83], &s[..s.len().min(4096)]]));
+            if name == "idle-noos" {
+                for d in 1..4u8 {
+                    write("stream_split", &format!("{name}-ram24-dialect{d}"), &cat(&[&[d, 7], &s]));
+                }
+            }
+        }
+
+        // configuration: the payload after 0x07 and the next 64 bytes.
+        for (i, (o, ev)) in events.iter().enumerate() {
+            if let Event::Configuration(_) = ev {
+                let from = *o as usize + 1;
+                let to = (end(i) + 64).min(stream.len());
+                write("configuration", name, &stream[from..to]);
+            }
+        }
+
+        // ram_records: runs of 32 consecutive ram records from a few places of the stream.
+        let ctl: u8 = if name == "x-ignore-shared" { 8 } else { 0 };
+        let ram_idx: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e))| e.ram_flags().is_some() && !matches!(e, Event::MemSize(_)))
+            .map(|(i, _)| i)
+            .collect();
+        for (k, frac) in [0usize, 3, 7].iter().enumerate() {
+            let Some(&first) = ram_idx.get(ram_idx.len() * frac / 10) else { continue };
+            let last = (first + 32).min(events.len() - 1);
+            let from = events[first].0 as usize;
+            let to = end(last).min(from + 48 << 10);
+            write("ram_records", &format!("{name}-{k}"), &cat(&[&[ctl | (k as u8) << 5], &stream[from..to]]));
+        }
+
+        // xbzrle_decode: individual deltas, page seed 0 (zero page) and another.
+        for (_, ev) in &events {
+            if let Event::Xbzrle(x) = ev {
+                if xbzrle_seen % 97 == 0 && xbzrle_seen < 97 * 24 {
+                    let seed = (xbzrle_seen / 97) as u8 * 11;
+                    write("xbzrle_decode", &format!("{name}-{xbzrle_seen}"), &cat(&[&[0, seed], x.delta]));
+                }
+                xbzrle_seen += 1;
+            }
+        }
+
+        // vmdesc: device bodies against the q35-noos description, and small JSONs.
+        if name == "q35-noos" {
+            let json = events
+                .iter()
+                .find_map(|(_, e)| match e {
+                    Event::VmDescription(j) => Some(*j),
+                    _ => None,
+                })
+                .unwrap();
+            fs::create_dir_all("fuzz/data").unwrap();
+            fs::write("fuzz/data/vmdesc.json", json).unwrap();
+            let desc = VmDescription::parse(json).unwrap();
+            let mut k = 0;
+            for (_, ev) in &events {
+                if let Event::Device(d) = ev {
+                    if let Some(idx) = desc.devices.iter().position(|dd| {
+                        dd.name == d.header.idstr && dd.instance_id == d.header.instance_id
+                    }) {
+                        if d.body.len() <= 8192 {
+                            write("vmdesc", &format!("device-{k:02}"), &cat(&[&[1, idx as u8], d.body]));
+                        }
+                        k += 1;
+                    }
+                }
+            }
+            // Each device's description as a one-device JSON (mode 0 parses it).
+            for (i, _) in desc.devices.iter().enumerate().step_by(4) {
+                let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+                let mut one = v.clone();
+                one["devices"] = serde_json::Value::Array(vec![v["devices"][i].clone()]);
+                let s = serde_json::to_vec(&one).unwrap();
+                if s.len() < 8192 {
+                    write("vmdesc", &format!("json-{i:02}"), &cat(&[&[0], &s]));
+                }
+            }
+        }
+    }
+
+    // Hand-made seeds.
+    write("configuration", "minimal", b"\0\0\0\x0dpc-i440fx-7.2\x00");
+    write(
+        "configuration",
+        "all-subsections",
+        &cat(&[
+            b"\0\0\0\x03q35",
+            b"\x05\x1econfiguration/target-page-bits\0\0\0\x01\0\0\0\x0c",
+            b"\x05\x1aconfiguration/capabilities\0\0\0\x01\0\0\0\x02\x0fx-ignore-shared\x16x-ramstream-balloon-v1",
+            b"\x05\x12configuration/uuid\0\0\0\x01",
+            &[0x11; 16],
+            b"\x00",
+        ]),
+    );
+    for (i, d) in [
+        &[0x10, 0x00][..],
+        &[0x00, 0x01, 0xAA, 0x00, 0x01, 0xBB],
+        &[0xff, 0x1f, 0x02, 0xAA, 0xBB],
+        &[0x10, 0x02, 0xAA, 0xBB, 0x05],
+        &[0x05, 0x05],
+        &[0x00, 0x81, 0x01, 0x55],
+        &[0xff, 0x1f, 0x01, 0x01],
+    ]
+    .iter()
+    .enumerate()
+    {
+        write("xbzrle_decode", &format!("edge-{i}"), &cat(&[&[0, 0], d]));
+    }
+    for (i, len) in [16usize, 64, 256, 1024, 4096].iter().enumerate() {
+        let bytes: Vec<u8> = (0..*len).map(|k| (k as u32).wrapping_mul(2654435761).to_be_bytes()[0]).collect();
+        write("roundtrip_xbzrle", &format!("prng-{i}"), &bytes);
+        write("roundtrip_records", &format!("prng-{i}"), &bytes);
+    }
+    write("vmdesc", "json-empty", b"\0{\"page_size\": 4096, \"devices\": []}");
+}
