@@ -1,9 +1,12 @@
 //! # ramstream reference sender
 //!
 //! Live-migrates a guest the way QEMU 7.2's precopy does, on QEMU's wire: header,
-//! configuration, `ram` START with MEM_SIZE, PART sections for the bulk stage and each dirty
-//! iteration, END with the last pages while the guest is paused, then FULL device sections
-//! (vCPU, VM, memory layout), the digest section (SPEC.md §13) and EOF.
+//! configuration (machine type `ramstream-ref-v1`, capability `x-ramstream-balloon-v1`),
+//! `ram` START with MEM_SIZE and one full-map balloon record per block (SPEC.md §9.4), PART
+//! sections for the bulk stage and each dirty iteration (each opening with full-map records of
+//! blocks whose balloon changed), END with the last pages while the guest is paused, then FULL
+//! device sections (vCPU, VM, memory layout), the digest section (SPEC.md §13) and EOF. The
+//! stop-and-copy runs without the bandwidth limit, as QEMU's `migration_completion` does.
 //!
 //! ```text
 //!  setup ──> bulk stage ──> dirty iteration ──┐  (expected downtime > limit and
