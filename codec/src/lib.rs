@@ -35,14 +35,14 @@
 
 pub mod balloon;
 pub mod cache;
-#[doc(hidden)]
-pub mod fuzzing;
 mod cursor;
 mod decoder;
 mod encoder;
 mod error;
 mod event;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod image;
 mod options;
 mod ram;

@@ -77,7 +77,10 @@ fn every_target_is_replayed() {
         };
         for e in entries {
             let name = e.unwrap().file_name().into_string().unwrap();
-            assert!(known.contains(&name.as_str()), "{kind}/{name} is not replayed");
+            assert!(
+                known.contains(&name.as_str()),
+                "{kind}/{name} is not replayed"
+            );
         }
     }
 }
@@ -124,11 +127,25 @@ fn xbzrle_delta_of_65536_bytes_is_refused() {
     let len = out.len();
     let delta = vec![1u8; 1 << 16];
     let e = enc
-        .xbzrle(PageAddr { block: 0, offset: 0 }, &delta, &mut out)
+        .xbzrle(
+            PageAddr {
+                block: 0,
+                offset: 0,
+            },
+            &delta,
+            &mut out,
+        )
         .unwrap_err();
     assert!(matches!(e.kind, ErrorKind::Encode { .. }));
     assert_eq!(out.len(), len, "nothing written");
     assert!(enc
-        .xbzrle(PageAddr { block: 0, offset: 0 }, &delta[..65535], &mut out)
+        .xbzrle(
+            PageAddr {
+                block: 0,
+                offset: 0
+            },
+            &delta[..65535],
+            &mut out
+        )
         .is_ok());
 }
