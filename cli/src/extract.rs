@@ -1,17 +1,18 @@
-//! `ramstream extract`: one raw, sparse image per RAM block, and a manifest.
+//! `ramstream extract`: one raw, sparse image per RAM block, the device sections verbatim,
+//! and a manifest.
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ramstream_codec::RamImage;
+use ramstream_codec::{apply_event, Decoder, Event, RamImage, Status};
 use serde::Serialize;
 
 use crate::input::read_stream;
 use crate::DecodeArgs;
 
-/// One entry of `manifest.json`.
+/// One RAM block entry of `manifest.json`.
 #[derive(Serialize)]
 struct BlockEntry {
     idstr: String,
@@ -20,13 +21,165 @@ struct BlockEntry {
     sha256: String,
 }
 
+/// One device entry of `manifest.json`.
+#[derive(Serialize)]
+struct DeviceEntry {
+    idstr: String,
+    instance_id: u32,
+    version_id: u32,
+    section_id: u32,
+    file: String,
+}
+
 #[derive(Serialize)]
 struct Manifest {
     blocks: Vec<BlockEntry>,
+    devices: Vec<DeviceEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmdesc: Option<String>,
 }
 
-/// A file name for a block idstr: `/` and other unsafe characters become `_`.
-pub fn file_name(idstr: &str) -> String {
+/// A device section kept verbatim.
+pub struct DeviceState {
+    pub idstr: String,
+    pub instance_id: u32,
+    pub version_id: u32,
+    pub section_id: u32,
+    pub body: Vec<u8>,
+}
+
+/// What a decoded stream leaves behind: RAM, device state, the trailer.
+pub struct Collector {
+    pub image: RamImage,
+    pub devices: Vec<DeviceState>,
+    pub vmdesc: Option<Vec<u8>>,
+}
+
+impl Collector {
+    pub fn new(page_size: usize) -> Self {
+        Collector {
+            image: RamImage::new(page_size),
+            devices: Vec::new(),
+            vmdesc: None,
+        }
+    }
+
+    /// Applies one event.
+    pub fn observe(&mut self, offset: u64, event: &Event<'_>) -> Result<()> {
+        match event {
+            Event::Configuration(cfg) => {
+                if let Some(bits) = cfg.target_page_bits {
+                    self.image = RamImage::new(1 << bits);
+                }
+            }
+            Event::MemSize(ms) => self.image.set_blocks(&ms.blocks),
+            Event::Device(d) => self.devices.push(DeviceState {
+                idstr: d.header.idstr.to_string(),
+                instance_id: d.header.instance_id,
+                version_id: d.header.version_id,
+                section_id: d.header.section_id,
+                body: d.body.to_vec(),
+            }),
+            Event::VmDescription(j) => self.vmdesc = Some(j.to_vec()),
+            _ => {}
+        }
+        apply_event(&mut self.image, event, offset)?;
+        Ok(())
+    }
+
+    /// Writes the extract into `out` atomically: a scratch directory beside it is renamed at
+    /// the end, so a failure never leaves a directory that looks complete.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        if out.exists() && fs::read_dir(out)?.next().is_some() {
+            bail!("{} exists and is not empty", out.display());
+        }
+        let scratch = scratch_dir(out)?;
+        if let Err(e) = self.write_into(&scratch) {
+            let _ = fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+        if out.exists() {
+            fs::remove_dir(out)?;
+        }
+        fs::rename(&scratch, out)
+            .with_context(|| format!("cannot rename into {}", out.display()))?;
+        Ok(())
+    }
+
+    fn write_into(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir.join("devices"))?;
+        let mut blocks = Vec::new();
+        let mut used = std::collections::HashSet::new();
+        for (i, b) in self.image.blocks().iter().enumerate() {
+            let mut fname = file_name(&b.idstr, "ram");
+            let mut n = 1;
+            while !used.insert(fname.clone()) {
+                fname = format!("{}.{n}", file_name(&b.idstr, "ram"));
+                n += 1;
+            }
+            let path = dir.join(&fname);
+            let mut f =
+                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            f.set_len(b.used_length)?;
+            for (off, page) in b.pages() {
+                f.seek(SeekFrom::Start(off))?;
+                f.write_all(page)?;
+            }
+            f.sync_all()?;
+            blocks.push(BlockEntry {
+                idstr: b.idstr.clone(),
+                used_length: b.used_length,
+                file: fname,
+                sha256: hex::encode(self.image.sha256(i)),
+            });
+        }
+        let mut devices = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let fname = format!(
+                "devices/{i:03}-{}",
+                file_name(&format!("{}.{}", d.idstr, d.instance_id), "bin")
+            );
+            fs::write(dir.join(&fname), &d.body)?;
+            devices.push(DeviceEntry {
+                idstr: d.idstr.clone(),
+                instance_id: d.instance_id,
+                version_id: d.version_id,
+                section_id: d.section_id,
+                file: fname,
+            });
+        }
+        let vmdesc = match &self.vmdesc {
+            Some(j) => {
+                fs::write(dir.join("vmdesc.json"), j)?;
+                Some("vmdesc.json".to_string())
+            }
+            None => None,
+        };
+        let manifest = serde_json::to_string_pretty(&Manifest {
+            blocks,
+            devices,
+            vmdesc,
+        })?;
+        fs::write(dir.join("manifest.json"), manifest + "\n")?;
+        Ok(())
+    }
+}
+
+fn scratch_dir(out: &Path) -> Result<PathBuf> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let name = out
+        .file_name()
+        .context("--out needs a directory name")?
+        .to_string_lossy();
+    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+}
+
+/// A file name for an idstr: `/` and other unsafe characters become `_`.
+pub fn file_name(idstr: &str, ext: &str) -> String {
     let clean: String = idstr
         .trim_start_matches('/')
         .chars()
@@ -38,70 +191,36 @@ pub fn file_name(idstr: &str) -> String {
             }
         })
         .collect();
-    format!("{clean}.ram")
+    format!("{clean}.{ext}")
 }
 
 pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let image = ramstream_codec::transcode::rebuild(&bytes, &decode.options()).with_context(|| format!("{}", file.display()))?;
-    if out.exists() && fs::read_dir(out)?.next().is_some() {
-        bail!("{} exists and is not empty", out.display());
+    let mut dec = Decoder::new(decode.options());
+    dec.finish();
+    let mut c = Collector::new(dec.page_size());
+    let mut pos = 0usize;
+    loop {
+        let at = dec.offset();
+        match dec
+            .decode(&bytes[pos..])
+            .with_context(|| format!("{}", file.display()))?
+        {
+            Status::Event { event, consumed } => {
+                c.observe(at, &event)
+                    .with_context(|| format!("{}", file.display()))?;
+                pos += consumed;
+            }
+            Status::NeedMore { .. } => unreachable!("finished decoder"),
+            Status::Done => break,
+        }
     }
-    // Write into a scratch directory beside OUT and rename at the end, so that a failure
-    // never leaves a directory that looks like a complete extract.
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = parent.unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let name = out
-        .file_name()
-        .context("--out needs a directory name")?
-        .to_string_lossy();
-    let scratch = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = write_extract(&image, &scratch);
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&scratch);
-        return Err(e);
-    }
-    if out.exists() {
-        fs::remove_dir(out)?;
-    }
-    fs::rename(&scratch, out).with_context(|| format!("cannot rename into {}", out.display()))?;
+    c.write(out)?;
     eprintln!(
-        "extracted {} block(s) into {}",
-        image.blocks().len(),
+        "extracted {} block(s) and {} device section(s) into {}",
+        c.image.blocks().len(),
+        c.devices.len(),
         out.display()
     );
-    Ok(())
-}
-
-fn write_extract(image: &RamImage, dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir)?;
-    let mut entries = Vec::new();
-    let mut used_names = std::collections::HashSet::new();
-    for (i, b) in image.blocks().iter().enumerate() {
-        let mut fname = file_name(&b.idstr);
-        let mut n = 1;
-        while !used_names.insert(fname.clone()) {
-            fname = format!("{}.{n}", file_name(&b.idstr));
-            n += 1;
-        }
-        let path = dir.join(&fname);
-        let mut f =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        f.set_len(b.used_length)?;
-        for (off, page) in b.pages() {
-            f.seek(SeekFrom::Start(off))?;
-            f.write_all(page)?;
-        }
-        f.sync_all()?;
-        entries.push(BlockEntry {
-            idstr: b.idstr.clone(),
-            used_length: b.used_length,
-            file: fname,
-            sha256: hex::encode(image.sha256(i)),
-        });
-    }
-    let manifest = serde_json::to_string_pretty(&Manifest { blocks: entries })?;
-    fs::write(dir.join("manifest.json"), manifest + "\n")?;
     Ok(())
 }

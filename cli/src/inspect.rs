@@ -24,6 +24,7 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<StreamSummary> {
     let mut dec = Decoder::new(decode.options());
     dec.finish();
     let mut summary = StreamSummary::default();
+    summary.balloon.dialect = Some(decode.dialect.name().to_string());
     let mut pos = 0usize;
     loop {
         let at = dec.offset();
@@ -110,6 +111,7 @@ fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {
             b.idstr, b.used_length, c.page, c.zero, c.xbzrle
         );
     }
+    print_balloon(s);
     println!("  devices: {} sections", s.devices.len());
     for d in &s.devices {
         println!(
@@ -124,4 +126,43 @@ fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {
             .map(|l| format!("{l} bytes"))
             .unwrap_or_else(|| "absent".into())
     );
+}
+
+/// The balloon part (SPEC.md §9): dialect, records, ballooned pages per block.
+fn print_balloon(s: &StreamSummary) {
+    let b = &s.balloon;
+    if b.records.is_empty() {
+        return;
+    }
+    println!(
+        "  balloon ({}): {} records",
+        b.dialect.as_deref().unwrap_or("?"),
+        b.records.len()
+    );
+    for r in &b.records {
+        let what = match (&r.block, r.kolhe) {
+            (Some(block), _) => format!(
+                "block {block}{}",
+                if r.continued { " (CONTINUE)" } else { "" }
+            ),
+            (None, Some(k)) => format!(
+                "bitmap {} pages, start {}, limit {}",
+                k.bitmap_pages, k.start, k.limit
+            ),
+            (None, None) => String::new(),
+        };
+        println!(
+            "    {:#010x} {:<20} {} +{} runs/{} pages -{} runs/{} pages",
+            r.offset,
+            r.kind,
+            what,
+            r.inflate_runs,
+            r.inflate_pages,
+            r.deflate_runs,
+            r.deflate_pages
+        );
+    }
+    for (idstr, n) in &b.ballooned_pages {
+        println!("    {idstr:<28} {n:>10} pages ballooned");
+    }
 }

@@ -1,10 +1,14 @@
 //! `ramstream`: inspect, extract and re-encode QEMU migration streams; send, receive and
 //! demo a live migration.
 
+mod demo;
 mod extract;
 mod input;
 mod inspect;
+mod qemu;
+mod receive;
 mod reencode;
+mod send;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +85,83 @@ enum Command {
         #[command(flatten)]
         decode: DecodeArgs,
     },
+    /// Sit between a QEMU source and a QEMU destination, decoding the stream as it passes.
+    Proxy {
+        /// Where the source connects: tcp:HOST:PORT or unix:PATH.
+        #[arg(long)]
+        listen: qemu::addr::Addr,
+        /// The destination QEMU's -incoming address.
+        #[arg(long)]
+        forward: qemu::addr::Addr,
+        /// Record the source's stream to this file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Forward ramstream's own encoding (ZERO detection, XBZRLE against the pages the
+        /// destination holds) instead of QEMU's bytes.
+        #[arg(long)]
+        reencode: bool,
+        /// Print the final report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+    /// Start a reference KVM guest and live-migrate it to tcp:HOST:PORT, unix:PATH or file:PATH.
+    Send {
+        /// Where to send the stream.
+        to: String,
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Receive one migration stream: into a reference KVM guest, checked and resumed; or,
+    /// with --extract, as a QEMU destination that rebuilds every RAM block and keeps the
+    /// device state verbatim.
+    Receive {
+        /// tcp:HOST:PORT (port 0 picks one; the bound address is printed), unix:PATH or file:PATH.
+        #[arg(long)]
+        listen: String,
+        /// QEMU mode: write the RAM images, device sections and manifest.json into this
+        /// directory instead of resuming a guest.
+        #[arg(long)]
+        extract: Option<PathBuf>,
+        /// QEMU mode: also save the raw stream to this file.
+        #[arg(long, requires = "extract")]
+        save_stream: Option<PathBuf>,
+        /// QEMU mode: accept machine types the conformance vectors do not cover.
+        #[arg(long, requires = "extract")]
+        allow_untested_machine: bool,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Read buffer size in bytes (bounds the receiver's stream memory).
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer_size: usize,
+        #[command(flatten)]
+        decode: DecodeArgs,
+    },
+    /// Live-migrate a running KVM guest on this machine and prove it arrived intact.
+    Demo {
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
+    /// balloon map (`--balloon-percent` is ignored).
+    BenchMigrate {
+        #[command(flatten)]
+        guest: send::GuestArgs,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+        /// Runs per configuration; the median (by total time) is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +185,46 @@ fn main() -> ExitCode {
             };
             reencode::run(&input, &output, mode, &decode)
         }
+        Command::Proxy {
+            listen,
+            forward,
+            record,
+            reencode,
+            json,
+            decode,
+        } => qemu::proxy::run(&listen, &forward, record.as_ref(), reencode, json, &decode),
+        Command::Send { to, guest, json } => send::run(&to, &guest, json),
+        Command::Receive {
+            listen,
+            extract: Some(dir),
+            save_stream,
+            allow_untested_machine,
+            decode,
+            ..
+        } => listen
+            .parse::<qemu::addr::Addr>()
+            .map_err(anyhow::Error::msg)
+            .and_then(|addr| {
+                qemu::receive::run(
+                    &addr,
+                    &dir,
+                    save_stream.as_ref(),
+                    allow_untested_machine,
+                    &decode,
+                )
+            }),
+        Command::Receive {
+            listen,
+            json,
+            buffer_size,
+            ..
+        } => receive::run(&listen, json, buffer_size),
+        Command::Demo { guest, json } => demo::run(&guest, json),
+        Command::BenchMigrate {
+            guest,
+            json,
+            repeat,
+        } => demo::bench(&guest, json, repeat),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

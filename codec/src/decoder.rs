@@ -30,7 +30,9 @@ pub enum Status<'a> {
         /// At least this many more bytes are needed.
         needed: usize,
     },
-    /// The stream is complete (only after [`Decoder::finish`]).
+    /// The stream is complete: after the VMDESCRIPTION trailer, or after EOF once
+    /// [`Decoder::finish`] said the input ended there. Bytes offered after that are
+    /// [`ErrorKind::TrailingBytes`](crate::ErrorKind::TrailingBytes).
     Done,
 }
 
@@ -433,6 +435,11 @@ impl Decoder {
                 } else {
                     State::Top
                 }
+            }
+            (s, Event::Balloon(crate::balloon::BalloonRecord::V1(v))) => {
+                // v1 records name their block like page records and share CONTINUE state.
+                self.ram.last_block = Some(v.block);
+                s
             }
             (s, Event::Eos(_) | Event::MultifdFlush(_) | Event::Balloon(_)) => s,
             (_, Event::Footer { .. }) => State::Top,

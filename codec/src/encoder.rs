@@ -144,8 +144,10 @@ impl<'a> Sink<'a> for Vectored<'a> {
 /// writes the same bytes; [`Encoder::event`] reproduces a decoded stream byte for byte.
 #[derive(Clone, Debug)]
 pub struct Encoder {
-    page_bits: u32,
+    pub(crate) page_bits: u32,
     blocks: Vec<String>,
+    /// Used lengths of the announced blocks (balloon runs are checked against them).
+    pub(crate) block_lengths: Vec<u64>,
     last_block: Option<usize>,
 }
 
@@ -164,6 +166,7 @@ impl Encoder {
         Encoder {
             page_bits,
             blocks: Vec::new(),
+            block_lengths: Vec::new(),
             last_block: None,
         }
     }
@@ -280,11 +283,15 @@ impl Encoder {
                 s.put(&a.to_be_bytes());
             }
         }
+        let last = self.last_block.and_then(|i| self.blocks.get(i)).cloned();
         self.blocks = ms.blocks.iter().map(|b| b.idstr.clone()).collect();
-        self.last_block = None;
+        self.block_lengths = ms.blocks.iter().map(|b| b.used_length).collect();
+        self.last_block = last.and_then(|n| self.blocks.iter().position(|b| *b == n));
     }
 
-    fn page_word<'a>(
+    /// The record word and, without CONTINUE, the idstr: page records and balloon v1 records
+    /// share this and the last-block state (SPEC.md §9.7).
+    pub(crate) fn page_word<'a>(
         &mut self,
         addr: PageAddr,
         flag: RamFlags,
@@ -438,10 +445,7 @@ impl Encoder {
             }
             Event::Xbzrle(x) => self.xbzrle_inner(x.addr, x.delta, Some(x.continued), s)?,
             Event::Eos(b) | Event::MultifdFlush(b) => s.put(&b.word.to_be_bytes()),
-            Event::Balloon(b) => {
-                s.put(&b.word.to_be_bytes());
-                s.put_payload(b.payload);
-            }
+            Event::Balloon(b) => self.balloon_record(b, s)?,
             Event::Footer { section_id } => self.footer(*section_id, s),
             Event::Device(d) => self.device(d, s),
             Event::Eof => self.eof(s),

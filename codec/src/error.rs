@@ -287,10 +287,101 @@ pub enum ErrorKind {
         /// Why.
         reason: &'static str,
     },
-    /// A balloon record that is malformed.
-    Balloon {
-        /// Why.
-        reason: String,
+    /// A ramstream balloon v1 record in a stream whose configuration did not announce
+    /// `x-ramstream-balloon-v1` (SPEC.md §9.3).
+    BalloonNotAnnounced,
+    /// A balloon record word with offset bits set, or with CONTINUE where the dialect has
+    /// none (kolhe-2016) (SPEC.md §9.4, §9.6).
+    BalloonWord {
+        /// The record word.
+        word: u64,
+    },
+    /// A balloon record before the MEM_SIZE record: no block to name (SPEC.md §9.7).
+    BalloonBeforeMemSize,
+    /// A v1 record whose version byte is not the one announced (SPEC.md §9.3).
+    BalloonVersion {
+        /// The byte found.
+        found: u8,
+        /// The version the capability announced.
+        expected: u8,
+    },
+    /// A v1 record whose kind byte is neither full map (0) nor incremental (1) (SPEC.md §9.4).
+    BalloonKind {
+        /// The byte found.
+        found: u8,
+    },
+    /// More runs in one balloon record than `Limits::max_balloon_runs` (SPEC.md §9.5, §10).
+    BalloonTooManyRuns {
+        /// The runs announced (v1) or read so far (kolhe-2016).
+        count: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A v1 full-map record with deflate runs (SPEC.md §9.4).
+    BalloonFullMapDeflate {
+        /// The deflate count found.
+        count: u32,
+    },
+    /// A run of zero pages (SPEC.md §9.5).
+    BalloonEmptyRun {
+        /// Its start.
+        start: u64,
+    },
+    /// A run ending past its block (v1) or past the bitmap (kolhe-2016) (SPEC.md §9.5, §9.6).
+    BalloonRunOutOfRange {
+        /// The run's first page.
+        start: u64,
+        /// Its page count.
+        count: u64,
+        /// Pages in the block or bitmap.
+        pages: u64,
+    },
+    /// A run starting before the previous run ended: unsorted or overlapping (SPEC.md §9.5).
+    BalloonRunOrder {
+        /// Its start.
+        start: u64,
+        /// Where the previous run ended.
+        previous_end: u64,
+    },
+    /// A run starting where the previous one ended: the two must be one run (SPEC.md §9.5).
+    BalloonRunsAdjacent {
+        /// Its start.
+        start: u64,
+    },
+    /// A page both inflated and deflated by one v1 record (SPEC.md §9.5).
+    BalloonInflateDeflateOverlap {
+        /// The first such page.
+        page: u64,
+    },
+    /// A kolhe-2016 record whose start is after its limit (SPEC.md §9.6).
+    KolheStartAfterLimit {
+        /// The start.
+        start: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A kolhe-2016 record whose limit is past the bitmap (SPEC.md §9.6).
+    KolheLimitBeyondBitmap {
+        /// The limit.
+        limit: u64,
+        /// The bitmap size in pages.
+        bitmap_pages: u64,
+    },
+    /// A kolhe-2016 bitmap size that is not the MEM_SIZE total in 4 KiB pages, so global page
+    /// indices cannot be mapped to blocks (SPEC.md §9.6).
+    KolheBitmapSize {
+        /// The bitmap size in the record.
+        bitmap_pages: u64,
+        /// The MEM_SIZE total in 4 KiB pages.
+        ram_pages: u64,
+    },
+    /// A kolhe-2016 terminator pair (length 0) whose start is not the bitmap size
+    /// (SPEC.md §9.6).
+    KolheTerminator {
+        /// The start found.
+        start: u64,
+        /// The bitmap size.
+        bitmap_pages: u64,
     },
     /// A FULL device section whose footer was not found within the limit.
     DeviceSectionUnterminated {
@@ -369,7 +460,22 @@ impl fmt::Display for ErrorKind {
             XbzrleLength { len, page_size } => write!(f, "XBZRLE length {len} exceeds the page size {page_size} (len overflow)"),
             Xbzrle(e) => write!(f, "XBZRLE decode error: {e}"),
             DialectRejects { dialect, reason } => write!(f, "dialect {dialect}: {reason}"),
-            Balloon { reason } => write!(f, "bad balloon record: {reason}"),
+            BalloonNotAnnounced => write!(f, "balloon record, but the configuration did not announce capability \"x-ramstream-balloon-v1\""),
+            BalloonWord { word } => write!(f, "balloon record word {word:#x}: offset bits or flags not allowed"),
+            BalloonBeforeMemSize => write!(f, "balloon record before the MEM_SIZE record"),
+            BalloonVersion { found, expected } => write!(f, "balloon record version {found}, expected {expected}"),
+            BalloonKind { found } => write!(f, "balloon record kind {found:#04x}, expected 0 (full map) or 1 (incremental)"),
+            BalloonTooManyRuns { count, limit } => write!(f, "{count} balloon runs exceed the limit {limit}"),
+            BalloonFullMapDeflate { count } => write!(f, "full-map balloon record with {count} deflate run(s)"),
+            BalloonEmptyRun { start } => write!(f, "balloon run of zero pages at page {start}"),
+            BalloonRunOutOfRange { start, count, pages } => write!(f, "balloon run {start}+{count} ends past the {pages} pages it may cover"),
+            BalloonRunOrder { start, previous_end } => write!(f, "balloon run at page {start} starts before the previous run's end {previous_end} (unsorted or overlapping)"),
+            BalloonRunsAdjacent { start } => write!(f, "balloon run at page {start} is adjacent to the previous run"),
+            BalloonInflateDeflateOverlap { page } => write!(f, "page {page} is both inflated and deflated"),
+            KolheStartAfterLimit { start, limit } => write!(f, "kolhe-2016 balloon start {start} after limit {limit}"),
+            KolheLimitBeyondBitmap { limit, bitmap_pages } => write!(f, "kolhe-2016 balloon limit {limit} past the bitmap of {bitmap_pages} pages"),
+            KolheBitmapSize { bitmap_pages, ram_pages } => write!(f, "kolhe-2016 balloon bitmap of {bitmap_pages} pages, but MEM_SIZE announced {ram_pages} 4 KiB pages"),
+            KolheTerminator { start, bitmap_pages } => write!(f, "kolhe-2016 terminator pair starts at {start}, expected the bitmap size {bitmap_pages}"),
             DeviceSectionUnterminated { limit } => write!(f, "device section footer not found within {limit} bytes"),
             DeviceSectionWithoutFooters => write!(f, "device sections cannot be framed without section footers"),
             VmdescTooLarge { len, limit } => write!(f, "VMDESCRIPTION of {len} bytes exceeds the limit {limit}"),

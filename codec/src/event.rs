@@ -84,7 +84,7 @@ impl Configuration<'_> {
     pub fn has_capability(&self, name: &str) -> bool {
         self.capabilities
             .as_ref()
-            .is_some_and(|c| c.iter().any(|n| *n == name))
+            .is_some_and(|c| c.contains(&name))
     }
 }
 
@@ -286,6 +286,9 @@ impl Event<'_> {
             Event::Zero(z) => RamFlags::ZERO | cont(z.continued),
             Event::Xbzrle(x) => RamFlags::XBZRLE | cont(x.continued),
             Event::Eos(_) => RamFlags::EOS,
+            Event::Balloon(crate::balloon::BalloonRecord::V1(v)) => {
+                RamFlags::X200 | cont(v.continued)
+            }
             Event::MultifdFlush(_) | Event::Balloon(_) => RamFlags::X200,
             Event::MemSize(_) => RamFlags::MEM_SIZE,
             _ => return None,

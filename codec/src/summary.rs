@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
+use crate::balloon::{BalloonMap, BalloonRecord, KolheBalloon};
 use crate::event::{Event, RamBlock};
 
 /// Record counts of the `ram` section.
@@ -114,6 +115,136 @@ pub struct CommandSummary {
     pub offset: u64,
 }
 
+/// One balloon record as summarised (SPEC.md §9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BalloonRecordSummary {
+    /// Stream offset of the record word.
+    pub offset: u64,
+    /// `full-map`, `incremental`, `kolhe-2016` or `kolhe-2016 disabled`.
+    pub kind: String,
+    /// The block (v1 records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<String>,
+    /// Whether the record used CONTINUE (v1 records).
+    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    pub continued: bool,
+    /// The bitmap size, start and limit (kolhe-2016 records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kolhe: Option<KolheRange>,
+    /// Inflate runs (kolhe-2016: all runs).
+    pub inflate_runs: u64,
+    /// Pages in the inflate runs.
+    pub inflate_pages: u64,
+    /// Deflate runs.
+    pub deflate_runs: u64,
+    /// Pages in the deflate runs.
+    pub deflate_pages: u64,
+}
+
+/// The header fields of a kolhe-2016 record (SPEC.md §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KolheRange {
+    /// The bitmap size in 4 KiB pages.
+    pub bitmap_pages: u64,
+    /// The first page covered.
+    pub start: u64,
+    /// The loop bound.
+    pub limit: u64,
+}
+
+/// Balloon records and the balloon map they build (SPEC.md §9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BalloonSummary {
+    /// The dialect the stream was read with, when the caller set it (`ramstream inspect`
+    /// does); otherwise the dialect of the first balloon record.
+    pub dialect: Option<String>,
+    /// The balloon records, in order.
+    pub records: Vec<BalloonRecordSummary>,
+    /// Ballooned target pages per block after the last record, for every block a record
+    /// touched.
+    pub ballooned_pages: BTreeMap<String, u64>,
+    #[serde(skip)]
+    map: BalloonMap,
+}
+
+impl BalloonSummary {
+    /// Whether there is nothing to show: no dialect set and no record.
+    pub fn is_empty(&self) -> bool {
+        self.dialect.is_none() && self.records.is_empty()
+    }
+
+    /// The balloon map after the records seen so far.
+    pub fn map(&self) -> &BalloonMap {
+        &self.map
+    }
+
+    fn observe(&mut self, offset: u64, rec: &BalloonRecord<'_>) {
+        if self.dialect.is_none() {
+            self.dialect = Some(
+                match rec {
+                    BalloonRecord::Kolhe(_) => ramstream_spec::Dialect::Kolhe2016,
+                    BalloonRecord::V1(_) => ramstream_spec::Dialect::RamstreamBalloonV1,
+                }
+                .name()
+                .to_string(),
+            );
+        }
+        let mut s = BalloonRecordSummary {
+            offset,
+            kind: rec.kind_name().to_string(),
+            block: None,
+            continued: false,
+            kolhe: None,
+            inflate_runs: 0,
+            inflate_pages: 0,
+            deflate_runs: 0,
+            deflate_pages: 0,
+        };
+        match rec {
+            BalloonRecord::V1(v) => {
+                s.block = self.map.idstr(v.block).map(str::to_string);
+                s.continued = v.continued;
+                s.inflate_runs = v.inflate.len() as u64;
+                s.inflate_pages = v.inflate.pages();
+                s.deflate_runs = v.deflate.len() as u64;
+                s.deflate_pages = v.deflate.pages();
+            }
+            BalloonRecord::Kolhe(KolheBalloon::Bitmap(k)) => {
+                s.kolhe = Some(KolheRange {
+                    bitmap_pages: k.bitmap_pages,
+                    start: k.start,
+                    limit: k.limit,
+                });
+                s.inflate_runs = k.runs.len() as u64;
+                s.inflate_pages = k.runs.pages();
+            }
+            BalloonRecord::Kolhe(KolheBalloon::Disabled) => {}
+        }
+        self.records.push(s);
+        // The decoder checked the record against the same block list; a map error can only
+        // mean the summary saw no MEM_SIZE, and then there is nothing to count.
+        if let Ok(touched) = self.map.apply(rec) {
+            let mut blocks: Vec<usize> = touched.iter().map(|r| r.block).collect();
+            if let BalloonRecord::V1(v) = rec {
+                blocks.push(v.block);
+            }
+            for b in blocks {
+                if let Some(name) = self.map.idstr(b) {
+                    self.ballooned_pages.insert(name.to_string(), 0);
+                }
+            }
+        }
+        for i in 0..self.map.block_count() {
+            let Some(name) = self.map.idstr(i) else {
+                continue;
+            };
+            if let Some(n) = self.ballooned_pages.get_mut(name) {
+                *n = self.map.ballooned_pages(i);
+            }
+        }
+    }
+}
+
 /// A stream summary built from events.
 ///
 /// ```
@@ -149,6 +280,9 @@ pub struct StreamSummary {
     pub vmdesc_len: Option<u64>,
     /// Total bytes decoded.
     pub stream_len: u64,
+    /// Balloon records (SPEC.md §9); left out of the JSON when empty.
+    #[serde(skip_serializing_if = "BalloonSummary::is_empty")]
+    pub balloon: BalloonSummary,
 }
 
 impl StreamSummary {
@@ -182,6 +316,10 @@ impl StreamSummary {
             Event::MemSize(ms) => {
                 self.ram.records.mem_size += 1;
                 self.ram.blocks = ms.blocks.iter().map(BlockSummary::from).collect();
+                let bits = self
+                    .target_page_bits
+                    .unwrap_or(ramstream_spec::ram::TARGET_PAGE_BITS_X86);
+                self.balloon.map = BalloonMap::new(&ms.blocks, bits);
             }
             Event::Page(p) => {
                 self.ram.records.page += 1;
@@ -208,7 +346,10 @@ impl StreamSummary {
             }
             Event::Eos(_) => self.ram.records.eos += 1,
             Event::MultifdFlush(_) => self.ram.records.multifd_flush += 1,
-            Event::Balloon(_) => self.ram.records.balloon += 1,
+            Event::Balloon(b) => {
+                self.ram.records.balloon += 1;
+                self.balloon.observe(offset, b);
+            }
             Event::Footer { .. } => {}
             Event::Device(d) => self.devices.push(DeviceSummary {
                 idstr: d.header.idstr.to_string(),

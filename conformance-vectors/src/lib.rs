@@ -53,7 +53,8 @@ pub struct Manifest {
     /// Migration parameters set on the source.
     #[serde(default)]
     pub parameters: serde_json::Map<String, serde_json::Value>,
-    /// The stream file name, relative to the vector directory.
+    /// The stream file name, relative to the vector directory (default `stream.bin`).
+    #[serde(default = "default_stream_file")]
     pub stream_file: String,
     /// Length of the (uncompressed) stream.
     pub stream_len: u64,
@@ -74,6 +75,10 @@ pub struct Manifest {
     /// The source's final `query-migrate` figures.
     #[serde(default)]
     pub query_migrate: serde_json::Value,
+}
+
+fn default_stream_file() -> String {
+    "stream.bin".into()
 }
 
 /// A vector: its directory and manifest.
@@ -131,8 +136,8 @@ impl Vector {
     /// The uncompressed stream, checked against the manifest's length and sha256.
     pub fn stream(&self) -> Result<Vec<u8>, LoadError> {
         let path = self.dir.join(&self.manifest.stream_file);
-        let raw = std::fs::read(&path)
-            .map_err(|e| LoadError(format!("{}: {e}", path.display())))?;
+        let raw =
+            std::fs::read(&path).map_err(|e| LoadError(format!("{}: {e}", path.display())))?;
         let bytes = if self.manifest.stream_file.ends_with(".zst") {
             zstd::stream::decode_all(&raw[..])
                 .map_err(|e| LoadError(format!("{}: {e}", path.display())))?

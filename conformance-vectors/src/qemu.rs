@@ -83,7 +83,9 @@ impl Qemu {
         let stream = loop {
             match UnixStream::connect(&sock) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 Err(e) => return Err(format!("QMP socket never appeared: {e}")),
             }
         };
@@ -104,7 +106,10 @@ impl Qemu {
 
     fn read_msg(&mut self) -> Result<Value, String> {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err(format!("QEMU closed QMP: {}", self.stderr_tail()));
         }

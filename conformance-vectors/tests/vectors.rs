@@ -18,7 +18,11 @@ fn options(v: &Vector) -> DecoderOptions {
 
 fn vectors() -> Vec<(Vector, Vec<u8>)> {
     let vs = all().expect("vectors load");
-    assert!(vs.len() >= 7, "expected the recorded vectors, found {}", vs.len());
+    assert!(
+        vs.len() >= 7,
+        "expected the recorded vectors, found {}",
+        vs.len()
+    );
     vs.into_iter()
         .map(|v| {
             let s = v.stream().expect("stream matches its manifest");
@@ -58,7 +62,11 @@ fn every_vector_rebuilds_exactly_qemus_ram() {
         if v.manifest.hand_built {
             continue;
         }
-        assert!(!v.manifest.blocks.is_empty(), "{}: no blocks", v.manifest.name);
+        assert!(
+            !v.manifest.blocks.is_empty(),
+            "{}: no blocks",
+            v.manifest.name
+        );
         let names: Vec<_> = image.blocks().iter().map(|b| b.idstr.clone()).collect();
         let expected: Vec<_> = v.manifest.blocks.iter().map(|b| b.idstr.clone()).collect();
         assert_eq!(names, expected, "{}: block list", v.manifest.name);
@@ -100,10 +108,17 @@ fn recomputed_xbzrle_records_equal_qemus() {
         records += s.ram.records.xbzrle;
         let out = transcode::reencode(&bytes, Mode::RecomputeXbzrle, &options(&v))
             .unwrap_or_else(|e| panic!("{}: {e}", v.manifest.name));
-        assert!(out == bytes, "{}: our XBZRLE bytes differ from QEMU's", v.manifest.name);
+        assert!(
+            out == bytes,
+            "{}: our XBZRLE bytes differ from QEMU's",
+            v.manifest.name
+        );
     }
     eprintln!("re-encoded {records} QEMU XBZRLE records byte for byte");
-    assert!(records > 100, "the live vectors should carry XBZRLE records");
+    assert!(
+        records > 100,
+        "the live vectors should carry XBZRLE records"
+    );
 }
 
 #[test]
@@ -174,7 +189,12 @@ fn every_byte_boundary_of_the_small_vectors() {
             continue;
         }
         let expected = one_shot(&bytes, options(&v));
-        assert_eq!(fed(&bytes, options(&v), || 1), expected, "{}", v.manifest.name);
+        assert_eq!(
+            fed(&bytes, options(&v), || 1),
+            expected,
+            "{}",
+            v.manifest.name
+        );
         tested += 1;
     }
     eprintln!("fed {tested} vectors one byte at a time");
@@ -223,10 +243,11 @@ fn device_sections_match_their_vmdesc_layout() {
             if let Event::Device(d) = e {
                 let dd = desc
                     .device(d.header.idstr, d.header.instance_id)
-                    .unwrap_or_else(|| panic!("{}: {} not in vmdesc", v.manifest.name, d.header.idstr));
-                let decoded = decode_device(dd, d.body).unwrap_or_else(|e| {
-                    panic!("{}: {}: {e}", v.manifest.name, d.header.idstr)
-                });
+                    .unwrap_or_else(|| {
+                        panic!("{}: {} not in vmdesc", v.manifest.name, d.header.idstr)
+                    });
+                let decoded = decode_device(dd, d.body)
+                    .unwrap_or_else(|e| panic!("{}: {}: {e}", v.manifest.name, d.header.idstr));
                 assert_eq!(decoded.consumed, d.body.len());
                 checked += 1;
             }

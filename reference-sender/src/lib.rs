@@ -1,1 +1,40 @@
-//! ramstream reference-sender (work in progress).
+//! # ramstream reference sender
+//!
+//! Live-migrates a guest the way QEMU 7.2's precopy does, on QEMU's wire: header,
+//! configuration (machine type `ramstream-ref-v1`, capability `x-ramstream-balloon-v1`),
+//! `ram` START with MEM_SIZE and one full-map balloon record per block (SPEC.md §9.4), PART
+//! sections for the bulk stage and each dirty iteration (each opening with full-map records of
+//! blocks whose balloon changed), END with the last pages while the guest is paused, then FULL
+//! device sections (vCPU, VM, memory layout), the digest section (SPEC.md §13) and EOF. The
+//! stop-and-copy runs without the bandwidth limit, as QEMU's `migration_completion` does.
+//!
+//! ```text
+//!  setup ──> bulk stage ──> dirty iteration ──┐  (expected downtime > limit and
+//!   START     PART…          PART… <──────────┘   iterations < max)
+//!                │                 │
+//!                └───── converged ─┴──> stop-and-copy: pause, last sync, END,
+//!                                       vcpu/vm/layout/digest FULL sections, EOF
+//! ```
+//!
+//! The guest is a [`GuestSource`]: the real KVM guest of the reference VMM
+//! ([`KvmSource`]) or a scripted fake ([`ScriptedGuest`]) for tests. Ballooned pages are
+//! skipped by runs, never read. Pages are read once into a batch buffer and written with
+//! `write_vectored`; the encoder references them, it does not copy them.
+//!
+//! If anything fails, the source guest runs again (if it was running) and the
+//! [`SendError`] names the phase and the bytes sent.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod precopy;
+pub mod source;
+pub mod stats;
+pub mod transport;
+pub mod wire;
+
+pub use error::{GuestError, Phase, SendError, SendErrorKind};
+pub use precopy::{migrate, Progress, SendOptions};
+pub use source::{GuestSource, KvmSource, ScriptStep, ScriptedGuest, StateBlobs, PAGE_SIZE};
+pub use stats::{IterationReport, MigrationReport, RamStats, XbzrleStats};
+pub use transport::Endpoint;

@@ -35,6 +35,33 @@ pub mod capability {
     pub const MULTIFD: &str = "multifd";
     /// `compress` (QEMU ≤ 9.0): zlib pages under flag 0x100. Recognised, not supported.
     pub const COMPRESS: &str = "compress";
+    /// Every migration capability name QEMU 7.2 knows (`qapi/migration.json`,
+    /// `MigrationCapability`). A 7.2 destination accepts these in the capabilities
+    /// subsection (only `x-ignore-shared` is validated; the others are ignored) and rejects
+    /// any other name with "Received unknown capability" (SPEC.md §3.3).
+    pub const QEMU_7_2_ALL: &[&str] = &[
+        "xbzrle",
+        "rdma-pin-all",
+        "auto-converge",
+        "zero-blocks",
+        "compress",
+        "events",
+        "postcopy-ram",
+        "x-colo",
+        "release-ram",
+        "block",
+        "return-path",
+        "pause-before-switchover",
+        "multifd",
+        "dirty-bitmaps",
+        "postcopy-blocktime",
+        "late-block-activate",
+        "x-ignore-shared",
+        "validate-uuid",
+        "background-snapshot",
+        "zero-copy-send",
+        "postcopy-preempt",
+    ];
     /// ramstream's balloon extension, version 1 (SPEC.md §9). A real QEMU refuses a stream
     /// that lists it ("Received unknown capability"), which is the point: it never misparses.
     pub const RAMSTREAM_BALLOON_V1: &str = "x-ramstream-balloon-v1";

@@ -123,6 +123,8 @@ pub(crate) fn check_capability(name: &str, dialect: Dialect) -> Result<(), Error
         capability::X_IGNORE_SHARED => Ok(()),
         capability::RAMSTREAM_BALLOON_V1 if dialect == Dialect::RamstreamBalloonV1 => Ok(()),
         capability::MAPPED_RAM => Err(ErrorKind::UnsupportedCapability { name: name.into() }),
+        // QEMU 7.2 accepts (and ignores) every capability name it knows.
+        n if capability::QEMU_7_2_ALL.contains(&n) => Ok(()),
         _ => Err(ErrorKind::UnknownCapability { name: name.into() }),
     }
 }

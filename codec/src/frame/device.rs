@@ -60,11 +60,20 @@ pub(crate) fn plausible_next(next: &[u8], ctx: &ScanContext<'_>) -> Plausible {
             if next[1] != SectionType::VMDESCRIPTION.0 {
                 return Plausible::No;
             }
-            if let Some(p) = need(next, 7, ctx) {
+            if let Some(p) = need(next, 6, ctx) {
                 return p;
             }
             let len = be32(&next[2..6]);
-            if len == 0 || len > ctx.max_vmdesc_len || next[6] != b'{' {
+            if len > ctx.max_vmdesc_len {
+                return Plausible::No;
+            }
+            if len == 0 {
+                return Plausible::Yes;
+            }
+            if let Some(p) = need(next, 7, ctx) {
+                return p;
+            }
+            if next[6] != b'{' {
                 return Plausible::No;
             }
             Plausible::Yes

@@ -19,14 +19,19 @@ pub(crate) struct RamState {
 }
 
 impl RamState {
-    /// Replaces the block list (a MEM_SIZE record).
+    /// Replaces the block list (a MEM_SIZE record). As in QEMU, the block remembered for
+    /// CONTINUE stays remembered if it is still listed (SPEC.md §6.5).
     pub fn set_blocks(&mut self, blocks: Vec<RamBlock>) {
+        let last = self
+            .last_block
+            .and_then(|i| self.blocks.get(i))
+            .map(|b| b.idstr.clone());
         self.index = blocks
             .iter()
             .enumerate()
             .map(|(i, b)| (b.idstr.clone(), i))
             .collect();
         self.blocks = blocks;
-        self.last_block = None;
+        self.last_block = last.and_then(|n| self.index.get(&n).copied());
     }
 }

@@ -18,6 +18,7 @@ pub(crate) struct RecordContext<'s> {
     pub page_bits: u32,
     pub mem_size_fields: MemSizeFields,
     /// Whether the stream announced the ramstream balloon extension.
+    #[allow(dead_code)]
     pub balloon_v1_announced: bool,
 }
 

@@ -103,10 +103,10 @@ fn encode_runs<R: RunFinder>(runs: &mut R, new: &[u8], out: &mut [u8]) -> Encode
             return Encoded::Overflow;
         };
         d += w;
-        let (Some(dst), Some(src)) = (out.get_mut(d..d + len), new.get(start..end)) else {
+        if d + len > room {
             return Encoded::Overflow;
-        };
-        dst.copy_from_slice(src);
+        }
+        copy_literal(&mut out[d..], &new[start..], len);
         d += len;
         i = end;
     }
@@ -114,6 +114,23 @@ fn encode_runs<R: RunFinder>(runs: &mut R, new: &[u8], out: &mut [u8]) -> Encode
         Encoded::Unchanged
     } else {
         Encoded::Delta(d)
+    }
+}
+
+/// Copies `src[..len]` to `dst[..len]` (both at least `len` long). Short runs, the common
+/// case for scattered changes, are copied as one fixed 16-byte move when both slices have
+/// 16 bytes (bytes past `len` in `dst` are scratch: later pairs overwrite them, and nothing
+/// past the returned length is part of the delta).
+#[inline(always)]
+fn copy_literal(dst: &mut [u8], src: &[u8], len: usize) {
+    if len <= 16 {
+        if let (Some(d), Some(s)) = (dst.get_mut(..16), src.get(..16)) {
+            d.copy_from_slice(s);
+            return;
+        }
+    }
+    if let (Some(d), Some(s)) = (dst.get_mut(..len), src.get(..len)) {
+        d.copy_from_slice(s);
     }
 }
 
@@ -228,7 +245,9 @@ impl RunFinder for MaskRuns<'_> {
 fn fill_masks_portable(old: &[u8], new: &[u8], masks: &mut [u64]) {
     let mut chunks = old.chunks(64).zip(new.chunks(64));
     for (m, (o, n)) in masks.iter_mut().zip(&mut chunks) {
-        *m = if o.len() == 64 {
+        *m = if o == n {
+            u64::MAX >> (64 - o.len())
+        } else if o.len() == 64 {
             o.chunks_exact(8)
                 .zip(n.chunks_exact(8))
                 .enumerate()
@@ -251,6 +270,9 @@ fn word_eq_bits(a: &[u8], b: &[u8]) -> u64 {
     let x = u64::from_le_bytes(a) ^ u64::from_le_bytes(b);
     // 0x80 exactly in the bytes of `x` that are zero (no carries between bytes).
     let zero_bytes = !(((x & LOW7) + LOW7) | x | LOW7);
+    if zero_bytes == 0 {
+        return 0;
+    }
     // Bytes hold 0 or 1 after the shift; the multiply moves byte k's bit to bit 56 + k
     // without carries (all other partial products land on distinct bits or overflow).
     (zero_bytes >> 7).wrapping_mul(GATHER) >> 56

@@ -1,0 +1,170 @@
+//! XBZRLE encode over 512 MiB of old + 512 MiB of new resident pages, per kernel, ÷ memcpy of
+//! the same new pages; the naive byte loop is the baseline encoder.
+//!
+//! Run: `cargo bench -p ramstream-codec --bench xbzrle_encode`
+
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use ramstream_codec::xbzrle::{encode_with, Encoded, Kernel};
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Bytes of new pages (and as many of old pages).
+const SET: usize = 512 << 20;
+
+/// xorshift64*: fast, deterministic filler.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn random_set(seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut buf = vec![0u8; SET];
+    for w in buf.chunks_exact_mut(8) {
+        w.copy_from_slice(&rng.next().to_ne_bytes());
+    }
+    black_box(&mut buf);
+    buf
+}
+
+/// The page-pair shapes: name and how to derive a new page from its old page.
+/// Derives a new page from its old page, in place.
+type Shape = fn(&mut Rng, &mut [u8]);
+
+fn shapes() -> [(&'static str, Shape); 4] {
+    [
+        ("identical", |_, _| ()),
+        // ~1 %: two runs of 20 bytes at random places.
+        ("1pct-runs", |rng, p| {
+            for _ in 0..2 {
+                let at = rng.below(PAGE - 20);
+                p[at..at + 20].iter_mut().for_each(|b| *b = !*b);
+            }
+        }),
+        // ~10 %: 410 single bytes at random places.
+        ("10pct-scattered", |rng, p| {
+            for _ in 0..PAGE / 10 {
+                let at = rng.below(PAGE);
+                p[at] = !p[at];
+            }
+        }),
+        // Every byte changed: overflow.
+        ("random", |rng, p| {
+            for w in p.chunks_exact_mut(8) {
+                let x = u64::from_ne_bytes(w.try_into().unwrap())
+                    ^ (rng.next() | 0x0101_0101_0101_0101);
+                w.copy_from_slice(&x.to_ne_bytes());
+            }
+        }),
+    ]
+}
+
+fn derive(old: &[u8], shape: Shape) -> Vec<u8> {
+    let mut new = old.to_vec();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    new.chunks_exact_mut(PAGE).for_each(|p| shape(&mut rng, p));
+    black_box(&mut new);
+    new
+}
+
+/// Encodes every page pair into one reused page-sized buffer (as QEMU does); returns the
+/// total delta length so nothing is optimised away.
+fn encode_set(kernel: Kernel, old: &[u8], new: &[u8], out: &mut [u8]) -> usize {
+    old.chunks_exact(PAGE)
+        .zip(new.chunks_exact(PAGE))
+        .map(|(o, n)| match encode_with(kernel, o, n, out) {
+            Ok(Encoded::Delta(len)) => len,
+            Ok(Encoded::Overflow) => PAGE,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn copy_set(new: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.chunks_exact_mut(PAGE).zip(new.chunks_exact(PAGE)) {
+        d.copy_from_slice(black_box(s));
+    }
+}
+
+fn time(mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+fn gbps(t: Duration) -> f64 {
+    SET as f64 / t.as_secs_f64() / 1e9
+}
+
+fn bench(c: &mut Criterion) {
+    let old = random_set(1);
+    let mut dst = random_set(2);
+    let mut out = vec![0u8; PAGE];
+    let kernels: Vec<Kernel> = [Kernel::Avx512, Kernel::Avx2, Kernel::Word, Kernel::Naive]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect();
+    let mut report = Vec::new();
+    for (name, shape) in shapes() {
+        let new = derive(&old, shape);
+        let mut g = c.benchmark_group(format!("xbzrle_encode/{name}"));
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Bytes(SET as u64));
+        for &k in &kernels {
+            g.bench_function(format!("{k:?}"), |b| {
+                b.iter(|| encode_set(k, &old, &new, &mut out))
+            });
+        }
+        g.bench_function("baseline_memcpy", |b| b.iter(|| copy_set(&new, &mut dst)));
+        g.finish();
+
+        // Ratios from interleaved runs over the same bytes (best of 3 each).
+        let mut best = vec![Duration::MAX; kernels.len() + 1];
+        for _ in 0..3 {
+            for (i, &k) in kernels.iter().enumerate() {
+                best[i] = best[i].min(time(|| {
+                    black_box(encode_set(k, &old, &new, &mut out));
+                }));
+            }
+            let last = kernels.len();
+            best[last] = best[last].min(time(|| copy_set(&new, &mut dst)));
+        }
+        let memcpy = best[kernels.len()];
+        let naive = best[kernels.len() - 1];
+        let delta_bytes = encode_set(Kernel::Naive, &old, &new, &mut out);
+        report.push(format!(
+            "RATIO xbzrle_encode/{name} (delta+overflow bytes {:.1} % of page data): memcpy {:.2} GB/s",
+            100.0 * delta_bytes as f64 / SET as f64,
+            gbps(memcpy)
+        ));
+        for (i, k) in kernels.iter().enumerate() {
+            report.push(format!(
+                "RATIO xbzrle_encode/{name}/{k:?}: {:.2} GB/s => /memcpy = {:.2}, speed-up over naive = {:.2}",
+                gbps(best[i]),
+                memcpy.as_secs_f64() / best[i].as_secs_f64(),
+                naive.as_secs_f64() / best[i].as_secs_f64(),
+            ));
+        }
+    }
+    for r in report {
+        println!("{r}");
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,104 @@
+//! Sender errors: what failed, in which phase, after how many bytes.
+
+use std::fmt;
+
+/// An error of the guest (KVM or fake) while migrating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuestError {
+    /// The reference VMM failed.
+    #[error(transparent)]
+    Vmm(#[from] ramstream_reference_vmm::Error),
+    /// Anything else (fake guests, layout serialisation).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The phase of a migration, as QEMU's `query-migrate` would name the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Connecting to the destination.
+    Connect,
+    /// Header, configuration, `ram` START with MEM_SIZE.
+    Setup,
+    /// The first pass over all RAM.
+    Bulk,
+    /// A dirty-page iteration (PART sections).
+    Iterate,
+    /// Guest paused: the last pages (END), device state, digest, EOF.
+    StopAndCopy,
+    /// The migration finished.
+    Completed,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "connect",
+            Phase::Setup => "setup",
+            Phase::Bulk => "bulk stage",
+            Phase::Iterate => "dirty iteration",
+            Phase::StopAndCopy => "stop-and-copy",
+            Phase::Completed => "completed",
+        })
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendErrorKind {
+    /// Writing to the destination failed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The guest failed.
+    #[error("guest: {0}")]
+    Guest(#[from] GuestError),
+    /// The encoder refused a record (a bug).
+    #[error("encoder: {0}")]
+    Encode(#[from] ramstream_codec::Error),
+    /// An option was invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A failed migration: the phase, the iteration, the bytes sent so far, and whether the
+/// source guest was left running (it always is when it was running before).
+#[derive(Debug)]
+pub struct SendError {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// The dirty iteration (0 = bulk stage).
+    pub iteration: u32,
+    /// Bytes written to the destination before the failure.
+    pub bytes_sent: u64,
+    /// Whether the source guest runs again after the failure.
+    pub guest_running: bool,
+    /// The cause.
+    pub kind: SendErrorKind,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "migration failed in {} (iteration {}) after {} bytes sent: {}; source guest {}",
+            self.phase,
+            self.iteration,
+            self.bytes_sent,
+            self.kind,
+            if self.guest_running {
+                "keeps running"
+            } else {
+                "is NOT running"
+            }
+        )
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.kind)
+    }
+}
