@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ramstream_codec::vmdesc::VmDescription;
 use ramstream_codec::{decode_all, DecoderOptions, Encoder, Event};
+use ramstream_spec::Dialect;
 
 const VECTORS: &str = "conformance-vectors/vectors";
 
@@ -207,6 +208,28 @@ fn main() {
                 if s.len() < 8192 {
                     write("vmdesc", &format!("json-{i:02}"), &cat(&[&[0], &s]));
                 }
+            }
+        }
+    }
+
+    // balloon_runs: each balloon record's bytes after its word, from the balloon vectors.
+    for name in ["balloon-v1", "balloon-kolhe-2016", "balloon-kolhe-2016-disabled"] {
+        let dir = Path::new(VECTORS).join(name);
+        let stream = match fs::read(dir.join("stream.bin")) {
+            Ok(s) => s,
+            Err(_) => zstd::decode_all(&fs::read(dir.join("stream.bin.zst")).unwrap()[..]).unwrap(),
+        };
+        let kolhe = name.contains("kolhe");
+        let dialect = if kolhe { Dialect::Kolhe2016 } else { Dialect::RamstreamBalloonV1 };
+        let events = decode_all(&stream, DecoderOptions::with_dialect(dialect))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (i, (o, ev)) in events.iter().enumerate() {
+            if let Event::Balloon(_) = ev {
+                let o = *o as usize;
+                let end = events.get(i + 1).map(|(e, _)| *e as usize).unwrap_or(stream.len());
+                let word = u64::from_be_bytes(stream[o..o + 8].try_into().unwrap());
+                let ctl = u8::from(kolhe) | if word & 0x20 != 0 { 2 } else { 0 };
+                write("balloon_runs", &format!("{name}-{i}"), &cat(&[&[ctl], &stream[o + 8..end.min(o + 8 + 4096)]]));
             }
         }
     }
