@@ -49,6 +49,7 @@ replay_tests!(
     xbzrle_decode,
     roundtrip_xbzrle,
     roundtrip_records,
+    balloon_runs,
 );
 
 #[test]
@@ -70,6 +71,7 @@ fn every_target_is_replayed() {
         "roundtrip_xbzrle",
         "roundtrip_records",
         "vmdesc",
+        "balloon_runs",
     ];
     for kind in ["corpus", "regressions"] {
         let Ok(entries) = fs::read_dir(fuzz_dir().join(kind)) else {

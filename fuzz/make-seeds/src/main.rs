@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ramstream_codec::vmdesc::VmDescription;
 use ramstream_codec::{decode_all, DecoderOptions, Encoder, Event};
+use ramstream_spec::Dialect;
 
 const VECTORS: &str = "conformance-vectors/vectors";
 
@@ -43,8 +44,16 @@ fn main() {
         // stream_split / differential_split: the start of each stream, and a stream made of
         // everything but the ram records (devices, commands, EOF, vmdesc).
         if small {
-            write("stream_split", &format!("{name}-head"), &cat(&[&[0, 0], &stream[..16 << 10]]));
-            write("differential_split", &format!("{name}-head"), &cat(&[&[0, 0x81], &stream[..3 << 10]]));
+            write(
+                "stream_split",
+                &format!("{name}-head"),
+                &cat(&[&[0, 0], &stream[..16 << 10]]),
+            );
+            write(
+                "differential_split",
+                &format!("{name}-head"),
+                &cat(&[&[0, 0x81], &stream[..3 << 10]]),
+            );
         }
         let mut enc = Encoder::new(12);
         let mut skel = Vec::new();
@@ -59,7 +68,11 @@ fn main() {
             }
         }
         if small {
-            write("stream_split", &format!("{name}-devices"), &cat(&[&[0, 0], &skel]));
+            write(
+                "stream_split",
+                &format!("{name}-devices"),
+                &cat(&[&[0, 0], &skel]),
+            );
         }
         // The same with ram START + MEM_SIZE + the first 24 records + EOS + footer.
         {
@@ -69,7 +82,9 @@ fn main() {
             let mut in_ram = false;
             for (_, ev) in &events {
                 match ev {
-                    Event::Header { .. } | Event::Configuration(_) => enc.event(ev, &mut s).unwrap(),
+                    Event::Header { .. } | Event::Configuration(_) => {
+                        enc.event(ev, &mut s).unwrap()
+                    }
                     Event::SectionStart(_) => {
                         in_ram = true;
                         enc.event(ev, &mut s).unwrap()
@@ -88,11 +103,23 @@ fn main() {
                 }
             }
             s.push(0);
-            write("stream_split", &format!("{name}-ram24"), &cat(&[&[0, 0x85], &s]));
-            write("differential_split", &format!("{name}-ram24"), &cat(&[&[0, 0x83], &s[..s.len().min(4096)]]));
+            write(
+                "stream_split",
+                &format!("{name}-ram24"),
+                &cat(&[&[0, 0x85], &s]),
+            );
+            write(
+                "differential_split",
+                &format!("{name}-ram24"),
+                &cat(&[&[0, 0x83], &s[..s.len().min(4096)]]),
+            );
             if name == "idle-noos" {
                 for d in 1..4u8 {
-                    write("stream_split", &format!("{name}-ram24-dialect{d}"), &cat(&[&[d, 7], &s]));
+                    write(
+                        "stream_split",
+                        &format!("{name}-ram24-dialect{d}"),
+                        &cat(&[&[d, 7], &s]),
+                    );
                 }
             }
         }
@@ -115,11 +142,17 @@ fn main() {
             .map(|(i, _)| i)
             .collect();
         for (k, frac) in [0usize, 3, 7].iter().enumerate() {
-            let Some(&first) = ram_idx.get(ram_idx.len() * frac / 10) else { continue };
+            let Some(&first) = ram_idx.get(ram_idx.len() * frac / 10) else {
+                continue;
+            };
             let last = (first + 32).min(events.len() - 1);
             let from = events[first].0 as usize;
             let to = end(last).min(from + 48 << 10);
-            write("ram_records", &format!("{name}-{k}"), &cat(&[&[ctl | (k as u8) << 5], &stream[from..to]]));
+            write(
+                "ram_records",
+                &format!("{name}-{k}"),
+                &cat(&[&[ctl | (k as u8) << 5], &stream[from..to]]),
+            );
         }
 
         // xbzrle_decode: individual deltas, page seed 0 (zero page) and another.
@@ -127,7 +160,11 @@ fn main() {
             if let Event::Xbzrle(x) = ev {
                 if xbzrle_seen % 97 == 0 && xbzrle_seen < 97 * 24 {
                     let seed = (xbzrle_seen / 97) as u8 * 11;
-                    write("xbzrle_decode", &format!("{name}-{xbzrle_seen}"), &cat(&[&[0, seed], x.delta]));
+                    write(
+                        "xbzrle_decode",
+                        &format!("{name}-{xbzrle_seen}"),
+                        &cat(&[&[0, seed], x.delta]),
+                    );
                 }
                 xbzrle_seen += 1;
             }
@@ -152,7 +189,11 @@ fn main() {
                         dd.name == d.header.idstr && dd.instance_id == d.header.instance_id
                     }) {
                         if d.body.len() <= 8192 {
-                            write("vmdesc", &format!("device-{k:02}"), &cat(&[&[1, idx as u8], d.body]));
+                            write(
+                                "vmdesc",
+                                &format!("device-{k:02}"),
+                                &cat(&[&[1, idx as u8], d.body]),
+                            );
                         }
                         k += 1;
                     }
@@ -167,6 +208,28 @@ fn main() {
                 if s.len() < 8192 {
                     write("vmdesc", &format!("json-{i:02}"), &cat(&[&[0], &s]));
                 }
+            }
+        }
+    }
+
+    // balloon_runs: each balloon record's bytes after its word, from the balloon vectors.
+    for name in ["balloon-v1", "balloon-kolhe-2016", "balloon-kolhe-2016-disabled"] {
+        let dir = Path::new(VECTORS).join(name);
+        let stream = match fs::read(dir.join("stream.bin")) {
+            Ok(s) => s,
+            Err(_) => zstd::decode_all(&fs::read(dir.join("stream.bin.zst")).unwrap()[..]).unwrap(),
+        };
+        let kolhe = name.contains("kolhe");
+        let dialect = if kolhe { Dialect::Kolhe2016 } else { Dialect::RamstreamBalloonV1 };
+        let events = decode_all(&stream, DecoderOptions::with_dialect(dialect))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (i, (o, ev)) in events.iter().enumerate() {
+            if let Event::Balloon(_) = ev {
+                let o = *o as usize;
+                let end = events.get(i + 1).map(|(e, _)| *e as usize).unwrap_or(stream.len());
+                let word = u64::from_be_bytes(stream[o..o + 8].try_into().unwrap());
+                let ctl = u8::from(kolhe) | if word & 0x20 != 0 { 2 } else { 0 };
+                write("balloon_runs", &format!("{name}-{i}"), &cat(&[&[ctl], &stream[o + 8..end.min(o + 8 + 4096)]]));
             }
         }
     }
@@ -200,9 +263,15 @@ fn main() {
         write("xbzrle_decode", &format!("edge-{i}"), &cat(&[&[0, 0], d]));
     }
     for (i, len) in [16usize, 64, 256, 1024, 4096].iter().enumerate() {
-        let bytes: Vec<u8> = (0..*len).map(|k| (k as u32).wrapping_mul(2654435761).to_be_bytes()[0]).collect();
+        let bytes: Vec<u8> = (0..*len)
+            .map(|k| (k as u32).wrapping_mul(2654435761).to_be_bytes()[0])
+            .collect();
         write("roundtrip_xbzrle", &format!("prng-{i}"), &bytes);
         write("roundtrip_records", &format!("prng-{i}"), &bytes);
     }
-    write("vmdesc", "json-empty", b"\0{\"page_size\": 4096, \"devices\": []}");
+    write(
+        "vmdesc",
+        "json-empty",
+        b"\0{\"page_size\": 4096, \"devices\": []}",
+    );
 }
