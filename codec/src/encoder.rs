@@ -160,6 +160,18 @@ fn enc_err(reason: impl Into<String>) -> Error {
     )
 }
 
+/// The one-byte length of a counted name (idstr, subsection or capability name), or an
+/// error naming `what` when it does not fit: the encoder never truncates a name.
+fn counted_len(what: &str, name: &str) -> Result<u8, Error> {
+    u8::try_from(name.len()).map_err(|_| {
+        enc_err(format!(
+            "{what} {:?} is {} bytes; a counted name holds at most 255",
+            name.chars().take(32).collect::<String>(),
+            name.len()
+        ))
+    })
+}
+
 impl Encoder {
     /// An encoder for a target with `page_bits` page bits (12 on x86).
     pub fn new(page_bits: u32) -> Self {
@@ -188,10 +200,27 @@ impl Encoder {
     }
 
     /// The configuration section, subsections in QEMU's order.
-    pub fn configuration<'a>(&mut self, cfg: &Configuration<'_>, s: &mut impl Sink<'a>) {
+    ///
+    /// Fails, writing nothing, when a capability name is longer than 255 bytes or the
+    /// machine type longer than a be32 can count.
+    pub fn configuration<'a>(
+        &mut self,
+        cfg: &Configuration<'_>,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let machine_len = u32::try_from(cfg.machine_type.len())
+            .map_err(|_| enc_err("machine type longer than 4 GiB"))?;
+        let caps = cfg.capabilities.as_deref().unwrap_or_default();
+        let cap_lens = caps
+            .iter()
+            .map(|c| counted_len("capability", c))
+            .collect::<Result<Vec<u8>, Error>>()?;
+        let cap_count =
+            u32::try_from(caps.len()).map_err(|_| enc_err("more than 2^32 capabilities"))?;
         s.put(&[SectionType::CONFIGURATION.0]);
-        s.put(&(cfg.machine_type.len() as u32).to_be_bytes());
+        s.put(&machine_len.to_be_bytes());
         s.put(cfg.machine_type.as_bytes());
+        // The subsection names are the spec crate's constants, all shorter than 256 bytes.
         let sub = |s: &mut dyn FnMut(&[u8]), name: &str| {
             s(&[SectionType::SUBSECTION.0, name.len() as u8]);
             s(name.as_bytes());
@@ -202,11 +231,11 @@ impl Encoder {
             sub(&mut put, SUBSECTION_TARGET_PAGE_BITS);
             put(&bits.to_be_bytes());
         }
-        if let Some(caps) = &cfg.capabilities {
+        if cfg.capabilities.is_some() {
             sub(&mut put, SUBSECTION_CAPABILITIES);
-            put(&(caps.len() as u32).to_be_bytes());
-            for c in caps {
-                put(&[c.len() as u8]);
+            put(&cap_count.to_be_bytes());
+            for (c, len) in caps.iter().zip(cap_lens) {
+                put(&[len]);
                 put(c.as_bytes());
             }
         }
@@ -214,6 +243,7 @@ impl Encoder {
             sub(&mut put, SUBSECTION_UUID);
             put(uuid);
         }
+        Ok(())
     }
 
     /// A command section.
@@ -232,14 +262,21 @@ impl Encoder {
         Ok(())
     }
 
-    /// A START or FULL section header.
-    pub fn section_header<'a>(&mut self, h: &SectionHeader<'_>, s: &mut impl Sink<'a>) {
+    /// A START or FULL section header. Fails, writing nothing, when the idstr is longer
+    /// than 255 bytes.
+    pub fn section_header<'a>(
+        &mut self,
+        h: &SectionHeader<'_>,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let len = counted_len("section idstr", h.idstr)?;
         s.put(&[h.section_type.0]);
         s.put(&h.section_id.to_be_bytes());
-        s.put(&[h.idstr.len() as u8]);
+        s.put(&[len]);
         s.put(h.idstr.as_bytes());
         s.put(&h.instance_id.to_be_bytes());
         s.put(&h.version_id.to_be_bytes());
+        Ok(())
     }
 
     /// A PART or END section header.
@@ -260,20 +297,45 @@ impl Encoder {
     }
 
     /// A MEM_SIZE record announcing `blocks` with the canonical word (total | MEM_SIZE).
-    pub fn mem_size<'a>(&mut self, blocks: &[RamBlock], s: &mut impl Sink<'a>) {
-        let total: u64 = blocks.iter().map(|b| b.used_length).sum();
+    ///
+    /// Fails, writing nothing, when an idstr is longer than 255 bytes or the total does not
+    /// fit beside the flag bits.
+    pub fn mem_size<'a>(
+        &mut self,
+        blocks: &[RamBlock],
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let total = blocks
+            .iter()
+            .try_fold(0u64, |t, b| t.checked_add(b.used_length))
+            .ok_or_else(|| enc_err("the blocks' used lengths add up to more than 2^64"))?;
+        if total & ((1 << self.page_bits) - 1) != 0 {
+            return Err(enc_err(format!(
+                "the blocks' used lengths add up to {total:#x}, not a whole number of pages"
+            )));
+        }
         let ms = MemSize {
             word: join_record_word(total, RamFlags::MEM_SIZE),
             blocks: blocks.to_vec(),
         };
-        self.mem_size_record(&ms, s);
+        self.mem_size_record(&ms, s)
     }
 
-    /// A MEM_SIZE record exactly as given (raw word kept).
-    pub fn mem_size_record<'a>(&mut self, ms: &MemSize, s: &mut impl Sink<'a>) {
+    /// A MEM_SIZE record exactly as given (raw word kept). Fails, writing nothing, when an
+    /// idstr is longer than 255 bytes.
+    pub fn mem_size_record<'a>(
+        &mut self,
+        ms: &MemSize,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        let lens = ms
+            .blocks
+            .iter()
+            .map(|b| counted_len("block idstr", &b.idstr))
+            .collect::<Result<Vec<u8>, Error>>()?;
         s.put(&ms.word.to_be_bytes());
-        for b in &ms.blocks {
-            s.put(&[b.idstr.len() as u8]);
+        for (b, len) in ms.blocks.iter().zip(lens) {
+            s.put(&[len]);
             s.put(b.idstr.as_bytes());
             s.put(&b.used_length.to_be_bytes());
             if let Some(p) = b.page_size {
@@ -287,6 +349,7 @@ impl Encoder {
         self.blocks = ms.blocks.iter().map(|b| b.idstr.clone()).collect();
         self.block_lengths = ms.blocks.iter().map(|b| b.used_length).collect();
         self.last_block = last.and_then(|n| self.blocks.iter().position(|b| *b == n));
+        Ok(())
     }
 
     /// The record word and, without CONTINUE, the idstr: page records and balloon v1 records
@@ -320,6 +383,7 @@ impl Encoder {
         };
         s.put(&join_record_word(addr.offset, flags).to_be_bytes());
         if !cont {
+            // Checked by `mem_size_record` when the block was announced.
             s.put(&[name.len() as u8]);
             s.put(name.as_bytes());
         }
@@ -390,9 +454,15 @@ impl Encoder {
     }
 
     /// A FULL device section's header and body (its footer is written by [`Encoder::footer`]).
-    pub fn device<'a>(&mut self, d: &DeviceSection<'a>, s: &mut impl Sink<'a>) {
-        self.section_header(&d.header, s);
+    /// Fails, writing nothing, when the idstr is longer than 255 bytes.
+    pub fn device<'a>(
+        &mut self,
+        d: &DeviceSection<'a>,
+        s: &mut impl Sink<'a>,
+    ) -> Result<(), Error> {
+        self.section_header(&d.header, s)?;
         s.put_payload(d.body);
+        Ok(())
     }
 
     /// The EOF section.
@@ -427,14 +497,14 @@ impl Encoder {
                 s.put(&QEVM_MAGIC.to_be_bytes());
                 s.put(&version.to_be_bytes());
             }
-            Event::Configuration(c) => self.configuration(c, s),
+            Event::Configuration(c) => self.configuration(c, s)?,
             Event::Command(c) => self.command(c.command, c.payload, s)?,
-            Event::SectionStart(h) => self.section_header(h, s),
+            Event::SectionStart(h) => self.section_header(h, s)?,
             Event::SectionPart {
                 section_type,
                 section_id,
             } => self.section_part(*section_type, *section_id, s),
-            Event::MemSize(ms) => self.mem_size_record(ms, s),
+            Event::MemSize(ms) => self.mem_size_record(ms, s)?,
             Event::Page(p) => {
                 self.page_word(p.addr, RamFlags::PAGE, Some(p.continued), s)?;
                 s.put_payload(p.data);
@@ -447,10 +517,94 @@ impl Encoder {
             Event::Eos(b) | Event::MultifdFlush(b) => s.put(&b.word.to_be_bytes()),
             Event::Balloon(b) => self.balloon_record(b, s)?,
             Event::Footer { section_id } => self.footer(*section_id, s),
-            Event::Device(d) => self.device(d, s),
+            Event::Device(d) => self.device(d, s)?,
             Event::Eof => self.eof(s),
             Event::VmDescription(j) => self.vmdesc(j, s)?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(idstr: String, used_length: u64) -> RamBlock {
+        RamBlock {
+            idstr,
+            used_length,
+            page_size: None,
+            mr_addr: None,
+        }
+    }
+
+    fn assert_encode_error(r: Result<(), Error>, needle: &str) {
+        match r {
+            Err(Error {
+                kind: ErrorKind::Encode { reason },
+                ..
+            }) => assert!(reason.contains(needle), "{reason}"),
+            other => panic!("expected an Encode error with {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_name_longer_than_255_bytes_is_refused_not_truncated() {
+        let long = "x".repeat(256);
+        let mut enc = Encoder::new(12);
+        let mut out = Vec::new();
+        assert_encode_error(
+            enc.mem_size(
+                &[block("pc.ram".into(), 4096), block(long.clone(), 4096)],
+                &mut out,
+            ),
+            "block idstr",
+        );
+        let header = SectionHeader {
+            section_type: SectionType::FULL,
+            section_id: 1,
+            idstr: &long,
+            instance_id: 0,
+            version_id: 1,
+        };
+        assert_encode_error(enc.section_header(&header, &mut out), "section idstr");
+        let cfg = Configuration {
+            machine_type: "pc-i440fx-7.2",
+            target_page_bits: None,
+            capabilities: Some(vec!["xbzrle", &long]),
+            uuid: None,
+        };
+        assert_encode_error(enc.configuration(&cfg, &mut out), "capability");
+        assert!(out.is_empty(), "a refused record wrote {} bytes", out.len());
+        // The failed MEM_SIZE announced nothing.
+        let addr = PageAddr {
+            block: 0,
+            offset: 0,
+        };
+        assert_encode_error(enc.zero(addr, 0, &mut out), "not announced");
+
+        // 255 bytes is the longest that fits, and it decodes back.
+        let max = "y".repeat(255);
+        enc.mem_size(&[block(max.clone(), 4096)], &mut out).unwrap();
+        assert_eq!(out[8], 255);
+        assert_eq!(&out[9..9 + 255], max.as_bytes());
+    }
+
+    #[test]
+    fn a_mem_size_total_that_overflows_or_is_not_whole_pages_is_refused() {
+        let mut enc = Encoder::new(12);
+        let mut out = Vec::new();
+        assert_encode_error(
+            enc.mem_size(
+                &[block("a".into(), u64::MAX - 4095), block("b".into(), 8192)],
+                &mut out,
+            ),
+            "more than 2^64",
+        );
+        assert_encode_error(
+            enc.mem_size(&[block("a".into(), 4096 + 512)], &mut out),
+            "whole number of pages",
+        );
+        assert!(out.is_empty());
     }
 }

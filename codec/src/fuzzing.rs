@@ -561,7 +561,8 @@ pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
             uuid: None,
         },
         &mut out,
-    );
+    )
+    .unwrap();
     enc.section_header(
         &SectionHeader {
             section_type: SectionType::START,
@@ -571,12 +572,13 @@ pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
             version_id: 4,
         },
         &mut out,
-    );
+    )
+    .unwrap();
     let mut blocks = vector_blocks();
     for (i, b) in blocks.iter_mut().enumerate() {
         b.mr_addr = ignore_shared.then_some(i as u64 * 0x1000_0000);
     }
-    enc.mem_size(&blocks, &mut out);
+    enc.mem_size(&blocks, &mut out).unwrap();
     (out, opts)
 }
 
@@ -1035,9 +1037,9 @@ impl Plan {
         let mut deltas: Vec<Vec<u8>> = Vec::new();
         enc.header(&mut out);
         expected.push(Event::Header { version: 3 });
-        enc.configuration(&config, &mut out);
+        enc.configuration(&config, &mut out).unwrap();
         expected.push(Event::Configuration(config.clone()));
-        enc.section_header(&ram_header, &mut out);
+        enc.section_header(&ram_header, &mut out).unwrap();
         expected.push(Event::SectionStart(ram_header));
         // First pass: make the deltas (owned), so events can borrow them after.
         for item in &self.items {
@@ -1054,6 +1056,7 @@ impl Plan {
         }
         let mut deltas_it = deltas.iter();
         let mut last_block = None;
+        let mut announced: Vec<String> = Vec::new();
         let cont = |last: &mut Option<usize>, addr: PageAddr| {
             let c = *last == Some(addr.block);
             *last = Some(addr.block);
@@ -1062,13 +1065,18 @@ impl Plan {
         for item in &self.items {
             match item {
                 Item::MemSize(blocks) => {
-                    enc.mem_size(blocks, &mut out);
+                    enc.mem_size(blocks, &mut out).unwrap();
                     let total: u64 = blocks.iter().map(|b| b.used_length).sum();
                     expected.push(Event::MemSize(crate::MemSize {
                         word: total | RamFlags::MEM_SIZE.bits(),
                         blocks: blocks.clone(),
                     }));
-                    last_block = None;
+                    // The last block survives a new MEM_SIZE when its name is still
+                    // announced (SPEC.md §6: CONTINUE keeps naming it).
+                    last_block = last_block
+                        .and_then(|i: usize| announced.get(i).cloned())
+                        .and_then(|n: String| blocks.iter().position(|b| b.idstr == n));
+                    announced = blocks.iter().map(|b| b.idstr.clone()).collect();
                 }
                 Item::Page(addr, data) => {
                     enc.page(*addr, data, &mut out).unwrap();
@@ -1148,7 +1156,7 @@ impl Plan {
                         body_offset: 0,
                         body,
                     };
-                    enc.device(&d, &mut out);
+                    enc.device(&d, &mut out).unwrap();
                     enc.footer(*section_id, &mut out);
                     expected.push(Event::Device(d));
                     expected.push(Event::Footer {
@@ -1188,9 +1196,10 @@ impl Plan {
                 e => e.clone(),
             })
             .collect();
-        assert_eq!(
-            got, expected,
-            "decoded events differ from the records written"
+        assert_events_eq(
+            &got,
+            &expected,
+            "decoded events differ from the records written",
         );
         for (at, e) in &events {
             if let Event::Device(d) = e {
@@ -1325,4 +1334,36 @@ pub fn vmdesc(real_json: &[u8], data: &[u8]) {
             }
         }
     }
+}
+
+/// Panics with the first differing event (each shown in at most 400 characters) when the two
+/// lists differ: a whole stream's events are too long to read in a fuzzer's log.
+fn assert_events_eq(got: &[Event<'_>], expected: &[Event<'_>], what: &str) {
+    if got == expected {
+        return;
+    }
+    let short = |e: Option<&Event<'_>>| {
+        let mut s = format!("{e:?}");
+        if s.len() > 400 {
+            let mut cut = 400;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str("...");
+        }
+        s
+    };
+    let i = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
+    panic!(
+        "{what}: {} events decoded, {} written; first difference at event {i}:\n  decoded: {}\n  written: {}",
+        got.len(),
+        expected.len(),
+        short(got.get(i)),
+        short(expected.get(i)),
+    );
 }

@@ -182,8 +182,8 @@ fn from_ram(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u8>, Erro
         match ev {
             Event::SectionStart(h) => {
                 ram_id = Some(h.section_id);
-                enc.section_header(h, &mut out);
-                enc.mem_size(&blocks, &mut out);
+                enc.section_header(h, &mut out)?;
+                enc.mem_size(&blocks, &mut out)?;
                 enc.eos(&mut out);
                 enc.footer(h.section_id, &mut out);
                 in_ram = true;

@@ -316,7 +316,8 @@ fn before_mem_size(record: &[u8], announce: bool) -> Vec<u8> {
             uuid: None,
         },
         &mut out,
-    );
+    )
+    .unwrap();
     enc.section_header(
         &SectionHeader {
             section_type: SectionType::START,
@@ -326,7 +327,8 @@ fn before_mem_size(record: &[u8], announce: bool) -> Vec<u8> {
             version_id: 4,
         },
         &mut out,
-    );
+    )
+    .unwrap();
     out.extend_from_slice(record);
     out
 }

@@ -125,7 +125,7 @@ fn xbzrle_delta_of_65536_bytes_is_refused() {
         page_size: None,
         mr_addr: None,
     };
-    enc.mem_size(&[block], &mut out);
+    enc.mem_size(&[block], &mut out).unwrap();
     let len = out.len();
     let delta = vec![1u8; 1 << 16];
     let e = enc

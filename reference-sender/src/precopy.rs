@@ -244,10 +244,13 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
             .collect()
     }
 
-    fn write_small(&mut self, f: impl FnOnce(&mut Encoder, &mut Vec<u8>)) -> io::Result<()> {
+    fn write_small(
+        &mut self,
+        f: impl FnOnce(&mut Encoder, &mut Vec<u8>) -> Result<(), ramstream_codec::Error>,
+    ) -> Result<(), SendErrorKind> {
         let mut v = Vec::new();
-        f(&mut self.enc, &mut v);
-        self.out.write_all_vectored(&mut [IoSlice::new(&v)])
+        f(&mut self.enc, &mut v)?;
+        Ok(self.out.write_all_vectored(&mut [IoSlice::new(&v)])?)
     }
 
     /// Ballooned pages as one bitmap per block (words of 64 pages).
@@ -295,7 +298,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                     uuid: None,
                 },
                 v,
-            );
+            )?;
             enc.section_header(
                 &SectionHeader {
                     section_type: SectionType::START,
@@ -305,8 +308,8 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                     version_id: SECTION_VERSION,
                 },
                 v,
-            );
-            enc.mem_size(&blocks, v);
+            )?;
+            enc.mem_size(&blocks, v)
         })?;
         if map_on {
             // The whole balloon map, one full-map record per block (SPEC.md §9.4).
@@ -316,6 +319,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         self.write_small(|enc, v| {
             enc.eos(v);
             enc.footer(RAM_SECTION_ID, v);
+            Ok(())
         })?;
         self.guest.start_dirty_log()?;
         // The setup sync: everything counts as dirty for the bulk stage.
@@ -465,7 +469,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                     body,
                 },
                 &mut v,
-            );
+            )?;
             self.enc.footer(id, &mut v);
         }
         self.enc.eof(&mut v);
@@ -535,7 +539,10 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                 SectionType::PART
             };
             self.enc.reset_continue();
-            self.write_small(|enc, v| enc.section_part(st, RAM_SECTION_ID, v))?;
+            self.write_small(|enc, v| {
+                enc.section_part(st, RAM_SECTION_ID, v);
+                Ok(())
+            })?;
             if i == 0 {
                 self.send_balloon_updates()?;
             }
@@ -553,6 +560,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
             self.write_small(|enc, v| {
                 enc.eos(v);
                 enc.footer(RAM_SECTION_ID, v);
+                Ok(())
             })?;
         }
         Ok(())

@@ -58,7 +58,8 @@ pub fn prelude(enc: &mut Encoder, out: &mut Vec<u8>, caps: Option<Vec<&str>>, bl
             uuid: None,
         },
         out,
-    );
+    )
+    .unwrap();
     enc.section_header(
         &SectionHeader {
             section_type: SectionType::START,
@@ -68,8 +69,9 @@ pub fn prelude(enc: &mut Encoder, out: &mut Vec<u8>, caps: Option<Vec<&str>>, bl
             version_id: 4,
         },
         out,
-    );
-    enc.mem_size(blocks, out);
+    )
+    .unwrap();
+    enc.mem_size(blocks, out).unwrap();
 }
 
 pub fn end_section(enc: &mut Encoder, out: &mut Vec<u8>) {

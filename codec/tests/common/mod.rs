@@ -57,7 +57,8 @@ pub fn small_stream() -> Vec<u8> {
             uuid: None,
         },
         &mut out,
-    );
+    )
+    .unwrap();
     enc.section_header(
         &SectionHeader {
             section_type: SectionType::START,
@@ -67,8 +68,9 @@ pub fn small_stream() -> Vec<u8> {
             version_id: 4,
         },
         &mut out,
-    );
-    enc.mem_size(&blocks(), &mut out);
+    )
+    .unwrap();
+    enc.mem_size(&blocks(), &mut out).unwrap();
     enc.eos(&mut out);
     enc.footer(RAM_ID, &mut out);
 
@@ -156,7 +158,8 @@ pub fn small_stream() -> Vec<u8> {
                 body: &body,
             },
             &mut out,
-        );
+        )
+        .unwrap();
         enc.footer(id, &mut out);
     }
     enc.eof(&mut out);
