@@ -127,8 +127,10 @@ pub enum PageDecision<'a> {
     },
 }
 
-/// The `xbzrle-cache` counters of QMP `query-migrate`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// The `xbzrle-cache` counters of QMP `query-migrate`; serialized with QMP's kebab-case
+/// names (`cache-size`, `cache-miss-rate`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct XbzrleCacheStats {
     /// `cache-size`: the cache size in bytes.
     pub cache_size: u64,

@@ -35,6 +35,7 @@ pub mod wire;
 
 pub use error::{GuestError, Phase, SendError, SendErrorKind};
 pub use precopy::{migrate, Progress, SendOptions};
+pub use ramstream_codec::cache::XbzrleCacheStats;
 pub use source::{GuestSource, KvmSource, ScriptStep, ScriptedGuest, StateBlobs, PAGE_SIZE};
-pub use stats::{IterationReport, MigrationReport, RamStats, XbzrleStats};
+pub use stats::{IterationReport, MigrationReport, RamStats};
 pub use transport::Endpoint;

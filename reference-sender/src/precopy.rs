@@ -19,7 +19,7 @@ use ramstream_spec::stream::SectionType;
 
 use crate::error::{Phase, SendError, SendErrorKind};
 use crate::source::{runs_of, GuestSource, PAGE_SIZE};
-use crate::stats::{IterationReport, MigrationReport, RamStats, XbzrleStats};
+use crate::stats::{IterationReport, MigrationReport, RamStats};
 use crate::wire::{length_prefixed, BlockDigest, DigestSection};
 
 /// Section id of the `ram` section.
@@ -484,7 +484,7 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
         self.stats.balloon_records = self.balloon_records;
         report.status = "completed".into();
         report.ram = self.stats.clone();
-        report.xbzrle_cache = self.cache.as_ref().map(|c| XbzrleStats::from(c.stats()));
+        report.xbzrle_cache = self.cache.as_ref().map(|c| c.stats());
         report.rounds = rounds_log;
         report.digests = digest
             .blocks

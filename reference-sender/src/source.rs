@@ -343,6 +343,24 @@ impl ScriptedGuest {
         }
     }
 
+    /// Runs `write(block, page, bytes)` on each page of `first..first + count` that is not
+    /// ballooned (a guest does not touch pages it gave away) and marks it dirty.
+    fn write_unballooned(
+        &mut self,
+        b: usize,
+        first: u64,
+        count: u64,
+        mut write: impl FnMut(usize, usize, &mut [u8]),
+    ) {
+        for p in first as usize..(first + count) as usize {
+            if self.balloon[b][p] {
+                continue;
+            }
+            write(b, p, &mut self.mem[b][p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+            self.dirty[b][p] = true;
+        }
+    }
+
     /// Applies one step now (as the guest would while running).
     pub fn apply(&mut self, step: &ScriptStep) {
         let range = |b: usize, f: u64, c: u64| (b, f as usize..(f + c) as usize);
@@ -353,15 +371,9 @@ impl ScriptedGuest {
                 count,
                 seed,
             } => {
-                let (b, r) = range(block, first, count);
-                for p in r {
-                    if self.balloon[b][p] {
-                        continue;
-                    }
-                    let data = pattern_page(b, p as u64, seed);
-                    self.mem[b][p * PAGE_SIZE..(p + 1) * PAGE_SIZE].copy_from_slice(&data);
-                    self.dirty[b][p] = true;
-                }
+                self.write_unballooned(block, first, count, |b, p, page| {
+                    page.copy_from_slice(&pattern_page(b, p as u64, seed));
+                });
             }
             ScriptStep::Touch {
                 block,
@@ -369,15 +381,9 @@ impl ScriptedGuest {
                 count,
                 seed,
             } => {
-                let (b, r) = range(block, first, count);
-                for p in r {
-                    if self.balloon[b][p] {
-                        continue;
-                    }
-                    self.mem[b][p * PAGE_SIZE..p * PAGE_SIZE + 8]
-                        .copy_from_slice(&(seed | 1).to_le_bytes());
-                    self.dirty[b][p] = true;
-                }
+                self.write_unballooned(block, first, count, |_, _, page| {
+                    page[..8].copy_from_slice(&(seed | 1).to_le_bytes());
+                });
             }
             ScriptStep::Zero {
                 block,

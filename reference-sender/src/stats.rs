@@ -1,5 +1,6 @@
 //! Migration figures named as QEMU's `query-migrate` names them.
 
+use ramstream_codec::cache::XbzrleCacheStats;
 use serde::Serialize;
 
 /// The `ram` object of `query-migrate`, plus the balloon figures ramstream adds.
@@ -35,40 +36,6 @@ pub struct RamStats {
     /// Pages read from guest memory and looked at.
     #[serde(rename = "pages_visited")]
     pub pages_visited: u64,
-}
-
-/// The `xbzrle-cache` object of `query-migrate`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct XbzrleStats {
-    /// Cache size in bytes.
-    pub cache_size: u64,
-    /// Bytes of XBZRLE records (and overflowed pages).
-    pub bytes: u64,
-    /// Cache hits.
-    pub pages: u64,
-    /// Cache misses.
-    pub cache_miss: u64,
-    /// Misses ÷ pages sent in the last period.
-    pub cache_miss_rate: f64,
-    /// Bytes saved ratio of the last period.
-    pub encoding_rate: f64,
-    /// Deltas that did not fit a page.
-    pub overflow: u64,
-}
-
-impl From<ramstream_codec::cache::XbzrleCacheStats> for XbzrleStats {
-    fn from(s: ramstream_codec::cache::XbzrleCacheStats) -> Self {
-        XbzrleStats {
-            cache_size: s.cache_size,
-            bytes: s.bytes,
-            pages: s.pages,
-            cache_miss: s.cache_miss,
-            cache_miss_rate: s.cache_miss_rate,
-            encoding_rate: s.encoding_rate,
-            overflow: s.overflow,
-        }
-    }
 }
 
 /// One send round: the bulk stage (iteration 0) or a dirty iteration.
@@ -111,7 +78,7 @@ pub struct MigrationReport {
     pub ram: RamStats,
     /// XBZRLE cache figures, when XBZRLE was on.
     #[serde(rename = "xbzrle-cache", skip_serializing_if = "Option::is_none")]
-    pub xbzrle_cache: Option<XbzrleStats>,
+    pub xbzrle_cache: Option<XbzrleCacheStats>,
     /// Per-round figures.
     pub rounds: Vec<IterationReport>,
     /// The digests sent, `idstr → hex sha256`.

@@ -9,15 +9,9 @@ use ramstream_reference_vmm::{BalloonRun, Error};
 
 #[test]
 fn inflate_and_deflate_across_regions() {
-    if !common::kvm_usable() {
+    let Some((layout, config, mut vm)) = common::busy_guest(1024, 16) else {
         return;
-    }
-    let layout = common::small_layout();
-    let mut config = common::straddling_config(&layout, 1024);
-    config.fill_pages = false;
-    config.pages_per_loop = 16;
-    config.delay_loops = 0;
-    let mut vm = common::start(&layout, &config);
+    };
     while vm.counters().unwrap().generation < 2 {
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -6,15 +6,9 @@ use std::time::Duration;
 
 #[test]
 fn dirty_log_covers_the_working_set_in_both_regions() {
-    if !common::kvm_usable() {
+    let Some((layout, config, mut vm)) = common::busy_guest(1024, 16) else {
         return;
-    }
-    let layout = common::small_layout();
-    let mut config = common::straddling_config(&layout, 1024);
-    config.fill_pages = false;
-    config.pages_per_loop = 16;
-    config.delay_loops = 0;
-    let mut vm = common::start(&layout, &config);
+    };
     vm.wait_heartbeat_past(0, Duration::from_secs(10)).unwrap();
 
     assert!(vm.dirty_log(0).is_err(), "no log before logging is enabled");

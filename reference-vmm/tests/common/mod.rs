@@ -38,3 +38,20 @@ pub fn start(layout: &MemoryLayout, config: &GuestConfig) -> Vm {
     vm.resume().expect("resume");
     vm
 }
+
+/// A running guest on [`small_layout`] whose working set of `pages` straddles the two regions
+/// and is rewritten as fast as the guest can (`pages_per_loop` pages per loop, no delay, no
+/// initial fill), or `None` (after printing why) when KVM is not usable.
+#[allow(dead_code)] // not every test file uses it
+pub fn busy_guest(pages: u64, pages_per_loop: u64) -> Option<(MemoryLayout, GuestConfig, Vm)> {
+    if !kvm_usable() {
+        return None;
+    }
+    let layout = small_layout();
+    let mut config = straddling_config(&layout, pages);
+    config.fill_pages = false;
+    config.pages_per_loop = pages_per_loop;
+    config.delay_loops = 0;
+    let vm = start(&layout, &config);
+    Some((layout, config, vm))
+}
