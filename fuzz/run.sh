@@ -41,7 +41,13 @@ for t in "${targets[@]}"; do
     log="target/fuzz-$t.log"
     echo "== $t: ${secs}s"
     before=$(ls -1 "$art" | wc -l)
-    if cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- \
+    # The byte-stream targets get the format's tokens (written by make-seeds).
+    case "$t" in
+        stream_split | differential_split | ram_records | configuration | balloon_runs)
+            dict=(-dict=data/stream.dict) ;;
+        *) dict=() ;;
+    esac
+    if cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- "${dict[@]}" \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
         -artifact_prefix="$art/" >"$log" 2>&1; then
         grep -E '^Done' "$log" || true

@@ -1,11 +1,21 @@
-//! Regenerates `fuzz/corpus/*/seed-*` and `fuzz/data/vmdesc.json` from the recorded QEMU
-//! vectors. Run from the repository root: `cargo run --manifest-path fuzz/make-seeds/Cargo.toml`.
+//! Regenerates `fuzz/corpus/*/seed-*`, `fuzz/data/vmdesc.json` and the libFuzzer dictionary
+//! `fuzz/data/stream.dict` (from the spec crate's constants and the vectors' block names)
+//! from the recorded QEMU vectors. Run from the repository root: `cargo run --manifest-path fuzz/make-seeds/Cargo.toml`.
 
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
 use ramstream_codec::vmdesc::VmDescription;
 use ramstream_codec::{decode_all, DecoderOptions, Encoder, Event};
+use ramstream_spec::config::{
+    capability, SUBSECTION_CAPABILITIES, SUBSECTION_TARGET_PAGE_BITS, SUBSECTION_UUID,
+    SUBSECTION_VERSION,
+};
+use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
+use ramstream_spec::ram::{RamFlags, SECTION_IDSTR, SECTION_VERSION};
+use ramstream_spec::stream::{SectionType, FILE_VERSION, QEVM_MAGIC};
 use ramstream_spec::Dialect;
 
 const VECTORS: &str = "conformance-vectors/vectors";
@@ -28,6 +38,7 @@ fn main() {
         .collect();
     names.sort();
     let mut xbzrle_seen = 0;
+    let mut idstrs = BTreeSet::new();
     for name in &names {
         let z = fs::read(Path::new(VECTORS).join(name).join("stream.bin.zst")).unwrap();
         let stream = zstd::decode_all(&z[..]).unwrap();
@@ -40,6 +51,15 @@ fn main() {
                 .unwrap_or(stream.len())
         };
         let small = stream.len() < 2 << 20;
+        for (_, ev) in &events {
+            match ev {
+                Event::MemSize(m) => idstrs.extend(m.blocks.iter().map(|b| b.idstr.clone())),
+                Event::SectionStart(h) => {
+                    idstrs.insert(h.idstr.to_string());
+                }
+                _ => {}
+            }
+        }
 
         // stream_split / differential_split: the start of each stream, and a stream made of
         // everything but the ram records (devices, commands, EOF, vmdesc).
@@ -213,23 +233,38 @@ fn main() {
     }
 
     // balloon_runs: each balloon record's bytes after its word, from the balloon vectors.
-    for name in ["balloon-v1", "balloon-kolhe-2016", "balloon-kolhe-2016-disabled"] {
+    for name in [
+        "balloon-v1",
+        "balloon-kolhe-2016",
+        "balloon-kolhe-2016-disabled",
+    ] {
         let dir = Path::new(VECTORS).join(name);
         let stream = match fs::read(dir.join("stream.bin")) {
             Ok(s) => s,
             Err(_) => zstd::decode_all(&fs::read(dir.join("stream.bin.zst")).unwrap()[..]).unwrap(),
         };
         let kolhe = name.contains("kolhe");
-        let dialect = if kolhe { Dialect::Kolhe2016 } else { Dialect::RamstreamBalloonV1 };
+        let dialect = if kolhe {
+            Dialect::Kolhe2016
+        } else {
+            Dialect::RamstreamBalloonV1
+        };
         let events = decode_all(&stream, DecoderOptions::with_dialect(dialect))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for (i, (o, ev)) in events.iter().enumerate() {
             if let Event::Balloon(_) = ev {
                 let o = *o as usize;
-                let end = events.get(i + 1).map(|(e, _)| *e as usize).unwrap_or(stream.len());
+                let end = events
+                    .get(i + 1)
+                    .map(|(e, _)| *e as usize)
+                    .unwrap_or(stream.len());
                 let word = u64::from_be_bytes(stream[o..o + 8].try_into().unwrap());
                 let ctl = u8::from(kolhe) | if word & 0x20 != 0 { 2 } else { 0 };
-                write("balloon_runs", &format!("{name}-{i}"), &cat(&[&[ctl], &stream[o + 8..end.min(o + 8 + 4096)]]));
+                write(
+                    "balloon_runs",
+                    &format!("{name}-{i}"),
+                    &cat(&[&[ctl], &stream[o + 8..end.min(o + 8 + 4096)]]),
+                );
             }
         }
     }
@@ -274,4 +309,95 @@ fn main() {
         "json-empty",
         b"\0{\"page_size\": 4096, \"devices\": []}",
     );
+    dictionary(&idstrs);
+}
+
+/// One libFuzzer dictionary entry: the bytes, escaped.
+fn entry(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out.push_str("\"\n");
+}
+
+/// A counted name as it stands on the wire: one length byte, then the bytes.
+fn counted(name: &str) -> Vec<u8> {
+    cat(&[&[name.len() as u8], name.as_bytes()])
+}
+
+/// `fuzz/data/stream.dict`: the tokens of the stream format, for the byte-stream targets.
+fn dictionary(idstrs: &BTreeSet<String>) {
+    let mut d = String::from(
+        "# libFuzzer dictionary for the byte-stream targets; written by fuzz/make-seeds.\n",
+    );
+    entry(
+        &mut d,
+        &cat(&[&QEVM_MAGIC.to_be_bytes(), &FILE_VERSION.to_be_bytes()]),
+    );
+    for st in [
+        SectionType::EOF,
+        SectionType::START,
+        SectionType::PART,
+        SectionType::END,
+        SectionType::FULL,
+        SectionType::SUBSECTION,
+        SectionType::VMDESCRIPTION,
+        SectionType::CONFIGURATION,
+        SectionType::COMMAND,
+        SectionType::FOOTER,
+    ] {
+        entry(&mut d, &[st.0]);
+    }
+    for sub in [
+        SUBSECTION_TARGET_PAGE_BITS,
+        SUBSECTION_CAPABILITIES,
+        SUBSECTION_UUID,
+    ] {
+        entry(
+            &mut d,
+            &cat(&[
+                &[SectionType::SUBSECTION.0],
+                &counted(sub),
+                &SUBSECTION_VERSION.to_be_bytes(),
+            ]),
+        );
+    }
+    for cap in capability::QEMU_7_2_ALL
+        .iter()
+        .chain(&[capability::MAPPED_RAM, capability::RAMSTREAM_BALLOON_V1])
+    {
+        entry(&mut d, &counted(cap));
+    }
+    entry(
+        &mut d,
+        &cat(&[
+            &counted(SECTION_IDSTR),
+            &0u32.to_be_bytes(),
+            &SECTION_VERSION.to_be_bytes(),
+        ]),
+    );
+    entry(&mut d, &counted(DIGEST_SECTION_IDSTR));
+    for id in idstrs {
+        entry(&mut d, &counted(id));
+    }
+    for f in [
+        RamFlags::ZERO,
+        RamFlags::MEM_SIZE,
+        RamFlags::PAGE,
+        RamFlags::EOS,
+        RamFlags::XBZRLE,
+        RamFlags::X200,
+        RamFlags::ZERO | RamFlags::CONTINUE,
+        RamFlags::PAGE | RamFlags::CONTINUE,
+        RamFlags::XBZRLE | RamFlags::CONTINUE,
+        RamFlags::X200 | RamFlags::CONTINUE,
+    ] {
+        entry(&mut d, &f.bits().to_be_bytes());
+    }
+    fs::write("fuzz/data/stream.dict", d).unwrap();
 }
