@@ -167,7 +167,7 @@ fn main() {
             };
             let last = (first + 32).min(events.len() - 1);
             let from = events[first].0 as usize;
-            let to = end(last).min(from + 48 << 10);
+            let to = end(last).min(from + (48 << 10));
             write(
                 "ram_records",
                 &format!("{name}-{k}"),
