@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ramstream_codec::summary::StreamSummary;
-use ramstream_codec::{Decoder, Status};
+use ramstream_codec::vmdesc::{check_splits, SplitCheck, VmDescription};
+use ramstream_codec::{Decoder, Event, Status};
 use serde::Serialize;
 
 use crate::input::read_stream;
@@ -17,20 +18,30 @@ struct Report<'a> {
     dialect: &'a str,
     #[serde(flatten)]
     summary: &'a StreamSummary,
+    /// The device-section splits checked against the VMDESCRIPTION (absent without one).
+    vmdesc_splits: Option<&'a SplitCheck>,
 }
 
-/// Decodes `bytes` into a summary, failing with the decoder's error.
-pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<StreamSummary> {
+/// Decodes `bytes` into a summary, failing with the decoder's error; with a VMDESCRIPTION,
+/// also checks every device-section split against it (SPEC.md §5.2).
+pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<(StreamSummary, Option<SplitCheck>)> {
     let mut dec = Decoder::new(decode.options());
     dec.finish();
     let mut summary = StreamSummary::default();
     summary.balloon.dialect = Some(decode.dialect.name().to_string());
+    let mut devices = Vec::new();
+    let mut vmdesc = None;
     let mut pos = 0usize;
     loop {
         let at = dec.offset();
         match dec.decode(&bytes[pos..])? {
             Status::Event { event, consumed } => {
                 summary.observe(at, &event);
+                match event {
+                    Event::Device(d) => devices.push(d),
+                    Event::VmDescription(j) => vmdesc = Some(j),
+                    _ => {}
+                }
                 pos += consumed;
             }
             Status::NeedMore { .. } => unreachable!("finished decoder"),
@@ -38,22 +49,34 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<StreamSummary> {
         }
     }
     summary.stream_len = pos as u64;
-    Ok(summary)
+    let splits = match vmdesc {
+        Some(j) => Some(check_splits(
+            &VmDescription::parse(j).context("the VMDESCRIPTION trailer")?,
+            &devices,
+        )),
+        None => None,
+    };
+    Ok((summary, splits))
 }
 
 pub fn run(file: &Path, json: bool, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let summary = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    let (summary, splits) =
+        summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
     if json {
         let report = Report {
             file: file.display().to_string(),
             dialect: decode.dialect.name(),
             summary: &summary,
+            vmdesc_splits: splits.as_ref(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print_human(file, &summary, decode);
+    if let Some(c) = &splits {
+        print_splits(c);
+    }
     Ok(())
 }
 
@@ -164,5 +187,22 @@ fn print_balloon(s: &StreamSummary) {
     }
     for (idstr, n) in &b.ballooned_pages {
         println!("    {idstr:<28} {n:>10} pages ballooned");
+    }
+}
+
+fn print_splits(c: &SplitCheck) {
+    println!(
+        "  device splits: {} confirmed by the VMDESCRIPTION, {} disagree, {} unchecked",
+        c.confirmed,
+        c.disagreements.len(),
+        c.unchecked.len()
+    );
+    for (what, list) in [("DISAGREES", &c.disagreements), ("unchecked", &c.unchecked)] {
+        for f in list {
+            println!(
+                "    {what}: {} instance {} (body at {:#x}, {} bytes): {}",
+                f.idstr, f.instance_id, f.body_offset, f.body_len, f.reason
+            );
+        }
     }
 }

@@ -228,7 +228,7 @@ fn decoded_summaries_match_snapshots() {
 
 #[test]
 fn device_sections_match_their_vmdesc_layout() {
-    use ramstream_codec::vmdesc::{decode_device, VmDescription};
+    use ramstream_codec::vmdesc::{check_splits, VmDescription};
     let mut checked = 0;
     for (v, bytes) in vectors() {
         let events = decode_all(&bytes, options(&v)).unwrap();
@@ -239,17 +239,44 @@ fn device_sections_match_their_vmdesc_layout() {
             continue;
         };
         let desc = VmDescription::parse(json).unwrap();
-        for (_, e) in &events {
-            if let Event::Device(d) = e {
-                let dd = desc
-                    .device(d.header.idstr, d.header.instance_id)
-                    .unwrap_or_else(|| {
-                        panic!("{}: {} not in vmdesc", v.manifest.name, d.header.idstr)
-                    });
-                let decoded = decode_device(dd, d.body)
-                    .unwrap_or_else(|e| panic!("{}: {}: {e}", v.manifest.name, d.header.idstr));
-                assert_eq!(decoded.consumed, d.body.len());
-                checked += 1;
+        let devices: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Device(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let check = check_splits(&desc, devices.iter().copied());
+        assert_eq!(
+            (check.confirmed, &check.disagreements, &check.unchecked),
+            (devices.len(), &vec![], &vec![]),
+            "{}",
+            v.manifest.name
+        );
+        checked += check.confirmed;
+        // The same sections split one byte early or one byte late are caught.
+        for d in &devices {
+            let mut early = **d;
+            early.body = &d.body[..d.body.len().saturating_sub(1)];
+            let start = d.body_offset as usize;
+            let mut late = **d;
+            late.body = &bytes[start..start + d.body.len() + 1];
+            let wrongs = if d.body.is_empty() {
+                vec![late]
+            } else {
+                vec![early, late]
+            };
+            for wrong in wrongs {
+                let c = check_splits(&desc, [&wrong]);
+                assert_eq!(
+                    c.disagreements.len(),
+                    1,
+                    "{} {} {} {:?}",
+                    v.manifest.name,
+                    d.header.idstr,
+                    wrong.body.len(),
+                    c
+                );
             }
         }
     }

@@ -24,6 +24,8 @@
 //!   [`decode_device_prefix`] does the same on a buffer that continues past the body
 //!   (e.g. the rest of the stream) and reports how many bytes the body has, so a framing
 //!   layer can find the section footer.
+//! * [`check_splits`] confirms the streaming decoder's device-section splits after the
+//!   fact (SPEC.md §5.2): every body must be consumed exactly by its description.
 //!
 //! # What the JSON says (QEMU 7.2, `migration/vmstate.c`, verified on recordings)
 //!
@@ -123,6 +125,7 @@
 mod description;
 mod error;
 mod fields;
+mod splits;
 mod value;
 
 pub use description::{
@@ -130,6 +133,7 @@ pub use description::{
     TRAILER_HEADER_LEN,
 };
 pub use error::{Location, VmdescError};
+pub use splits::{check_splits, SplitCheck, SplitFinding};
 pub use value::{Struct, Subsection, Value};
 
 use serde::Serialize;
