@@ -401,3 +401,29 @@ fn max_device_section_len() {
         ErrorKind::DeviceSectionUnterminated { limit: 8 }
     );
 }
+
+#[test]
+fn a_new_start_replaces_the_live_section_id() {
+    // Many `ram` STARTs with fresh ids: the decoder keeps one live id, not one per START.
+    let mut s = [HEADER, CONFIG].concat();
+    for id in 10u32..2010 {
+        s.push(0x01);
+        s.extend_from_slice(&id.to_be_bytes());
+        s.extend_from_slice(b"\x03ram\0\0\0\0\0\0\0\x04");
+        s.extend(word(0x10));
+        s.push(0x7e);
+        s.extend_from_slice(&id.to_be_bytes());
+    }
+    let mut last = s.clone();
+    last.extend_from_slice(b"\x03\0\0\x07\xd9");
+    last.extend(word(0x10));
+    last.extend_from_slice(b"\x7e\0\0\x07\xd9\x00");
+    ok(&last, Default::default());
+    // A PART for an id whose START was replaced is unknown, as in QEMU.
+    let part_at = s.len() as u64;
+    s.extend_from_slice(b"\x02\0\0\0\x0a");
+    assert_eq!(
+        refused(&s, Default::default(), part_at, RecordKind::SectionHeader),
+        ErrorKind::UnknownSectionId { section_id: 10 }
+    );
+}
