@@ -405,6 +405,9 @@ impl Decoder {
             }
             (_, Event::Command(_)) => State::Top,
             (_, Event::SectionStart(h)) => {
+                // Only `ram` may START, and QEMU keeps one load section id per handler: a
+                // new START replaces the old id (SPEC.md §2.3), so the list stays bounded.
+                self.live_ids.clear();
                 self.live_ids.push(h.section_id);
                 State::RamRecords {
                     section_id: h.section_id,

@@ -27,7 +27,7 @@ use ramstream_reference_sender::source::PAGE_SIZE;
 use ramstream_reference_sender::wire::{unprefix, DigestSection};
 use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::{digest, reference};
-use ramstream_spec::{ram, Dialect};
+use ramstream_spec::{limits, ram, Dialect};
 use serde::{Deserialize, Serialize};
 
 pub use dest::{Destination, FakeDestination, KvmDestination, StagedStore, Verification};
@@ -39,6 +39,10 @@ pub struct ReceiveOptions {
     pub buffer_size: usize,
     /// How long to wait for the resumed guest's heartbeat and self-check.
     pub verify_timeout: Duration,
+    /// The largest guest RAM this destination is configured to accept: a MEM_SIZE total above
+    /// it is refused by the decoder (`ErrorKind::RamTotalTooLarge`) before any memory is
+    /// mapped (SPEC.md §10). Defaults to `ramstream_spec::limits::MAX_RAM_TOTAL`.
+    pub max_ram_total: u64,
 }
 
 impl Default for ReceiveOptions {
@@ -46,6 +50,7 @@ impl Default for ReceiveOptions {
         ReceiveOptions {
             buffer_size: 1 << 20,
             verify_timeout: Duration::from_secs(20),
+            max_ram_total: limits::MAX_RAM_TOTAL,
         }
     }
 }
@@ -64,9 +69,32 @@ pub enum RecvErrorKind {
     /// The stream ended before EOF or before the digest section.
     #[error("stream ended early ({0}); refusing to resume the guest")]
     EndedEarly(String),
-    /// Something the reference machine does not accept (machine type, sections, layout).
+    /// Something the reference machine does not accept (machine type, sections).
     #[error("{0}")]
     Protocol(String),
+    /// The MEM_SIZE record at `offset` announces blocks that are not the destination's
+    /// layout (unknown or missing block, other length, extra block, or a second MEM_SIZE
+    /// that changes the first). Nothing was mapped or written for it.
+    #[error("MEM_SIZE at offset {offset}: blocks {announced:?} {reason}")]
+    LayoutMismatch {
+        /// Stream offset of the MEM_SIZE record.
+        offset: u64,
+        /// The `(idstr, used_length)` list the record announced.
+        announced: Vec<(String, u64)>,
+        /// What does not match.
+        reason: String,
+    },
+    /// The configuration at `offset` sets a target page size other than the destination's
+    /// (whose page records are whole 4 KiB pages).
+    #[error("configuration at offset {offset}: target page size {page_size} is not the destination's {expected}")]
+    PageSizeMismatch {
+        /// Stream offset of the configuration section.
+        offset: u64,
+        /// The stream's target page size.
+        page_size: u64,
+        /// The destination's.
+        expected: u64,
+    },
     /// The RAM digest does not match the memory received.
     #[error("RAM digest mismatch in block {block:?}: stream says {expected}, memory has {actual}; refusing to resume the guest")]
     DigestMismatch {
@@ -202,6 +230,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         let mut dopts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
         dopts.limits.max_device_section_len = cap / 2;
         dopts.limits.max_vmdesc_len = (cap / 2) as u32;
+        dopts.limits.max_ram_total = opts.max_ram_total;
         let mut dec = Decoder::new(dopts);
         let mut buf = vec![0u8; cap];
         let (mut start, mut end) = (0usize, 0usize);
@@ -267,11 +296,33 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                     reference::MACHINE_TYPE
                 )));
             }
+            Event::Configuration(c)
+                if c.target_page_bits
+                    .is_some_and(|b| b != ram::TARGET_PAGE_BITS_X86) =>
+            {
+                return Err(RecvErrorKind::PageSizeMismatch {
+                    offset: at,
+                    page_size: c.target_page_bits.map_or(0, |b| 1u64 << b),
+                    expected: PAGE_SIZE as u64,
+                });
+            }
             Event::SectionPart { .. } => self.report.sections += 1,
             Event::MemSize(ms) => {
+                let mismatch = |reason: String| RecvErrorKind::LayoutMismatch {
+                    offset: at,
+                    announced: ms
+                        .blocks
+                        .iter()
+                        .map(|b| (b.idstr.clone(), b.used_length))
+                        .collect(),
+                    reason,
+                };
+                // The decoder has checked that the lengths add up to the total, which is at
+                // most `max_ram_total`.
                 let total: u64 = ms.blocks.iter().map(|b| b.used_length).sum();
-                let layout = MemoryLayout::with_ram_size(total)
-                    .map_err(|e| RecvErrorKind::Protocol(format!("MEM_SIZE: {e}")))?;
+                let layout = MemoryLayout::with_ram_size(total).map_err(|e| {
+                    mismatch(format!("cannot be laid out by the reference machine: {e}"))
+                })?;
                 let same = layout.regions.len() == ms.blocks.len()
                     && layout
                         .regions
@@ -279,9 +330,8 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                         .zip(&ms.blocks)
                         .all(|(r, b)| r.name == b.idstr && r.size == b.used_length);
                 if !same {
-                    return Err(RecvErrorKind::Protocol(format!(
-                        "MEM_SIZE blocks {:?} do not match the reference machine's layout for {total} bytes",
-                        ms.blocks.iter().map(|b| (&b.idstr, b.used_length)).collect::<Vec<_>>()
+                    return Err(mismatch(format!(
+                        "do not match the reference machine's layout for {total} bytes"
                     )));
                 }
                 match self.make.take() {
@@ -296,7 +346,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                     }
                     None => {
                         if self.dest.as_ref().is_some_and(|d| *d.layout() != layout) {
-                            return Err(RecvErrorKind::Protocol("MEM_SIZE changed".into()));
+                            return Err(mismatch("change the first MEM_SIZE's layout".into()));
                         }
                     }
                 }

@@ -22,3 +22,11 @@ pub const MAX_RAM_TOTAL: u64 = 16 << 40;
 
 /// Most balloon runs one balloon record may carry (SPEC.md §9, §10).
 pub const MAX_BALLOON_RUNS: u64 = 1 << 24;
+
+/// Deepest nesting of vmsds (structs, subsections) the VMDESCRIPTION walker follows. QEMU
+/// 7.2's pc and q35 machines nest at most 4 deep (SPEC.md §5.3, §10).
+pub const MAX_VMDESC_DEPTH: usize = 32;
+
+/// Most values one device section may decode into through the VMDESCRIPTION walker; array
+/// elements count one each (SPEC.md §5.3, §10).
+pub const MAX_VMDESC_VALUES: usize = 1 << 21;

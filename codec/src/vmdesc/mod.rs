@@ -138,12 +138,13 @@ pub use value::{Struct, Subsection, Value};
 
 use serde::Serialize;
 
-/// Deepest nesting of vmsds (structs, subsections) the walker follows.
-/// QEMU 7.2's pc and q35 machines nest at most 4 deep.
-pub const MAX_DEPTH: usize = 32;
+/// Deepest nesting of vmsds (structs, subsections) the walker follows:
+/// [`ramstream_spec::limits::MAX_VMDESC_DEPTH`].
+pub const MAX_DEPTH: usize = ramstream_spec::limits::MAX_VMDESC_DEPTH;
 
-/// Most values one device section may decode into (array elements count one each).
-pub const MAX_VALUES: usize = 1 << 21;
+/// Most values one device section may decode into (array elements count one each):
+/// [`ramstream_spec::limits::MAX_VMDESC_VALUES`].
+pub const MAX_VALUES: usize = ramstream_spec::limits::MAX_VMDESC_VALUES;
 
 /// A decoded device section body.
 #[derive(Debug, Clone, PartialEq, Eq)]

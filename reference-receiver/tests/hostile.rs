@@ -1,0 +1,838 @@
+//! Hostile streams against the reference receiver, with guest memory between guard pages.
+//!
+//! The destination's RAM blocks live in one anonymous mapping laid out as
+//!
+//! ```text
+//! | guard | pc.ram (used_length) | guard | ram1 (used_length) | slack page | guard |
+//! ```
+//!
+//! where every guard is `PROT_NONE`. [`GuardedDestination`] writes a page exactly where the
+//! receiver tells it to, without a bounds check of its own: a page the receiver writes past
+//! `pc.ram`'s used length hits a guard and kills this test process with SIGSEGV, and one past
+//! `ram1`'s lands in the slack page, which [`assert_memory`] checks is still zero. After each
+//! hostile stream the test asserts the typed error (with its stream offset, record and block)
+//! and that every byte of both blocks and the slack is what the valid records before the
+//! hostile one wrote, and nothing else. SPEC.md §10.2 lists the classes and their errors.
+
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ramstream_codec::{decode_all, DecoderOptions, ErrorKind, Event, RecordKind};
+use ramstream_reference_receiver::{
+    receive, Destination, ReceiveOptions, RecvError, RecvErrorKind, Verification,
+};
+use ramstream_reference_sender::{migrate, ScriptStep, ScriptedGuest, SendOptions, PAGE_SIZE};
+use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
+use ramstream_spec::extension::reference;
+use ramstream_spec::limits;
+use ramstream_spec::Dialect;
+
+/// 8 MiB: `pc.ram` and `ram1`, 4 MiB (1024 pages) each, as the reference machine lays it out.
+const RAM: u64 = 8 << 20;
+const BLOCK: u64 = RAM / 2;
+const BLOCK_PAGES: u64 = BLOCK / PAGE_SIZE as u64;
+/// Guard size on each side of a block.
+const GUARD: usize = 16 * PAGE_SIZE;
+/// Readable and writable bytes mapped after `ram1`'s used length, before its guard.
+const SLACK: usize = PAGE_SIZE;
+
+// Record flags (SPEC.md §6.2), written out so that the bytes under test are visible here.
+const ZERO: u64 = 0x02;
+const MEM_SIZE: u64 = 0x04;
+const PAGE: u64 = 0x08;
+const EOS: u64 = 0x10;
+const CONTINUE: u64 = 0x20;
+const XBZRLE: u64 = 0x40;
+const BALLOON: u64 = 0x200;
+
+fn layout() -> MemoryLayout {
+    MemoryLayout::with_ram_size(RAM).unwrap()
+}
+
+/// One anonymous mapping: guards `PROT_NONE`, block windows read-write.
+struct GuardedMemory {
+    base: NonNull<u8>,
+    len: usize,
+    /// Per block: (offset of its first byte in the mapping, used length, mapped length).
+    windows: Vec<(usize, usize, usize)>,
+}
+
+impl GuardedMemory {
+    /// `pc.ram` with no slack, `ram1` with [`SLACK`] bytes after its used length.
+    fn new() -> Rc<Self> {
+        let used = BLOCK as usize;
+        let w0 = (GUARD, used, used);
+        let w1 = (GUARD + used + GUARD, used, used + SLACK);
+        let len = w1.0 + w1.2 + GUARD;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        for &(start, _, mapped) in &[w0, w1] {
+            // SAFETY: the range lies inside the mapping just created, at page granularity.
+            let r = unsafe {
+                libc::mprotect(
+                    p.cast::<u8>().add(start).cast(),
+                    mapped,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            assert_eq!(r, 0, "mprotect");
+        }
+        Rc::new(GuardedMemory {
+            base: NonNull::new(p.cast()).unwrap(),
+            len,
+            windows: vec![w0, w1],
+        })
+    }
+
+    /// The byte offset in the mapping of `page` of `block`, if a whole page there lies inside
+    /// the mapping (guards included). `None` means the receiver asked for memory that is not
+    /// even near the block: writing it would not be caught by a guard, so it is refused.
+    fn page_at(&self, block: usize, page: u64, len: usize) -> Option<usize> {
+        let (start, _, mapped) = *self.windows.get(block)?;
+        let off = usize::try_from(page).ok()?.checked_mul(PAGE_SIZE)?;
+        (len == PAGE_SIZE && off + PAGE_SIZE <= mapped + GUARD).then_some(start + off)
+    }
+
+    /// Block `b`'s readable bytes: its used length and any slack after it.
+    fn window(&self, b: usize) -> &[u8] {
+        let (start, _, mapped) = self.windows[b];
+        // SAFETY: the window is mapped read-write for the life of `self`, and no `&mut` to it
+        // exists (writes go through raw pointers and never overlap a live shared slice: the
+        // receiver is done before a test reads a window).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), mapped) }
+    }
+}
+
+impl Drop for GuardedMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no slice into it outlives self.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A destination over [`GuardedMemory`] that writes where it is told (see the module docs).
+struct GuardedDestination {
+    layout: MemoryLayout,
+    mem: Rc<GuardedMemory>,
+    resumed: bool,
+}
+
+impl Destination for GuardedDestination {
+    fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
+        let at = self.mem.page_at(block, page, data.len()).ok_or_else(|| {
+            format!(
+                "receiver wrote {} bytes at block {block} page {page}",
+                data.len()
+            )
+        })?;
+        // SAFETY: `at..at + PAGE_SIZE` lies inside the mapping. If it is in a guard the
+        // process dies with SIGSEGV, which is the point of the guard.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.mem.base.as_ptr().add(at), PAGE_SIZE)
+        };
+        Ok(())
+    }
+
+    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
+        let at = self.mem.page_at(block, page, dst.len()).ok_or_else(|| {
+            format!(
+                "receiver read {} bytes at block {block} page {page}",
+                dst.len()
+            )
+        })?;
+        // SAFETY: as in `write_page`; a read of a guard also faults.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.mem.base.as_ptr().add(at),
+                dst.as_mut_ptr(),
+                PAGE_SIZE,
+            )
+        };
+        Ok(())
+    }
+
+    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
+        let state = VmState::from_bytes(vm).map_err(|e| format!("VM state: {e}"))?;
+        let zero = [0u8; PAGE_SIZE];
+        for r in &state.balloon {
+            for p in r.first_page..r.first_page + r.page_count {
+                self.write_page(r.region, p, &zero)?;
+            }
+        }
+        Ok(state.balloon)
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        self.resumed = true;
+        Ok(())
+    }
+
+    fn verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
+        Ok(Verification {
+            heartbeat_before: 0,
+            heartbeat_after: 1,
+            self_check_passed: true,
+            ..Default::default()
+        })
+    }
+
+    fn resumed(&self) -> bool {
+        self.resumed
+    }
+}
+
+fn recv_opts() -> ReceiveOptions {
+    ReceiveOptions {
+        buffer_size: 64 * 1024,
+        ..Default::default()
+    }
+}
+
+/// Receives `stream` into fresh guarded memory; returns the result and the memory.
+fn recv_with(stream: &[u8], opts: &ReceiveOptions) -> (Result<(), RecvError>, Rc<GuardedMemory>) {
+    let mem = GuardedMemory::new();
+    let m = Rc::clone(&mem);
+    let r = receive(
+        stream,
+        move |l: &MemoryLayout| {
+            if *l != layout() {
+                return Err(format!("the test maps only the 8 MiB layout, not {l:?}"));
+            }
+            Ok(GuardedDestination {
+                layout: l.clone(),
+                mem: m,
+                resumed: false,
+            })
+        },
+        opts,
+    );
+    (r.map(|_| ()), mem)
+}
+
+/// Asserts that both blocks and the slack hold exactly `pages` (block, page, content) and
+/// zero everywhere else.
+fn assert_memory(mem: &GuardedMemory, pages: &[(usize, u64, Vec<u8>)]) {
+    for b in 0..2 {
+        let w = mem.window(b);
+        for (p, got) in w.chunks(PAGE_SIZE).enumerate() {
+            let want = pages
+                .iter()
+                .rev()
+                .find(|(pb, pp, _)| *pb == b && *pp == p as u64)
+                .map(|(_, _, c)| &c[..]);
+            let ok = match want {
+                Some(c) => got == c,
+                None => got.iter().all(|&x| x == 0),
+            };
+            let what = if p as u64 >= BLOCK_PAGES {
+                "slack past used_length"
+            } else {
+                "page"
+            };
+            assert!(
+                ok,
+                "block {b} {what} {p} differs from what valid records wrote"
+            );
+        }
+    }
+}
+
+/// A page of recognisable content.
+fn content(seed: u8) -> Vec<u8> {
+    (0..PAGE_SIZE)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+fn word(w: u64) -> Vec<u8> {
+    w.to_be_bytes().to_vec()
+}
+
+/// A page, zero or XBZRLE record: word, idstr unless `name` is `None` (CONTINUE), payload.
+fn record(flags: u64, offset: u64, name: Option<&str>, payload: &[u8]) -> Vec<u8> {
+    let cont = if name.is_none() { CONTINUE } else { 0 };
+    let mut v = word(offset | flags | cont);
+    if let Some(n) = name {
+        v.push(n.len() as u8);
+        v.extend_from_slice(n.as_bytes());
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+fn xbzrle(offset: u64, name: Option<&str>, delta: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x01];
+    payload.extend_from_slice(&(delta.len() as u16).to_be_bytes());
+    payload.extend_from_slice(delta);
+    record(XBZRLE, offset, name, &payload)
+}
+
+fn mem_size(total: u64, blocks: &[(&str, u64)]) -> Vec<u8> {
+    let mut v = word(total | MEM_SIZE);
+    for (n, len) in blocks {
+        v.push(n.len() as u8);
+        v.extend_from_slice(n.as_bytes());
+        v.extend(word(*len));
+    }
+    v
+}
+
+/// A ramstream balloon v1 incremental record (SPEC.md §9.4) with inflate runs only.
+fn balloon_inflate(name: &str, runs: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = word(BALLOON);
+    v.push(name.len() as u8);
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&[1, 1]);
+    v.extend_from_slice(&(runs.len() as u32).to_be_bytes());
+    v.extend_from_slice(&0u32.to_be_bytes());
+    for (s, c) in runs {
+        v.extend(word(*s));
+        v.extend(word(*c));
+    }
+    v
+}
+
+/// A real stream from the reference sender, and where its pieces are.
+struct Real {
+    stream: Vec<u8>,
+    /// Offset of the configuration section.
+    config_at: usize,
+    /// Offset of the first item after the configuration.
+    after_config: usize,
+    /// Offset of the MEM_SIZE record.
+    mem_size_at: usize,
+    /// Offset of the record after MEM_SIZE.
+    after_mem_size: usize,
+    /// The `ram` section id.
+    ram_id: u32,
+}
+
+/// A guest with data in both blocks, including the last page of each.
+fn source_guest() -> ScriptedGuest {
+    let mut g = ScriptedGuest::new(layout(), vec![]);
+    for (block, first, count, seed) in [(0, 0, 64, 1), (0, 1023, 1, 2), (1, 1000, 24, 3)] {
+        g.apply(&ScriptStep::Write {
+            block,
+            first,
+            count,
+            seed,
+        });
+    }
+    g
+}
+
+fn send_opts() -> SendOptions {
+    SendOptions {
+        downtime_limit: Duration::from_secs(3600),
+        ..SendOptions::default()
+    }
+}
+
+fn real() -> &'static Real {
+    static REAL: OnceLock<Real> = OnceLock::new();
+    REAL.get_or_init(|| {
+        let mut stream = Vec::new();
+        migrate(&mut source_guest(), &mut stream, &send_opts(), &mut |_| {}).expect("migrate");
+        let events = decode_all(
+            &stream,
+            DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        )
+        .unwrap();
+        let pos = |f: &dyn Fn(&Event<'_>) -> bool| {
+            events.iter().position(|(_, e)| f(e)).expect("event") as usize
+        };
+        let c = pos(&|e| matches!(e, Event::Configuration(_)));
+        let m = pos(&|e| matches!(e, Event::MemSize(_)));
+        let ram_id = events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::SectionStart(h) => Some(h.section_id),
+                _ => None,
+            })
+            .unwrap();
+        let Event::Configuration(cfg) = &events[c].1 else {
+            unreachable!()
+        };
+        assert!(
+            cfg.has_capability(ramstream_spec::config::capability::RAMSTREAM_BALLOON_V1),
+            "the hostile balloon cases need the extension announced"
+        );
+        let at = |i: usize| events[i].0 as usize;
+        Real {
+            config_at: at(c),
+            after_config: at(c + 1),
+            mem_size_at: at(m),
+            after_mem_size: at(m + 1),
+            ram_id,
+            stream: stream.clone(),
+        }
+    })
+}
+
+/// The real stream up to and including MEM_SIZE, then `records`, then EOS, footer and EOF.
+/// Returns the stream and the offset of each of `records`.
+fn after_mem_size(records: &[Vec<u8>]) -> (Vec<u8>, Vec<u64>) {
+    let r = real();
+    splice(&r.stream[..r.after_mem_size], records)
+}
+
+fn splice(prefix: &[u8], records: &[Vec<u8>]) -> (Vec<u8>, Vec<u64>) {
+    let mut s = prefix.to_vec();
+    let mut at = Vec::new();
+    for rec in records {
+        at.push(s.len() as u64);
+        s.extend_from_slice(rec);
+    }
+    s.extend(word(EOS));
+    s.push(0x7e);
+    s.extend_from_slice(&real().ram_id.to_be_bytes());
+    s.push(0x00);
+    (s, at)
+}
+
+/// Receives a hostile stream: it must fail before resuming, and memory must hold exactly
+/// `pages`. Returns the error.
+fn refused(stream: &[u8], pages: &[(usize, u64, Vec<u8>)]) -> RecvErrorKind {
+    refused_with(stream, pages, &recv_opts())
+}
+
+fn refused_with(
+    stream: &[u8],
+    pages: &[(usize, u64, Vec<u8>)],
+    opts: &ReceiveOptions,
+) -> RecvErrorKind {
+    let (r, mem) = recv_with(stream, opts);
+    let err = r.expect_err("a hostile stream must be refused");
+    assert!(!err.resumed, "{err}");
+    assert_memory(&mem, pages);
+    err.kind
+}
+
+/// The decoder's error, which must be at `offset`, in `record`, naming `block`.
+fn decode_error(
+    kind: RecvErrorKind,
+    offset: u64,
+    record: RecordKind,
+    block: Option<&str>,
+) -> ErrorKind {
+    let RecvErrorKind::Decode(e) = kind else {
+        panic!("expected a decode error, got {kind}");
+    };
+    assert_eq!(e.offset, offset, "{e}");
+    assert_eq!(e.record, Some(record), "{e}");
+    assert_eq!(e.block.as_deref(), block, "{e}");
+    e.kind
+}
+
+/// The last valid page of `pc.ram`, right before its guard: written in the preamble of
+/// several cases to show that the writable area ends exactly at the guard.
+fn last_page_of_pc_ram() -> (Vec<u8>, (usize, u64, Vec<u8>)) {
+    let c = content(0x40);
+    let rec = record(PAGE, BLOCK - PAGE_SIZE as u64, Some("pc.ram"), &c);
+    (rec, (0, BLOCK_PAGES - 1, c))
+}
+
+#[test]
+fn positive_control_last_page_of_each_block_is_received() {
+    // The reference sender's stream writes the last page of pc.ram (next to its guard) and
+    // of ram1 (next to the slack) and resumes.
+    let (r, mem) = recv_with(&real().stream, &recv_opts());
+    r.expect("the reference stream must be received");
+    let g = source_guest();
+    for b in 0..2 {
+        assert_eq!(&mem.window(b)[..BLOCK as usize], g.block(b), "block {b}");
+        assert!(g.block(b)[(BLOCK as usize - PAGE_SIZE)..]
+            .iter()
+            .any(|&x| x != 0));
+    }
+    assert!(mem.window(1)[BLOCK as usize..].iter().all(|&x| x == 0));
+    // Hand-made: PAGE, ZERO with a fill and XBZRLE each on a last page; the stream has no
+    // device sections, so it ends early, but every write lands right before a guard.
+    let (last, expect) = last_page_of_pc_ram();
+    let fill = vec![0xa5; PAGE_SIZE];
+    let mut patched = fill.clone();
+    patched[PAGE_SIZE - 2..].copy_from_slice(&[1, 2]);
+    // zrun 4094, nzrun 2: the delta ends exactly at the page end.
+    let delta = [0xfe, 0x1f, 0x02, 1, 2];
+    let (s, _) = after_mem_size(&[
+        last,
+        record(ZERO, BLOCK - PAGE_SIZE as u64, Some("ram1"), &[0xa5]),
+        xbzrle(BLOCK - PAGE_SIZE as u64, None, &delta),
+    ]);
+    let kind = refused(&s, &[expect, (1, BLOCK_PAGES - 1, patched)]);
+    assert!(
+        matches!(kind, RecvErrorKind::EndedEarly(ref m) if m.contains(reference::VCPU_SECTION_IDSTR)),
+        "{kind}"
+    );
+}
+
+#[test]
+fn page_offset_at_the_block_end() {
+    let (last, expect) = last_page_of_pc_ram();
+    for (name, b) in [("pc.ram", 0usize), ("ram1", 1)] {
+        let (s, at) = after_mem_size(&[
+            last.clone(),
+            record(PAGE, BLOCK, Some(name), &content(b as u8)),
+        ]);
+        let k = decode_error(
+            refused(&s, std::slice::from_ref(&expect)),
+            at[1],
+            RecordKind::Page,
+            Some(name),
+        );
+        assert_eq!(
+            k,
+            ErrorKind::OffsetBeyondBlock {
+                offset: BLOCK,
+                used_length: BLOCK
+            }
+        );
+    }
+}
+
+#[test]
+fn page_offset_one_page_past_the_block_end() {
+    let (s, at) = after_mem_size(&[record(
+        PAGE,
+        BLOCK + PAGE_SIZE as u64,
+        Some("pc.ram"),
+        &content(1),
+    )]);
+    let k = decode_error(refused(&s, &[]), at[0], RecordKind::Page, Some("pc.ram"));
+    assert_eq!(
+        k,
+        ErrorKind::OffsetBeyondBlock {
+            offset: BLOCK + PAGE_SIZE as u64,
+            used_length: BLOCK
+        }
+    );
+}
+
+#[test]
+fn misaligned_offsets_are_flag_bits() {
+    // An offset is a page number shifted left by the page bits: the low bits of a
+    // "misaligned" offset are flags, and these combinations are not valid ones.
+    for low in [1u64, 0x800, 0xfff] {
+        let off = BLOCK - PAGE_SIZE as u64 + low;
+        let (s, at) = after_mem_size(&[record(PAGE, off, Some("pc.ram"), &content(1))]);
+        let RecvErrorKind::Decode(e) = refused(&s, &[]) else {
+            panic!("expected a decode error")
+        };
+        assert_eq!(e.offset, at[0]);
+        if low & 0x100 != 0 {
+            // QEMU checks the compressed-page bit before any other.
+            assert_eq!(e.kind, ErrorKind::UnexpectedCompressedPage, "{low:#x}");
+        } else {
+            assert!(
+                matches!(e.kind, ErrorKind::UnknownFlags { flags } if flags.bits() == low | PAGE),
+                "{low:#x}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn u64_overflowing_offsets() {
+    let top = !(PAGE_SIZE as u64 - 1);
+    for (flags, payload, kind) in [
+        (PAGE, content(1), RecordKind::Page),
+        (ZERO, vec![0xff], RecordKind::Zero),
+        (XBZRLE, vec![1, 0, 2, 0x01, 0x07], RecordKind::Xbzrle),
+    ] {
+        let (s, at) = after_mem_size(&[record(flags, top, Some("ram1"), &payload)]);
+        let k = decode_error(refused(&s, &[]), at[0], kind, Some("ram1"));
+        assert_eq!(
+            k,
+            ErrorKind::OffsetBeyondBlock {
+                offset: top,
+                used_length: BLOCK
+            }
+        );
+    }
+}
+
+#[test]
+fn zero_and_xbzrle_offsets_past_the_end() {
+    let (last, expect) = last_page_of_pc_ram();
+    for (rec, kind) in [
+        (
+            record(ZERO, BLOCK, Some("pc.ram"), &[0x5a]),
+            RecordKind::Zero,
+        ),
+        (
+            xbzrle(BLOCK, Some("pc.ram"), &[0, 1, 0x77]),
+            RecordKind::Xbzrle,
+        ),
+    ] {
+        let (s, at) = after_mem_size(&[last.clone(), rec]);
+        let k = decode_error(
+            refused(&s, std::slice::from_ref(&expect)),
+            at[1],
+            kind,
+            Some("pc.ram"),
+        );
+        assert_eq!(
+            k,
+            ErrorKind::OffsetBeyondBlock {
+                offset: BLOCK,
+                used_length: BLOCK
+            }
+        );
+    }
+}
+
+#[test]
+fn xbzrle_delta_running_past_the_page() {
+    // On the last page of ram1 (the slack follows it): zrun 4095, then a 2-byte literal.
+    let last = BLOCK - PAGE_SIZE as u64;
+    let (s, at) = after_mem_size(&[xbzrle(last, Some("ram1"), &[0xff, 0x1f, 0x02, 9, 9])]);
+    let RecvErrorKind::Decode(e) = refused(&s, &[]) else {
+        panic!("expected a decode error")
+    };
+    assert_eq!((e.offset, e.record), (at[0], Some(RecordKind::Xbzrle)));
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::Xbzrle(ramstream_codec::xbzrle::XbzrleError::LiteralRunPastPage { .. })
+        ),
+        "{e}"
+    );
+    // A delta longer than a page is refused from its header, before any byte of it is read.
+    let mut long = vec![0x01];
+    long.extend_from_slice(&(PAGE_SIZE as u16 + 1).to_be_bytes());
+    let (s, at) = after_mem_size(&[record(XBZRLE, last, Some("ram1"), &long)]);
+    let k = decode_error(
+        refused(&s, &[]),
+        at[0] + 8 + 5 + 1,
+        RecordKind::Xbzrle,
+        Some("ram1"),
+    );
+    assert_eq!(
+        k,
+        ErrorKind::XbzrleLength {
+            len: PAGE_SIZE as u16 + 1,
+            page_size: PAGE_SIZE
+        }
+    );
+}
+
+#[test]
+fn continue_before_any_block() {
+    let (s, at) = after_mem_size(&[record(PAGE, 0, None, &content(1))]);
+    let k = decode_error(refused(&s, &[]), at[0], RecordKind::Page, None);
+    assert_eq!(k, ErrorKind::ContinueWithoutBlock);
+}
+
+#[test]
+fn continue_after_a_block_change_resolves_to_the_new_block() {
+    // pc.ram's last page, then ram1 page 0, then CONTINUE pages: they belong to ram1, and
+    // CONTINUE at ram1's end is refused with ram1 named (not pc.ram, where the stream began).
+    let (last, expect) = last_page_of_pc_ram();
+    let (a, b) = (content(1), content(2));
+    let (s, at) = after_mem_size(&[
+        last,
+        record(PAGE, 0, Some("ram1"), &a),
+        record(PAGE, PAGE_SIZE as u64, None, &b),
+        record(PAGE, BLOCK, None, &content(3)),
+    ]);
+    let k = decode_error(
+        refused(&s, &[expect, (1, 0, a), (1, 1, b)]),
+        at[3],
+        RecordKind::Page,
+        Some("ram1"),
+    );
+    assert_eq!(
+        k,
+        ErrorKind::OffsetBeyondBlock {
+            offset: BLOCK,
+            used_length: BLOCK
+        }
+    );
+}
+
+#[test]
+fn page_record_before_mem_size() {
+    let r = real();
+    // The ram START header, then a page record instead of MEM_SIZE.
+    let (s, at) = splice(
+        &r.stream[..r.mem_size_at],
+        &[record(PAGE, 0, Some("pc.ram"), &content(1))],
+    );
+    let k = decode_error(
+        refused(&s, &[]),
+        at[0] + 8,
+        RecordKind::Page,
+        Some("pc.ram"),
+    );
+    assert_eq!(
+        k,
+        ErrorKind::UnknownBlock {
+            idstr: "pc.ram".into()
+        }
+    );
+}
+
+/// Replaces the stream's MEM_SIZE by `ms`; asserts the layout error at its offset.
+fn layout_refused(ms: Vec<u8>, first: bool) -> String {
+    let r = real();
+    let (s, at) = if first {
+        splice(&r.stream[..r.mem_size_at], &[ms])
+    } else {
+        after_mem_size(&[ms])
+    };
+    match refused(&s, &[]) {
+        RecvErrorKind::LayoutMismatch { offset, reason, .. } => {
+            assert_eq!(offset, at[0]);
+            reason
+        }
+        k => panic!("expected LayoutMismatch, got {k}"),
+    }
+}
+
+#[test]
+fn mem_size_that_disagrees_with_the_destination_layout() {
+    // Unknown block name.
+    layout_refused(mem_size(RAM, &[("pc.ram", BLOCK), ("evil", BLOCK)]), true);
+    // Other used lengths (same total).
+    layout_refused(
+        mem_size(RAM, &[("pc.ram", BLOCK / 2), ("ram1", BLOCK + BLOCK / 2)]),
+        true,
+    );
+    // Blocks in another order.
+    layout_refused(mem_size(RAM, &[("ram1", BLOCK), ("pc.ram", BLOCK)]), true);
+    // An extra block.
+    layout_refused(
+        mem_size(
+            RAM + BLOCK,
+            &[("pc.ram", BLOCK), ("ram1", BLOCK), ("extra", BLOCK)],
+        ),
+        true,
+    );
+    // A missing block.
+    layout_refused(mem_size(BLOCK, &[("pc.ram", BLOCK)]), true);
+    // A total the reference machine cannot lay out at all (above its 16 GiB of page tables).
+    let reason = layout_refused(
+        mem_size(1 << 40, &[("pc.ram", 1 << 39), ("ram1", 1 << 39)]),
+        true,
+    );
+    assert!(reason.contains("cannot be laid out"), "{reason}");
+    // A second MEM_SIZE growing both blocks: valid for the reference machine, but not the
+    // layout the destination was built with; without this check the decoder would accept
+    // pages up to 8 MiB into each 4 MiB block.
+    let reason = layout_refused(mem_size(2 * RAM, &[("pc.ram", RAM), ("ram1", RAM)]), false);
+    assert!(reason.contains("change"), "{reason}");
+}
+
+#[test]
+fn mem_size_total_against_the_configured_guest_size() {
+    let r = real();
+    // Default: the codec's limit, 16 TiB.
+    let huge = 1u64 << 62;
+    let (s, at) = splice(
+        &r.stream[..r.mem_size_at],
+        &[mem_size(huge, &[("pc.ram", huge)])],
+    );
+    let k = decode_error(refused(&s, &[]), at[0], RecordKind::MemSize, None);
+    assert_eq!(
+        k,
+        ErrorKind::RamTotalTooLarge {
+            total: huge,
+            limit: limits::MAX_RAM_TOTAL
+        }
+    );
+    // A destination configured for 8 MiB refuses 16 MiB, a size it could otherwise lay out.
+    let opts = ReceiveOptions {
+        max_ram_total: RAM,
+        ..recv_opts()
+    };
+    let (s, at) = splice(
+        &r.stream[..r.mem_size_at],
+        &[mem_size(2 * RAM, &[("pc.ram", RAM), ("ram1", RAM)])],
+    );
+    let k = decode_error(
+        refused_with(&s, &[], &opts),
+        at[0],
+        RecordKind::MemSize,
+        None,
+    );
+    assert_eq!(
+        k,
+        ErrorKind::RamTotalTooLarge {
+            total: 2 * RAM,
+            limit: RAM
+        }
+    );
+    // And its own 8 MiB passes.
+    let (res, _) = recv_with(&r.stream, &opts);
+    res.expect("the configured size itself is accepted");
+}
+
+#[test]
+fn balloon_runs_past_the_block() {
+    // Write ram1's last page, balloon it (the receiver gives it back: zero), then a run
+    // that passes the block's end, and one whose end overflows u64.
+    let c = content(7);
+    let last = BLOCK_PAGES - 1;
+    for (start, count) in [(BLOCK_PAGES - 4, 5), (u64::MAX - 1, 3)] {
+        let (s, at) = after_mem_size(&[
+            record(PAGE, last * PAGE_SIZE as u64, Some("ram1"), &c),
+            balloon_inflate("ram1", &[(last, 1)]),
+            balloon_inflate("ram1", &[(start, count)]),
+        ]);
+        // Each run is 16 bytes after the 8-byte word, the idstr and the 10-byte header.
+        let run_at = at[2] + 8 + 5 + 10;
+        let k = decode_error(refused(&s, &[]), run_at, RecordKind::Balloon, Some("ram1"));
+        assert_eq!(
+            k,
+            ErrorKind::BalloonRunOutOfRange {
+                start,
+                count,
+                pages: BLOCK_PAGES
+            }
+        );
+    }
+}
+
+#[test]
+fn configuration_with_another_page_size() {
+    // target-page-bits 16: page records would be 64 KiB; the destination's pages are 4 KiB.
+    let r = real();
+    let mut s = r.stream[..r.config_at].to_vec();
+    s.push(0x07);
+    s.extend_from_slice(&(reference::MACHINE_TYPE.len() as u32).to_be_bytes());
+    s.extend_from_slice(reference::MACHINE_TYPE.as_bytes());
+    let sub = "configuration/target-page-bits";
+    s.push(0x05);
+    s.push(sub.len() as u8);
+    s.extend_from_slice(sub.as_bytes());
+    s.extend_from_slice(&1u32.to_be_bytes());
+    s.extend_from_slice(&16u32.to_be_bytes());
+    s.extend_from_slice(&r.stream[r.after_config..]);
+    match refused(&s, &[]) {
+        RecvErrorKind::PageSizeMismatch {
+            offset,
+            page_size,
+            expected,
+        } => assert_eq!(
+            (offset, page_size, expected),
+            (r.config_at as u64, 1 << 16, PAGE_SIZE as u64)
+        ),
+        k => panic!("expected PageSizeMismatch, got {k}"),
+    }
+}
