@@ -190,7 +190,7 @@ fn xbzrle_only_after_the_bulk_stage() {
         migrate(&mut g, &mut out, &o, &mut |_| {}).unwrap()
     };
     assert_eq!(gen, 1);
-    let x = r.xbzrle_cache.clone().expect("xbzrle stats");
+    let x = r.xbzrle_cache.expect("xbzrle stats");
     assert!(r.ram.xbzrle_pages >= 64, "{r:?}");
     assert!(x.pages >= 64 && x.cache_miss >= 64);
     // Deltas of an 8-byte change are tiny.
