@@ -95,6 +95,20 @@ pub enum RecvErrorKind {
         /// The destination's.
         expected: u64,
     },
+    /// A PAGE, ZERO or XBZRLE record at `offset` for a page that the stream's own balloon
+    /// records say is ballooned at that point (SPEC.md §9.7: a sender MUST deflate first).
+    /// Nothing was written for it.
+    #[error("{record} record at offset {offset} writes page {page} of block {block:?}, which the stream ballooned; a sender must deflate a page before sending it (SPEC.md §9.7)")]
+    PageOfBallooned {
+        /// Stream offset of the record.
+        offset: u64,
+        /// `PAGE`, `ZERO` or `XBZRLE`.
+        record: &'static str,
+        /// The block's idstr.
+        block: String,
+        /// The page index in the block.
+        page: u64,
+    },
     /// The RAM digest does not match the memory received.
     #[error("RAM digest mismatch in block {block:?}: stream says {expected}, memory has {actual}; refusing to resume the guest")]
     DigestMismatch {
@@ -353,6 +367,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
             }
             Event::Page(p) => {
                 let page = p.addr.offset / PAGE_SIZE as u64;
+                self.refuse_ballooned(at, "PAGE", p.addr.block, page)?;
                 self.dest()?
                     .write_page(p.addr.block, page, p.data)
                     .map_err(RecvErrorKind::Guest)?;
@@ -362,6 +377,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
             Event::Zero(z) => {
                 let page = z.addr.offset / PAGE_SIZE as u64;
                 let b = z.addr.block;
+                self.refuse_ballooned(at, "ZERO", b, page)?;
                 if z.fill != 0 || self.is_written(b, page) {
                     let fill = [z.fill; PAGE_SIZE];
                     self.dest()?
@@ -379,6 +395,7 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
             }
             Event::Xbzrle(x) => {
                 let page = x.addr.offset / PAGE_SIZE as u64;
+                self.refuse_ballooned(at, "XBZRLE", x.addr.block, page)?;
                 let dest = self.dest.as_mut().ok_or_else(|| {
                     RecvErrorKind::Protocol("XBZRLE record before MEM_SIZE".into())
                 })?;
@@ -472,6 +489,25 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
         {
             *w &= !(1 << (p % 64));
         }
+    }
+
+    /// Refuses a page record for a page the stream's balloon records hold (SPEC.md §9.7).
+    fn refuse_ballooned(
+        &self,
+        offset: u64,
+        record: &'static str,
+        block: usize,
+        page: u64,
+    ) -> Result<(), RecvErrorKind> {
+        if !self.balloon.contains(block, page) {
+            return Ok(());
+        }
+        Err(RecvErrorKind::PageOfBallooned {
+            offset,
+            record,
+            block: self.balloon.idstr(block).unwrap_or("?").to_string(),
+            page,
+        })
     }
 
     fn is_written(&self, b: usize, p: u64) -> bool {

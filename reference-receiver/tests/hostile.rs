@@ -25,8 +25,12 @@ use ramstream_reference_receiver::{
 };
 use ramstream_reference_sender::{migrate, ScriptStep, ScriptedGuest, SendOptions, PAGE_SIZE};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
+use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
 use ramstream_spec::limits;
+use ramstream_spec::ram::RamFlags;
+use ramstream_spec::stream::SectionType;
+use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 use ramstream_spec::Dialect;
 
 /// 8 MiB: `pc.ram` and `ram1`, 4 MiB (1024 pages) each, as the reference machine lays it out.
@@ -38,14 +42,14 @@ const GUARD: usize = 16 * PAGE_SIZE;
 /// Readable and writable bytes mapped after `ram1`'s used length, before its guard.
 const SLACK: usize = PAGE_SIZE;
 
-// Record flags (SPEC.md §6.2), written out so that the bytes under test are visible here.
-const ZERO: u64 = 0x02;
-const MEM_SIZE: u64 = 0x04;
-const PAGE: u64 = 0x08;
-const EOS: u64 = 0x10;
-const CONTINUE: u64 = 0x20;
-const XBZRLE: u64 = 0x40;
-const BALLOON: u64 = 0x200;
+// Record flags (SPEC.md §6.2), from the spec crate.
+const ZERO: u64 = RamFlags::ZERO.bits();
+const MEM_SIZE: u64 = RamFlags::MEM_SIZE.bits();
+const PAGE: u64 = RamFlags::PAGE.bits();
+const EOS: u64 = RamFlags::EOS.bits();
+const CONTINUE: u64 = RamFlags::CONTINUE.bits();
+const XBZRLE: u64 = RamFlags::XBZRLE.bits();
+const BALLOON: u64 = RamFlags::BALLOON.bits();
 
 fn layout() -> MemoryLayout {
     MemoryLayout::with_ram_size(RAM).unwrap()
@@ -277,7 +281,7 @@ fn record(flags: u64, offset: u64, name: Option<&str>, payload: &[u8]) -> Vec<u8
 }
 
 fn xbzrle(offset: u64, name: Option<&str>, delta: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0x01];
+    let mut payload = vec![ENCODING_FLAG_XBZRLE];
     payload.extend_from_slice(&(delta.len() as u16).to_be_bytes());
     payload.extend_from_slice(delta);
     record(XBZRLE, offset, name, &payload)
@@ -400,9 +404,9 @@ fn splice(prefix: &[u8], records: &[Vec<u8>]) -> (Vec<u8>, Vec<u64>) {
         s.extend_from_slice(rec);
     }
     s.extend(word(EOS));
-    s.push(0x7e);
+    s.push(SectionType::FOOTER.0);
     s.extend_from_slice(&real().ram_id.to_be_bytes());
-    s.push(0x00);
+    s.push(SectionType::EOF.0);
     (s, at)
 }
 
@@ -614,7 +618,7 @@ fn xbzrle_delta_running_past_the_page() {
         "{e}"
     );
     // A delta longer than a page is refused from its header, before any byte of it is read.
-    let mut long = vec![0x01];
+    let mut long = vec![ENCODING_FLAG_XBZRLE];
     long.extend_from_slice(&(PAGE_SIZE as u16 + 1).to_be_bytes());
     let (s, at) = after_mem_size(&[record(XBZRLE, last, Some("ram1"), &long)]);
     let k = decode_error(
@@ -814,11 +818,11 @@ fn configuration_with_another_page_size() {
     // target-page-bits 16: page records would be 64 KiB; the destination's pages are 4 KiB.
     let r = real();
     let mut s = r.stream[..r.config_at].to_vec();
-    s.push(0x07);
+    s.push(SectionType::CONFIGURATION.0);
     s.extend_from_slice(&(reference::MACHINE_TYPE.len() as u32).to_be_bytes());
     s.extend_from_slice(reference::MACHINE_TYPE.as_bytes());
-    let sub = "configuration/target-page-bits";
-    s.push(0x05);
+    let sub = SUBSECTION_TARGET_PAGE_BITS;
+    s.push(SectionType::SUBSECTION.0);
     s.push(sub.len() as u8);
     s.extend_from_slice(sub.as_bytes());
     s.extend_from_slice(&1u32.to_be_bytes());
@@ -835,4 +839,49 @@ fn configuration_with_another_page_size() {
         ),
         k => panic!("expected PageSizeMismatch, got {k}"),
     }
+}
+
+#[test]
+fn page_records_for_a_ballooned_page_are_refused() {
+    // Balloon pages 8..12 of pc.ram, then send one of them as PAGE, ZERO (non-zero fill) and
+    // XBZRLE: each is refused before anything is written, naming the record and the page.
+    let c = content(9);
+    let delta = [0x00, 0x01, 0xAA]; // unchanged 0, then 1 literal byte
+    for (flags, payload, kind) in [
+        (PAGE, c.clone(), "PAGE"),
+        (ZERO, vec![0x5a], "ZERO"),
+        (XBZRLE, vec![], "XBZRLE"),
+    ] {
+        let rec = if kind == "XBZRLE" {
+            xbzrle(10 * PAGE_SIZE as u64, Some("pc.ram"), &delta)
+        } else {
+            record(flags, 10 * PAGE_SIZE as u64, Some("pc.ram"), &payload)
+        };
+        let (s, at) = after_mem_size(&[balloon_inflate("pc.ram", &[(8, 4)]), rec]);
+        match refused(&s, &[]) {
+            RecvErrorKind::PageOfBallooned {
+                offset,
+                record,
+                block,
+                page,
+            } => {
+                assert_eq!(
+                    (offset, record, block.as_str(), page),
+                    (at[1], kind, "pc.ram", 10)
+                );
+            }
+            other => panic!("{kind}: expected PageOfBallooned, got {other}"),
+        }
+    }
+    // The page right after the ballooned run is accepted (it is written).
+    let (s, _) = after_mem_size(&[
+        balloon_inflate("pc.ram", &[(8, 4)]),
+        record(PAGE, 12 * PAGE_SIZE as u64, Some("pc.ram"), &c),
+    ]);
+    let (r, mem) = recv_with(&s, &recv_opts());
+    assert!(
+        !matches!(r, Err(ref e) if matches!(e.kind, RecvErrorKind::PageOfBallooned { .. })),
+        "{r:?}"
+    );
+    assert_memory(&mem, &[(0, 12, c)]);
 }
