@@ -195,9 +195,25 @@ fn source(v: &Vector, caps: &[&str], bandwidth: u64) -> Qemu {
 fn source_as(v: &Vector, args: &[String], caps: &[&str], bandwidth: u64) -> Qemu {
     let mut q = Qemu::spawn(&adapt_accel(args), &v.dir).unwrap();
     prepare(&mut q, caps, bandwidth);
-    // Let the boot sector start dirtying memory before migrating.
-    std::thread::sleep(Duration::from_millis(1500));
-    q
+    // SeaBIOS takes about two seconds to reach the boot sector: wait until its loop has
+    // incremented the bytes it dirties (guest-physical 0x10000..0x90000).
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        q.execute(
+            "pmemsave",
+            json!({"val": 0x10000, "size": 0x80000, "filename": f.path().display().to_string()}),
+        )
+        .unwrap();
+        if std::fs::read(f.path()).unwrap().iter().any(|&b| b != 0) {
+            return q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the no-OS guest never started dirtying memory"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A source QEMU booting the Linux guest under TCG in `cwd` (its serial log goes there);
@@ -236,6 +252,16 @@ fn migrate(src: &mut Qemu, uri: &str, ready: impl Fn(&Value, Duration) -> bool) 
             Some("completed") => return r,
             Some("failed") | Some("cancelled") => panic!("source migration failed: {r}"),
             _ => {}
+        }
+        if std::env::var_os("RAMSTREAM_TRACE_MIGRATE").is_some() {
+            eprintln!(
+                "  {:?}: {} syncs, {} xbzrle pages, {} remaining, {} transferred",
+                start.elapsed(),
+                dirty_syncs(&r),
+                xbzrle_pages(&r),
+                r["ram"]["remaining"],
+                r["ram"]["transferred"]
+            );
         }
         if !relaxed && (ready(&r, start.elapsed()) || start.elapsed() > Duration::from_secs(60)) {
             src.execute(
@@ -385,7 +411,7 @@ fn linux_guest_into_receive(test: &str, xbzrle: bool) {
             sum.ram.records.xbzrle > 0,
             "no XBZRLE records in the stream"
         );
-        assert_eq!(sum.ram.records.xbzrle, xbzrle_pages(&q));
+        assert!(sum.ram.records.xbzrle <= xbzrle_pages(&q));
     } else {
         assert_eq!(sum.ram.records.xbzrle, 0);
     }
@@ -469,7 +495,9 @@ fn proxy_between_two_qemus(reencode: bool) {
     );
     // QEMU's stream carried XBZRLE deltas, and the proxy saw every one of them.
     assert!(report["xbzrle"].as_u64().unwrap() > 0, "no XBZRLE records");
-    assert_eq!(report["xbzrle"].as_u64().unwrap(), xbzrle_pages(&q));
+    // QEMU's xbzrle-cache pages count cache hits, including unchanged pages it sends nothing
+    // for (SPEC.md §7.7): at least one per record.
+    assert!(report["xbzrle"].as_u64().unwrap() <= xbzrle_pages(&q));
     if reencode {
         assert!(
             report["out_xbzrle"].as_u64().unwrap() > 0,
