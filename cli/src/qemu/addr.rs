@@ -6,6 +6,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -53,6 +54,8 @@ pub trait Duplex: Read + Write + Send {
     fn try_clone_box(&self) -> Result<Box<dyn Duplex>>;
     /// Shuts both directions down, waking a reader blocked on another handle.
     fn shutdown_both(&self);
+    /// Bounds how long a read may block (`None`: forever).
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
 }
 
 impl Duplex for TcpStream {
@@ -62,6 +65,9 @@ impl Duplex for TcpStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        Ok(TcpStream::set_read_timeout(self, t)?)
+    }
 }
 
 impl Duplex for UnixStream {
@@ -70,6 +76,9 @@ impl Duplex for UnixStream {
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        Ok(UnixStream::set_read_timeout(self, t)?)
     }
 }
 

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ramstream_codec::{Decoder, Event};
@@ -66,6 +67,8 @@ fn watch_extra_connections(
         let Ok((mut extra, peer)) = listener.accept() else {
             return;
         };
+        // QEMU writes a channel's magic as soon as it connects.
+        let _ = extra.set_read_timeout(Some(Duration::from_secs(5)));
         let mut word = [0u8; 4];
         let what = match extra.read_exact(&mut word) {
             Ok(()) if u32::from_be_bytes(word) == MULTIFD_CHANNEL_MAGIC => format!(
