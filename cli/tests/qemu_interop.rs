@@ -1,17 +1,24 @@
 //! Live interoperability with a running QEMU 7.2 over TCP: `ramstream receive` as the
-//! destination, and `ramstream proxy` between two QEMUs (plain and `--reencode`).
-//! Skipped with a printed reason where QEMU is missing; failures under
+//! destination (a no-OS guest under KVM, a booted Linux guest under TCG, with and without
+//! XBZRLE), `ramstream proxy` between two QEMUs (plain and `--reencode`, carrying XBZRLE), and
+//! the receiver's refusals (multifd, compress, postcopy, mapped-ram, untested machine types).
+//! Skipped with a printed reason where QEMU (or the Linux guest) is missing; failures under
 //! `RAMSTREAM_REQUIRE_QEMU=1` (CI).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ramstream_codec::summary::StreamSummary;
 use ramstream_codec::transcode::rebuild;
-use ramstream_codec::DecoderOptions;
-use ramstream_conformance_vectors::qemu::{adapt_accel, load_and_resave, qemu_or_skip, Qemu};
+use ramstream_codec::{Decoder, DecoderOptions, Encoder, Event, Status};
+use ramstream_conformance_vectors::qemu::{
+    adapt_accel, linux_guest_or_skip, load_and_resave, qemu_or_skip, LinuxGuest, Qemu,
+};
 use ramstream_conformance_vectors::{all, Vector};
 use serde_json::{json, Value};
 
@@ -22,12 +29,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     QEMU_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn dirtying_guest() -> Vector {
+fn vector(name: &str) -> Vector {
     all()
         .unwrap()
         .into_iter()
-        .find(|v| v.manifest.name == "live-xbzrle")
-        .expect("live-xbzrle vector (its boot.img is the dirtying guest)")
+        .find(|v| v.manifest.name == name)
+        .unwrap_or_else(|| panic!("vector {name}"))
+}
+
+/// The no-OS guest that keeps incrementing one byte in each of 128 pages (its boot.img).
+fn dirtying_guest() -> Vector {
+    vector("live-xbzrle")
 }
 
 fn free_port() -> u16 {
@@ -38,8 +50,55 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A running `ramstream` whose stderr lines are echoed and kept.
+struct Ramstream {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    drain: JoinHandle<()>,
+}
+
+/// How a `ramstream` run ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<String>,
+}
+
+impl Ramstream {
+    fn wait(mut self) -> Finished {
+        let mut stdout = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut stdout)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        self.drain.join().unwrap();
+        let stderr = self.stderr.lock().unwrap().clone();
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Finished {
+    /// The one `ramstream: error:` line; panics unless there is exactly one.
+    fn error_line(&self) -> &str {
+        let errors: Vec<&String> = self
+            .stderr
+            .iter()
+            .filter(|l| l.starts_with("ramstream: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "stderr: {:?}", self.stderr);
+        errors[0]
+    }
+}
+
 /// Starts `ramstream ARGS` and waits until it says it is listening.
-fn spawn_listening(args: &[String]) -> Child {
+fn spawn_listening(args: &[String]) -> Ramstream {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ramstream"))
         .args(args)
         .stdout(Stdio::piped())
@@ -48,44 +107,142 @@ fn spawn_listening(args: &[String]) -> Child {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let kept = Arc::new(Mutex::new(Vec::new()));
     loop {
         let line = lines
             .next()
             .expect("ramstream exited before listening")
             .unwrap();
-        if line.starts_with("listening on") {
+        let listening = line.starts_with("listening on");
+        kept.lock().unwrap().push(line);
+        if listening {
             break;
         }
     }
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
+    let sink = Arc::clone(&kept);
+    let drain = std::thread::spawn(move || {
         for l in lines.map_while(Result::ok) {
             eprintln!("  ramstream: {l}");
+            sink.lock().unwrap().push(l);
         }
     });
-    child
+    Ramstream {
+        child,
+        stderr: kept,
+        drain,
+    }
 }
 
-/// A source QEMU running the dirtying guest, with XBZRLE and a bandwidth cap.
-fn source(v: &Vector, xbzrle: bool) -> Qemu {
-    let mut q = Qemu::spawn(&adapt_accel(&v.manifest.source_args), &v.dir).unwrap();
-    q.execute(
-        "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "xbzrle", "state": xbzrle}]}),
-    )
-    .unwrap();
+/// `ramstream receive --listen tcp:127.0.0.1:PORT --extract DIR [--save-stream F] [EXTRA]`.
+fn receive(port: u16, extract: &Path, save: Option<&Path>, extra: &[&str]) -> Ramstream {
+    let mut args = vec![
+        "receive".to_string(),
+        "--listen".into(),
+        format!("tcp:127.0.0.1:{port}"),
+        "--extract".into(),
+        extract.display().to_string(),
+    ];
+    if let Some(f) = save {
+        args.push("--save-stream".into());
+        args.push(f.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_listening(&args)
+}
+
+/// Counts the records of a stream.
+fn summarise(bytes: &[u8]) -> StreamSummary {
+    let mut dec = Decoder::new(DecoderOptions::default());
+    dec.finish();
+    let mut summary = StreamSummary::default();
+    let mut pos = 0;
+    loop {
+        let at = dec.offset();
+        match dec.decode(&bytes[pos..]).unwrap() {
+            Status::Event { event, consumed } => {
+                summary.observe(at, &event);
+                pos += consumed;
+            }
+            Status::Done => return summary,
+            Status::NeedMore { .. } => unreachable!("finished decoder"),
+        }
+    }
+}
+
+/// Turns `caps` on and caps the bandwidth at `bandwidth` bytes/s with a 1 ms downtime
+/// limit, so precopy keeps iterating until [`migrate`] relaxes both.
+fn prepare(q: &mut Qemu, caps: &[&str], bandwidth: u64) {
+    let caps: Vec<Value> = caps
+        .iter()
+        .map(|c| json!({"capability": c, "state": true}))
+        .collect();
+    q.execute("migrate-set-capabilities", json!({ "capabilities": caps }))
+        .unwrap();
     q.execute(
         "migrate-set-parameters",
-        json!({"max-bandwidth": 1_000_000, "downtime-limit": 1}),
+        json!({"max-bandwidth": bandwidth, "downtime-limit": 1}),
     )
     .unwrap();
-    // Let the boot sector start dirtying memory before migrating.
-    std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// A source QEMU running the dirtying no-OS guest (KVM where usable).
+fn source(v: &Vector, caps: &[&str], bandwidth: u64) -> Qemu {
+    source_as(v, &v.manifest.source_args, caps, bandwidth)
+}
+
+/// As [`source`], with other QEMU arguments.
+fn source_as(v: &Vector, args: &[String], caps: &[&str], bandwidth: u64) -> Qemu {
+    let mut q = Qemu::spawn(&adapt_accel(args), &v.dir).unwrap();
+    prepare(&mut q, caps, bandwidth);
+    // SeaBIOS takes about two seconds to reach the boot sector: wait until its loop has
+    // incremented the bytes it dirties (guest-physical 0x10000..0x90000).
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        q.execute(
+            "pmemsave",
+            json!({"val": 0x10000, "size": 0x80000, "filename": f.path().display().to_string()}),
+        )
+        .unwrap();
+        if std::fs::read(f.path()).unwrap().iter().any(|&b| b != 0) {
+            return q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the no-OS guest never started dirtying memory"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A source QEMU booting the Linux guest under TCG in `cwd` (its serial log goes there);
+/// returns once the guest's init is dirtying memory.
+fn linux_source(g: &LinuxGuest, v: &Vector, cwd: &Path, caps: &[&str], bandwidth: u64) -> Qemu {
+    let mut q = Qemu::spawn(&g.fill(&v.manifest.source_args), cwd).unwrap();
+    let serial = cwd.join("serial.log");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let log = std::fs::read(&serial).unwrap_or_default();
+        if log.windows(18).any(|w| w == b"RAMSTREAM-DIRTYING") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Linux guest never started dirtying memory; serial log: {}",
+            String::from_utf8_lossy(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    prepare(&mut q, caps, bandwidth);
+    std::thread::sleep(Duration::from_millis(500));
     q
 }
 
-/// Migrates `src` to `uri`; after a few seconds lets it converge. Returns query-migrate.
-fn migrate(src: &mut Qemu, uri: &str) -> Value {
+/// Migrates `src` to `uri`. Once `ready(query-migrate, elapsed)` holds (or after a minute)
+/// lifts the bandwidth cap and downtime limit so it converges. Returns the final
+/// query-migrate (status `completed`).
+fn migrate(src: &mut Qemu, uri: &str, ready: impl Fn(&Value, Duration) -> bool) -> Value {
     src.execute("migrate", json!({"uri": uri})).unwrap();
     let start = Instant::now();
     let mut relaxed = false;
@@ -96,7 +253,17 @@ fn migrate(src: &mut Qemu, uri: &str) -> Value {
             Some("failed") | Some("cancelled") => panic!("source migration failed: {r}"),
             _ => {}
         }
-        if !relaxed && start.elapsed() > Duration::from_secs(4) {
+        if std::env::var_os("RAMSTREAM_TRACE_MIGRATE").is_some() {
+            eprintln!(
+                "  {:?}: {} syncs, {} xbzrle pages, {} remaining, {} transferred",
+                start.elapsed(),
+                dirty_syncs(&r),
+                xbzrle_pages(&r),
+                r["ram"]["remaining"],
+                r["ram"]["transferred"]
+            );
+        }
+        if !relaxed && (ready(&r, start.elapsed()) || start.elapsed() > Duration::from_secs(60)) {
             src.execute(
                 "migrate-set-parameters",
                 json!({"max-bandwidth": 1_000_000_000u64, "downtime-limit": 2000}),
@@ -105,11 +272,19 @@ fn migrate(src: &mut Qemu, uri: &str) -> Value {
             relaxed = true;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(120),
+            start.elapsed() < Duration::from_secs(240),
             "migration never completed: {r}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn xbzrle_pages(q: &Value) -> u64 {
+    q["xbzrle-cache"]["pages"].as_u64().unwrap_or(0)
+}
+
+fn dirty_syncs(q: &Value) -> u64 {
+    q["ram"]["dirty-sync-count"].as_u64().unwrap_or(0)
 }
 
 fn manifest_hashes(dir: &Path) -> Vec<(String, String)> {
@@ -138,6 +313,57 @@ fn hashes_of_stream(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Receives a live migration from `src` into `ramstream receive`, checks the receiver's
+/// extract against what a fresh QEMU destination (`dst_args`) holds after loading the saved
+/// stream, and returns (final query-migrate, the saved stream's summary).
+fn receive_live(
+    label: &str,
+    src: &mut Qemu,
+    dst_args: &[String],
+    dst_cwd: &Path,
+    ready: impl Fn(&Value, Duration) -> bool,
+) -> (Value, StreamSummary) {
+    let tmp = tempfile::tempdir().unwrap();
+    let extract = tmp.path().join("extract");
+    let saved = tmp.path().join("stream.mig");
+    let port = free_port();
+    let recv = receive(port, &extract, Some(&saved), &[]);
+    let q = migrate(src, &format!("tcp:127.0.0.1:{port}"), ready);
+    assert_eq!(q["status"], "completed");
+    let out = recv.wait();
+    assert!(
+        out.status.success(),
+        "ramstream receive failed: {:?}",
+        out.stderr
+    );
+    let ours = manifest_hashes(&extract);
+    // What a fresh real QEMU destination holds after loading the same bytes.
+    let stream = std::fs::read(&saved).unwrap();
+    let resaved = load_and_resave(dst_args, dst_cwd, &saved).unwrap();
+    let theirs = hashes_of_stream(&resaved);
+    assert!(!ours.is_empty());
+    assert_eq!(ours, theirs, "extract differs from QEMU's destination");
+    let sum = summarise(&stream);
+    let r = &sum.ram.records;
+    eprintln!(
+        "{label}: QEMU status {}, {} bytes received; {} PAGE / {} ZERO / {} XBZRLE records, {} PART sections; QEMU: {} normal, {} duplicate, {} xbzrle pages, {} dirty syncs; {} blocks identical to QEMU's destination",
+        q["status"],
+        stream.len(),
+        r.page,
+        r.zero,
+        r.xbzrle,
+        sum.ram.part_sections,
+        q["ram"]["normal"],
+        q["ram"]["duplicate"],
+        xbzrle_pages(&q),
+        dirty_syncs(&q),
+        ours.len()
+    );
+    assert_eq!(r.page, q["ram"]["normal"].as_u64().unwrap());
+    assert_eq!(r.zero, q["ram"]["duplicate"].as_u64().unwrap());
+    (q, sum)
+}
+
 #[test]
 fn qemu_migrates_live_into_ramstream_receive() {
     if qemu_or_skip("qemu_migrates_live_into_ramstream_receive").is_none() {
@@ -145,42 +371,61 @@ fn qemu_migrates_live_into_ramstream_receive() {
     }
     let _serial = serial();
     let v = dirtying_guest();
-    let tmp = tempfile::tempdir().unwrap();
-    let extract = tmp.path().join("extract");
-    let saved = tmp.path().join("stream.mig");
-    let port = free_port();
-    let mut recv = spawn_listening(&[
-        "receive".into(),
-        "--listen".into(),
-        format!("tcp:127.0.0.1:{port}"),
-        "--extract".into(),
-        extract.display().to_string(),
-        "--save-stream".into(),
-        saved.display().to_string(),
-    ]);
-    let mut src = source(&v, true);
-    let q = migrate(&mut src, &format!("tcp:127.0.0.1:{port}"));
-    let status = recv.wait().unwrap();
-    assert!(status.success(), "ramstream receive failed");
-    let ours = manifest_hashes(&extract);
-    // What a fresh real QEMU destination holds after loading the same bytes.
-    let stream = std::fs::read(&saved).unwrap();
-    let resaved = load_and_resave(&v.manifest.destination_args, &v.dir, &saved).unwrap();
-    assert_eq!(
-        ours,
-        hashes_of_stream(&resaved),
-        "extract differs from QEMU's destination"
-    );
-    let xbzrle_pages = q["xbzrle-cache"]["pages"].as_u64().unwrap_or(0);
-    eprintln!(
-        "QEMU -> ramstream receive: {} bytes, {} normal, {} duplicate, xbzrle pages {}, iterations {}",
-        stream.len(),
-        q["ram"]["normal"],
-        q["ram"]["duplicate"],
-        xbzrle_pages,
-        q["ram"]["dirty-sync-count"]
+    let mut src = source(&v, &["xbzrle"], 1_000_000);
+    receive_live(
+        "no-OS guest, xbzrle",
+        &mut src,
+        &v.manifest.destination_args,
+        &v.dir,
+        |_, t| t > Duration::from_secs(4),
     );
     src.quit();
+}
+
+/// A booted Linux guest (TCG, 128 MiB) whose init keeps changing bytes of a tmpfs file,
+/// migrated live into `ramstream receive` at 10 MB/s until QEMU has synced the dirty bitmap
+/// four times (and, with xbzrle, sent XBZRLE pages).
+fn linux_guest_into_receive(test: &str, xbzrle: bool) {
+    if qemu_or_skip(test).is_none() {
+        return;
+    }
+    let _serial = serial();
+    let Some(g) = linux_guest_or_skip(test) else {
+        return;
+    };
+    let v = vector("live-linux-xbzrle");
+    let cwd = tempfile::tempdir().unwrap();
+    let caps: &[&str] = if xbzrle { &["xbzrle"] } else { &[] };
+    let mut src = linux_source(&g, &v, cwd.path(), caps, 10_000_000);
+    let (q, sum) = receive_live(
+        &format!("Linux guest, xbzrle {xbzrle}"),
+        &mut src,
+        &g.fill(&v.manifest.destination_args),
+        cwd.path(),
+        |q, _| dirty_syncs(q) >= 4 && (!xbzrle || xbzrle_pages(q) >= 200),
+    );
+    assert!(dirty_syncs(&q) > 1, "precopy did not iterate: {q}");
+    assert!(sum.ram.part_sections > 1);
+    if xbzrle {
+        assert!(
+            sum.ram.records.xbzrle > 0,
+            "no XBZRLE records in the stream"
+        );
+        assert!(sum.ram.records.xbzrle <= xbzrle_pages(&q));
+    } else {
+        assert_eq!(sum.ram.records.xbzrle, 0);
+    }
+    src.quit();
+}
+
+#[test]
+fn linux_guest_migrates_into_receive_without_xbzrle() {
+    linux_guest_into_receive("linux_guest_migrates_into_receive_without_xbzrle", false);
+}
+
+#[test]
+fn linux_guest_migrates_into_receive_with_xbzrle() {
+    linux_guest_into_receive("linux_guest_migrates_into_receive_with_xbzrle", true);
 }
 
 fn proxy_between_two_qemus(reencode: bool) {
@@ -208,10 +453,13 @@ fn proxy_between_two_qemus(reencode: bool) {
         args.push("--reencode".into());
     }
     let proxy = spawn_listening(&args);
-    let mut src = source(&v, true);
-    migrate(&mut src, &format!("tcp:127.0.0.1:{port}"));
-    let out = proxy.wait_with_output().unwrap();
-    assert!(out.status.success(), "proxy failed");
+    let mut src = source(&v, &["xbzrle"], 1_000_000);
+    // Precopy iterates at 1 MB/s until QEMU has sent 500 pages as XBZRLE deltas.
+    let q = migrate(&mut src, &format!("tcp:127.0.0.1:{port}"), |q, _| {
+        xbzrle_pages(q) >= 500
+    });
+    let out = proxy.wait();
+    assert!(out.status.success(), "proxy failed: {:?}", out.stderr);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     dst.wait_migration(Duration::from_secs(60)).unwrap();
     // Both sides are stopped now (a migrated source cannot be migrated again): compare
@@ -239,13 +487,23 @@ fn proxy_between_two_qemus(reencode: bool) {
     let recorded = std::fs::read(&record).unwrap();
     assert_eq!(recorded.len() as u64, report["bytes_in"].as_u64().unwrap());
     eprintln!(
-        "proxy (reencode={reencode}): QEMU sent {} bytes, the destination got {} ({:.3}); {} PART iterations; in {} PAGE / {} ZERO / {} XBZRLE; out {} PAGE / {} ZERO / {} XBZRLE / {} skipped",
+        "proxy (reencode={reencode}): QEMU sent {} bytes, the destination got {} ({:.3}); {} PART iterations, {} dirty syncs; in {} PAGE / {} ZERO / {} XBZRLE; out {} PAGE / {} ZERO / {} XBZRLE / {} skipped",
         report["bytes_in"], report["bytes_out"],
         report["bytes_out"].as_f64().unwrap() / report["bytes_in"].as_f64().unwrap(),
-        report["iterations"], report["page"], report["zero"], report["xbzrle"],
+        report["iterations"], dirty_syncs(&q), report["page"], report["zero"], report["xbzrle"],
         report["out_page"], report["out_zero"], report["out_xbzrle"], report["out_skipped_unchanged"]
     );
-    if !reencode {
+    // QEMU's stream carried XBZRLE deltas, and the proxy saw every one of them.
+    assert!(report["xbzrle"].as_u64().unwrap() > 0, "no XBZRLE records");
+    // QEMU's xbzrle-cache pages count cache hits, including unchanged pages it sends nothing
+    // for (SPEC.md §7.7): at least one per record.
+    assert!(report["xbzrle"].as_u64().unwrap() <= xbzrle_pages(&q));
+    if reencode {
+        assert!(
+            report["out_xbzrle"].as_u64().unwrap() > 0,
+            "the re-encoder wrote no XBZRLE records"
+        );
+    } else {
         assert_eq!(report["bytes_in"], report["bytes_out"]);
     }
 }
@@ -266,18 +524,206 @@ fn proxy_reencodes_and_the_qemu_destination_still_matches() {
     proxy_between_two_qemus(true);
 }
 
+/// Checks that a refused receive exited non-zero with one error line holding every one of
+/// `expect`, and left no extract, no manifest and no saved stream behind. Returns the line.
+fn assert_refused(out: &Finished, tmp: &Path, expect: &[&str]) -> String {
+    assert!(!out.status.success(), "receive succeeded: {:?}", out.stderr);
+    let line = out.error_line().to_string();
+    for e in expect {
+        assert!(line.contains(e), "{line:?} does not mention {e:?}");
+    }
+    assert!(
+        !tmp.join("extract").join("manifest.json").exists(),
+        "a failed receive left a manifest"
+    );
+    assert!(
+        !tmp.join("extract").exists(),
+        "a failed receive left an extract directory"
+    );
+    assert!(
+        !tmp.join("stream.mig").exists(),
+        "a failed receive left a stream"
+    );
+    line
+}
+
+/// Migrates the dirtying no-OS guest with `caps` into `ramstream receive`, runs `during`
+/// once the migration is under way, and returns how the receiver ended. The source is
+/// killed afterwards whatever its state.
+fn refused_by_receive(
+    args: &[String],
+    caps: &[&str],
+    extra: &[&str],
+    during: impl Fn(&mut Qemu),
+) -> (Finished, tempfile::TempDir) {
+    let _serial = serial();
+    let v = dirtying_guest();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let recv = receive(
+        port,
+        &tmp.path().join("extract"),
+        Some(&tmp.path().join("stream.mig")),
+        extra,
+    );
+    let mut src = source_as(&v, args, caps, 1_000_000);
+    src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    during(&mut src);
+    let out = recv.wait();
+    eprintln!(
+        "source after the receiver stopped: {}",
+        src.execute("query-migrate", json!({})).unwrap()["status"]
+    );
+    (out, tmp)
+}
+
 #[test]
-fn a_source_that_closes_early_fails_cleanly_without_an_extract() {
+fn multifd_is_refused_by_name() {
+    if qemu_or_skip("multifd_is_refused_by_name").is_none() {
+        return;
+    }
+    let v = dirtying_guest();
+    let (out, tmp) = refused_by_receive(&v.manifest.source_args, &["multifd"], &[], |_| {});
+    let line = assert_refused(
+        &out,
+        tmp.path(),
+        &["capability multifd", "at offset 0x", "multifd channel"],
+    );
+    eprintln!("multifd: {line}");
+}
+
+#[test]
+fn compress_is_refused_by_name() {
+    if qemu_or_skip("compress_is_refused_by_name").is_none() {
+        return;
+    }
+    let v = dirtying_guest();
+    let (out, tmp) = refused_by_receive(&v.manifest.source_args, &["compress"], &[], |_| {});
+    let line = assert_refused(
+        &out,
+        tmp.path(),
+        &["at offset 0x", "compress capability", "flag 0x100"],
+    );
+    eprintln!("compress: {line}");
+}
+
+#[test]
+fn postcopy_is_refused_once_it_starts() {
+    if qemu_or_skip("postcopy_is_refused_once_it_starts").is_none() {
+        return;
+    }
+    let v = dirtying_guest();
+    let (out, tmp) = refused_by_receive(&v.manifest.source_args, &["postcopy-ram"], &[], |q| {
+        q.execute("migrate-start-postcopy", json!({})).unwrap();
+    });
+    let line = assert_refused(
+        &out,
+        tmp.path(),
+        &["at offset 0x", "postcopy-ram", "migrate-start-postcopy"],
+    );
+    eprintln!("postcopy: {line}");
+}
+
+/// A machine type the vectors do not cover: refused, unless --allow-untested-machine.
+fn untested_machine_args(v: &Vector) -> Vec<String> {
+    v.manifest
+        .source_args
+        .iter()
+        .map(|a| a.replace("pc-i440fx-7.2", "pc-i440fx-7.1"))
+        .collect()
+}
+
+#[test]
+fn an_untested_machine_type_is_refused_unless_allowed() {
+    if qemu_or_skip("an_untested_machine_type_is_refused_unless_allowed").is_none() {
+        return;
+    }
+    let v = dirtying_guest();
+    let args = untested_machine_args(&v);
+    let (out, tmp) = refused_by_receive(&args, &[], &[], |_| {});
+    let line = assert_refused(
+        &out,
+        tmp.path(),
+        &[
+            "at offset 0x8:",
+            "\"pc-i440fx-7.1\"",
+            "--allow-untested-machine",
+        ],
+    );
+    eprintln!("untested machine: {line}");
+
+    // Allowed: the same machine type migrates through, stopped and without a cap.
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let extract = tmp.path().join("extract");
     let port = free_port();
-    let recv = spawn_listening(&[
-        "receive".into(),
-        "--listen".into(),
-        format!("tcp:127.0.0.1:{port}"),
-        "--extract".into(),
-        extract.display().to_string(),
-    ]);
+    let recv = receive(port, &extract, None, &["--allow-untested-machine"]);
+    let mut src = Qemu::spawn(&adapt_accel(&args), &v.dir).unwrap();
+    src.execute("stop", json!({})).unwrap();
+    let q = migrate(&mut src, &format!("tcp:127.0.0.1:{port}"), |_, _| true);
+    assert_eq!(q["status"], "completed");
+    let out = recv.wait();
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert!(manifest_hashes(&extract).iter().any(|(b, _)| b == "pc.ram"));
+    src.quit();
+}
+
+/// `mapped-ram` does not exist in QEMU 7.2: a stream announcing it in the configuration's
+/// capabilities subsection (as QEMU 9.0+ writes it), sent over TCP.
+#[test]
+fn mapped_ram_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let recv = receive(
+        port,
+        &tmp.path().join("extract"),
+        Some(&tmp.path().join("stream.mig")),
+        &[],
+    );
+    let mut bytes = Vec::new();
+    let mut enc = Encoder::new(12);
+    enc.header(&mut bytes);
+    enc.event(
+        &Event::Configuration(ramstream_codec::Configuration {
+            machine_type: "pc-i440fx-7.2",
+            target_page_bits: None,
+            capabilities: Some(vec!["mapped-ram"]),
+            uuid: None,
+        }),
+        &mut bytes,
+    )
+    .unwrap();
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&bytes).unwrap();
+    }
+    let out = recv.wait();
+    let line = assert_refused(
+        &out,
+        tmp.path(),
+        &[
+            "at offset 0x",
+            "configuration",
+            "\"mapped-ram\"",
+            "not supported",
+        ],
+    );
+    eprintln!("mapped-ram: {line}");
+}
+
+#[test]
+fn a_source_that_closes_early_fails_cleanly_without_an_extract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let recv = receive(
+        port,
+        &tmp.path().join("extract"),
+        Some(&tmp.path().join("stream.mig")),
+        &[],
+    );
     // Half a stream: header, configuration, then the connection closes.
     {
         use std::io::Write;
@@ -285,11 +731,7 @@ fn a_source_that_closes_early_fails_cleanly_without_an_extract() {
         s.write_all(b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x01\0\0\0\x02\x03ram")
             .unwrap();
     }
-    let out = recv.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    assert!(
-        !extract.exists(),
-        "a failed receive must not leave an extract"
-    );
-    let _ = PathBuf::new();
+    let out = recv.wait();
+    let line = assert_refused(&out, tmp.path(), &["nothing was extracted"]);
+    eprintln!("early close: {line}");
 }

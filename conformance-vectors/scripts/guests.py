@@ -173,3 +173,10 @@ def linux_guest():
     with open(kver_file) as f:
         kver = f.read().strip()
     return kernel, initrd, kver
+
+
+if __name__ == "__main__":
+    # `python3 conformance-vectors/scripts/guests.py`: build the Linux guest (kernel and
+    # initramfs) into guests/build/, as CI does before `cargo test`.
+    k, i, pkg = linux_guest()
+    print("linux guest: %s\n  kernel %s\n  initrd %s" % (pkg, k, i))

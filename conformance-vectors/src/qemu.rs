@@ -192,3 +192,60 @@ pub fn load_and_resave(args: &[String], cwd: &Path, stream: &Path) -> Result<Vec
     q.quit();
     std::fs::read(out.path()).map_err(|e| e.to_string())
 }
+
+/// The Linux guest's kernel and initramfs (built by `scripts/guests.py` into `guests/build/`).
+pub struct LinuxGuest {
+    /// The Debian kernel (`vmlinuz`).
+    pub kernel: PathBuf,
+    /// The busybox initramfs whose /init dirties memory with `rsmode=dirty`.
+    pub initrd: PathBuf,
+}
+
+impl LinuxGuest {
+    /// `args` with `{KERNEL}` and `{INITRD}` (as in the vectors' manifests) filled in.
+    pub fn fill(&self, args: &[String]) -> Vec<String> {
+        args.iter()
+            .map(|a| {
+                a.replace("{KERNEL}", &self.kernel.display().to_string())
+                    .replace("{INITRD}", &self.initrd.display().to_string())
+            })
+            .collect()
+    }
+}
+
+/// Returns the Linux guest, building it with `python3 scripts/guests.py` (about 5 s: two
+/// `apt-get download`s) when `guests/build/` lacks it. If it cannot be had, prints why the
+/// test is skipped and returns `None`; with `RAMSTREAM_REQUIRE_QEMU=1` that panics instead.
+pub fn linux_guest_or_skip(test: &str) -> Option<LinuxGuest> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = root.join("guests").join("build");
+    let guest = LinuxGuest {
+        kernel: build.join("vmlinuz"),
+        initrd: build.join("initramfs.cpio.gz"),
+    };
+    let present = |g: &LinuxGuest| g.kernel.is_file() && g.initrd.is_file();
+    if present(&guest) {
+        return Some(guest);
+    }
+    let built = Command::new("python3")
+        .arg(root.join("scripts").join("guests.py"))
+        .stdin(Stdio::null())
+        .output();
+    let why = match built {
+        Ok(o) if o.status.success() && present(&guest) => return Some(guest),
+        Ok(o) => format!(
+            "building the Linux guest failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(e) => format!("cannot run python3 to build the Linux guest: {e}"),
+    };
+    let why = format!("{test}: {why} (run python3 conformance-vectors/scripts/guests.py)");
+    if std::env::var("RAMSTREAM_REQUIRE_QEMU").as_deref() == Ok("1") {
+        panic!("{why}, and RAMSTREAM_REQUIRE_QEMU=1");
+    }
+    eprintln!("skipping {why}");
+    None
+}

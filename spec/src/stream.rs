@@ -6,6 +6,11 @@ pub const QEVM_MAGIC: u32 = 0x5145_564D;
 /// The only stream version QEMU reads today, a be32 at offset 4 (SPEC.md §2.1).
 pub const FILE_VERSION: u32 = 3;
 
+/// The be32 a QEMU multifd side channel starts with (`MULTIFD_MAGIC`, QEMU 4.0+), followed
+/// by a be32 version (1). The main stream never says multifd is on in QEMU 7.2, so a
+/// single-connection receiver recognises it by this second connection (SPEC.md §8).
+pub const MULTIFD_CHANNEL_MAGIC: u32 = 0x1122_3344;
+
 /// The pre-0.13 stream version; QEMU rejects it with its own message (SPEC.md §2.1).
 pub const FILE_VERSION_OBSOLETE: u32 = 2;
 

@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -51,11 +52,21 @@ impl fmt::Display for Addr {
 pub trait Duplex: Read + Write + Send {
     /// A second handle to the same connection (for the other direction).
     fn try_clone_box(&self) -> Result<Box<dyn Duplex>>;
+    /// Shuts both directions down, waking a reader blocked on another handle.
+    fn shutdown_both(&self);
+    /// Bounds how long a read may block (`None`: forever).
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
 }
 
 impl Duplex for TcpStream {
     fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        Ok(TcpStream::set_read_timeout(self, t)?)
     }
 }
 
@@ -63,29 +74,65 @@ impl Duplex for UnixStream {
     fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        Ok(UnixStream::set_read_timeout(self, t)?)
+    }
+}
+
+/// A bound listening socket. Kept open after the first connection so that a source which
+/// opens more connections (multifd) is noticed instead of refused.
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A unix-socket listener.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr` and prints the bound address to stderr.
+    pub fn bind(addr: &Addr) -> Result<Listener> {
+        match addr {
+            Addr::Tcp(a) => {
+                let l =
+                    TcpListener::bind(a).with_context(|| format!("cannot listen on tcp:{a}"))?;
+                eprintln!("listening on tcp:{}", l.local_addr()?);
+                Ok(Listener::Tcp(l))
+            }
+            Addr::Unix(p) => {
+                let _ = std::fs::remove_file(p);
+                let l = UnixListener::bind(p)
+                    .with_context(|| format!("cannot listen on unix:{}", p.display()))?;
+                eprintln!("listening on unix:{}", p.display());
+                Ok(Listener::Unix(l))
+            }
+            Addr::File(_) => bail!("cannot listen on a file: address"),
+        }
+    }
+
+    /// Accepts one connection; returns it with a description of the peer.
+    pub fn accept(&self) -> Result<(Box<dyn Duplex>, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok((Box::new(s), peer.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                Ok((Box::new(s), "a unix-socket peer".to_string()))
+            }
+        }
+    }
 }
 
 /// Listens on `addr`, prints the bound address to stderr, and accepts one connection.
 pub fn accept_one(addr: &Addr) -> Result<Box<dyn Duplex>> {
-    match addr {
-        Addr::Tcp(a) => {
-            let l = TcpListener::bind(a).with_context(|| format!("cannot listen on tcp:{a}"))?;
-            eprintln!("listening on tcp:{}", l.local_addr()?);
-            let (s, peer) = l.accept()?;
-            s.set_nodelay(true)?;
-            eprintln!("connection from {peer}");
-            Ok(Box::new(s))
-        }
-        Addr::Unix(p) => {
-            let _ = std::fs::remove_file(p);
-            let l = UnixListener::bind(p)
-                .with_context(|| format!("cannot listen on unix:{}", p.display()))?;
-            eprintln!("listening on unix:{}", p.display());
-            let (s, _) = l.accept()?;
-            Ok(Box::new(s))
-        }
-        Addr::File(_) => bail!("cannot listen on a file: address"),
-    }
+    let (s, peer) = Listener::bind(addr)?.accept()?;
+    eprintln!("connection from {peer}");
+    Ok(s)
 }
 
 /// Connects to `addr`.
