@@ -6,7 +6,11 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ramstream_codec::{apply_event, Decoder, Event, RamImage, Status};
+use ramstream_codec::vmdesc::{check_splits, SplitCheck, SplitFinding, VmDescription};
+use ramstream_codec::{
+    apply_event, Decoder, DeviceSection, Event, RamImage, SectionHeader, Status,
+};
+use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
 use crate::input::read_stream;
@@ -37,6 +41,9 @@ struct Manifest {
     devices: Vec<DeviceEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vmdesc: Option<String>,
+    /// The device-section splits checked against the VMDESCRIPTION (SPEC.md §5.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmdesc_splits: Option<SplitCheck>,
 }
 
 /// A device section kept verbatim.
@@ -45,6 +52,8 @@ pub struct DeviceState {
     pub instance_id: u32,
     pub version_id: u32,
     pub section_id: u32,
+    /// Stream offset of the body's first byte.
+    pub body_offset: u64,
     pub body: Vec<u8>,
 }
 
@@ -78,6 +87,7 @@ impl Collector {
                 instance_id: d.header.instance_id,
                 version_id: d.header.version_id,
                 section_id: d.header.section_id,
+                body_offset: d.body_offset,
                 body: d.body.to_vec(),
             }),
             Event::VmDescription(j) => self.vmdesc = Some(j.to_vec()),
@@ -85,6 +95,42 @@ impl Collector {
         }
         apply_event(&mut self.image, event, offset)?;
         Ok(())
+    }
+
+    /// The device sections checked against the VMDESCRIPTION, when the stream had one.
+    pub fn split_check(&self) -> Option<SplitCheck> {
+        let json = self.vmdesc.as_ref()?;
+        let sections: Vec<DeviceSection<'_>> = self
+            .devices
+            .iter()
+            .map(|d| DeviceSection {
+                header: SectionHeader {
+                    section_type: SectionType::FULL,
+                    section_id: d.section_id,
+                    idstr: &d.idstr,
+                    instance_id: d.instance_id,
+                    version_id: d.version_id,
+                },
+                body_offset: d.body_offset,
+                body: &d.body,
+            })
+            .collect();
+        Some(match VmDescription::parse(json) {
+            Ok(desc) => check_splits(&desc, &sections),
+            Err(e) => SplitCheck {
+                unchecked: sections
+                    .iter()
+                    .map(|s| SplitFinding {
+                        idstr: s.header.idstr.to_string(),
+                        instance_id: s.header.instance_id,
+                        body_offset: s.body_offset,
+                        body_len: s.body.len(),
+                        reason: format!("the VMDESCRIPTION does not parse: {e}"),
+                    })
+                    .collect(),
+                ..SplitCheck::default()
+            },
+        })
     }
 
     /// Writes the extract into `out` atomically: a scratch directory beside it is renamed at
@@ -159,6 +205,7 @@ impl Collector {
             blocks,
             devices,
             vmdesc,
+            vmdesc_splits: self.split_check(),
         })?;
         fs::write(dir.join("manifest.json"), manifest + "\n")?;
         Ok(())
@@ -216,6 +263,7 @@ pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
         }
     }
     c.write(out)?;
+    report_splits(c.split_check().as_ref());
     eprintln!(
         "extracted {} block(s) and {} device section(s) into {}",
         c.image.blocks().len(),
@@ -223,4 +271,24 @@ pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// One line for stderr about the device splits (and one per section that disagrees): the
+/// device files of an extract whose splits disagree with the VMDESCRIPTION may be cut wrong.
+pub fn report_splits(check: Option<&SplitCheck>) {
+    let Some(c) = check else {
+        return;
+    };
+    eprintln!(
+        "device sections: {} confirmed by the VMDESCRIPTION, {} disagree, {} unchecked",
+        c.confirmed,
+        c.disagreements.len(),
+        c.unchecked.len()
+    );
+    for f in &c.disagreements {
+        eprintln!(
+            "warning: device section {} instance {} (body at {:#x}, {} bytes) disagrees with the VMDESCRIPTION: {}",
+            f.idstr, f.instance_id, f.body_offset, f.body_len, f.reason
+        );
+    }
 }

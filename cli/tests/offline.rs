@@ -1,0 +1,128 @@
+//! The offline subcommands on recorded QEMU streams: `inspect --json` and `extract`, including
+//! the device-split check against the VMDESCRIPTION (SPEC.md §5.2) and the refusals of a
+//! stream that is cut short or an output directory that is in use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ramstream_conformance_vectors::{all, Vector};
+use serde_json::Value;
+
+fn vector(name: &str) -> Vector {
+    all()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.manifest.name == name)
+        .unwrap_or_else(|| panic!("vector {name}"))
+}
+
+fn ramstream(args: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ramstream"))
+        .args(args)
+        .output()
+        .expect("run ramstream")
+}
+
+/// The vector's uncompressed stream in `dir`.
+fn stream_file(v: &Vector, dir: &Path) -> PathBuf {
+    let p = dir.join("stream.bin");
+    std::fs::write(&p, v.stream().unwrap()).unwrap();
+    p
+}
+
+fn json_file(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn inspect_json_confirms_every_device_split_of_a_qemu_stream() {
+    let v = vector("q35-noos");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file(&v, tmp.path());
+    let out = ramstream(&[Path::new("inspect"), Path::new("--json"), &s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let splits = &j["vmdesc_splits"];
+    let devices = j["devices"].as_array().expect("devices listed").len();
+    assert!(devices > 20, "{devices}");
+    assert_eq!(
+        splits["confirmed"].as_u64(),
+        Some(devices as u64),
+        "{splits}"
+    );
+    assert_eq!(splits["disagreements"], serde_json::json!([]));
+    assert_eq!(splits["unchecked"], serde_json::json!([]));
+}
+
+#[test]
+fn extract_writes_qemus_ram_and_a_manifest_with_the_split_check() {
+    let v = vector("multi-block");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file(&v, tmp.path());
+    let dir = tmp.path().join("extract");
+    let out = ramstream(&[Path::new("extract"), &s, Path::new("--out"), &dir]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("confirmed by the VMDESCRIPTION, 0 disagree"),
+        "{stderr}"
+    );
+    let m = json_file(&dir.join("manifest.json"));
+    let got: Vec<(String, String)> = m["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["idstr"].as_str().unwrap().into(),
+                b["sha256"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = v
+        .manifest
+        .blocks
+        .iter()
+        .map(|b| (b.idstr.clone(), b.sha256.clone()))
+        .collect();
+    assert_eq!(got, want, "every block has QEMU's sha256");
+    let devices = m["devices"].as_array().unwrap();
+    assert_eq!(
+        m["vmdesc_splits"]["confirmed"].as_u64(),
+        Some(devices.len() as u64)
+    );
+    for d in devices {
+        assert!(dir.join(d["file"].as_str().unwrap()).is_file());
+    }
+
+    // A second extract into the same, non-empty directory is refused.
+    let again = ramstream(&[Path::new("extract"), &s, Path::new("--out"), &dir]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+#[test]
+fn a_stream_cut_short_is_refused_and_leaves_no_extract() {
+    let v = vector("idle-noos");
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = v.stream().unwrap();
+    let cut = tmp.path().join("cut.bin");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let dir = tmp.path().join("extract");
+    let out = ramstream(&[Path::new("extract"), &cut, Path::new("--out"), &dir]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("truncated"), "{stderr}");
+    assert!(!dir.exists(), "no extract directory is left behind");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no scratch directory is left behind"
+    );
+    let out = ramstream(&[Path::new("inspect"), &cut]);
+    assert!(!out.status.success());
+}
