@@ -1,0 +1,51 @@
+//! Limits and decoder options for the harness, chosen so that no input makes it allocate
+//! without bound.
+
+use ramstream_spec::Dialect;
+
+use crate::{DecoderOptions, FieldPresence, Limits, ZeroFill};
+
+/// Limits for fuzzing: small enough that no input makes the harness allocate without bound.
+pub fn fuzz_limits() -> Limits {
+    Limits {
+        max_ram_blocks: 64,
+        max_ram_total: 1 << 30,
+        max_vmdesc_len: 1 << 20,
+        max_device_section_len: 1 << 20,
+        max_balloon_runs: 1 << 16,
+        ..Limits::default()
+    }
+}
+
+/// Most pages a harness [`RamImage`](crate::RamImage) may hold; further page records are
+/// decoded but not applied (`RamImage` allocates lazily, one page per written page, so this
+/// bounds memory).
+pub const MAX_RESIDENT_PAGES: usize = 2048;
+
+/// Decoder options chosen by one control byte: bits 0–1 dialect, bit 2 strict ZERO fill,
+/// bit 3 configuration optional, bit 4 no section footers, bits 5–6 `mr_addr` presence,
+/// bit 7 `page_size` fields present. `0` is the default (QEMU 7.2) destination.
+pub fn options_from_byte(ctl: u8) -> DecoderOptions {
+    DecoderOptions {
+        dialect: Dialect::ALL[usize::from(ctl & 3)],
+        zero_fill: if ctl & 4 != 0 {
+            ZeroFill::RejectNonZero
+        } else {
+            ZeroFill::AcceptAny
+        },
+        require_configuration: ctl & 8 == 0,
+        section_footers: ctl & 16 == 0,
+        mr_addr: match (ctl >> 5) & 3 {
+            1 => FieldPresence::Present,
+            2 => FieldPresence::Absent,
+            _ => FieldPresence::Auto,
+        },
+        block_page_size: if ctl & 0x80 != 0 {
+            FieldPresence::Present
+        } else {
+            FieldPresence::Auto
+        },
+        limits: fuzz_limits(),
+        ..DecoderOptions::default()
+    }
+}
