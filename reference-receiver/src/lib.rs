@@ -17,9 +17,11 @@
 #![forbid(unsafe_code)]
 
 pub mod dest;
+mod error;
+mod options;
 
 use std::io::{self, Read};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ramstream_codec::balloon::BalloonMap;
 use ramstream_codec::{apply_event, Decoder, DecoderOptions, Event, Status};
@@ -27,155 +29,11 @@ use ramstream_reference_sender::source::PAGE_SIZE;
 use ramstream_reference_sender::wire::{unprefix, DigestSection};
 use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::{digest, reference};
-use ramstream_spec::{limits, ram, Dialect};
-use serde::{Deserialize, Serialize};
+use ramstream_spec::{ram, Dialect};
 
 pub use dest::{Destination, FakeDestination, KvmDestination, StagedStore, Verification};
-
-/// How to receive.
-#[derive(Debug, Clone)]
-pub struct ReceiveOptions {
-    /// Size of the read buffer; also the largest device section accepted.
-    pub buffer_size: usize,
-    /// How long to wait for the resumed guest's heartbeat and self-check.
-    pub verify_timeout: Duration,
-    /// The largest guest RAM this destination is configured to accept: a MEM_SIZE total above
-    /// it is refused by the decoder (`ErrorKind::RamTotalTooLarge`) before any memory is
-    /// mapped (SPEC.md §10). Defaults to `ramstream_spec::limits::MAX_RAM_TOTAL`.
-    pub max_ram_total: u64,
-}
-
-impl Default for ReceiveOptions {
-    fn default() -> Self {
-        ReceiveOptions {
-            buffer_size: 1 << 20,
-            verify_timeout: Duration::from_secs(20),
-            max_ram_total: limits::MAX_RAM_TOTAL,
-        }
-    }
-}
-
-/// What went wrong; in every case the destination guest was not resumed (except
-/// [`RecvErrorKind::Verify`], which happens after resuming).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RecvErrorKind {
-    /// Reading failed.
-    #[error("connection: {0}")]
-    Io(#[from] io::Error),
-    /// The stream is malformed.
-    #[error("stream: {0}")]
-    Decode(ramstream_codec::Error),
-    /// The stream ended before EOF or before the digest section.
-    #[error("stream ended early ({0}); refusing to resume the guest")]
-    EndedEarly(String),
-    /// Something the reference machine does not accept (machine type, sections).
-    #[error("{0}")]
-    Protocol(String),
-    /// The MEM_SIZE record at `offset` announces blocks that are not the destination's
-    /// layout (unknown or missing block, other length, extra block, or a second MEM_SIZE
-    /// that changes the first). Nothing was mapped or written for it.
-    #[error("MEM_SIZE at offset {offset}: blocks {announced:?} {reason}")]
-    LayoutMismatch {
-        /// Stream offset of the MEM_SIZE record.
-        offset: u64,
-        /// The `(idstr, used_length)` list the record announced.
-        announced: Vec<(String, u64)>,
-        /// What does not match.
-        reason: String,
-    },
-    /// The configuration at `offset` sets a target page size other than the destination's
-    /// (whose page records are whole 4 KiB pages).
-    #[error("configuration at offset {offset}: target page size {page_size} is not the destination's {expected}")]
-    PageSizeMismatch {
-        /// Stream offset of the configuration section.
-        offset: u64,
-        /// The stream's target page size.
-        page_size: u64,
-        /// The destination's.
-        expected: u64,
-    },
-    /// A PAGE, ZERO or XBZRLE record at `offset` for a page that the stream's own balloon
-    /// records say is ballooned at that point (SPEC.md §9.7: a sender MUST deflate first).
-    /// Nothing was written for it.
-    #[error("{record} record at offset {offset} writes page {page} of block {block:?}, which the stream ballooned; a sender must deflate a page before sending it (SPEC.md §9.7)")]
-    PageOfBallooned {
-        /// Stream offset of the record.
-        offset: u64,
-        /// `PAGE`, `ZERO` or `XBZRLE`.
-        record: &'static str,
-        /// The block's idstr.
-        block: String,
-        /// The page index in the block.
-        page: u64,
-    },
-    /// The RAM digest does not match the memory received.
-    #[error("RAM digest mismatch in block {block:?}: stream says {expected}, memory has {actual}; refusing to resume the guest")]
-    DigestMismatch {
-        /// The block.
-        block: String,
-        /// Hex digest from the stream.
-        expected: String,
-        /// Hex digest of the destination's memory.
-        actual: String,
-    },
-    /// The destination guest failed.
-    #[error("destination guest: {0}")]
-    Guest(String),
-    /// The resumed guest did not prove that it runs intact.
-    #[error("verification after resume: {0}")]
-    Verify(String),
-}
-
-/// A failed receive.
-#[derive(Debug, thiserror::Error)]
-#[error("receive failed after {bytes_received} bytes: {kind}")]
-pub struct RecvError {
-    /// Bytes read before the failure.
-    pub bytes_received: u64,
-    /// Whether the destination guest was resumed (false for every error before resuming).
-    pub resumed: bool,
-    /// The cause.
-    #[source]
-    pub kind: RecvErrorKind,
-}
-
-/// What a finished receive reports.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReceiveReport {
-    /// `completed`.
-    pub status: String,
-    /// Bytes read.
-    pub bytes_received: u64,
-    /// PAGE records written.
-    pub pages: u64,
-    /// ZERO records that had to zero a page written earlier.
-    pub zero_written: u64,
-    /// ZERO records for pages already zero (left untouched).
-    pub zero_skipped: u64,
-    /// XBZRLE records applied.
-    pub xbzrle: u64,
-    /// PART/END sections.
-    pub sections: u64,
-    /// Balloon records (SPEC.md §9.4) applied.
-    pub balloon_records: u64,
-    /// Ballooned pages restored from the VM state.
-    pub ballooned_pages: u64,
-    /// Whether every block's digest matched.
-    pub digest_verified: bool,
-    /// Time spent hashing memory.
-    pub digest_ms: f64,
-    /// From the end of the stream to the guest resumed (restore, digest check, resume).
-    pub resume_ms: f64,
-    /// Time the resumed guest took to prove it runs (heartbeat and self-check).
-    pub verify_ms: f64,
-    /// Whether the guest was resumed.
-    pub guest_resumed: bool,
-    /// The resumed guest's proof of life.
-    pub verification: Verification,
-    /// Largest number of bytes buffered at once.
-    pub max_buffered: usize,
-}
+pub use error::{RecvError, RecvErrorKind};
+pub use options::{ReceiveOptions, ReceiveReport};
 
 #[derive(Default)]
 struct Pending {
