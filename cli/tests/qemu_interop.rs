@@ -595,6 +595,53 @@ fn multifd_is_refused_by_name() {
 }
 
 #[test]
+fn multifd_is_refused_by_name_by_the_proxy() {
+    if qemu_or_skip("multifd_is_refused_by_name_by_the_proxy").is_none() {
+        return;
+    }
+    let _serial = serial();
+    let v = dirtying_guest();
+    // The proxy fails before the destination matters: a socket that drains what it gets.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = sink.accept() {
+            let _ = std::io::copy(&mut c, &mut std::io::sink());
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let record = tmp.path().join("recorded.mig");
+    let port = free_port();
+    let proxy = spawn_listening(&[
+        "proxy".to_string(),
+        "--listen".into(),
+        format!("tcp:127.0.0.1:{port}"),
+        "--forward".into(),
+        format!("tcp:127.0.0.1:{sink_port}"),
+        "--record".into(),
+        record.display().to_string(),
+    ]);
+    let mut src = source(&v, &["multifd"], 1_000_000);
+    src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))
+        .unwrap();
+    let out = proxy.wait();
+    assert!(
+        !out.status.success(),
+        "the proxy forwarded a multifd migration"
+    );
+    let line = out.error_line().to_string();
+    for e in [
+        "proxying",
+        "capability multifd",
+        "multifd channel",
+        "at offset 0x",
+    ] {
+        assert!(line.contains(e), "{line:?} does not mention {e:?}");
+    }
+    eprintln!("multifd through the proxy: {line}");
+}
+
+#[test]
 fn compress_is_refused_by_name() {
     if qemu_or_skip("compress_is_refused_by_name").is_none() {
         return;

@@ -128,13 +128,6 @@ impl Listener {
     }
 }
 
-/// Listens on `addr`, prints the bound address to stderr, and accepts one connection.
-pub fn accept_one(addr: &Addr) -> Result<Box<dyn Duplex>> {
-    let (s, peer) = Listener::bind(addr)?.accept()?;
-    eprintln!("connection from {peer}");
-    Ok(s)
-}
-
 /// Connects to `addr`.
 pub fn connect(addr: &Addr) -> Result<Box<dyn Duplex>> {
     match addr {

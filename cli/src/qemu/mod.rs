@@ -4,3 +4,4 @@ pub mod addr;
 pub mod proxy;
 pub mod pump;
 pub mod receive;
+pub mod side_channels;

@@ -13,9 +13,10 @@ use ramstream_codec::{apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAd
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
-use crate::qemu::addr::{accept_one, connect, Addr};
+use crate::qemu::addr::{connect, Addr, Listener};
 use crate::qemu::pump::pump;
 use crate::qemu::receive::check_policy;
+use crate::qemu::side_channels::SideChannels;
 use crate::DecodeArgs;
 
 /// Figures the proxy reports at the end (and, with `--json`, prints as one object).
@@ -125,7 +126,10 @@ pub fn run(
     decode: &DecodeArgs,
 ) -> Result<()> {
     let started = Instant::now();
-    let mut src = accept_one(listen)?;
+    let listener = Listener::bind(listen)?;
+    let (mut src, peer) = listener.accept()?;
+    eprintln!("connection from {peer}");
+    let extra = SideChannels::watch(listener, src.try_clone_box()?);
     let dst = connect(forward)?;
     // The return path (destination to source) is forwarded raw, in the background.
     let mut back_from = dst.try_clone_box()?;
@@ -148,7 +152,8 @@ pub fn run(
     let mut re = Reencoder::new();
     let mut out = Vec::with_capacity(1 << 16);
     let mut last_print = Instant::now();
-    let result = pump(&mut *src, &mut dec, |offset, event, raw| {
+    let mut result = pump(&mut *src, &mut dec, |offset, event, raw| {
+        extra.check(offset)?;
         check_policy(event, offset, true)?;
         rep.bytes_in += raw.len() as u64;
         if let Some(r) = rec.as_mut() {
@@ -199,6 +204,11 @@ pub fn run(
         }
         Ok(())
     });
+    // The source connection may end (or be shut down by the watcher) before an event shows
+    // the side channel: that channel is the error then, not a short read.
+    if let Err(e) = extra.check(dec.offset()) {
+        result = Err(e);
+    }
     result.with_context(|| {
         format!(
             "proxying {listen} to {forward}: stopped after {} bytes in",

@@ -2,18 +2,17 @@
 //! keeps the device state, instead of running the guest.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use ramstream_codec::{Decoder, Event};
-use ramstream_spec::stream::{Command, MULTIFD_CHANNEL_MAGIC};
+use ramstream_spec::stream::Command;
 
 use crate::extract::Collector;
-use crate::qemu::addr::{Addr, Duplex, Listener};
+use crate::qemu::addr::{Addr, Listener};
 use crate::qemu::pump::pump;
+use crate::qemu::side_channels::SideChannels;
 use crate::DecodeArgs;
 
 /// Machine types whose streams the conformance vectors cover.
@@ -46,50 +45,11 @@ pub fn check_policy(event: &Event<'_>, offset: u64, allow_untested: bool) -> Res
             );
         }
         Event::MultifdFlush(_) => bail!(
-            "at offset {offset:#x}: MULTIFD_FLUSH record: the source uses capability multifd, whose pages travel on other connections; ramstream receives one connection only"
+            "at offset {offset:#x}: MULTIFD_FLUSH record: the source uses capability multifd, whose pages travel on other connections; ramstream takes one connection only"
         ),
         _ => {}
     }
     Ok(())
-}
-
-/// Watches the listener after the first connection: QEMU's multifd capability opens more
-/// connections to the same address (its side channels), which this receiver cannot serve.
-/// The first such connection sets the returned message and shuts the main connection down,
-/// so a read blocked on it returns.
-fn watch_extra_connections(
-    listener: Listener,
-    main: Box<dyn Duplex>,
-) -> Arc<Mutex<Option<String>>> {
-    let found = Arc::new(Mutex::new(None));
-    let report = Arc::clone(&found);
-    std::thread::spawn(move || {
-        let Ok((mut extra, peer)) = listener.accept() else {
-            return;
-        };
-        // QEMU writes a channel's magic as soon as it connects.
-        let _ = extra.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut word = [0u8; 4];
-        let what = match extra.read_exact(&mut word) {
-            Ok(()) if u32::from_be_bytes(word) == MULTIFD_CHANNEL_MAGIC => format!(
-                "a second connection from {peer} is a multifd channel (magic {MULTIFD_CHANNEL_MAGIC:#010x}): the source uses capability multifd, whose pages travel on other connections; ramstream receives one connection only (turn multifd off)"
-            ),
-            Ok(()) => format!(
-                "a second connection from {peer} (first bytes {}): ramstream receives one connection only",
-                hex(&word)
-            ),
-            Err(_) => format!(
-                "a second connection from {peer}: ramstream receives one connection only (is capability multifd on?)"
-            ),
-        };
-        *report.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
-        main.shutdown_both();
-    });
-    found
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Receives one QEMU stream on `listen` and extracts it into `out`.
@@ -106,8 +66,7 @@ pub fn run(
     let listener = Listener::bind(listen)?;
     let (mut conn, peer) = listener.accept()?;
     eprintln!("connection from {peer}");
-    let extra = watch_extra_connections(listener, conn.try_clone_box()?);
-    let extra_connection = || extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let extra = SideChannels::watch(listener, conn.try_clone_box()?);
     let mut dec = Decoder::new(decode.options());
     let mut c = Collector::new(dec.page_size());
     let partial = save_stream.map(|p| p.with_extension("partial"));
@@ -120,9 +79,7 @@ pub fn run(
     let mut bytes = 0u64;
     let mut pages = 0u64;
     let mut result = pump(&mut *conn, &mut dec, |offset, event, raw| {
-        if let Some(what) = extra_connection() {
-            bail!("at offset {offset:#x}: {what}");
-        }
+        extra.check(offset)?;
         check_policy(event, offset, allow_untested)?;
         if let Some(s) = saver.as_mut() {
             s.write_all(raw)?;
@@ -135,8 +92,8 @@ pub fn run(
     });
     // The main connection may end (or be shut down by the watcher) before an event shows
     // the extra connection: that connection is the error then, not a short read.
-    if let Some(what) = extra_connection() {
-        result = Err(anyhow!("at offset {:#x}: {what}", dec.offset()));
+    if let Err(e) = extra.check(dec.offset()) {
+        result = Err(e);
     }
     if let Err(e) = result {
         if let Some(p) = &partial {
