@@ -59,7 +59,8 @@ fn vmdesc() {
     assert!(n > 0);
 }
 
-/// Every directory of corpus or regressions belongs to a target replayed above.
+/// Every directory of corpus or regressions belongs to a target replayed above, or to
+/// `receiver`, which `reference-receiver/tests/fuzz_corpus.rs` replays.
 #[test]
 fn every_target_is_replayed() {
     let known = [
@@ -72,6 +73,7 @@ fn every_target_is_replayed() {
         "roundtrip_records",
         "vmdesc",
         "balloon_runs",
+        "receiver",
     ];
     for kind in ["corpus", "regressions"] {
         let Ok(entries) = fs::read_dir(fuzz_dir().join(kind)) else {

@@ -271,13 +271,13 @@ impl Destination for FakeDestination {
                 .mem
                 .get_mut(r.region)
                 .ok_or_else(|| format!("balloon run in unknown region {}", r.region))?;
-            let (a, b) = (
-                r.first_page as usize * PAGE_SIZE,
-                (r.first_page + r.page_count) as usize * PAGE_SIZE,
-            );
-            m.get_mut(a..b)
-                .ok_or_else(|| "balloon run out of range".to_string())?
-                .fill(0);
+            // Checked, as the KVM VM checks runs against its layout: the blob is untrusted.
+            let end = r
+                .first_page
+                .checked_add(r.page_count)
+                .filter(|&end| end <= (m.len() / PAGE_SIZE) as u64)
+                .ok_or_else(|| "balloon run out of range".to_string())?;
+            m[r.first_page as usize * PAGE_SIZE..end as usize * PAGE_SIZE].fill(0);
         }
         self.vcpu = Some(vcpu.to_vec());
         Ok(vm_state.balloon)

@@ -18,6 +18,7 @@
 
 pub mod dest;
 mod error;
+pub mod fuzzing;
 mod options;
 
 use std::io::{self, Read};

@@ -16,14 +16,17 @@
 
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use ramstream_codec::{decode_all, DecoderOptions, ErrorKind, Event, RecordKind};
+use ramstream_codec::{ErrorKind, RecordKind};
+use ramstream_reference_receiver::fuzzing::{
+    balloon_inflate, layout, mem_size, real_stream as real, record, source_guest, xbzrle, BLOCK,
+    RAM,
+};
 use ramstream_reference_receiver::{
     receive, Destination, ReceiveOptions, RecvError, RecvErrorKind, Verification,
 };
-use ramstream_reference_sender::{migrate, ScriptStep, ScriptedGuest, SendOptions, PAGE_SIZE};
+use ramstream_reference_sender::PAGE_SIZE;
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
 use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
@@ -31,11 +34,7 @@ use ramstream_spec::limits;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::stream::SectionType;
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
-use ramstream_spec::Dialect;
 
-/// 8 MiB: `pc.ram` and `ram1`, 4 MiB (1024 pages) each, as the reference machine lays it out.
-const RAM: u64 = 8 << 20;
-const BLOCK: u64 = RAM / 2;
 const BLOCK_PAGES: u64 = BLOCK / PAGE_SIZE as u64;
 /// Guard size on each side of a block.
 const GUARD: usize = 16 * PAGE_SIZE;
@@ -44,16 +43,8 @@ const SLACK: usize = PAGE_SIZE;
 
 // Record flags (SPEC.md §6.2), from the spec crate.
 const ZERO: u64 = RamFlags::ZERO.bits();
-const MEM_SIZE: u64 = RamFlags::MEM_SIZE.bits();
 const PAGE: u64 = RamFlags::PAGE.bits();
-const EOS: u64 = RamFlags::EOS.bits();
-const CONTINUE: u64 = RamFlags::CONTINUE.bits();
 const XBZRLE: u64 = RamFlags::XBZRLE.bits();
-const BALLOON: u64 = RamFlags::BALLOON.bits();
-
-fn layout() -> MemoryLayout {
-    MemoryLayout::with_ram_size(RAM).unwrap()
-}
 
 /// One anonymous mapping: guards `PROT_NONE`, block windows read-write.
 struct GuardedMemory {
@@ -264,150 +255,10 @@ fn content(seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn word(w: u64) -> Vec<u8> {
-    w.to_be_bytes().to_vec()
-}
-
-/// A page, zero or XBZRLE record: word, idstr unless `name` is `None` (CONTINUE), payload.
-fn record(flags: u64, offset: u64, name: Option<&str>, payload: &[u8]) -> Vec<u8> {
-    let cont = if name.is_none() { CONTINUE } else { 0 };
-    let mut v = word(offset | flags | cont);
-    if let Some(n) = name {
-        v.push(n.len() as u8);
-        v.extend_from_slice(n.as_bytes());
-    }
-    v.extend_from_slice(payload);
-    v
-}
-
-fn xbzrle(offset: u64, name: Option<&str>, delta: &[u8]) -> Vec<u8> {
-    let mut payload = vec![ENCODING_FLAG_XBZRLE];
-    payload.extend_from_slice(&(delta.len() as u16).to_be_bytes());
-    payload.extend_from_slice(delta);
-    record(XBZRLE, offset, name, &payload)
-}
-
-fn mem_size(total: u64, blocks: &[(&str, u64)]) -> Vec<u8> {
-    let mut v = word(total | MEM_SIZE);
-    for (n, len) in blocks {
-        v.push(n.len() as u8);
-        v.extend_from_slice(n.as_bytes());
-        v.extend(word(*len));
-    }
-    v
-}
-
-/// A ramstream balloon v1 incremental record (SPEC.md §9.4) with inflate runs only.
-fn balloon_inflate(name: &str, runs: &[(u64, u64)]) -> Vec<u8> {
-    let mut v = word(BALLOON);
-    v.push(name.len() as u8);
-    v.extend_from_slice(name.as_bytes());
-    v.extend_from_slice(&[1, 1]);
-    v.extend_from_slice(&(runs.len() as u32).to_be_bytes());
-    v.extend_from_slice(&0u32.to_be_bytes());
-    for (s, c) in runs {
-        v.extend(word(*s));
-        v.extend(word(*c));
-    }
-    v
-}
-
-/// A real stream from the reference sender, and where its pieces are.
-struct Real {
-    stream: Vec<u8>,
-    /// Offset of the configuration section.
-    config_at: usize,
-    /// Offset of the first item after the configuration.
-    after_config: usize,
-    /// Offset of the MEM_SIZE record.
-    mem_size_at: usize,
-    /// Offset of the record after MEM_SIZE.
-    after_mem_size: usize,
-    /// The `ram` section id.
-    ram_id: u32,
-}
-
-/// A guest with data in both blocks, including the last page of each.
-fn source_guest() -> ScriptedGuest {
-    let mut g = ScriptedGuest::new(layout(), vec![]);
-    for (block, first, count, seed) in [(0, 0, 64, 1), (0, 1023, 1, 2), (1, 1000, 24, 3)] {
-        g.apply(&ScriptStep::Write {
-            block,
-            first,
-            count,
-            seed,
-        });
-    }
-    g
-}
-
-fn send_opts() -> SendOptions {
-    SendOptions {
-        downtime_limit: Duration::from_secs(3600),
-        ..SendOptions::default()
-    }
-}
-
-fn real() -> &'static Real {
-    static REAL: OnceLock<Real> = OnceLock::new();
-    REAL.get_or_init(|| {
-        let mut stream = Vec::new();
-        migrate(&mut source_guest(), &mut stream, &send_opts(), &mut |_| {}).expect("migrate");
-        let events = decode_all(
-            &stream,
-            DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
-        )
-        .unwrap();
-        let pos = |f: &dyn Fn(&Event<'_>) -> bool| {
-            events.iter().position(|(_, e)| f(e)).expect("event") as usize
-        };
-        let c = pos(&|e| matches!(e, Event::Configuration(_)));
-        let m = pos(&|e| matches!(e, Event::MemSize(_)));
-        let ram_id = events
-            .iter()
-            .find_map(|(_, e)| match e {
-                Event::SectionStart(h) => Some(h.section_id),
-                _ => None,
-            })
-            .unwrap();
-        let Event::Configuration(cfg) = &events[c].1 else {
-            unreachable!()
-        };
-        assert!(
-            cfg.has_capability(ramstream_spec::config::capability::RAMSTREAM_BALLOON_V1),
-            "the hostile balloon cases need the extension announced"
-        );
-        let at = |i: usize| events[i].0 as usize;
-        Real {
-            config_at: at(c),
-            after_config: at(c + 1),
-            mem_size_at: at(m),
-            after_mem_size: at(m + 1),
-            ram_id,
-            stream: stream.clone(),
-        }
-    })
-}
-
 /// The real stream up to and including MEM_SIZE, then `records`, then EOS, footer and EOF.
 /// Returns the stream and the offset of each of `records`.
 fn after_mem_size(records: &[Vec<u8>]) -> (Vec<u8>, Vec<u64>) {
-    let r = real();
-    splice(&r.stream[..r.after_mem_size], records)
-}
-
-fn splice(prefix: &[u8], records: &[Vec<u8>]) -> (Vec<u8>, Vec<u64>) {
-    let mut s = prefix.to_vec();
-    let mut at = Vec::new();
-    for rec in records {
-        at.push(s.len() as u64);
-        s.extend_from_slice(rec);
-    }
-    s.extend(word(EOS));
-    s.push(SectionType::FOOTER.0);
-    s.extend_from_slice(&real().ram_id.to_be_bytes());
-    s.push(SectionType::EOF.0);
-    (s, at)
+    real().splice(real().after_mem_size, records)
 }
 
 /// Receives a hostile stream: it must fail before resuming, and memory must hold exactly
@@ -674,8 +525,8 @@ fn continue_after_a_block_change_resolves_to_the_new_block() {
 fn page_record_before_mem_size() {
     let r = real();
     // The ram START header, then a page record instead of MEM_SIZE.
-    let (s, at) = splice(
-        &r.stream[..r.mem_size_at],
+    let (s, at) = r.splice(
+        r.mem_size_at,
         &[record(PAGE, 0, Some("pc.ram"), &content(1))],
     );
     let k = decode_error(
@@ -696,7 +547,7 @@ fn page_record_before_mem_size() {
 fn layout_refused(ms: Vec<u8>, first: bool) -> String {
     let r = real();
     let (s, at) = if first {
-        splice(&r.stream[..r.mem_size_at], &[ms])
+        r.splice(r.mem_size_at, &[ms])
     } else {
         after_mem_size(&[ms])
     };
@@ -748,10 +599,7 @@ fn mem_size_total_against_the_configured_guest_size() {
     let r = real();
     // Default: the codec's limit, 16 TiB.
     let huge = 1u64 << 62;
-    let (s, at) = splice(
-        &r.stream[..r.mem_size_at],
-        &[mem_size(huge, &[("pc.ram", huge)])],
-    );
+    let (s, at) = r.splice(r.mem_size_at, &[mem_size(huge, &[("pc.ram", huge)])]);
     let k = decode_error(refused(&s, &[]), at[0], RecordKind::MemSize, None);
     assert_eq!(
         k,
@@ -765,8 +613,8 @@ fn mem_size_total_against_the_configured_guest_size() {
         max_ram_total: RAM,
         ..recv_opts()
     };
-    let (s, at) = splice(
-        &r.stream[..r.mem_size_at],
+    let (s, at) = r.splice(
+        r.mem_size_at,
         &[mem_size(2 * RAM, &[("pc.ram", RAM), ("ram1", RAM)])],
     );
     let k = decode_error(
