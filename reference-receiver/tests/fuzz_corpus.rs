@@ -4,7 +4,7 @@
 //! target calls, so plain `cargo test` on stable covers them.
 //!
 //! The seeds are written by [`seeds`]; regenerate them with
-//! `cargo test -p ramstream-reference-receiver --test fuzz_corpus -- --ignored write_seeds`.
+//! `RAMSTREAM_WRITE_SEEDS=1 cargo test -p ramstream-reference-receiver --test fuzz_corpus committed_seeds_are_current`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -207,13 +207,32 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The committed seeds are exactly what [`seeds`] makes (they cannot drift from the stream
+/// the harness builds); with `RAMSTREAM_WRITE_SEEDS=1` it (re)writes them instead.
 #[test]
-#[ignore = "writes fuzz/corpus/receiver/; run by hand to regenerate the seeds"]
-fn write_seeds() {
+fn committed_seeds_are_current() {
     let dir = target_dir("corpus");
-    fs::create_dir_all(&dir).unwrap();
+    let write = std::env::var("RAMSTREAM_WRITE_SEEDS").as_deref() == Ok("1");
+    if write {
+        fs::create_dir_all(&dir).unwrap();
+    }
     for (name, bytes) in seeds() {
-        fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        let path = dir.join(format!("seed-{name}"));
+        if write {
+            fs::write(&path, &bytes).unwrap();
+        } else {
+            let committed = fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (regenerate with RAMSTREAM_WRITE_SEEDS=1)",
+                    path.display()
+                )
+            });
+            assert!(
+                committed == bytes,
+                "{} is stale (regenerate with RAMSTREAM_WRITE_SEEDS=1)",
+                path.display()
+            );
+        }
     }
 }
 
