@@ -9,7 +9,8 @@
 # fuzz/regressions/<target>/ once fixed so `cargo test` replays it forever.
 #
 # New inputs go to fuzz/target/work-corpus/<target>/ (not committed); the committed seeds in
-# fuzz/corpus/<target>/ are read only.
+# fuzz/corpus/<target>/ are read only. Builds are optimised with debug assertions and
+# overflow checks on (`-O -a`): an arithmetic overflow is a finding, not a silent wrap.
 set -euo pipefail
 
 secs=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
@@ -28,7 +29,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 mkdir -p target
-if ! cargo +nightly fuzz build -O >target/fuzz-build.log 2>&1; then
+if ! cargo +nightly fuzz build -O -a >target/fuzz-build.log 2>&1; then
     cat target/fuzz-build.log
     exit 1
 fi
@@ -47,7 +48,7 @@ for t in "${targets[@]}"; do
             dict=(-dict=data/stream.dict) ;;
         *) dict=() ;;
     esac
-    if cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- "${dict[@]}" \
+    if cargo +nightly fuzz run -O -a "$t" "$work" "corpus/$t" -- "${dict[@]}" \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
         -artifact_prefix="$art/" >"$log" 2>&1; then
         grep -E '^Done' "$log" || true
@@ -59,7 +60,7 @@ for t in "${targets[@]}"; do
         new=$(( $(ls -1 "$art" | wc -l) - before ))
         for f in $(ls -1t "$art" | head -n "$new"); do
             echo "reproducer: fuzz/$art/$f"
-            echo "reproduce:  cargo +nightly fuzz run -O $t fuzz/$art/$f"
+            echo "reproduce:  cargo +nightly fuzz run -O -a $t fuzz/$art/$f"
             echo "input ($(wc -c <"$art/$f") bytes, hex, first 1 KiB):"
             { od -An -tx1 -v "$art/$f" | head -64; } || true
         done
