@@ -7,13 +7,13 @@
 #![allow(missing_docs)]
 
 mod support;
-use support::{derive, random_set, shapes, SET};
+use support::{copy_set, derive, random_set, shapes, time, SET};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use ramstream_codec::xbzrle::{decode, encode, Encoded};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// All deltas back to back, and each page's (start, end) in that buffer.
 fn deltas(old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
@@ -37,18 +37,6 @@ fn decode_set(all: &[u8], spans: &[(usize, usize)], pages: &mut [u8]) {
     for (page, &(a, b)) in pages.chunks_exact_mut(PAGE).zip(spans) {
         decode(black_box(&all[a..b]), page).unwrap();
     }
-}
-
-fn copy_set(new: &[u8], dst: &mut [u8]) {
-    for (d, s) in dst.chunks_exact_mut(PAGE).zip(new.chunks_exact(PAGE)) {
-        d.copy_from_slice(black_box(s));
-    }
-}
-
-fn time(mut f: impl FnMut()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
 }
 
 fn bench(c: &mut Criterion) {

@@ -7,13 +7,13 @@
 #![allow(missing_docs)]
 
 mod support;
-use support::{derive, random_set, shapes, SET};
+use support::{copy_set, derive, random_set, shapes, time, SET};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use ramstream_codec::xbzrle::{encode_with, Encoded, Kernel};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Encodes every page pair into one reused page-sized buffer (as QEMU does); returns the
 /// total delta length so nothing is optimised away.
@@ -26,18 +26,6 @@ fn encode_set(kernel: Kernel, old: &[u8], new: &[u8], out: &mut [u8]) -> usize {
             _ => 0,
         })
         .sum()
-}
-
-fn copy_set(new: &[u8], dst: &mut [u8]) {
-    for (d, s) in dst.chunks_exact_mut(PAGE).zip(new.chunks_exact(PAGE)) {
-        d.copy_from_slice(black_box(s));
-    }
-}
-
-fn time(mut f: impl FnMut()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
 }
 
 fn gbps(t: Duration) -> f64 {

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use ramstream_spec::ram::RamFlags;
+use ramstream_spec::ram::{self, RamFlags};
 use ramstream_spec::stream::{Command, SectionType};
 
 /// The kind of record an event or error concerns.
@@ -110,6 +110,26 @@ pub struct SectionHeader<'a> {
     pub instance_id: u32,
     /// The handler's version.
     pub version_id: u32,
+}
+
+impl SectionHeader<'static> {
+    /// The START header of the `ram` section with `section_id`: idstr `ram`, instance 0,
+    /// version 4 (SPEC.md §6), the spec crate's constants.
+    ///
+    /// ```
+    /// use ramstream_codec::SectionHeader;
+    /// let h = SectionHeader::ram_start(2);
+    /// assert_eq!((h.idstr, h.instance_id, h.version_id), ("ram", 0, 4));
+    /// ```
+    pub const fn ram_start(section_id: u32) -> Self {
+        SectionHeader {
+            section_type: SectionType::START,
+            section_id,
+            idstr: ram::SECTION_IDSTR,
+            instance_id: ram::SECTION_INSTANCE_ID,
+            version_id: ram::SECTION_VERSION,
+        }
+    }
 }
 
 /// A RAM block as listed by MEM_SIZE (SPEC.md §7.1).

@@ -9,7 +9,6 @@ use ramstream_codec::{
     SectionHeader, Status,
 };
 use ramstream_spec::config::capability::RAMSTREAM_BALLOON_V1;
-use ramstream_spec::stream::SectionType;
 use ramstream_spec::Dialect;
 
 const V1: Dialect = Dialect::RamstreamBalloonV1;
@@ -318,17 +317,8 @@ fn before_mem_size(record: &[u8], announce: bool) -> Vec<u8> {
         &mut out,
     )
     .unwrap();
-    enc.section_header(
-        &SectionHeader {
-            section_type: SectionType::START,
-            section_id: bs::RAM_ID,
-            idstr: "ram",
-            instance_id: 0,
-            version_id: 4,
-        },
-        &mut out,
-    )
-    .unwrap();
+    enc.section_header(&SectionHeader::ram_start(bs::RAM_ID), &mut out)
+        .unwrap();
     out.extend_from_slice(record);
     out
 }

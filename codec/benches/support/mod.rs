@@ -2,6 +2,7 @@
 
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 /// Bytes of new pages (and as many of old pages).
 pub const SET: usize = 512 << 20;
@@ -68,4 +69,18 @@ pub fn derive(old: &[u8], shape: Shape) -> Vec<u8> {
     new.chunks_exact_mut(PAGE).for_each(|p| shape(&mut rng, p));
     black_box(&mut new);
     new
+}
+
+/// memcpy of `new` onto `dst`, page by page: the baseline the benches divide by.
+pub fn copy_set(new: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.chunks_exact_mut(PAGE).zip(new.chunks_exact(PAGE)) {
+        d.copy_from_slice(black_box(s));
+    }
+}
+
+/// Wall time of one call.
+pub fn time(mut f: impl FnMut()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
 }

@@ -3,7 +3,6 @@
 
 use ramstream_spec::config::capability;
 use ramstream_spec::ram::RamFlags;
-use ramstream_spec::stream::SectionType;
 use ramstream_spec::Dialect;
 
 use super::{
@@ -98,17 +97,8 @@ pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
         &mut out,
     )
     .unwrap();
-    enc.section_header(
-        &SectionHeader {
-            section_type: SectionType::START,
-            section_id: 2,
-            idstr: "ram",
-            instance_id: 0,
-            version_id: 4,
-        },
-        &mut out,
-    )
-    .unwrap();
+    enc.section_header(&SectionHeader::ram_start(2), &mut out)
+        .unwrap();
     let mut blocks = vector_blocks();
     for (i, b) in blocks.iter_mut().enumerate() {
         b.mr_addr = ignore_shared.then_some(i as u64 * 0x1000_0000);

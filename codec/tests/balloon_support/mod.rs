@@ -60,17 +60,8 @@ pub fn prelude(enc: &mut Encoder, out: &mut Vec<u8>, caps: Option<Vec<&str>>, bl
         out,
     )
     .unwrap();
-    enc.section_header(
-        &SectionHeader {
-            section_type: SectionType::START,
-            section_id: RAM_ID,
-            idstr: "ram",
-            instance_id: 0,
-            version_id: 4,
-        },
-        out,
-    )
-    .unwrap();
+    enc.section_header(&SectionHeader::ram_start(RAM_ID), out)
+        .unwrap();
     enc.mem_size(blocks, out).unwrap();
 }
 

@@ -59,17 +59,8 @@ pub fn small_stream() -> Vec<u8> {
         &mut out,
     )
     .unwrap();
-    enc.section_header(
-        &SectionHeader {
-            section_type: SectionType::START,
-            section_id: RAM_ID,
-            idstr: "ram",
-            instance_id: 0,
-            version_id: 4,
-        },
-        &mut out,
-    )
-    .unwrap();
+    enc.section_header(&SectionHeader::ram_start(RAM_ID), &mut out)
+        .unwrap();
     enc.mem_size(&blocks(), &mut out).unwrap();
     enc.eos(&mut out);
     enc.footer(RAM_ID, &mut out);

@@ -27,13 +27,7 @@ impl Plan {
             capabilities: caps,
             uuid: self.uuid,
         };
-        let ram_header = SectionHeader {
-            section_type: SectionType::START,
-            section_id: self.ram_id,
-            idstr: "ram",
-            instance_id: 0,
-            version_id: 4,
-        };
+        let ram_header = SectionHeader::ram_start(self.ram_id);
         let mut enc = Encoder::new(self.page_bits);
         let mut out = Vec::new();
         let mut expected: Vec<Event<'_>> = Vec::new();
