@@ -134,25 +134,29 @@ impl Collector {
     }
 
     /// Writes the extract into `out` atomically: a scratch directory beside it is renamed at
-    /// the end, so a failure never leaves a directory that looks complete.
-    pub fn write(&self, out: &Path) -> Result<()> {
+    /// the end, so a failure never leaves a directory that looks complete. Returns the
+    /// device-split check it recorded in the manifest.
+    pub fn write(&self, out: &Path) -> Result<Option<SplitCheck>> {
         if out.exists() && fs::read_dir(out)?.next().is_some() {
             bail!("{} exists and is not empty", out.display());
         }
         let scratch = scratch_dir(out)?;
-        if let Err(e) = self.write_into(&scratch) {
-            let _ = fs::remove_dir_all(&scratch);
-            return Err(e);
-        }
+        let splits = match self.write_into(&scratch) {
+            Ok(splits) => splits,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
         if out.exists() {
             fs::remove_dir(out)?;
         }
         fs::rename(&scratch, out)
             .with_context(|| format!("cannot rename into {}", out.display()))?;
-        Ok(())
+        Ok(splits)
     }
 
-    fn write_into(&self, dir: &Path) -> Result<()> {
+    fn write_into(&self, dir: &Path) -> Result<Option<SplitCheck>> {
         fs::create_dir_all(dir.join("devices"))?;
         let mut blocks = Vec::new();
         let mut used = std::collections::HashSet::new();
@@ -201,14 +205,15 @@ impl Collector {
             }
             None => None,
         };
-        let manifest = serde_json::to_string_pretty(&Manifest {
+        let mut manifest = Manifest {
             blocks,
             devices,
             vmdesc,
             vmdesc_splits: self.split_check(),
-        })?;
-        fs::write(dir.join("manifest.json"), manifest + "\n")?;
-        Ok(())
+        };
+        let text = serde_json::to_string_pretty(&manifest)?;
+        fs::write(dir.join("manifest.json"), text + "\n")?;
+        Ok(manifest.vmdesc_splits.take())
     }
 }
 
@@ -262,8 +267,8 @@ pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
             Status::Done => break,
         }
     }
-    c.write(out)?;
-    report_splits(c.split_check().as_ref());
+    let splits = c.write(out)?;
+    report_splits(splits.as_ref());
     eprintln!(
         "extracted {} block(s) and {} device section(s) into {}",
         c.image.blocks().len(),

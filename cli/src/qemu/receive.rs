@@ -107,8 +107,8 @@ pub fn run(
         s.flush()?;
         std::fs::rename(&p, final_path)?;
     }
-    c.write(out)?;
-    crate::extract::report_splits(c.split_check().as_ref());
+    let splits = c.write(out)?;
+    crate::extract::report_splits(splits.as_ref());
     eprintln!(
         "received {bytes} bytes ({pages} page records) from {listen}; extracted {} block(s) and {} device section(s) into {}",
         c.image.blocks().len(),
