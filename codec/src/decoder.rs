@@ -384,7 +384,7 @@ impl Decoder {
                 }
             }
             SectionType::EOF => Ok(Event::Eof),
-            SectionType::COMMAND => frame::command::parse(c, at),
+            SectionType::COMMAND => frame::command::parse(c, at, self.opts.dialect),
             SectionType::SUBSECTION
             | SectionType::VMDESCRIPTION
             | SectionType::CONFIGURATION

@@ -281,9 +281,32 @@ fn commands() {
             ..
         }
     ));
-    // SWITCHOVER_START is QEMU 10.0's; a 7.2 reader rejects it.
-    let s = [HEADER, CONFIG, b"\x08\0\x0b\0\0"].concat();
-    assert!(matches!(err(&s).kind, ErrorKind::UnknownCommand { .. }));
+    // SWITCHOVER_START is QEMU 10.0's: the default reads it, a 7.2 or 8.1-9.2 loader rejects
+    // it, and it carries no payload.
+    let s = [HEADER, CONFIG, b"\x08\0\x0b\0\0\x00"].concat();
+    let events = decode_all(&s, Default::default()).unwrap();
+    assert!(events.iter().any(|(_, e)| matches!(e,
+        Event::Command(c) if c.command == Command::SWITCHOVER_START && c.payload.is_empty())));
+    for d in [Dialect::Qemu7_2, Dialect::Qemu8_1] {
+        let e = decode_all(&s, DecoderOptions::with_dialect(d)).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::UnknownCommand {
+                command: Command::SWITCHOVER_START,
+                len: 0
+            },
+            "{d}"
+        );
+        assert_eq!(e.offset, (HEADER.len() + CONFIG.len()) as u64, "{d}");
+    }
+    let s = [HEADER, CONFIG, b"\x08\0\x0b\0\x01x"].concat();
+    assert_eq!(
+        err(&s).kind,
+        ErrorKind::CommandLength {
+            command: Command::SWITCHOVER_START,
+            len: 1
+        }
+    );
     let s = [HEADER, CONFIG, b"\x08\0\x02\0\x03abc"].concat();
     assert_eq!(
         err(&s).kind,
@@ -337,16 +360,22 @@ fn compressed_page_and_rdma_hook() {
 }
 
 #[test]
-fn flag_0x200_under_qemu_7_2_and_8_1() {
+fn flag_0x200_under_each_qemu_dialect() {
     let mut s = ram_record(&word(0x200));
-    let e = err(&s);
+    let e = err_with(&s, DecoderOptions::with_dialect(Dialect::Qemu7_2));
     assert!(matches!(e.kind, ErrorKind::UnknownFlags { flags } if flags.bits() == 0x200));
     s.extend(word(0x10));
     s.extend_from_slice(b"\x7e\0\0\0\x02\x00");
-    let events = decode_all(&s, DecoderOptions::with_dialect(Dialect::Qemu8_1)).unwrap();
-    assert!(events
-        .iter()
-        .any(|(_, e)| matches!(e, Event::MultifdFlush(_))));
+    // The default (any QEMU 7.2 to 11.1) and qemu-8.1+ read QEMU 8.1+'s MULTIFD_FLUSH.
+    for opts in [
+        DecoderOptions::default(),
+        DecoderOptions::with_dialect(Dialect::Qemu8_1),
+    ] {
+        let events = decode_all(&s, opts).unwrap();
+        assert!(events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::MultifdFlush(_))));
+    }
 }
 
 #[test]

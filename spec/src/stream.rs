@@ -68,7 +68,9 @@ wire_enum! {
         POSTCOPY_RESUME = 9,
         /// `MIG_CMD_RECV_BITMAP`.
         RECV_BITMAP = 10,
-        /// `MIG_CMD_SWITCHOVER_START` (QEMU 10.0+; a 7.2 loader rejects it).
+        /// `MIG_CMD_SWITCHOVER_START`, no payload: written by QEMU 10.0+ just before the
+        /// completion sections when the migration property `send-switchover-start` is on
+        /// (default; off for machine types 9.2 and older). Loaders before 10.0 reject it.
         SWITCHOVER_START = 11,
     }
 }
@@ -85,9 +87,11 @@ pub enum CommandLen {
 }
 
 impl Command {
-    /// The payload length QEMU 7.2's loader requires for this command, `None` for a command
-    /// id QEMU 7.2 does not know (it rejects those: "MIG_CMD 0x%x unknown").
-    pub const fn len_rule_qemu_7_2(self) -> Option<CommandLen> {
+    /// The payload length QEMU's loader requires for this command (the same in every version
+    /// from 7.2 to 11.1 that knows it), `None` for a command id no QEMU up to 11.1 knows (its
+    /// loader rejects those: "MIG_CMD 0x%x unknown"). Which versions know which command:
+    /// [`Command::since`].
+    pub const fn len_rule(self) -> Option<CommandLen> {
         Some(match self.0 {
             1 => CommandLen::Fixed(0),
             2 => CommandLen::Fixed(4),
@@ -97,8 +101,19 @@ impl Command {
             7 => CommandLen::Fixed(4),
             8 | 9 => CommandLen::Fixed(0),
             10 => CommandLen::Variable,
+            11 => CommandLen::Fixed(0),
             _ => return None,
         })
+    }
+
+    /// The first QEMU version (major, minor) whose loader knows this command, `None` for an
+    /// unknown one: commands 1 to 10 predate 7.2; `SWITCHOVER_START` is 10.0's.
+    pub const fn since(self) -> Option<(u16, u16)> {
+        match self.0 {
+            1..=10 => Some((2, 0)),
+            11 => Some((10, 0)),
+            _ => None,
+        }
     }
 }
 

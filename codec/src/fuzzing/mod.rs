@@ -37,7 +37,7 @@ mod vmdesc;
 mod xbzrle;
 
 pub use self::checks::exercise_stream;
-pub use self::options::{fuzz_limits, options_from_byte, MAX_RESIDENT_PAGES};
+pub use self::options::{fuzz_limits, options_from_byte, FUZZ_DIALECTS, MAX_RESIDENT_PAGES};
 pub use self::records::roundtrip_records;
 pub use self::reference_xbzrle::reference_xbzrle_decode;
 pub use self::run::{assert_same_run, decode_in_chunks, decode_whole, split_sizes, Run};

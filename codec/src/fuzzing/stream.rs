@@ -65,7 +65,7 @@ pub fn vector_blocks() -> Vec<RamBlock> {
 /// `ram` START (section id 2) and MEM_SIZE with [`vector_blocks`]. `ctl` as in
 /// [`ram_records`].
 pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
-    let dialect = Dialect::ALL[usize::from(ctl & 3)];
+    let dialect = super::options::FUZZ_DIALECTS[usize::from(ctl & 3)];
     let ignore_shared = ctl & 8 != 0;
     let mut caps = Vec::new();
     if ignore_shared {
@@ -109,7 +109,7 @@ pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
 
 /// Target `ram_records`: `ctl, records…`. The records follow a valid prefix
 /// ([`ram_records_prefix`]) inside the `ram` START section (id 2). `ctl`: bits 0–1 the
-/// dialect (`qemu-7.2`, `qemu-8.1+`, `kolhe-2016`, `ramstream-balloon-v1`), bit 2 strict
+/// dialect (`qemu-7.2`, `qemu`, `kolhe-2016`, `ramstream-balloon-v1`), bit 2 strict
 /// ZERO fill, bit 3 `x-ignore-shared` (MEM_SIZE with `mr_addr`), bit 4 do not announce
 /// the balloon extension, bits 5–7 the split seed.
 pub fn ram_records(data: &[u8]) {

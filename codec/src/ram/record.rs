@@ -173,7 +173,7 @@ fn parse_x200<'a>(
         Dialect::Qemu7_2 => Err(Error::new(at, ErrorKind::UnknownFlags { flags })
             .in_record(RecordKind::RamRecord)
             .into()),
-        Dialect::Qemu8_1 => Ok(Event::MultifdFlush(BareRecord { word })),
+        Dialect::Qemu | Dialect::Qemu8_1 => Ok(Event::MultifdFlush(BareRecord { word })),
         Dialect::Kolhe2016 | Dialect::RamstreamBalloonV1 => {
             crate::balloon::wire::parse(c, cx, at, word).map(Event::Balloon)
         }

@@ -33,7 +33,7 @@ impl Plan {
         };
         let ps = 1u64 << page_bits;
         let dialect = if u.arbitrary()? {
-            Dialect::Qemu8_1
+            Dialect::Qemu
         } else {
             Dialect::Qemu7_2
         };
@@ -188,7 +188,7 @@ impl Plan {
                                 .any(|b| &b.idstr == name && *off < b.used_length)
                         });
                         items.push(Item::MemSize(blocks.clone()));
-                    } else if dialect == Dialect::Qemu8_1 {
+                    } else if dialect == Dialect::Qemu {
                         items.push(Item::MultifdFlush);
                     }
                 }
