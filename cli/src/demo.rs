@@ -3,12 +3,15 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ramstream_reference_receiver::ReceiveReport;
 use ramstream_reference_sender::{Endpoint, MigrationReport, SendOptions};
 use serde_json::{json, Value};
 
+use crate::qemu::addr::LISTENING_PREFIX;
 use crate::send::{check_kvm, migrate_guest, print_report, start_guest, GuestArgs};
 
 /// One migration to a receiver child process: the sender's report, the receiver's JSON (if
@@ -30,18 +33,39 @@ fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
         .stderr(Stdio::piped())
         .spawn()
         .context("starting the receiver")?;
-    let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-    let mut line = String::new();
-    stdout
-        .read_line(&mut line)
-        .context("reading the receiver's port")?;
-    let Some(addr) = line.trim().strip_prefix("listening ") else {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
+    let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    // The receiver's stderr is read in the background: the listening line is handed over,
+    // the rest is kept (and the pipe never fills up while the migration runs).
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let errors = std::thread::spawn(move || {
+        let mut bound_tx = Some(bound_tx);
+        let mut kept = String::new();
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
+                if let Some(tx) = bound_tx.take() {
+                    let _ = tx.send(addr.to_string());
+                    continue;
+                }
+            }
+            kept.push_str(&line);
+            kept.push('\n');
         }
-        let _ = child.wait();
-        bail!("the receiver did not start: {}{}", line.trim(), err.trim());
+        kept
+    });
+    let addr = match bound_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            if matches!(e, RecvTimeoutError::Timeout) {
+                let _ = child.kill();
+            }
+            let status = child.wait().context("waiting for the receiver")?;
+            let err = errors.join().unwrap_or_default();
+            bail!(
+                "the receiver did not start listening ({status}): {}",
+                err.trim()
+            );
+        }
     };
     let to: Endpoint = addr.parse().map_err(anyhow::Error::msg)?;
     if bar {
@@ -65,11 +89,8 @@ fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
     stdout
         .read_to_string(&mut rest)
         .context("reading the receiver's report")?;
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
     let status = child.wait().context("waiting for the receiver")?;
+    let err = errors.join().unwrap_or_default();
     let recv_json: Option<Value> = rest
         .lines()
         .rev()

@@ -27,9 +27,10 @@ struct Cli {
 /// Decoder settings shared by the commands that read a stream.
 #[derive(Args, Debug, Clone)]
 pub struct DecodeArgs {
-    /// What flag 0x200 means: qemu-7.2 (error), qemu-8.1+ (MULTIFD_FLUSH), kolhe-2016,
-    /// ramstream-balloon-v1.
-    #[arg(long, default_value = "qemu-7.2")]
+    /// What flag 0x200 means: qemu (any QEMU 7.2 to 11.1: MULTIFD_FLUSH, the default, right
+    /// for every stream real QEMU writes), qemu-7.2 / qemu-8.1+ (only what a 7.2 / 8.1-9.2
+    /// destination loads), or an out-of-tree balloon dialect: kolhe-2016, ramstream-balloon-v1.
+    #[arg(long, default_value = "qemu")]
     pub dialect: Dialect,
     /// Reject ZERO records with a non-zero fill byte, as QEMU 8.2+ does.
     #[arg(long)]
@@ -87,7 +88,9 @@ enum Command {
     },
     /// Sit between a QEMU source and a QEMU destination, decoding the stream as it passes.
     Proxy {
-        /// Where the source connects: tcp:HOST:PORT or unix:PATH.
+        /// Where the source connects: tcp:HOST:PORT or unix:PATH. Port 0 picks a free port.
+        /// Once bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
+        /// actually bound (e.g. tcp:127.0.0.1:43817).
         #[arg(long)]
         listen: qemu::addr::Addr,
         /// The destination QEMU's -incoming address.
@@ -120,7 +123,9 @@ enum Command {
     /// with --extract, as a QEMU destination that rebuilds every RAM block and keeps the
     /// device state verbatim.
     Receive {
-        /// tcp:HOST:PORT (port 0 picks one; the bound address is printed), unix:PATH or file:PATH.
+        /// tcp:HOST:PORT, unix:PATH or file:PATH. Port 0 picks a free port. Once a socket is
+        /// bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
+        /// actually bound (e.g. tcp:127.0.0.1:43817), before the source connects.
         #[arg(long)]
         listen: String,
         /// QEMU mode: write the RAM images, device sections and manifest.json into this

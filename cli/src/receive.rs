@@ -1,38 +1,33 @@
 //! `ramstream receive`: accept one migration stream, load it into a reference KVM guest,
 //! check the digest, resume and verify the guest.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
+use std::io::Read;
 
 use anyhow::{Context, Result};
 use ramstream_reference_receiver::{receive, KvmDestination, ReceiveOptions, ReceiveReport};
 use ramstream_reference_sender::Endpoint;
 
-/// Opens the endpoint, prints `listening <uri>` on stdout, and waits for the stream.
+use crate::qemu::addr::{Addr, Listener};
+
+/// Opens the endpoint and waits for the stream. A socket is bound by [`Listener`], which
+/// announces the bound address on stderr (`ramstream: listening on tcp:127.0.0.1:43817`;
+/// `tcp:HOST:0` picks a free port) before accepting the one connection.
 fn open(listen: &Endpoint) -> Result<Box<dyn Read>> {
-    let mut out = std::io::stdout();
-    Ok(match listen {
-        Endpoint::Tcp(addr) => {
-            let l = TcpListener::bind(addr).with_context(|| format!("bind tcp:{addr}"))?;
-            writeln!(out, "listening tcp:{}", l.local_addr()?)?;
-            out.flush()?;
-            Box::new(l.accept().context("accept")?.0)
-        }
-        Endpoint::Unix(p) => {
-            let l = UnixListener::bind(p).with_context(|| format!("bind unix:{}", p.display()))?;
-            writeln!(out, "listening unix:{}", p.display())?;
-            out.flush()?;
-            let s = l.accept().context("accept")?.0;
-            let _ = std::fs::remove_file(p);
-            Box::new(s)
-        }
+    let addr = match listen {
+        Endpoint::Tcp(a) => Addr::Tcp(a.clone()),
+        Endpoint::Unix(p) => Addr::Unix(p.clone()),
         Endpoint::File(p) => {
-            writeln!(out, "reading file:{}", p.display())?;
-            out.flush()?;
-            Box::new(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?)
+            return Ok(Box::new(
+                std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?,
+            ))
         }
-    })
+    };
+    let listener = Listener::bind(&addr)?;
+    let (conn, _peer) = listener.accept().context("accept")?;
+    if let Endpoint::Unix(p) = listen {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(Box::new(conn))
 }
 
 /// Prints the receiver's figures.

@@ -6,9 +6,9 @@
 //! `RAMSTREAM_REQUIRE_QEMU=1` (CI).
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,17 +42,35 @@ fn dirtying_guest() -> Vector {
     vector("live-xbzrle")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// What `ramstream receive` and `ramstream proxy` print on stderr, followed by the address
+/// they bound, once they listen (cli/src/qemu/addr.rs).
+const LISTENING: &str = "ramstream: listening on ";
+
+/// Has a QEMU started with `-incoming defer` listen on `tcp:127.0.0.1:0` and returns the
+/// address it bound, as `tcp:127.0.0.1:PORT` (QEMU 7.2's query-migrate lists it under
+/// `socket-address`). No port is chosen in advance, so none can be taken in between.
+fn qemu_incoming_on_a_free_port(q: &mut Qemu) -> String {
+    q.execute("migrate-incoming", json!({"uri": "tcp:127.0.0.1:0"}))
+        .unwrap();
+    let r = q.execute("query-migrate", json!({})).unwrap();
+    let bound = r["socket-address"]
+        .as_array()
+        .and_then(|a| a.first())
+        .unwrap_or_else(|| panic!("query-migrate lists no socket-address: {r}"));
+    assert_eq!(bound["type"], "inet", "{r}");
+    let (host, port) = (
+        bound["host"].as_str().unwrap(),
+        bound["port"].as_str().unwrap(),
+    );
+    assert_ne!(port, "0", "{r}");
+    format!("tcp:{host}:{port}")
 }
 
 /// A running `ramstream` whose stderr lines are echoed and kept.
 struct Ramstream {
     child: Child,
+    /// The address it listens on, from its listening line (`tcp:127.0.0.1:43817`).
+    addr: String,
     stderr: Arc<Mutex<Vec<String>>>,
     drain: JoinHandle<()>,
 }
@@ -65,6 +83,13 @@ struct Finished {
 }
 
 impl Ramstream {
+    /// `HOST:PORT` of the TCP address it listens on.
+    fn tcp(&self) -> &str {
+        self.addr
+            .strip_prefix("tcp:")
+            .unwrap_or_else(|| panic!("not listening on TCP: {}", self.addr))
+    }
+
     fn wait(mut self) -> Finished {
         let mut stdout = Vec::new();
         self.child
@@ -97,7 +122,9 @@ impl Finished {
     }
 }
 
-/// Starts `ramstream ARGS` and waits until it says it is listening.
+/// Starts `ramstream ARGS` (whose listen address has port 0) and waits until it says which
+/// address it bound. Its stderr is read by a thread the whole time, so the child never
+/// blocks on a full pipe and every line is kept for the test's assertions.
 fn spawn_listening(args: &[String]) -> Ramstream {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ramstream"))
         .args(args)
@@ -106,40 +133,49 @@ fn spawn_listening(args: &[String]) -> Ramstream {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
     let kept = Arc::new(Mutex::new(Vec::new()));
-    loop {
-        let line = lines
-            .next()
-            .expect("ramstream exited before listening")
-            .unwrap();
-        let listening = line.starts_with("listening on");
-        kept.lock().unwrap().push(line);
-        if listening {
-            break;
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
     let sink = Arc::clone(&kept);
+    let (bound_tx, bound_rx) = mpsc::channel();
     let drain = std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            eprintln!("  ramstream: {l}");
+        let mut bound_tx = Some(bound_tx);
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  | {l}");
+            if let Some(addr) = l.strip_prefix(LISTENING) {
+                if let Some(tx) = bound_tx.take() {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
             sink.lock().unwrap().push(l);
         }
     });
+    let addr = match bound_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            if e == RecvTimeoutError::Timeout {
+                let _ = child.kill();
+            }
+            let status = child.wait().unwrap();
+            drain.join().unwrap();
+            panic!(
+                "ramstream {args:?} never said it was listening ({status}); stderr: {:?}",
+                kept.lock().unwrap()
+            );
+        }
+    };
     Ramstream {
         child,
+        addr,
         stderr: kept,
         drain,
     }
 }
 
-/// `ramstream receive --listen tcp:127.0.0.1:PORT --extract DIR [--save-stream F] [EXTRA]`.
-fn receive(port: u16, extract: &Path, save: Option<&Path>, extra: &[&str]) -> Ramstream {
+/// `ramstream receive --listen tcp:127.0.0.1:0 --extract DIR [--save-stream F] [EXTRA]`.
+fn receive(extract: &Path, save: Option<&Path>, extra: &[&str]) -> Ramstream {
     let mut args = vec![
         "receive".to_string(),
         "--listen".into(),
-        format!("tcp:127.0.0.1:{port}"),
+        "tcp:127.0.0.1:0".into(),
         "--extract".into(),
         extract.display().to_string(),
     ];
@@ -326,9 +362,8 @@ fn receive_live(
     let tmp = tempfile::tempdir().unwrap();
     let extract = tmp.path().join("extract");
     let saved = tmp.path().join("stream.mig");
-    let port = free_port();
-    let recv = receive(port, &extract, Some(&saved), &[]);
-    let q = migrate(src, &format!("tcp:127.0.0.1:{port}"), ready);
+    let recv = receive(&extract, Some(&saved), &[]);
+    let q = migrate(src, &recv.addr, ready);
     assert_eq!(q["status"], "completed");
     let out = recv.wait();
     assert!(
@@ -433,18 +468,17 @@ fn proxy_between_two_qemus(reencode: bool) {
     let v = dirtying_guest();
     let tmp = tempfile::tempdir().unwrap();
     let record = tmp.path().join("recorded.mig");
-    let dst_port = free_port();
     let mut dst_args = adapt_accel(&v.manifest.destination_args);
     dst_args.push("-incoming".into());
-    dst_args.push(format!("tcp:127.0.0.1:{dst_port}"));
+    dst_args.push("defer".into());
     let mut dst = Qemu::spawn(&dst_args, &v.dir).unwrap();
-    let port = free_port();
+    let dst_addr = qemu_incoming_on_a_free_port(&mut dst);
     let mut args = vec![
         "proxy".to_string(),
         "--listen".into(),
-        format!("tcp:127.0.0.1:{port}"),
+        "tcp:127.0.0.1:0".into(),
         "--forward".into(),
-        format!("tcp:127.0.0.1:{dst_port}"),
+        dst_addr,
         "--record".into(),
         record.display().to_string(),
         "--json".into(),
@@ -455,9 +489,7 @@ fn proxy_between_two_qemus(reencode: bool) {
     let proxy = spawn_listening(&args);
     let mut src = source(&v, &["xbzrle"], 1_000_000);
     // Precopy iterates at 1 MB/s until QEMU has sent 500 pages as XBZRLE deltas.
-    let q = migrate(&mut src, &format!("tcp:127.0.0.1:{port}"), |q, _| {
-        xbzrle_pages(q) >= 500
-    });
+    let q = migrate(&mut src, &proxy.addr, |q, _| xbzrle_pages(q) >= 500);
     let out = proxy.wait();
     assert!(out.status.success(), "proxy failed: {:?}", out.stderr);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -559,16 +591,13 @@ fn refused_by_receive(
     let _serial = serial();
     let v = dirtying_guest();
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
     let recv = receive(
-        port,
         &tmp.path().join("extract"),
         Some(&tmp.path().join("stream.mig")),
         extra,
     );
     let mut src = source_as(&v, args, caps, 1_000_000);
-    src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))
-        .unwrap();
+    src.execute("migrate", json!({ "uri": recv.addr })).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     during(&mut src);
     let out = recv.wait();
@@ -611,18 +640,17 @@ fn multifd_is_refused_by_name_by_the_proxy() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let record = tmp.path().join("recorded.mig");
-    let port = free_port();
     let proxy = spawn_listening(&[
         "proxy".to_string(),
         "--listen".into(),
-        format!("tcp:127.0.0.1:{port}"),
+        "tcp:127.0.0.1:0".into(),
         "--forward".into(),
         format!("tcp:127.0.0.1:{sink_port}"),
         "--record".into(),
         record.display().to_string(),
     ]);
     let mut src = source(&v, &["multifd"], 1_000_000);
-    src.execute("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))
+    src.execute("migrate", json!({ "uri": proxy.addr }))
         .unwrap();
     let out = proxy.wait();
     assert!(
@@ -705,11 +733,10 @@ fn an_untested_machine_type_is_refused_unless_allowed() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let extract = tmp.path().join("extract");
-    let port = free_port();
-    let recv = receive(port, &extract, None, &["--allow-untested-machine"]);
+    let recv = receive(&extract, None, &["--allow-untested-machine"]);
     let mut src = Qemu::spawn(&adapt_accel(&args), &v.dir).unwrap();
     src.execute("stop", json!({})).unwrap();
-    let q = migrate(&mut src, &format!("tcp:127.0.0.1:{port}"), |_, _| true);
+    let q = migrate(&mut src, &recv.addr, |_, _| true);
     assert_eq!(q["status"], "completed");
     let out = recv.wait();
     assert!(out.status.success(), "{:?}", out.stderr);
@@ -722,9 +749,7 @@ fn an_untested_machine_type_is_refused_unless_allowed() {
 #[test]
 fn mapped_ram_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
     let recv = receive(
-        port,
         &tmp.path().join("extract"),
         Some(&tmp.path().join("stream.mig")),
         &[],
@@ -744,7 +769,7 @@ fn mapped_ram_is_refused_by_name() {
     .unwrap();
     {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = std::net::TcpStream::connect(recv.tcp()).unwrap();
         s.write_all(&bytes).unwrap();
     }
     let out = recv.wait();
@@ -764,9 +789,7 @@ fn mapped_ram_is_refused_by_name() {
 #[test]
 fn a_source_that_closes_early_fails_cleanly_without_an_extract() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
     let recv = receive(
-        port,
         &tmp.path().join("extract"),
         Some(&tmp.path().join("stream.mig")),
         &[],
@@ -774,11 +797,54 @@ fn a_source_that_closes_early_fails_cleanly_without_an_extract() {
     // Half a stream: header, configuration, then the connection closes.
     {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = std::net::TcpStream::connect(recv.tcp()).unwrap();
         s.write_all(b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x01\0\0\0\x02\x03ram")
             .unwrap();
     }
     let out = recv.wait();
     let line = assert_refused(&out, tmp.path(), &["nothing was extracted"]);
     eprintln!("early close: {line}");
+}
+
+/// The listening line names the address actually bound, before anything connects: the port
+/// the kernel picked for `tcp:HOST:0` (proxy), the path for `unix:PATH` (receive).
+#[test]
+fn the_listening_line_names_the_bound_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nowhere = tmp.path().join("nowhere.sock");
+    let proxy = spawn_listening(&[
+        "proxy".to_string(),
+        "--listen".into(),
+        "tcp:127.0.0.1:0".into(),
+        "--forward".into(),
+        format!("unix:{}", nowhere.display()),
+    ]);
+    let bound: std::net::SocketAddr = proxy.tcp().parse().unwrap();
+    assert_eq!(bound.ip().to_string(), "127.0.0.1");
+    assert_ne!(bound.port(), 0);
+    drop(std::net::TcpStream::connect(bound).unwrap());
+    let out = proxy.wait();
+    assert!(!out.status.success());
+    assert!(
+        out.error_line().contains("cannot connect to unix:"),
+        "{:?}",
+        out.stderr
+    );
+
+    let sock = tmp.path().join("receive.sock");
+    let recv = spawn_listening(&[
+        "receive".to_string(),
+        "--listen".into(),
+        format!("unix:{}", sock.display()),
+        "--extract".into(),
+        tmp.path().join("extract").display().to_string(),
+    ]);
+    assert_eq!(recv.addr, format!("unix:{}", sock.display()));
+    {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"QEVM\0\0\0\x03").unwrap();
+    }
+    let out = recv.wait();
+    assert_refused(&out, tmp.path(), &["nothing was extracted", "unix:"]);
 }

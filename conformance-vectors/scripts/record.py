@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Re-records the golden vectors in ../vectors from real QEMU (qemu-system-x86_64 7.2).
+"""Re-records the golden vectors in ../vectors from real QEMU (7.2, 10.0 or 11.1).
 
-    python3 conformance-vectors/scripts/record.py            # all vectors
+    python3 conformance-vectors/scripts/record.py            # all QEMU 7.2 vectors
     python3 conformance-vectors/scripts/record.py --only idle-noos [--only ...]
-    python3 conformance-vectors/scripts/record.py --list
+    python3 conformance-vectors/scripts/record.py --qemu 10.0  # the same set from QEMU 10.0
+    python3 conformance-vectors/scripts/record.py --list [--qemu 11.1]
 
 Prerequisites: apt-get update && apt-get install -y qemu-system-x86 zstd
-(the Linux guest's kernel and busybox are fetched with `apt-get download`, see guests.py).
+(the Linux guest's kernel and busybox are fetched with `apt-get download`, see guests.py);
+for 10.0 and 11.1, scripts/qemu-versions.sh (the wrappers in $RAMSTREAM_QEMU_DIR/bin).
+
+QEMU 7.2's vectors are named as in VECTORS_DEF (`idle-noos`); another version's carry the
+version first (`10.0-idle-noos`) and use that version's machine types (`pc-i440fx-10.0`).
 
 For every vector: build the guest, run the source QEMU, migrate it to a file (or through a
 recording proxy to a real destination for postcopy-ram), then load the recording into a fresh
@@ -246,10 +251,11 @@ def caps_list(caps):
 
 
 def parse_ramblock(text):
+    # Block Name, PSize (2 words), Offset, Used, Total; 10.0+ add HVA and RO columns.
     blocks = []
     for line in text.splitlines():
         f = line.split()
-        if len(f) == 6 and f[0] != "Block" and f[3].startswith("0x"):
+        if len(f) in (6, 8) and f[0] != "Block" and f[3].startswith("0x"):
             blocks.append((f[0], int(f[4], 16)))
     return blocks
 
@@ -515,7 +521,7 @@ def record(v, scratch, linux_files):
         check(back == stream, "zstd round trip")
     else:
         shutil.copyfile(stream_path, os.path.join(vdir, stream_file))
-    version = subprocess.run(["qemu-system-x86_64", "--version"], check=True,
+    version = subprocess.run([Qemu.BINARY, "--version"], check=True,
                              stdout=subprocess.PIPE, text=True).stdout.splitlines()[0]
     version = version.replace("QEMU emulator version ", "").strip()
     description = v["description"]
@@ -553,13 +559,54 @@ def record(v, scratch, linux_files):
     return summ
 
 
+QEMU_VERSIONS = ("7.2", "10.0", "11.1")
+
+
+def qemu_command(version):
+    """The wrapper scripts/qemu-versions.sh wrote, or Debian's 7.2 on the PATH."""
+    d = os.environ.get("RAMSTREAM_QEMU_DIR", "/opt/ramstream-qemu")
+    w = os.path.join(d, "bin", "qemu-" + version)
+    if os.access(w, os.X_OK):
+        return w
+    if version == "7.2":
+        return "qemu-system-x86_64"
+    sys.exit("QEMU %s is not installed at %s: run conformance-vectors/scripts/qemu-versions.sh %s"
+             % (version, w, version))
+
+
+def for_version(v, version):
+    """A vector definition rewritten for another QEMU version: its machine types and name."""
+    if version == "7.2":
+        return v
+
+    def sub(x):
+        if isinstance(x, str):
+            return x.replace("-7.2", "-" + version)
+        if isinstance(x, list):
+            return [sub(i) for i in x]
+        return x
+    w = dict(v)
+    w["name"] = "%s-%s" % (version, v["name"])
+    w["machine"] = sub(v["machine"])
+    w["args"] = sub(v["args"])
+    w["description"] = v["description"].replace("pc-i440fx-7.2", "pc-i440fx-" + version) \
+        .replace("pc-q35-7.2", "pc-q35-" + version) + " Recorded from QEMU %s." % version
+    return w
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", help="record only this vector (repeatable)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--qemu", default="7.2", choices=QEMU_VERSIONS,
+                    help="the QEMU version to record from (default 7.2)")
     a = ap.parse_args()
+    global VECTORS_DEF
+    VECTORS_DEF = [for_version(v, a.qemu) for v in VECTORS_DEF
+                   if a.qemu == "7.2" or not v.get("only_7_2")]
+    Qemu.BINARY = qemu_command(a.qemu)
     names = [v["name"] for v in VECTORS_DEF]
     if a.list:
         print("\n".join(names))
@@ -570,7 +617,7 @@ def main():
             if n not in names:
                 ap.error("unknown vector %s (have: %s)" % (n, ", ".join(names)))
         sel = [v for v in VECTORS_DEF if v["name"] in a.only]
-    for tool in ("qemu-system-x86_64", "zstd"):
+    for tool in (Qemu.BINARY, "zstd"):
         if not shutil.which(tool):
             sys.exit("missing %s: apt-get update && apt-get install -y qemu-system-x86 zstd"
                      % tool)

@@ -1,8 +1,13 @@
 //! Driving a real QEMU from tests: spawn, talk QMP over a unix socket, wait for migrations.
 //!
-//! Tests that need QEMU call [`qemu_or_skip`]: it returns `None` (and prints why) when
-//! `qemu-system-x86_64` is missing, unless `RAMSTREAM_REQUIRE_QEMU=1`, in which case a
-//! missing QEMU is a test failure.
+//! Tests that need QEMU call [`qemu_or_skip`] (QEMU 7.2) or [`version_or_skip`] (any
+//! [`QemuVersion`]): they return `None` (and print why) when that QEMU is missing, unless
+//! `RAMSTREAM_REQUIRE_QEMU=1`, in which case a missing QEMU is a test failure.
+//!
+//! The versions are installed by `conformance-vectors/scripts/qemu-versions.sh`, which writes
+//! one wrapper command per version, `qemu-7.2`, `qemu-10.0`, `qemu-11.1`, into
+//! `$RAMSTREAM_QEMU_DIR/bin` (default `/opt/ramstream-qemu/bin`); QEMU 7.2 is also found as
+//! Debian 12's `qemu-system-x86_64` on the `PATH`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -12,20 +17,111 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// The QEMU binary tests use.
+/// Debian 12's QEMU 7.2 command, used for 7.2 when no wrapper is installed.
 pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The variable naming the directory `scripts/qemu-versions.sh` installs into.
+pub const QEMU_DIR_VAR: &str = "RAMSTREAM_QEMU_DIR";
+
+/// The default of [`QEMU_DIR_VAR`].
+pub const DEFAULT_QEMU_DIR: &str = "/opt/ramstream-qemu";
+
+/// A QEMU release ramstream is tested against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QemuVersion {
+    /// 7.2 (Debian 12).
+    V7_2,
+    /// 10.0 (Debian 12 backports, Debian 13).
+    V10_0,
+    /// 11.1 (Debian unstable).
+    V11_1,
+}
+
+impl QemuVersion {
+    /// Every tested version, oldest first.
+    pub const ALL: [QemuVersion; 3] = [QemuVersion::V7_2, QemuVersion::V10_0, QemuVersion::V11_1];
+
+    /// `"7.2"`, `"10.0"`, `"11.1"`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            QemuVersion::V7_2 => "7.2",
+            QemuVersion::V10_0 => "10.0",
+            QemuVersion::V11_1 => "11.1",
+        }
+    }
+
+    /// The version a label names.
+    pub fn from_label(label: &str) -> Option<QemuVersion> {
+        QemuVersion::ALL.into_iter().find(|v| v.label() == label)
+    }
+
+    /// This version's newest i440FX machine type, e.g. `pc-i440fx-10.0`.
+    pub fn pc_machine(self) -> String {
+        format!("pc-i440fx-{}", self.label())
+    }
+
+    /// This version's newest Q35 machine type, e.g. `pc-q35-10.0`.
+    pub fn q35_machine(self) -> String {
+        format!("pc-q35-{}", self.label())
+    }
+
+    /// The command that runs this version: `$RAMSTREAM_QEMU_DIR/bin/qemu-LABEL`, or for 7.2
+    /// without that wrapper, `qemu-system-x86_64` on the `PATH`.
+    pub fn command(self) -> PathBuf {
+        let dir = std::env::var_os(QEMU_DIR_VAR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_QEMU_DIR));
+        let wrapper = dir.join("bin").join(format!("qemu-{}", self.label()));
+        if self == QemuVersion::V7_2 && !wrapper.is_file() {
+            return PathBuf::from(QEMU);
+        }
+        wrapper
+    }
+
+    /// Whether [`QemuVersion::command`] runs and reports this version.
+    pub fn installed(self) -> bool {
+        Command::new(self.command())
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .starts_with(&format!("QEMU emulator version {}.", self.label()))
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl std::fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QEMU {}", self.label())
+    }
+}
+
+/// Returns the command running `version` if it is installed, else prints why the test is
+/// skipped and returns `None`; with `RAMSTREAM_REQUIRE_QEMU=1` a missing version panics.
+pub fn version_or_skip(test: &str, version: QemuVersion) -> Option<PathBuf> {
+    if version.installed() {
+        return Some(version.command());
+    }
+    let why = format!(
+        "{test}: {version} is not installed at {} (run conformance-vectors/scripts/qemu-versions.sh {})",
+        version.command().display(),
+        version.label()
+    );
+    if std::env::var("RAMSTREAM_REQUIRE_QEMU").as_deref() == Ok("1") {
+        panic!("{why}, and RAMSTREAM_REQUIRE_QEMU=1");
+    }
+    eprintln!("skipping {why}");
+    None
+}
 
 /// Returns the QEMU binary name if it runs, else prints why the test is skipped and returns
 /// `None`; with `RAMSTREAM_REQUIRE_QEMU=1` a missing QEMU panics instead.
 pub fn qemu_or_skip(test: &str) -> Option<&'static str> {
-    let ok = Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
+    if QemuVersion::V7_2.installed() {
         return Some(QEMU);
     }
     let why = format!("{test}: {QEMU} is not installed (apt-get install -y qemu-system-x86)");
@@ -65,11 +161,21 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    /// Spawns QEMU with `args` in `cwd`, adding a QMP socket and `-display none`.
+    /// Spawns QEMU 7.2 with `args` in `cwd`, adding a QMP socket.
     pub fn spawn(args: &[String], cwd: &Path) -> Result<Qemu, String> {
+        Qemu::spawn_version(QemuVersion::V7_2, args, cwd)
+    }
+
+    /// Spawns `version` with `args` in `cwd`, adding a QMP socket.
+    pub fn spawn_version(
+        version: QemuVersion,
+        args: &[String],
+        cwd: &Path,
+    ) -> Result<Qemu, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let sock: PathBuf = dir.path().join("qmp.sock");
-        let child = Command::new(QEMU)
+        let qemu = version.command();
+        let child = Command::new(&qemu)
             .args(args)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
@@ -78,7 +184,7 @@ impl Qemu {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let stream = loop {
             match UnixStream::connect(&sock) {
@@ -174,10 +280,20 @@ impl Drop for Qemu {
 /// Loads `stream` into a fresh QEMU started with `args` in `cwd`, then has that QEMU save
 /// its state to a file and returns those bytes: what a real destination holds after loading.
 pub fn load_and_resave(args: &[String], cwd: &Path, stream: &Path) -> Result<Vec<u8>, String> {
+    load_and_resave_with(QemuVersion::V7_2, args, cwd, stream)
+}
+
+/// [`load_and_resave`] with a given QEMU version.
+pub fn load_and_resave_with(
+    version: QemuVersion,
+    args: &[String],
+    cwd: &Path,
+    stream: &Path,
+) -> Result<Vec<u8>, String> {
     let mut args = adapt_accel(args);
     args.push("-incoming".into());
     args.push("defer".into());
-    let mut q = Qemu::spawn(&args, cwd)?;
+    let mut q = Qemu::spawn_version(version, &args, cwd)?;
     q.execute(
         "migrate-incoming",
         json!({"uri": format!("exec:cat '{}'", stream.display())}),

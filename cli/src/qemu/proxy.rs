@@ -127,6 +127,7 @@ pub fn run(
 ) -> Result<()> {
     let started = Instant::now();
     let listener = Listener::bind(listen)?;
+    let listen = listener.bound().clone();
     let (mut src, peer) = listener.accept()?;
     eprintln!("connection from {peer}");
     let extra = SideChannels::watch(listener, src.try_clone_box()?);

@@ -64,6 +64,7 @@ pub fn run(
         bail!("{} exists and is not empty", out.display());
     }
     let listener = Listener::bind(listen)?;
+    let listen = listener.bound().clone();
     let (mut conn, peer) = listener.accept()?;
     eprintln!("connection from {peer}");
     let extra = SideChannels::watch(listener, conn.try_clone_box()?);
