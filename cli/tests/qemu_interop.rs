@@ -17,7 +17,8 @@ use ramstream_codec::summary::StreamSummary;
 use ramstream_codec::transcode::rebuild;
 use ramstream_codec::{Decoder, DecoderOptions, Encoder, Event, Status};
 use ramstream_conformance_vectors::qemu::{
-    adapt_accel, linux_guest_or_skip, load_and_resave, qemu_or_skip, LinuxGuest, Qemu,
+    adapt_accel, linux_guest_or_skip, load_and_resave_with, qemu_or_skip, version_or_skip,
+    LinuxGuest, Qemu, QemuVersion,
 };
 use ramstream_conformance_vectors::{all, Vector};
 use serde_json::{json, Value};
@@ -40,6 +41,17 @@ fn vector(name: &str) -> Vector {
 /// The no-OS guest that keeps incrementing one byte in each of 128 pages (its boot.img).
 fn dirtying_guest() -> Vector {
     vector("live-xbzrle")
+}
+
+/// `version`'s recording of the vector `base` (its machine types and arguments).
+fn vector_of(version: QemuVersion, base: &str) -> Vector {
+    vector(&version.vector_name(base))
+}
+
+/// The QEMU version that recorded `v`, which runs its arguments.
+fn version_of(v: &Vector) -> QemuVersion {
+    v.qemu()
+        .unwrap_or_else(|| panic!("{}: not recorded from QEMU", v.manifest.name))
 }
 
 /// What `ramstream receive` and `ramstream proxy` print on stderr, followed by the address
@@ -229,7 +241,7 @@ fn source(v: &Vector, caps: &[&str], bandwidth: u64) -> Qemu {
 
 /// As [`source`], with other QEMU arguments.
 fn source_as(v: &Vector, args: &[String], caps: &[&str], bandwidth: u64) -> Qemu {
-    let mut q = Qemu::spawn(&adapt_accel(args), &v.dir).unwrap();
+    let mut q = Qemu::spawn_version(version_of(v), &adapt_accel(args), &v.dir).unwrap();
     prepare(&mut q, caps, bandwidth);
     // SeaBIOS takes about two seconds to reach the boot sector: wait until its loop has
     // incremented the bytes it dirties (guest-physical 0x10000..0x90000).
@@ -255,7 +267,7 @@ fn source_as(v: &Vector, args: &[String], caps: &[&str], bandwidth: u64) -> Qemu
 /// A source QEMU booting the Linux guest under TCG in `cwd` (its serial log goes there);
 /// returns once the guest's init is dirtying memory.
 fn linux_source(g: &LinuxGuest, v: &Vector, cwd: &Path, caps: &[&str], bandwidth: u64) -> Qemu {
-    let mut q = Qemu::spawn(&g.fill(&v.manifest.source_args), cwd).unwrap();
+    let mut q = Qemu::spawn_version(version_of(v), &g.fill(&v.manifest.source_args), cwd).unwrap();
     let serial = cwd.join("serial.log");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -354,6 +366,7 @@ fn hashes_of_stream(bytes: &[u8]) -> Vec<(String, String)> {
 /// stream, and returns (final query-migrate, the saved stream's summary).
 fn receive_live(
     label: &str,
+    version: QemuVersion,
     src: &mut Qemu,
     dst_args: &[String],
     dst_cwd: &Path,
@@ -374,7 +387,7 @@ fn receive_live(
     let ours = manifest_hashes(&extract);
     // What a fresh real QEMU destination holds after loading the same bytes.
     let stream = std::fs::read(&saved).unwrap();
-    let resaved = load_and_resave(dst_args, dst_cwd, &saved).unwrap();
+    let resaved = load_and_resave_with(version, dst_args, dst_cwd, &saved).unwrap();
     let theirs = hashes_of_stream(&resaved);
     assert!(!ours.is_empty());
     assert_eq!(ours, theirs, "extract differs from QEMU's destination");
@@ -409,6 +422,7 @@ fn qemu_migrates_live_into_ramstream_receive() {
     let mut src = source(&v, &["xbzrle"], 1_000_000);
     receive_live(
         "no-OS guest, xbzrle",
+        QemuVersion::V7_2,
         &mut src,
         &v.manifest.destination_args,
         &v.dir,
@@ -421,19 +435,25 @@ fn qemu_migrates_live_into_ramstream_receive() {
 /// migrated live into `ramstream receive` at 10 MB/s until QEMU has synced the dirty bitmap
 /// four times (and, with xbzrle, sent XBZRLE pages).
 fn linux_guest_into_receive(test: &str, xbzrle: bool) {
-    if qemu_or_skip(test).is_none() {
+    linux_guest_into_receive_from(test, QemuVersion::V7_2, xbzrle)
+}
+
+/// [`linux_guest_into_receive`] with a source of the given QEMU version.
+fn linux_guest_into_receive_from(test: &str, version: QemuVersion, xbzrle: bool) {
+    if version_or_skip(test, version).is_none() {
         return;
     }
     let _serial = serial();
     let Some(g) = linux_guest_or_skip(test) else {
         return;
     };
-    let v = vector("live-linux-xbzrle");
+    let v = vector_of(version, "live-linux-xbzrle");
     let cwd = tempfile::tempdir().unwrap();
     let caps: &[&str] = if xbzrle { &["xbzrle"] } else { &[] };
     let mut src = linux_source(&g, &v, cwd.path(), caps, 10_000_000);
     let (q, sum) = receive_live(
-        &format!("Linux guest, xbzrle {xbzrle}"),
+        &format!("{version} Linux guest, xbzrle {xbzrle}"),
+        version,
         &mut src,
         &g.fill(&v.manifest.destination_args),
         cwd.path(),
@@ -464,14 +484,19 @@ fn linux_guest_migrates_into_receive_with_xbzrle() {
 }
 
 fn proxy_between_two_qemus(reencode: bool) {
+    proxy_between(dirtying_guest(), QemuVersion::V7_2, reencode);
+}
+
+/// QEMU (the version that recorded `v`, running `v`'s guest) → `ramstream proxy` → QEMU
+/// `dst_version` (started with `v`'s destination arguments, so the same machine type).
+fn proxy_between(v: Vector, dst_version: QemuVersion, reencode: bool) {
     let _serial = serial();
-    let v = dirtying_guest();
     let tmp = tempfile::tempdir().unwrap();
     let record = tmp.path().join("recorded.mig");
     let mut dst_args = adapt_accel(&v.manifest.destination_args);
     dst_args.push("-incoming".into());
     dst_args.push("defer".into());
-    let mut dst = Qemu::spawn(&dst_args, &v.dir).unwrap();
+    let mut dst = Qemu::spawn_version(dst_version, &dst_args, &v.dir).unwrap();
     let dst_addr = qemu_incoming_on_a_free_port(&mut dst);
     let mut args = vec![
         "proxy".to_string(),
@@ -519,8 +544,8 @@ fn proxy_between_two_qemus(reencode: bool) {
     let recorded = std::fs::read(&record).unwrap();
     assert_eq!(recorded.len() as u64, report["bytes_in"].as_u64().unwrap());
     eprintln!(
-        "proxy (reencode={reencode}): QEMU sent {} bytes, the destination got {} ({:.3}); {} PART iterations, {} dirty syncs; in {} PAGE / {} ZERO / {} XBZRLE; out {} PAGE / {} ZERO / {} XBZRLE / {} skipped",
-        report["bytes_in"], report["bytes_out"],
+        "proxy {} -> {dst_version} (reencode={reencode}): QEMU sent {} bytes, the destination got {} ({:.3}); {} PART iterations, {} dirty syncs; in {} PAGE / {} ZERO / {} XBZRLE; out {} PAGE / {} ZERO / {} XBZRLE / {} skipped",
+        version_of(&v), report["bytes_in"], report["bytes_out"],
         report["bytes_out"].as_f64().unwrap() / report["bytes_in"].as_f64().unwrap(),
         report["iterations"], dirty_syncs(&q), report["page"], report["zero"], report["xbzrle"],
         report["out_page"], report["out_zero"], report["out_xbzrle"], report["out_skipped_unchanged"]
@@ -847,4 +872,67 @@ fn the_listening_line_names_the_bound_address() {
     }
     let out = recv.wait();
     assert_refused(&out, tmp.path(), &["nothing was extracted", "unix:"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Every QEMU version in use: 10.0 and 11.1 both ways (7.2's scenarios are above), and a host
+// upgrade (7.2 source, newer destination at the old machine type) through the proxy.
+
+/// A Linux guest on QEMU `version` migrates live (xbzrle) into `ramstream receive`.
+fn linux_receive_from(version: QemuVersion) {
+    let test = format!("qemu_{}_linux_guest_into_receive", version.label());
+    linux_guest_into_receive_from(&test, version, true);
+}
+
+/// `ramstream proxy` between two QEMU `version`s, plain and re-encoding.
+fn proxy_for(version: QemuVersion) {
+    let test = format!("qemu_{}_proxy", version.label());
+    if version_or_skip(&test, version).is_none() {
+        return;
+    }
+    for reencode in [false, true] {
+        proxy_between(vector_of(version, "live-xbzrle"), version, reencode);
+    }
+}
+
+/// Host upgrade: a QEMU 7.2 source and a QEMU `to` destination, both `-M pc-i440fx-7.2`
+/// (the destination supports the old machine type), `ramstream proxy` in between.
+fn host_upgrade_to(to: QemuVersion) {
+    let test = format!("host_upgrade_7_2_to_{}", to.label());
+    if qemu_or_skip(&test).is_none() || version_or_skip(&test, to).is_none() {
+        return;
+    }
+    for reencode in [false, true] {
+        proxy_between(dirtying_guest(), to, reencode);
+    }
+}
+
+#[test]
+fn qemu_10_0_linux_guest_migrates_into_receive_with_xbzrle() {
+    linux_receive_from(QemuVersion::V10_0);
+}
+
+#[test]
+fn qemu_11_1_linux_guest_migrates_into_receive_with_xbzrle() {
+    linux_receive_from(QemuVersion::V11_1);
+}
+
+#[test]
+fn qemu_10_0_proxy_between_two_qemus_plain_and_reencoding() {
+    proxy_for(QemuVersion::V10_0);
+}
+
+#[test]
+fn qemu_11_1_proxy_between_two_qemus_plain_and_reencoding() {
+    proxy_for(QemuVersion::V11_1);
+}
+
+#[test]
+fn host_upgrade_7_2_to_10_0_through_the_proxy() {
+    host_upgrade_to(QemuVersion::V10_0);
+}
+
+#[test]
+fn host_upgrade_7_2_to_11_1_through_the_proxy() {
+    host_upgrade_to(QemuVersion::V11_1);
 }

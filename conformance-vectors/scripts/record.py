@@ -581,6 +581,11 @@ def for_version(v, version):
 
     def sub(x):
         if isinstance(x, str):
+            # Since QEMU 8.2 x-ignore-shared skips only shared blocks backed by a named file
+            # (migration/ram.c ramblock_is_ignored: qemu_ram_is_named_file), not memfd: use a
+            # shared file backend, a fresh unlinked file in /dev/shm for each QEMU.
+            x = x.replace("memory-backend-memfd,id=pc.ram,size=64M,share=on",
+                          "memory-backend-file,id=pc.ram,size=64M,mem-path=/dev/shm,share=on")
             return x.replace("-7.2", "-" + version)
         if isinstance(x, list):
             return [sub(i) for i in x]
@@ -590,7 +595,10 @@ def for_version(v, version):
     w["machine"] = sub(v["machine"])
     w["args"] = sub(v["args"])
     w["description"] = v["description"].replace("pc-i440fx-7.2", "pc-i440fx-" + version) \
-        .replace("pc-q35-7.2", "pc-q35-" + version) + " Recorded from QEMU %s." % version
+        .replace("pc-q35-7.2", "pc-q35-" + version) \
+        .replace("shared memfd backend", "shared file backend (a fresh unlinked file in /dev/shm)") \
+        .replace("zero-filled destination memfd", "zero-filled destination file") \
+        + " Recorded from QEMU %s." % version
     return w
 
 

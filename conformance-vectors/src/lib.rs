@@ -133,6 +133,15 @@ pub fn all() -> Result<Vec<Vector>, LoadError> {
 }
 
 impl Vector {
+    /// The QEMU version that recorded this vector (from the manifest's `qemu_version`), `None`
+    /// for hand-built vectors.
+    pub fn qemu(&self) -> Option<qemu::QemuVersion> {
+        let v = self.manifest.qemu_version.as_deref()?;
+        qemu::QemuVersion::ALL
+            .into_iter()
+            .find(|q| v.starts_with(&format!("{}.", q.label())))
+    }
+
     /// The uncompressed stream, checked against the manifest's length and sha256.
     pub fn stream(&self) -> Result<Vec<u8>, LoadError> {
         let path = self.dir.join(&self.manifest.stream_file);

@@ -65,6 +65,15 @@ impl QemuVersion {
         format!("pc-q35-{}", self.label())
     }
 
+    /// The name of this version's recording of the vector `base` (`scripts/record.py`): 7.2's
+    /// carry the plain name (`idle-noos`), the others their version first (`10.0-idle-noos`).
+    pub fn vector_name(self, base: &str) -> String {
+        match self {
+            QemuVersion::V7_2 => base.to_string(),
+            v => format!("{}-{base}", v.label()),
+        }
+    }
+
     /// The command that runs this version: `$RAMSTREAM_QEMU_DIR/bin/qemu-LABEL`, or for 7.2
     /// without that wrapper, `qemu-system-x86_64` on the `PATH`.
     pub fn command(self) -> PathBuf {

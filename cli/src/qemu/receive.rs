@@ -16,7 +16,14 @@ use crate::qemu::side_channels::SideChannels;
 use crate::DecodeArgs;
 
 /// Machine types whose streams the conformance vectors cover.
-pub const TESTED_MACHINE_TYPES: &[&str] = &["pc-i440fx-7.2", "pc-q35-7.2"];
+pub const TESTED_MACHINE_TYPES: &[&str] = &[
+    "pc-i440fx-7.2",
+    "pc-q35-7.2",
+    "pc-i440fx-10.0",
+    "pc-q35-10.0",
+    "pc-i440fx-11.1",
+    "pc-q35-11.1",
+];
 
 /// Refuses what ramstream cannot honour as a destination, with one clear message.
 pub fn check_policy(event: &Event<'_>, offset: u64, allow_untested: bool) -> Result<()> {
