@@ -218,6 +218,10 @@ pub enum ErrorKind {
     UnexpectedCompressedPage,
     /// An RDMA hook record (0x80) on a stream that is not RDMA.
     RdmaHook,
+    /// RAM was to be rebuilt from a stream with a MULTIFD_FLUSH record (QEMU 8.1+ with the
+    /// `multifd` capability): its pages travel on other channels, so this stream alone cannot
+    /// give the RAM (SPEC.md §8).
+    PagesOnMultifdChannels,
     /// A page record with CONTINUE but no earlier page record named a block.
     ContinueWithoutBlock,
     /// A page record naming a block the MEM_SIZE list did not announce.
@@ -447,6 +451,7 @@ impl fmt::Display for ErrorKind {
             UnknownFlags { flags } => write!(f, "unknown combination of migration flags: {:#x} ({flags})", flags.bits()),
             UnexpectedCompressedPage => write!(f, "unexpected compressed page (flag 0x100: the compress capability is not supported, and was removed in QEMU 9.1)"),
             RdmaHook => write!(f, "RDMA hook record (flag 0x80) on a non-RDMA stream"),
+            PagesOnMultifdChannels => write!(f, "MULTIFD_FLUSH record: the source used capability multifd, whose pages travel on other channels; this stream alone does not hold the RAM"),
             ContinueWithoutBlock => write!(f, "page record with CONTINUE but no previous block"),
             UnknownBlock { idstr } => write!(f, "unknown RAM block {idstr:?}"),
             OffsetBeyondBlock { offset, used_length } => write!(f, "page offset {offset:#x} beyond block used length {used_length:#x}"),

@@ -23,7 +23,9 @@ pub trait PageStore {
 
 /// Applies one decoded event to `store`: PAGE copies, ZERO fills, XBZRLE decodes in place
 /// onto the page the store holds. Returns whether the event touched memory. `offset` is the
-/// event's stream offset, for errors.
+/// event's stream offset, for errors. A MULTIFD_FLUSH record is an error
+/// ([`ErrorKind::PagesOnMultifdChannels`]): the pages of such a stream are on other channels,
+/// and RAM rebuilt from it alone would be silently incomplete.
 pub fn apply_event(
     store: &mut impl PageStore,
     event: &Event<'_>,
@@ -44,6 +46,8 @@ pub fn apply_event(
             })?;
             Ok(true)
         }
+        Event::MultifdFlush(_) => Err(Error::new(offset, ErrorKind::PagesOnMultifdChannels)
+            .in_record(RecordKind::MultifdFlush)),
         _ => Ok(false),
     }
 }

@@ -285,7 +285,73 @@ pub struct StreamSummary {
     pub balloon: BalloonSummary,
 }
 
+/// The oldest QEMU version that can have written a stream, and the evidence (SPEC.md §8.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WriterEvidence {
+    /// (major, minor).
+    pub version: (u16, u16),
+    /// What in the stream shows it, e.g. `command SWITCHOVER_START at 0x9354e`.
+    pub because: String,
+}
+
+/// The QEMU version a versioned machine type belongs to: `pc-i440fx-10.0` and `pc-q35-10.0`
+/// are 10.0's (any `NAME-MAJOR.MINOR`); `None` for unversioned names.
+pub fn machine_type_version(machine_type: &str) -> Option<(u16, u16)> {
+    let (_, v) = machine_type.rsplit_once('-')?;
+    let (major, minor) = v.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 impl StreamSummary {
+    /// The oldest QEMU version that can have written this stream, from what it holds: the
+    /// machine type's version, command `SWITCHOVER_START` (10.0), a MULTIFD_FLUSH record
+    /// (8.1), capability `mapped-ram` (9.0). `None` when nothing versioned was seen. The
+    /// writer may be newer: QEMU 11.1 at machine type `pc-i440fx-7.2` writes what 7.2 does.
+    ///
+    /// ```
+    /// use ramstream_codec::summary::StreamSummary;
+    /// let s = StreamSummary { machine_type: Some("pc-q35-10.0".into()), ..Default::default() };
+    /// assert_eq!(s.min_writer_version().unwrap().version, (10, 0));
+    /// ```
+    pub fn min_writer_version(&self) -> Option<WriterEvidence> {
+        use ramstream_spec::config::capability;
+        use ramstream_spec::stream::Command;
+        let mut found: Vec<WriterEvidence> = Vec::new();
+        if let Some(mt) = &self.machine_type {
+            if let Some(version) = machine_type_version(mt) {
+                found.push(WriterEvidence {
+                    version,
+                    because: format!("machine type {mt}"),
+                });
+            }
+        }
+        let switchover = format!("{:?}", Command::SWITCHOVER_START);
+        if let Some(c) = self.commands.iter().find(|c| c.command == switchover) {
+            found.push(WriterEvidence {
+                version: (10, 0),
+                because: format!("command {} at {:#x}", c.command, c.offset),
+            });
+        }
+        if self.ram.records.multifd_flush > 0 {
+            found.push(WriterEvidence {
+                version: (8, 1),
+                because: "MULTIFD_FLUSH records".to_string(),
+            });
+        }
+        if self
+            .capabilities
+            .iter()
+            .any(|c| c == capability::MAPPED_RAM)
+        {
+            found.push(WriterEvidence {
+                version: (9, 0),
+                because: format!("capability {}", capability::MAPPED_RAM),
+            });
+        }
+        // The newest evidence wins; on a tie, the first found (the machine type).
+        found.into_iter().rev().max_by_key(|e| e.version)
+    }
+
     /// Counts one event that started at stream `offset`.
     pub fn observe(&mut self, offset: u64, ev: &Event<'_>) {
         let block_name = |s: &Self, i: usize| s.ram.blocks.get(i).map(|b| b.idstr.clone());

@@ -283,3 +283,30 @@ fn device_sections_match_their_vmdesc_layout() {
     eprintln!("{checked} device sections matched their vmdesc layout exactly");
     assert!(checked > 100);
 }
+
+/// What a stream itself tells of its writer (SPEC.md §8.2) is exactly the QEMU version that
+/// recorded each vector: its machine type, and for 10.0+ the SWITCHOVER_START command.
+#[test]
+fn the_writer_version_is_inferred_from_each_recorded_stream() {
+    let mut checked = 0;
+    for (v, bytes) in vectors() {
+        let Some(q) = v.qemu() else {
+            continue;
+        };
+        let s = summary(&bytes, options(&v));
+        let w = s
+            .min_writer_version()
+            .unwrap_or_else(|| panic!("{}: no writer evidence", v.manifest.name));
+        assert_eq!(
+            format!("{}.{}", w.version.0, w.version.1),
+            q.label(),
+            "{}: {}",
+            v.manifest.name,
+            w.because
+        );
+        let switchover = s.commands.iter().any(|c| c.command == "SWITCHOVER_START");
+        assert_eq!(switchover, q.label() != "7.2", "{}", v.manifest.name);
+        checked += 1;
+    }
+    assert!(checked >= 27, "{checked}");
+}
