@@ -357,7 +357,8 @@ pub enum ErrorKind {
         /// The first such page.
         page: u64,
     },
-    /// A kolhe-2016 record whose start is after its limit (SPEC.md §9.6).
+    /// A kolhe-2016 record whose start is after its limit, other than the writer's "no
+    /// change" header (`limit` 0, `start` at most the bitmap size) (SPEC.md §9.6).
     KolheStartAfterLimit {
         /// The start.
         start: u64,
@@ -371,8 +372,9 @@ pub enum ErrorKind {
         /// The bitmap size in pages.
         bitmap_pages: u64,
     },
-    /// A kolhe-2016 bitmap size that is not the MEM_SIZE total in 4 KiB pages, so global page
-    /// indices cannot be mapped to blocks (SPEC.md §9.6).
+    /// A kolhe-2016 bitmap size smaller than the MEM_SIZE total in 4 KiB pages (the writer's
+    /// size is `last_ram_offset()`, never less), so global page indices cannot be mapped to
+    /// blocks (SPEC.md §9.6).
     KolheBitmapSize {
         /// The bitmap size in the record.
         bitmap_pages: u64,
@@ -479,7 +481,7 @@ impl fmt::Display for ErrorKind {
             BalloonInflateDeflateOverlap { page } => write!(f, "page {page} is both inflated and deflated"),
             KolheStartAfterLimit { start, limit } => write!(f, "kolhe-2016 balloon start {start} after limit {limit}"),
             KolheLimitBeyondBitmap { limit, bitmap_pages } => write!(f, "kolhe-2016 balloon limit {limit} past the bitmap of {bitmap_pages} pages"),
-            KolheBitmapSize { bitmap_pages, ram_pages } => write!(f, "kolhe-2016 balloon bitmap of {bitmap_pages} pages, but MEM_SIZE announced {ram_pages} 4 KiB pages"),
+            KolheBitmapSize { bitmap_pages, ram_pages } => write!(f, "kolhe-2016 balloon bitmap of {bitmap_pages} pages, fewer than the {ram_pages} 4 KiB pages MEM_SIZE announced"),
             KolheTerminator { start, bitmap_pages } => write!(f, "kolhe-2016 terminator pair starts at {start}, expected the bitmap size {bitmap_pages}"),
             DeviceSectionUnterminated { limit } => write!(f, "device section footer not found within {limit} bytes"),
             DeviceSectionWithoutFooters => write!(f, "device sections cannot be framed without section footers"),

@@ -74,13 +74,13 @@ pub enum BalloonMapError {
         /// The index.
         block: usize,
     },
-    /// Pages past the end of the block (or, for kolhe-2016, past all RAM).
+    /// Pages past the end of the block.
     OutOfRange {
-        /// The block index (kolhe-2016: the number of blocks, meaning "all RAM").
+        /// The block index.
         block: usize,
         /// The pages asked for.
         pages: Range<u64>,
-        /// The block's (or all RAM's) size in pages.
+        /// The block's size in pages.
         size: u64,
     },
 }
@@ -286,7 +286,10 @@ impl BalloonMap {
     /// - v1 incremental: deflate runs are cleared, inflate runs set (they are disjoint).
     /// - kolhe-2016: runs are set, never cleared (the 2016 loader only calls `bitmap_set`);
     ///   global 4 KiB indices map to blocks laid end to end in MEM_SIZE order, and only target
-    ///   pages the run covers entirely are set. DISABLE clears the map and marks it disabled.
+    ///   pages the run covers entirely are set. Pages past the last block (the bitmap counts
+    ///   `ram_addr` space, which is larger than the blocks' used lengths) are ignored. An
+    ///   unchanged record (`KolheBitmap::is_unchanged`) has no run and changes nothing.
+    ///   DISABLE clears the map and marks it disabled.
     pub fn apply(
         &mut self,
         rec: &BalloonRecord<'_>,
@@ -333,16 +336,16 @@ impl BalloonMap {
                     .fold(0u64, |a, b| a.saturating_add(b.bytes));
                 let page = 1u64 << self.page_bits;
                 for r in k.runs.iter() {
-                    let bytes = r
-                        .start
-                        .checked_mul(1 << KOLHE_BALLOON_PAGE_SHIFT)
-                        .zip(r.end().checked_mul(1 << KOLHE_BALLOON_PAGE_SHIFT))
-                        .filter(|&(_, hi)| hi <= total)
-                        .ok_or(BalloonMapError::OutOfRange {
-                            block: self.blocks.len(),
-                            pages: r.range(),
-                            size: total >> KOLHE_BALLOON_PAGE_SHIFT,
-                        })?;
+                    // The bitmap may be larger than the blocks (SPEC.md §9.6): a page past
+                    // the last block is in no block and is ignored.
+                    let shift = KOLHE_BALLOON_PAGE_SHIFT;
+                    let bytes = (
+                        r.start.saturating_mul(1 << shift),
+                        r.end().saturating_mul(1 << shift).min(total),
+                    );
+                    if bytes.0 >= bytes.1 {
+                        continue;
+                    }
                     let mut base = 0u64;
                     for (i, b) in self.blocks.iter_mut().enumerate() {
                         let block_end = base.saturating_add(b.bytes);

@@ -26,13 +26,16 @@
 //! | field | size | value |
 //! |---|---|---|
 //! | record word | be64 | exactly `0x200` |
-//! | bitmap size | be64 | pages (4 KiB) of all RAM, or `0xffff_ffff_ffff_ffff` = DISABLE (then nothing) |
+//! | bitmap size | be64 | 4 KiB pages of `ram_addr` space (at least the MEM_SIZE total), or `0xffff_ffff_ffff_ffff` = DISABLE (then nothing) |
 //! | start | be64 | first page index covered by this transfer |
 //! | limit | be64 | loop bound |
 //! | runs | 16 each | `be64 run_start, be64 run_len` while the running position < limit |
 //! | terminator | 16 | `be64 bitmap_size, be64 0`, only when no set bit remained |
 //!
-//! Page indices are global: blocks laid end to end in MEM_SIZE order.
+//! `start ≤ limit ≤ bitmap size`, except the header of a transfer with no balloon change
+//! since the previous one: `limit = 0` and `start` = the bitmap size at that previous
+//! transfer, with no pair ([`KolheBitmap::is_unchanged`]). Page indices are global: blocks
+//! laid end to end in MEM_SIZE order.
 //!
 //! ## Decoding and applying
 //!
@@ -348,19 +351,32 @@ pub struct BalloonRunsV1<'a> {
     pub deflate: RunList<'a>,
 }
 
-/// The 2016 patch's payload when the optimisation is on (SPEC.md §9.6).
+/// The 2016 patch's payload when the optimisation is not permanently off (SPEC.md §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KolheBitmap<'a> {
-    /// Pages (4 KiB) the bitmap covers: all RAM blocks end to end.
+    /// Pages (4 KiB) the bitmap covers: the writer's `ram_addr` space, at least the MEM_SIZE
+    /// blocks end to end.
     pub bitmap_pages: u64,
-    /// First page index this transfer covers.
+    /// First page index this transfer covers (for an unchanged transfer: the bitmap size at
+    /// the previous transfer).
     pub start: u64,
-    /// The loop bound: pairs follow while the running position is below it.
+    /// The loop bound: pairs follow while the running position is below it (0 for an
+    /// unchanged transfer).
     pub limit: u64,
     /// Ballooned runs in global 4 KiB page indices (the terminator is not included).
     pub runs: RunList<'a>,
     /// Whether a `(bitmap_pages, 0)` terminator pair ended the runs.
     pub terminated: bool,
+}
+
+impl KolheBitmap<'_> {
+    /// Whether this is the patch's header for a transfer with no balloon change since the
+    /// previous one: `qemu_balloon_bitmap_save` then writes `start` = the bitmap size at that
+    /// previous transfer and `limit` = 0, and no pair; applying it changes nothing
+    /// (SPEC.md §9.6). The only form with `start > limit` the decoder accepts.
+    pub fn is_unchanged(&self) -> bool {
+        wire::kolhe_is_unchanged(self.bitmap_pages, self.start, self.limit)
+    }
 }
 
 /// A `RAM_SAVE_FLAG_BALLOON` record of the 2016 patch (SPEC.md §9.6).

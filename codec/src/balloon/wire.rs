@@ -3,6 +3,7 @@
 use ramstream_spec::extension::{
     BALLOON_RUN_LEN, BALLOON_V1_VERSION, KOLHE_BALLOON_DISABLE, KOLHE_BALLOON_PAGE_SHIFT,
 };
+use ramstream_spec::limits::MAX_BALLOON_RUNS;
 use ramstream_spec::ram::{split_record_word, RamFlags};
 use ramstream_spec::Dialect;
 
@@ -156,6 +157,75 @@ pub(crate) fn kolhe_ram_pages(used_lengths: impl Iterator<Item = u64>) -> u64 {
     used_lengths.fold(0u64, |a, l| a.saturating_add(l >> KOLHE_BALLOON_PAGE_SHIFT))
 }
 
+/// The bitmap size check (SPEC.md §9.6): `qemu_balloon_bitmap_save` writes
+/// `balloon_bitmap_pages`, which starts as `last_ram_offset() >> 12` and only grows
+/// (`qemu_balloon_bitmap_extend`). `ram_addr` space counts every block's `max_length` (the
+/// resizable ACPI ROMs reserve far more than they use) and any gap, so the size is at least
+/// the MEM_SIZE total of used lengths, and above it on any machine with a resizable block.
+fn kolhe_size_error(bitmap_pages: u64, ram_pages: u64) -> Option<ErrorKind> {
+    (bitmap_pages < ram_pages).then_some(ErrorKind::KolheBitmapSize {
+        bitmap_pages,
+        ram_pages,
+    })
+}
+
+/// Whether `start`/`limit` are the patch's "nothing changed since the previous transfer"
+/// header: `qemu_balloon_bitmap_save` resets `balloon_min_bitmap_offset` to the bitmap size
+/// and `balloon_max_bitmap_offset` to 0 after every transfer, and `qemu_balloon_bitmap_update`
+/// is the only thing that moves them; without an update in between, the next transfer
+/// writes `start` = the bitmap size of the previous transfer (at most today's: the bitmap
+/// only grows) and `limit` = 0, and no pair (SPEC.md §9.6).
+pub(crate) fn kolhe_is_unchanged(bitmap_pages: u64, start: u64, limit: u64) -> bool {
+    limit == 0 && start > 0 && start <= bitmap_pages
+}
+
+/// The `start`/`limit` checks (SPEC.md §9.6): which field is wrong (0 start, 1 limit) and why.
+/// The writer's first transfer is `[0, size)`; a later one is `[min, max]` of the pages
+/// touched since the previous transfer (`min ≤ max < size`), or the unchanged header.
+fn kolhe_range_error(bitmap_pages: u64, start: u64, limit: u64) -> Option<(u64, ErrorKind)> {
+    if start > limit && !kolhe_is_unchanged(bitmap_pages, start, limit) {
+        return Some((0, ErrorKind::KolheStartAfterLimit { start, limit }));
+    }
+    if limit > bitmap_pages {
+        return Some((
+            1,
+            ErrorKind::KolheLimitBeyondBitmap {
+                limit,
+                bitmap_pages,
+            },
+        ));
+    }
+    None
+}
+
+/// The checks of one pair with `run_len ≠ 0` read at running position `pos` (SPEC.md §9.6):
+/// the writer finds each run with `find_next_bit` from `pos` and ends it with
+/// `find_next_zero_bit`, both bounded by the bitmap size, so a run is non-empty, starts at or
+/// after `pos`, after the first never exactly at `pos` (the bit there is clear), and ends
+/// within the bitmap.
+fn kolhe_run_error(run: PageRun, pos: u64, first: bool, bitmap_pages: u64) -> Option<ErrorKind> {
+    if run.count == 0 {
+        return Some(ErrorKind::BalloonEmptyRun { start: run.start });
+    }
+    if run.start < pos {
+        return Some(ErrorKind::BalloonRunOrder {
+            start: run.start,
+            previous_end: pos,
+        });
+    }
+    if !first && run.start == pos {
+        return Some(ErrorKind::BalloonRunsAdjacent { start: run.start });
+    }
+    match run.start.checked_add(run.count) {
+        Some(e) if e <= bitmap_pages => None,
+        _ => Some(ErrorKind::BalloonRunOutOfRange {
+            start: run.start,
+            count: run.count,
+            pages: bitmap_pages,
+        }),
+    }
+}
+
 /// The 2016 patch's `qemu_balloon_bitmap_load` payload (SPEC.md §9.6).
 fn parse_kolhe<'a>(
     c: &mut Cursor<'a>,
@@ -176,34 +246,17 @@ fn parse_kolhe<'a>(
         return Ok(KolheBalloon::Disabled);
     }
     let ram_pages = kolhe_ram_pages(cx.ram.blocks.iter().map(|b| b.used_length));
-    if bitmap_pages != ram_pages {
-        return Err(err(
-            size_at,
-            ErrorKind::KolheBitmapSize {
-                bitmap_pages,
-                ram_pages,
-            },
-        )
-        .into());
+    if let Some(k) = kolhe_size_error(bitmap_pages, ram_pages) {
+        return Err(err(size_at, k).into());
     }
     let start_at = c.offset();
     let start = c.u64()?;
     let limit = c.u64()?;
-    if start > limit {
-        return Err(err(start_at, ErrorKind::KolheStartAfterLimit { start, limit }).into());
-    }
-    if limit > bitmap_pages {
-        return Err(err(
-            start_at + 8,
-            ErrorKind::KolheLimitBeyondBitmap {
-                limit,
-                bitmap_pages,
-            },
-        )
-        .into());
+    if let Some((field, k)) = kolhe_range_error(bitmap_pages, start, limit) {
+        return Err(err(start_at + 8 * field, k).into());
     }
     // The loader's loop: pairs while the running position is below the limit; a pair of
-    // length 0 ends it early.
+    // length 0 ends it early. (The unchanged header has limit 0: no pair.)
     let runs_from = c.rest();
     let max_runs = cx.opts.limits.max_balloon_runs;
     let mut pos = start;
@@ -211,14 +264,14 @@ fn parse_kolhe<'a>(
     let mut terminated = false;
     while pos < limit {
         let pair_at = c.offset();
-        let run_start = c.u64()?;
-        let run_len = c.u64()?;
-        if run_len == 0 {
-            if run_start != bitmap_pages {
+        let run = PageRun::new(c.u64()?, c.u64()?);
+        if run.count == 0 {
+            // The writer's terminator: `find_next_bit` found no set bit before the size.
+            if run.start != bitmap_pages {
                 return Err(err(
                     pair_at,
                     ErrorKind::KolheTerminator {
-                        start: run_start,
+                        start: run.start,
                         bitmap_pages,
                     },
                 )
@@ -227,33 +280,9 @@ fn parse_kolhe<'a>(
             terminated = true;
             break;
         }
-        if run_start < pos {
-            return Err(err(
-                pair_at,
-                ErrorKind::BalloonRunOrder {
-                    start: run_start,
-                    previous_end: pos,
-                },
-            )
-            .into());
+        if let Some(k) = kolhe_run_error(run, pos, n == 0, bitmap_pages) {
+            return Err(err(pair_at, k).into());
         }
-        if n > 0 && run_start == pos {
-            return Err(err(pair_at, ErrorKind::BalloonRunsAdjacent { start: run_start }).into());
-        }
-        let end = match run_start.checked_add(run_len) {
-            Some(e) if e <= bitmap_pages => e,
-            _ => {
-                return Err(err(
-                    pair_at,
-                    ErrorKind::BalloonRunOutOfRange {
-                        start: run_start,
-                        count: run_len,
-                        pages: bitmap_pages,
-                    },
-                )
-                .into())
-            }
-        };
         n += 1;
         if n > max_runs {
             return Err(err(
@@ -265,7 +294,7 @@ fn parse_kolhe<'a>(
             )
             .into());
         }
-        pos = end;
+        pos = run.end();
     }
     // n ≤ max_runs and every pair was read from the input, so this fits.
     let raw_len = n as usize * BALLOON_RUN_LEN;
@@ -296,9 +325,12 @@ fn check_for_encode(runs: impl Iterator<Item = PageRun>, pages: u64) -> Result<(
 
 /// Writing balloon records (SPEC.md §9.4, §9.6).
 impl Encoder {
-    /// A ramstream balloon v1 record for `block` (SPEC.md §9.4). CONTINUE is used when the
-    /// block is the previous page or balloon record's, as for page records. The runs are
-    /// checked against the rules of SPEC.md §9.5.
+    /// Ramstream balloon v1 records for `block` (SPEC.md §9.4): one record, or more when the
+    /// runs are more than a reader accepts by default in one record
+    /// (`limits::MAX_BALLOON_RUNS`, SPEC.md §9.5 rule 5); see
+    /// [`Encoder::balloon_v1_records`]. CONTINUE is used when the block is the previous page
+    /// or balloon record's, as for page records. The runs are checked against the rules of
+    /// SPEC.md §9.5.
     ///
     /// ```
     /// use ramstream_codec::balloon::{BalloonMapKind, PageRun};
@@ -318,17 +350,64 @@ impl Encoder {
         deflate: &[PageRun],
         s: &mut impl Sink<'a>,
     ) -> Result<(), Error> {
+        self.balloon_v1_records(block, kind, inflate, deflate, MAX_BALLOON_RUNS, s)
+            .map(|_| ())
+    }
+
+    /// Ramstream balloon v1 records for `block` carrying at most `max_runs` runs each, so a
+    /// reader whose `Limits::max_balloon_runs` is `max_runs` accepts them (SPEC.md §9.5 rule
+    /// 5). The first record has `kind` and the first runs (inflate runs, then deflate runs);
+    /// each later record is incremental and carries the next ones. Applied in order they
+    /// give the same map as one record with all the runs: a full map is its first part plus
+    /// inflates, and the two lists of an incremental change are disjoint. Returns how many
+    /// records were written. Checks everything first and writes nothing on error.
+    pub fn balloon_v1_records<'a>(
+        &mut self,
+        block: usize,
+        kind: BalloonMapKind,
+        inflate: &[PageRun],
+        deflate: &[PageRun],
+        max_runs: u64,
+        s: &mut impl Sink<'a>,
+    ) -> Result<usize, Error> {
         self.check_v1(
             block,
             kind,
             inflate.iter().copied(),
             deflate.iter().copied(),
         )?;
-        self.page_word(PageAddr { block, offset: 0 }, RamFlags::X200, None, s)?;
-        write_v1_header(kind, inflate.len(), deflate.len(), s)?;
-        s.put(&RunList::to_wire(inflate));
-        s.put(&RunList::to_wire(deflate));
-        Ok(())
+        let total = inflate.len() + deflate.len();
+        // Each list's count is a be32, so no record carries more than 2^32 - 1 of either.
+        let per = usize::try_from(max_runs)
+            .unwrap_or(usize::MAX)
+            .min(u32::MAX as usize);
+        if per == 0 && total > 0 {
+            return Err(enc_err(
+                "a balloon record limit of 0 runs leaves no room for any",
+            ));
+        }
+        let n_inflate = inflate.len();
+        let mut from = 0usize;
+        let mut records = 0;
+        loop {
+            let to = from.saturating_add(per).min(total);
+            let inf = &inflate[from.min(n_inflate)..to.min(n_inflate)];
+            let def = &deflate[from.saturating_sub(n_inflate)..to.saturating_sub(n_inflate)];
+            let k = if records == 0 {
+                kind
+            } else {
+                BalloonMapKind::Incremental
+            };
+            self.page_word(PageAddr { block, offset: 0 }, RamFlags::X200, None, s)?;
+            write_v1_header(k, inf.len(), def.len(), s)?;
+            s.put(&RunList::to_wire(inf));
+            s.put(&RunList::to_wire(def));
+            records += 1;
+            from = to;
+            if from >= total {
+                return Ok(records);
+            }
+        }
     }
 
     fn check_v1(
@@ -354,29 +433,79 @@ impl Encoder {
         Ok(())
     }
 
-    /// A kolhe-2016 record exactly as given (SPEC.md §9.6).
+    /// The kolhe-2016 header checks the decoder makes, against the announced blocks.
+    fn check_kolhe_header(&self, bitmap_pages: u64, start: u64, limit: u64) -> Result<(), Error> {
+        if self.block_lengths.is_empty() {
+            return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
+        }
+        if bitmap_pages == KOLHE_BALLOON_DISABLE {
+            return Err(enc_err(
+                "a kolhe-2016 bitmap of 2^64 - 1 pages reads as the DISABLE marker",
+            ));
+        }
+        let ram_pages = kolhe_ram_pages(self.block_lengths.iter().copied());
+        let e = kolhe_size_error(bitmap_pages, ram_pages)
+            .or_else(|| kolhe_range_error(bitmap_pages, start, limit).map(|(_, k)| k));
+        match e {
+            Some(k) => Err(enc_err(k.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// A kolhe-2016 record exactly as given (SPEC.md §9.6). Only a record the decoder reads
+    /// back as the same record is written: the checks of SPEC.md §9.6 against the announced
+    /// blocks, and pairs exactly as the loader's loop reads them (every run read while the
+    /// position is below the limit, the terminator only if the loop would read it, and one
+    /// if it would read another pair).
     pub fn kolhe_balloon<'a>(
         &mut self,
         rec: &KolheBalloon<'a>,
         s: &mut impl Sink<'a>,
     ) -> Result<(), Error> {
-        s.put(&RamFlags::X200.bits().to_be_bytes());
-        match rec {
-            KolheBalloon::Disabled => s.put(&KOLHE_BALLOON_DISABLE.to_be_bytes()),
-            KolheBalloon::Bitmap(b) => {
-                if b.start > b.limit || b.limit > b.bitmap_pages {
-                    return Err(enc_err("kolhe-2016 needs start <= limit <= bitmap size"));
+        let b = match rec {
+            KolheBalloon::Disabled => {
+                if self.block_lengths.is_empty() {
+                    return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
                 }
-                check_for_encode(b.runs.iter(), b.bitmap_pages)?;
-                s.put(&b.bitmap_pages.to_be_bytes());
-                s.put(&b.start.to_be_bytes());
-                s.put(&b.limit.to_be_bytes());
-                s.put_payload(b.runs.as_bytes());
-                if b.terminated {
-                    s.put(&b.bitmap_pages.to_be_bytes());
-                    s.put(&0u64.to_be_bytes());
-                }
+                s.put(&RamFlags::X200.bits().to_be_bytes());
+                s.put(&KOLHE_BALLOON_DISABLE.to_be_bytes());
+                return Ok(());
             }
+            KolheBalloon::Bitmap(b) => b,
+        };
+        self.check_kolhe_header(b.bitmap_pages, b.start, b.limit)?;
+        let mut pos = b.start;
+        for (i, r) in b.runs.iter().enumerate() {
+            if pos >= b.limit {
+                return Err(enc_err(format!(
+                    "run {i}: the loader stops at position {pos} (limit {}) before it",
+                    b.limit
+                )));
+            }
+            if let Some(k) = kolhe_run_error(r, pos, i == 0, b.bitmap_pages) {
+                return Err(enc_err(format!("run {i}: {k}")));
+            }
+            pos = r.end();
+        }
+        if b.terminated && pos >= b.limit {
+            return Err(enc_err(
+                "the loader stops before the terminator (position at or past the limit)",
+            ));
+        }
+        if !b.terminated && pos < b.limit {
+            return Err(enc_err(format!(
+                "the loader reads another pair at position {pos} (limit {}): a terminator is missing",
+                b.limit
+            )));
+        }
+        s.put(&RamFlags::X200.bits().to_be_bytes());
+        s.put(&b.bitmap_pages.to_be_bytes());
+        s.put(&b.start.to_be_bytes());
+        s.put(&b.limit.to_be_bytes());
+        s.put_payload(b.runs.as_bytes());
+        if b.terminated {
+            s.put(&b.bitmap_pages.to_be_bytes());
+            s.put(&0u64.to_be_bytes());
         }
         Ok(())
     }
@@ -385,7 +514,9 @@ impl Encoder {
     /// ballooned `runs` (global 4 KiB pages, sorted, the whole map) over `[start, limit)`:
     /// maximal runs from `start` while the position is below `limit`, a run clipped at its
     /// front to `start` but not at its end, and the `(bitmap_pages, 0)` terminator when no
-    /// ballooned page remains (SPEC.md §9.6).
+    /// ballooned page remains (SPEC.md §9.6). `start > limit` is allowed only as the patch's
+    /// unchanged header (`limit` 0, `start` the bitmap size of the previous transfer, at most
+    /// `bitmap_pages`): then no pair is written.
     pub fn kolhe_balloon_from_runs<'a>(
         &mut self,
         bitmap_pages: u64,
@@ -394,9 +525,7 @@ impl Encoder {
         runs: &[PageRun],
         s: &mut impl Sink<'a>,
     ) -> Result<(), Error> {
-        if start > limit || limit > bitmap_pages {
-            return Err(enc_err("kolhe-2016 needs start <= limit <= bitmap size"));
-        }
+        self.check_kolhe_header(bitmap_pages, start, limit)?;
         check_for_encode(runs.iter().copied(), bitmap_pages)?;
         s.put(&RamFlags::X200.bits().to_be_bytes());
         s.put(&bitmap_pages.to_be_bytes());

@@ -130,6 +130,11 @@ fn apply_to_image(events: &[(u64, Event<'_>)], page_size: usize) {
                     "XBZRLE page differs from QEMU's"
                 );
             }
+            // Its pages are on other channels: rebuilding from this stream is refused.
+            Event::MultifdFlush(_) => assert_eq!(
+                apply_event(&mut image, ev, *at).unwrap_err().kind,
+                ErrorKind::PagesOnMultifdChannels
+            ),
             _ => assert!(!apply_event(&mut image, ev, *at).unwrap()),
         }
     }

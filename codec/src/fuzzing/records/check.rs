@@ -67,6 +67,7 @@ impl Plan {
                     expected.push(Event::MemSize(crate::MemSize {
                         word: total | RamFlags::MEM_SIZE.bits(),
                         blocks: blocks.clone(),
+                        mapped_ram: Vec::new(),
                     }));
                     // The last block survives a new MEM_SIZE when its name is still
                     // announced (SPEC.md §6: CONTINUE keeps naming it).
@@ -215,6 +216,10 @@ impl Plan {
         for (at, ev) in &events {
             if let Event::MemSize(ms) = ev {
                 image.set_blocks(&ms.blocks);
+            }
+            if matches!(ev, Event::MultifdFlush(_)) {
+                // Refused by design (its pages travel on other channels); nothing to build.
+                continue;
             }
             apply_event(&mut image, ev, *at).expect("own XBZRLE delta does not apply");
         }
