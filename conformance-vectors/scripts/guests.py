@@ -62,6 +62,12 @@ for w in $(cat /proc/cmdline); do
   case "$w" in rsmode=*) MODE="${w#rsmode=}";; esac
 done
 echo "RAMSTREAM-GUEST-READY mode=$MODE"
+if [ "$MODE" = balloon ]; then
+  # virtio-balloon (modules, in dependency order): the host inflates it over QMP `balloon`
+  ok=READY
+  for m in $BALLOON_MODULES; do insmod /lib/modules/$m.ko || ok=FAILED; done
+  echo "RAMSTREAM-BALLOON-$ok"
+fi
 if [ "$MODE" = dirty ]; then
   # 2 MiB of (compressible) text in tmpfs, then keep changing a few bytes of every 8th page
   yes "ramstream golden vector dirty page" | head -c 2097152 > /tmp/buf
@@ -78,6 +84,11 @@ if [ "$MODE" = dirty ]; then
 fi
 while true; do sleep 1000; done
 """
+
+
+# The virtio-balloon driver and what it needs, in load order (Debian builds them as modules).
+BALLOON_MODULES = ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+                   "virtio_pci", "virtio_balloon"]
 
 
 def _run(cmd, cwd=None):
@@ -134,7 +145,9 @@ def linux_guest():
     kernel = os.path.join(BUILD, "vmlinuz")
     initrd = os.path.join(BUILD, "initramfs.cpio.gz")
     kver_file = os.path.join(BUILD, "kernel-package.txt")
-    if not (os.path.exists(kernel) and os.path.exists(kver_file)):
+    mods = os.path.join(BUILD, "modules")
+    have_mods = all(os.path.exists(os.path.join(mods, m + ".ko")) for m in BALLOON_MODULES)
+    if not (os.path.exists(kernel) and os.path.exists(kver_file) and have_mods):
         pkg = _kernel_package()
         deb = _apt_download(pkg, dl)
         x = os.path.join(dl, "kernel-x")
@@ -144,6 +157,13 @@ def linux_guest():
         if len(vm) != 1:
             raise RuntimeError("no vmlinuz in %s" % deb)
         shutil.copyfile(vm[0], kernel)
+        os.makedirs(mods, exist_ok=True)
+        for m in BALLOON_MODULES:
+            found = glob.glob(os.path.join(x, "lib", "modules", "*", "kernel", "**", m + ".ko"),
+                              recursive=True)
+            if len(found) != 1:
+                raise RuntimeError("module %s not found (or not once) in %s" % (m, deb))
+            shutil.copyfile(found[0], os.path.join(mods, m + ".ko"))
         shutil.rmtree(x)
         with open(kver_file, "w") as f:
             f.write(os.path.basename(deb) + "\n")
@@ -165,8 +185,14 @@ def linux_guest():
         ("sys", 0o40755, None, 0, 0),
         ("tmp", 0o41777, None, 0, 0),
         ("bin/busybox", 0o100755, bb, 0, 0),
-        ("init", 0o100755, INIT_SCRIPT.encode(), 0, 0),
+        ("init", 0o100755,
+         INIT_SCRIPT.replace("$BALLOON_MODULES", " ".join(BALLOON_MODULES)).encode(), 0, 0),
+        ("lib", 0o40755, None, 0, 0),
+        ("lib/modules", 0o40755, None, 0, 0),
     ]
+    for m in BALLOON_MODULES:
+        with open(os.path.join(mods, m + ".ko"), "rb") as f:
+            entries.append(("lib/modules/%s.ko" % m, 0o100644, f.read(), 0, 0))
     data = gzip.compress(_cpio_newc(entries), compresslevel=6, mtime=0)
     with open(initrd, "wb") as f:
         f.write(data)

@@ -219,6 +219,16 @@ VECTORS_DEF = [
          params={"max-bandwidth": 5000000, "downtime-limit": 1},
          controller=converge_when(min_xbzrle_pages=500, min_seconds=10, max_seconds=90),
          ram_map=[("pc.ram", 0)]),
+    dict(name="linux-balloon",
+         description="Linux guest (TCG, 128 MiB) with a virtio-balloon device whose driver "
+                     "inflated the balloon to the host's target of 96 MiB (QMP balloon) before "
+                     "the guest was stopped and migrated: the 32 MiB handed back travel as "
+                     "ZERO records, and the virtio-balloon device state is in the stream.",
+         guest="linux", accel="tcg", machine="pc-i440fx-7.2",
+         args=linux(128, "balloon") + ["-device", "virtio-balloon-pci,id=balloon0"],
+         dest_serial=True, mode="stopped", settle=1.0,
+         marker="RAMSTREAM-BALLOON-READY", balloon_target=96 * MiB,
+         ram_map=[("pc.ram", 0)]),
 ]
 
 
@@ -388,6 +398,18 @@ def record(v, scratch, linux_files):
         wait_marker(os.path.join(srcdir, "serial.log"), v.get("marker", "RAMSTREAM-GUEST-READY"),
                     src)
     time.sleep(v.get("settle", 1.0))
+    if v.get("balloon_target"):
+        target = v["balloon_target"]
+        src.cmd("balloon", value=target)
+        deadline = time.time() + 240
+        while True:
+            actual = src.cmd("query-balloon")["actual"]
+            if actual <= target:
+                break
+            check(time.time() < deadline,
+                  "the balloon reached %d bytes, not the target %d" % (actual, target))
+            time.sleep(1)
+        log("%s: balloon inflated: guest RAM %d MiB" % (name, actual // MiB))
     if caps:
         src.cmd("migrate-set-capabilities", capabilities=caps_list(caps))
     if params:
