@@ -6,14 +6,15 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ramstream_codec::mapped_ram::block_views;
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, SplitFinding, VmDescription};
 use ramstream_codec::{
-    apply_event, Decoder, DeviceSection, Event, RamImage, SectionHeader, Status,
+    apply_event, Decoder, DeviceSection, Event, MemSize, RamImage, SectionHeader, Status,
 };
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
-use crate::input::read_stream;
+use crate::input::{file_options, read_stream};
 use crate::DecodeArgs;
 
 /// One RAM block entry of `manifest.json`.
@@ -95,6 +96,24 @@ impl Collector {
         }
         apply_event(&mut self.image, event, offset)?;
         Ok(())
+    }
+
+    /// For the MEM_SIZE of a mapped-ram file, writes every present page of each block into
+    /// the image from the file regions its headers point at (SPEC.md §7.9): `input` is the
+    /// stream the event was decoded from, its first byte at file offset `file_offset`.
+    /// Returns how many pages (0 for a stream's MEM_SIZE).
+    pub fn apply_mapped_ram(
+        &mut self,
+        input: &[u8],
+        file_offset: u64,
+        ms: &MemSize,
+    ) -> Result<u64> {
+        let views = block_views(input, file_offset, ms, self.image.page_size())?;
+        Ok(views
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b.apply_to(&mut self.image, i))
+            .sum())
     }
 
     /// The device sections checked against the VMDESCRIPTION, when the stream had one.
@@ -246,9 +265,12 @@ pub fn file_name(idstr: &str, ext: &str) -> String {
     format!("{clean}.{ext}")
 }
 
+/// Extracts a stream file, or a mapped-ram file (read as such when its configuration lists
+/// `mapped-ram`, SPEC.md §7.9).
 pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let mut dec = Decoder::new(decode.options());
+    let opts = file_options(decode);
+    let mut dec = Decoder::new(opts.clone());
     dec.finish();
     let mut c = Collector::new(dec.page_size());
     let mut pos = 0usize;
@@ -261,6 +283,10 @@ pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
             Status::Event { event, consumed } => {
                 c.observe(at, &event)
                     .with_context(|| format!("{}", file.display()))?;
+                if let Event::MemSize(ms) = &event {
+                    c.apply_mapped_ram(&bytes, opts.file_offset, ms)
+                        .with_context(|| format!("{}", file.display()))?;
+                }
                 pos += consumed;
             }
             Status::NeedMore { .. } => unreachable!("finished decoder"),

@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ramstream_codec::summary::StreamSummary;
+use ramstream_codec::mapped_ram::{block_views, MappedRamSummary};
+use ramstream_codec::summary::{StreamSummary, WriterEvidence};
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, VmDescription};
 use ramstream_codec::{Decoder, Event, Status};
 use serde::Serialize;
 
-use crate::input::read_stream;
+use crate::input::{file_options, read_stream};
 use crate::DecodeArgs;
 
 /// The JSON document `inspect --json` prints.
@@ -20,13 +21,33 @@ struct Report<'a> {
     summary: &'a StreamSummary,
     /// The device-section splits checked against the VMDESCRIPTION (absent without one).
     vmdesc_splits: Option<&'a SplitCheck>,
+    /// A mapped-ram file's layout: per block its header, bitmap and pages present (SPEC.md
+    /// §7.9); absent for a stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapped_ram: Option<&'a MappedRamSummary>,
+    /// The oldest QEMU that can have written the stream, and why (SPEC.md §8.2).
+    min_writer: Option<WriterEvidence>,
+}
+
+/// What `inspect` learns from a file.
+pub struct Inspection {
+    /// The stream summary.
+    pub summary: StreamSummary,
+    /// The device-section splits checked against the VMDESCRIPTION.
+    pub splits: Option<SplitCheck>,
+    /// The mapped-ram layout, for a mapped-ram file.
+    pub mapped_ram: Option<MappedRamSummary>,
 }
 
 /// Decodes `bytes` into a summary, failing with the decoder's error; with a VMDESCRIPTION,
-/// also checks every device-section split against it (SPEC.md §5.2).
-pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<(StreamSummary, Option<SplitCheck>)> {
-    let mut dec = Decoder::new(decode.options());
+/// also checks every device-section split against it (SPEC.md §5.2). A mapped-ram file
+/// (its configuration lists `mapped-ram`) is read as such, and its layout summarised
+/// (SPEC.md §7.9).
+pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
+    let opts = file_options(decode);
+    let mut dec = Decoder::new(opts.clone());
     dec.finish();
+    let mut mapped_ram = None;
     let mut summary = StreamSummary::default();
     summary.balloon.dialect = Some(decode.dialect.name().to_string());
     let mut devices = Vec::new();
@@ -37,6 +58,12 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<(StreamSummary, Op
         match dec.decode(&bytes[pos..])? {
             Status::Event { event, consumed } => {
                 summary.observe(at, &event);
+                if let Event::MemSize(ms) = &event {
+                    if !ms.mapped_ram.is_empty() {
+                        let blocks = block_views(bytes, opts.file_offset, ms, dec.page_size())?;
+                        mapped_ram = Some(MappedRamSummary::of(&blocks));
+                    }
+                }
                 match event {
                     Event::Device(d) => devices.push(d),
                     Event::VmDescription(j) => vmdesc = Some(j),
@@ -56,24 +83,36 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<(StreamSummary, Op
         )),
         None => None,
     };
-    Ok((summary, splits))
+    Ok(Inspection {
+        summary,
+        splits,
+        mapped_ram,
+    })
 }
 
 pub fn run(file: &Path, json: bool, decode: &DecodeArgs) -> Result<()> {
     let bytes = read_stream(file)?;
-    let (summary, splits) =
-        summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    let Inspection {
+        summary,
+        splits,
+        mapped_ram,
+    } = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
     if json {
         let report = Report {
             file: file.display().to_string(),
             dialect: decode.dialect.name(),
             summary: &summary,
             vmdesc_splits: splits.as_ref(),
+            mapped_ram: mapped_ram.as_ref(),
+            min_writer: summary.min_writer_version(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print_human(file, &summary, decode);
+    if let Some(m) = &mapped_ram {
+        print_mapped_ram(m);
+    }
     if let Some(c) = &splits {
         print_splits(c);
     }
@@ -88,6 +127,12 @@ fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {
         s.machine_type.as_deref().unwrap_or("(no configuration)"),
         decode.dialect
     );
+    if let Some(w) = s.min_writer_version() {
+        println!(
+            "  written by QEMU {}.{} or later ({})",
+            w.version.0, w.version.1, w.because
+        );
+    }
     if !s.capabilities.is_empty() {
         println!("  capabilities: {}", s.capabilities.join(", "));
     }
@@ -204,5 +249,33 @@ fn print_splits(c: &SplitCheck) {
                 f.idstr, f.instance_id, f.body_offset, f.body_len, f.reason
             );
         }
+    }
+}
+
+/// The mapped-ram layout (SPEC.md §7.9): per block its header, bitmap, pages region and
+/// where the stream goes on.
+fn print_mapped_ram(m: &MappedRamSummary) {
+    println!(
+        "  mapped-ram: {} pages present, {} bitmap bytes",
+        m.pages_present, m.bitmap_bytes
+    );
+    println!(
+        "    {:<24} {:>10} {:>3} {:>5} {:>12} {:>7} {:>12} {:>12} {:>15}",
+        "block", "header", "ver", "page", "bitmap", "bytes", "pages", "next", "present/pages"
+    );
+    for b in &m.blocks {
+        println!(
+            "    {:<24} {:>#10x} {:>3} {:>5} {:>#12x} {:>7} {:>#12x} {:>#12x} {:>15}{}",
+            b.idstr,
+            b.header_offset,
+            b.version,
+            b.page_size,
+            b.bitmap_offset,
+            b.bitmap_len,
+            b.pages_offset,
+            b.next_offset,
+            format!("{}/{}", b.pages_present, b.pages),
+            if b.ignored { " (x-ignore-shared)" } else { "" }
+        );
     }
 }

@@ -126,3 +126,40 @@ fn a_stream_cut_short_is_refused_and_leaves_no_extract() {
     let out = ramstream(&[Path::new("inspect"), &cut]);
     assert!(!out.status.success());
 }
+
+/// `inspect` names the oldest QEMU that can have written a stream, from the stream alone, with
+/// no option: 7.2 by its machine type; 11.1 by its machine type, with SWITCHOVER_START seen.
+#[test]
+fn inspect_tells_the_writer_version_of_7_2_and_11_1_streams_without_options() {
+    for (name, version, because) in [
+        ("idle-noos", [7, 2], "machine type pc-i440fx-7.2"),
+        ("11.1-q35-noos", [11, 1], "machine type pc-q35-11.1"),
+    ] {
+        let v = vector(name);
+        let tmp = tempfile::tempdir().unwrap();
+        let s = stream_file(&v, tmp.path());
+        let out = ramstream(&[Path::new("inspect"), Path::new("--json"), &s]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["dialect"], "qemu", "{name}");
+        assert_eq!(
+            j["min_writer"]["version"],
+            serde_json::json!(version),
+            "{name}"
+        );
+        assert_eq!(j["min_writer"]["because"], because, "{name}");
+        let human = ramstream(&[Path::new("inspect"), &s]);
+        let text = String::from_utf8_lossy(&human.stdout);
+        assert!(
+            text.contains(&format!(
+                "written by QEMU {}.{} or later ({because})",
+                version[0], version[1]
+            )),
+            "{name}: {text}"
+        );
+    }
+}

@@ -100,6 +100,8 @@ pub struct Decoder {
     config: Option<StreamConfig>,
     page_bits: u32,
     mr_addr: bool,
+    /// The configuration announced `mapped-ram` (allowed by the options): SPEC.md §7.9.
+    mapped_ram: bool,
     balloon_v1_announced: bool,
     live_ids: Vec<u32>,
     ram: RamState,
@@ -113,15 +115,17 @@ impl Decoder {
     pub fn new(opts: DecoderOptions) -> Self {
         let page_bits = opts.default_page_bits;
         let mr_addr = opts.mr_addr == FieldPresence::Present;
+        let offset = opts.file_offset;
         Decoder {
             opts,
             state: State::Header,
-            offset: 0,
+            offset,
             input_complete: false,
             poisoned: false,
             config: None,
             page_bits,
             mr_addr,
+            mapped_ram: false,
             balloon_v1_announced: false,
             live_ids: Vec::new(),
             ram: RamState::default(),
@@ -139,7 +143,8 @@ impl Decoder {
         self.input_complete = true;
     }
 
-    /// The stream offset of the next byte to decode.
+    /// The stream offset of the next byte to decode (a file offset when
+    /// [`DecoderOptions::file_offset`] is set).
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -200,7 +205,8 @@ impl Decoder {
                     Ok(Status::Done)
                 }
                 State::Header => self.fail(
-                    Error::new(0, ErrorKind::Truncated { needed: 8 }).in_record(RecordKind::Header),
+                    Error::new(self.offset, ErrorKind::Truncated { needed: 8 })
+                        .in_record(RecordKind::Header),
                 ),
                 _ => self.fail(Error::new(self.offset, ErrorKind::EndedBeforeEof)),
             };
@@ -273,6 +279,8 @@ impl Decoder {
                     mem_size_fields: MemSizeFields {
                         page_size: self.opts.block_page_size == FieldPresence::Present,
                         mr_addr: self.mr_addr,
+                        mapped_ram: self.mapped_ram,
+                        input_complete: self.input_complete,
                     },
                     balloon_v1_announced: self.balloon_v1_announced,
                 };
@@ -465,6 +473,7 @@ impl Decoder {
             self.mr_addr = cfg.has_capability(capability::X_IGNORE_SHARED);
         }
         self.balloon_v1_announced = cfg.has_capability(capability::RAMSTREAM_BALLOON_V1);
+        self.mapped_ram = cfg.has_capability(capability::MAPPED_RAM);
         self.config = Some(StreamConfig {
             machine_type: cfg.machine_type.to_string(),
             page_bits: self.page_bits,

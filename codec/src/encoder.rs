@@ -317,17 +317,26 @@ impl Encoder {
         let ms = MemSize {
             word: join_record_word(total, RamFlags::MEM_SIZE),
             blocks: blocks.to_vec(),
+            mapped_ram: Vec::new(),
         };
         self.mem_size_record(&ms, s)
     }
 
     /// A MEM_SIZE record exactly as given (raw word kept). Fails, writing nothing, when an
-    /// idstr is longer than 255 bytes.
+    /// idstr is longer than 255 bytes, or for the MEM_SIZE of a mapped-ram file: its block
+    /// headers point at file regions (bitmaps, pages, never-written gaps) that are no part
+    /// of the record, so a stream encoder cannot write it (SPEC.md §7.9).
     pub fn mem_size_record<'a>(
         &mut self,
         ms: &MemSize,
         s: &mut impl Sink<'a>,
     ) -> Result<(), Error> {
+        if !ms.mapped_ram.is_empty() {
+            return Err(enc_err(
+                "a mapped-ram MEM_SIZE record: its block headers point at bitmap and page \
+                 regions at fixed file offsets, which are no part of a stream",
+            ));
+        }
         let lens = ms
             .blocks
             .iter()

@@ -389,6 +389,59 @@ pub enum ErrorKind {
         /// The bitmap size.
         bitmap_pages: u64,
     },
+    /// A mapped-ram header cut short by the end of the input ("Could not read whole
+    /// mapped-ram migration header") (SPEC.md §7.9).
+    MappedRamHeaderTruncated {
+        /// Header bytes present (fewer than 28).
+        got: usize,
+    },
+    /// A mapped-ram header with a version above 1 ("Migration mapped-ram capability version
+    /// not supported") (SPEC.md §7.9).
+    MappedRamVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// A mapped-ram header whose page size is not the target page size (SPEC.md §7.9).
+    MappedRamPageSize {
+        /// The header's page size.
+        page_size: u64,
+        /// The target page size.
+        expected: u64,
+    },
+    /// A mapped-ram pages region not aligned to the target page ("region has bad
+    /// alignment") (SPEC.md §7.9).
+    MappedRamPagesUnaligned {
+        /// The header's `pages_offset`.
+        pages_offset: u64,
+        /// The target page size.
+        page_size: u64,
+    },
+    /// A mapped-ram region starting before what precedes it ends: the bitmap before the end
+    /// of its header (going backwards into the stream), or the pages before the end of the
+    /// bitmap (overlapping) (SPEC.md §7.9).
+    MappedRamRegionOrder {
+        /// The region.
+        region: crate::mapped_ram::MappedRamRegion,
+        /// Its file offset.
+        start: u64,
+        /// The file offset where what precedes it ends.
+        previous_end: u64,
+    },
+    /// A mapped-ram region ending past the end of the input (SPEC.md §7.9).
+    MappedRamRegionBeyondEnd {
+        /// The region.
+        region: crate::mapped_ram::MappedRamRegion,
+        /// The file offset where it ends.
+        end: u64,
+        /// The file offset where the input ends.
+        input_end: u64,
+    },
+    /// A page record (PAGE, ZERO, XBZRLE), HOOK or 0x200 in a mapped-ram file, whose pages
+    /// are at file offsets ("Unexpected RAM flags") (SPEC.md §7.9).
+    MappedRamRecord {
+        /// The flags that are not allowed.
+        flags: RamFlags,
+    },
     /// A FULL device section whose footer was not found within the limit.
     DeviceSectionUnterminated {
         /// The limit in bytes.
@@ -439,6 +492,7 @@ impl fmt::Display for ErrorKind {
             BadPageBits { bits } => write!(f, "target page bits {bits} outside the supported range 10..=16"),
             TooManyCapabilities { count } => write!(f, "{count} capabilities exceed the limit"),
             UnknownCapability { name } => write!(f, "received unknown capability {name:?}"),
+            UnsupportedCapability { name } if name == ramstream_spec::config::capability::MAPPED_RAM => write!(f, "capability {name:?} is not supported by ramstream on a stream: this is a mapped-ram file (QEMU `migrate file:` with capability mapped-ram), whose pages lie at fixed file offsets; read it with `ramstream inspect FILE` or `ramstream extract FILE` (DecoderOptions::mapped_ram)"),
             UnsupportedCapability { name } => write!(f, "capability {name:?} is not supported by ramstream"),
             UnknownSectionType { byte } => write!(f, "unknown section type {byte:#04x}"),
             UnexpectedSectionType { found } => write!(f, "section type {found} not allowed here"),
@@ -483,6 +537,13 @@ impl fmt::Display for ErrorKind {
             KolheLimitBeyondBitmap { limit, bitmap_pages } => write!(f, "kolhe-2016 balloon limit {limit} past the bitmap of {bitmap_pages} pages"),
             KolheBitmapSize { bitmap_pages, ram_pages } => write!(f, "kolhe-2016 balloon bitmap of {bitmap_pages} pages, fewer than the {ram_pages} 4 KiB pages MEM_SIZE announced"),
             KolheTerminator { start, bitmap_pages } => write!(f, "kolhe-2016 terminator pair starts at {start}, expected the bitmap size {bitmap_pages}"),
+            MappedRamHeaderTruncated { got } => write!(f, "mapped-ram header cut short: {got} of {} bytes", ramstream_spec::mapped_ram::HEADER_LEN),
+            MappedRamVersion { version } => write!(f, "mapped-ram header version {version}, expected at most {}", ramstream_spec::mapped_ram::HEADER_VERSION),
+            MappedRamPageSize { page_size, expected } => write!(f, "mapped-ram header page size {page_size}, expected the target page size {expected}"),
+            MappedRamPagesUnaligned { pages_offset, page_size } => write!(f, "mapped-ram pages region at {pages_offset:#x} is not aligned to the page size {page_size}"),
+            MappedRamRegionOrder { region, start, previous_end } => write!(f, "mapped-ram {region} region at {start:#x} starts before the end of what precedes it ({previous_end:#x})"),
+            MappedRamRegionBeyondEnd { region, end, input_end } => write!(f, "mapped-ram {region} region ends at {end:#x}, beyond the end of the input at {input_end:#x}"),
+            MappedRamRecord { flags } => write!(f, "unexpected RAM flags in a mapped-ram file: {:#x} ({flags}); its pages are at file offsets, not records", flags.bits()),
             DeviceSectionUnterminated { limit } => write!(f, "device section footer not found within {limit} bytes"),
             DeviceSectionWithoutFooters => write!(f, "device sections cannot be framed without section footers"),
             VmdescTooLarge { len, limit } => write!(f, "VMDESCRIPTION of {len} bytes exceeds the limit {limit}"),

@@ -152,6 +152,9 @@ pub struct MemSize {
     pub word: u64,
     /// The blocks, in stream order.
     pub blocks: Vec<RamBlock>,
+    /// In a mapped-ram file (SPEC.md §7.9), the header after each block entry, in block
+    /// order; empty in a stream.
+    pub mapped_ram: Vec<crate::mapped_ram::MappedRamHeader>,
 }
 
 impl MemSize {

@@ -11,6 +11,9 @@
 //!   QEMU stream reproduces it byte for byte.
 //! - [`RamImage`] / [`PageStore`]: applies PAGE, ZERO and XBZRLE records onto per-block
 //!   memory, shared by the receiver and the tools.
+//! - [`mapped_ram`]: mapped-ram files (QEMU 9.0+ `migrate file:` with capability
+//!   `mapped-ram`), whose pages sit at file offsets instead of in records; read when
+//!   [`DecoderOptions::mapped_ram`] is [`MappedRam::Read`], refused otherwise.
 //!
 //! ## Stream layout (SPEC.md §2)
 //!
@@ -40,10 +43,12 @@ mod decoder;
 mod encoder;
 mod error;
 mod event;
+pub mod extension;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 mod image;
+pub mod mapped_ram;
 mod options;
 mod ram;
 pub mod summary;
@@ -60,7 +65,7 @@ pub use event::{
     RamBlock, RecordKind, SectionHeader, XbzrleDelta, ZeroPage,
 };
 pub use image::{apply_event, PageStore, RamImage};
-pub use options::{DecoderOptions, FieldPresence, Limits, ZeroFill};
+pub use options::{DecoderOptions, FieldPresence, Limits, MappedRam, ZeroFill};
 
 /// Decodes a complete stream held in memory into `(offset, event)` pairs.
 ///

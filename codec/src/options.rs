@@ -58,6 +58,25 @@ pub enum FieldPresence {
     Absent,
 }
 
+/// Whether the decoder reads mapped-ram files (SPEC.md §7.9).
+///
+/// A mapped-ram file (QEMU 9.0+, `migrate file:PATH` with capability `mapped-ram`) is not a
+/// stream: after each MEM_SIZE block entry and its header, the writer seeks past the
+/// block's bitmap and pages regions, and the pages never appear as records. A reader that
+/// only looks at page records would rebuild zero RAM from it, so reading one is opt-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MappedRam {
+    /// Refuse a configuration announcing `mapped-ram` (`UnsupportedCapability`): the right
+    /// setting for a receiver, whose input is a socket, not a file.
+    #[default]
+    Refuse,
+    /// Read a mapped-ram file: MEM_SIZE reads each block's header into
+    /// [`MemSize::mapped_ram`](crate::MemSize::mapped_ram) and consumes the regions up to the
+    /// next block entry, so the MEM_SIZE event spans (nearly) the whole file. The pages are
+    /// then read from the input with [`mapped_ram`](crate::mapped_ram).
+    Read,
+}
+
 /// The decoder's settings. `Default` is a QEMU 7.2 x86 destination with default machine
 /// properties (configuration section and section footers on).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +98,12 @@ pub struct DecoderOptions {
     pub block_page_size: FieldPresence,
     /// Input limits.
     pub limits: Limits,
+    /// Whether mapped-ram files are read (SPEC.md §7.9); refused by default.
+    pub mapped_ram: MappedRam,
+    /// The file offset of the input's first byte (`N` of `file:PATH,offset=N`; 0 by default).
+    /// Every offset the decoder reports counts from the start of the file, as the absolute
+    /// offsets in a mapped-ram header do.
+    pub file_offset: u64,
 }
 
 impl Default for DecoderOptions {
@@ -92,6 +117,8 @@ impl Default for DecoderOptions {
             mr_addr: FieldPresence::Auto,
             block_page_size: FieldPresence::Auto,
             limits: Limits::default(),
+            mapped_ram: MappedRam::Refuse,
+            file_offset: 0,
         }
     }
 }

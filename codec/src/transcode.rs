@@ -1,11 +1,13 @@
 //! Whole-stream transformations shared by the tools: rebuild RAM, re-encode (SPEC.md §7.8).
 
+use ramstream_spec::config::capability;
 use ramstream_spec::stream::SectionType;
 
 use crate::encoder::{Encoder, Sink, Vectored};
 use crate::error::{Error, ErrorKind};
-use crate::event::{Event, PageAddr, RecordKind};
+use crate::event::{Configuration, Event, PageAddr, RecordKind};
 use crate::image::{apply_event, RamImage};
+use crate::mapped_ram::block_views;
 use crate::options::DecoderOptions;
 use crate::{decode_all, Decoder, Status};
 
@@ -22,7 +24,9 @@ pub enum Mode {
     FromRam,
 }
 
-/// Rebuilds the RAM of a complete stream.
+/// Rebuilds the RAM of a complete stream, or of a mapped-ram file when `opts` read them
+/// ([`MappedRam::Read`](crate::MappedRam::Read)): its pages are then taken from each
+/// block's bitmap and pages region when the MEM_SIZE record is decoded (SPEC.md §7.9).
 ///
 /// ```
 /// use ramstream_codec::transcode::rebuild;
@@ -44,6 +48,12 @@ pub fn rebuild(bytes: &[u8], opts: &DecoderOptions) -> Result<RamImage, Error> {
                         image = RamImage::new(dec.page_size());
                     }
                     image.set_blocks(&ms.blocks);
+                    for (i, b) in block_views(bytes, opts.file_offset, ms, dec.page_size())?
+                        .iter()
+                        .enumerate()
+                    {
+                        b.apply_to(&mut image, i);
+                    }
                 }
                 apply_event(&mut image, &event, at)?;
                 pos += consumed;
@@ -55,6 +65,12 @@ pub fn rebuild(bytes: &[u8], opts: &DecoderOptions) -> Result<RamImage, Error> {
 }
 
 /// Re-encodes a complete stream.
+///
+/// A mapped-ram file (read when `opts` say so, SPEC.md §7.9) converts only with
+/// [`Mode::FromRam`], into an ordinary single-pass stream without the `mapped-ram`
+/// capability. The other modes refuse it: its bitmaps and pages lie in file regions that
+/// are no records (with never-written gaps, and stale bytes behind cleared bitmap bits that
+/// no decoded event carries), so re-encoding the records cannot give the file back.
 pub fn reencode(bytes: &[u8], mode: Mode, opts: &DecoderOptions) -> Result<Vec<u8>, Error> {
     let events = decode_all(bytes, opts.clone())?;
     let page_bits = events
@@ -64,6 +80,24 @@ pub fn reencode(bytes: &[u8], mode: Mode, opts: &DecoderOptions) -> Result<Vec<u
             _ => None,
         })
         .unwrap_or(opts.default_page_bits);
+    let mapped_ram = events.iter().find_map(|(o, e)| match e {
+        Event::MemSize(ms) if !ms.mapped_ram.is_empty() => Some(*o),
+        _ => None,
+    });
+    if let (Some(offset), Mode::Verbatim | Mode::RecomputeXbzrle) = (mapped_ram, mode) {
+        return Err(Error::new(
+            offset,
+            ErrorKind::Encode {
+                reason: "a mapped-ram file re-encodes only from its RAM (Mode::FromRam, \
+                         `ramstream reencode --from-ram`): its bitmaps and pages lie in file \
+                         regions that are no records, with never-written gaps and possibly \
+                         stale bytes behind cleared bitmap bits, so re-encoding the records \
+                         cannot give the file back"
+                    .into(),
+            },
+        )
+        .in_record(RecordKind::MemSize));
+    }
     match mode {
         Mode::Verbatim => {
             let mut enc = Encoder::new(page_bits);
@@ -74,7 +108,7 @@ pub fn reencode(bytes: &[u8], mode: Mode, opts: &DecoderOptions) -> Result<Vec<u
             Ok(out.to_vec())
         }
         Mode::RecomputeXbzrle => recompute_xbzrle(&events, page_bits),
-        Mode::FromRam => from_ram(&events, page_bits),
+        Mode::FromRam => from_ram(&events, page_bits, bytes, opts.file_offset),
     }
 }
 
@@ -117,12 +151,24 @@ fn recompute_xbzrle(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u
     Ok(out)
 }
 
-fn from_ram(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u8>, Error> {
+/// `bytes` (whose first byte is at `file_offset`) holds the pages of a mapped-ram file.
+fn from_ram(
+    events: &[(u64, Event<'_>)],
+    page_bits: u32,
+    bytes: &[u8],
+    file_offset: u64,
+) -> Result<Vec<u8>, Error> {
     let page_size = 1usize << page_bits;
     let mut image = RamImage::new(page_size);
     for (offset, ev) in events {
         if let Event::MemSize(ms) = ev {
             image.set_blocks(&ms.blocks);
+            for (i, b) in block_views(bytes, file_offset, ms, page_size)?
+                .iter()
+                .enumerate()
+            {
+                b.apply_to(&mut image, i);
+            }
         }
         apply_event(&mut image, ev, *offset)?;
     }
@@ -180,6 +226,23 @@ fn from_ram(events: &[(u64, Event<'_>)], page_bits: u32) -> Result<Vec<u8>, Erro
     };
     for (_, ev) in events {
         match ev {
+            // The output is a stream, so it must not announce mapped-ram: a destination
+            // compares that capability with its own (SPEC.md §3.3, §7.9).
+            Event::Configuration(c) if c.has_capability(capability::MAPPED_RAM) => {
+                let caps: Vec<&str> = c
+                    .capabilities
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .filter(|n| *n != capability::MAPPED_RAM)
+                    .collect();
+                let stream = Configuration {
+                    // QEMU writes the subsection only when a validated capability is on.
+                    capabilities: (!caps.is_empty()).then_some(caps),
+                    ..c.clone()
+                };
+                enc.event(&Event::Configuration(stream), &mut out)?;
+            }
             Event::SectionStart(h) => {
                 ram_id = Some(h.section_id);
                 enc.section_header(h, &mut out)?;

@@ -50,6 +50,7 @@ replay_tests!(
     roundtrip_xbzrle,
     roundtrip_records,
     balloon_runs,
+    mapped_ram,
 );
 
 #[test]
@@ -73,6 +74,7 @@ fn every_target_is_replayed() {
         "roundtrip_records",
         "vmdesc",
         "balloon_runs",
+        "mapped_ram",
         "receiver",
     ];
     for kind in ["corpus", "regressions"] {

@@ -4,6 +4,15 @@ target pages). Used by record.py to rebuild RAM blocks from a stream and to coun
 It parses: header, CONFIGURATION (+ subsections), COMMAND records, and the START/PART/END
 sections of the iterative 'ram' section with footers. It stops at the first FULL (device)
 section or EOF, because device sections can not be framed without the vmstate descriptions.
+
+mapped-ram files (QEMU 9.0+, capability mapped-ram, `migrate file:`): after each MEM_SIZE
+block entry comes a 28-byte header (be32 version, be64 page_size, be64 bitmap_offset, be64
+pages_offset; absolute file offsets), then the writer seeks to pages_offset + used_length and
+the stream goes on there. The bitmap (ceil(pages/64)*8 bytes, little-endian longs: bit i is
+byte i//8, bit i%8) marks the pages that have data at pages_offset + i*4096; the others are
+zero. With x-ignore-shared (QEMU 11.0+), an ignored block's header has both offsets 0 and the
+stream goes on right after it. The reader follows these seeks (QEMU migration/ram.c
+parse_ramblock_mapped_ram).
 """
 
 import struct
@@ -121,6 +130,7 @@ class StreamInfo:
         self.first_full_offset = None
         self.has_vmdesc = False
         self.vmdesc_len = None
+        self.mapped_ram = {}        # idstr -> header fields, pages present (mapped-ram files)
 
     def summary(self):
         kinds = {}
@@ -135,6 +145,7 @@ class StreamInfo:
             "xbzrle_payload_bytes": self.xbzrle_payload_bytes,
             "blocks": [(b, len(self.blocks[b])) for b in self.block_order],
             "has_vmdesc": self.has_vmdesc,
+            "mapped_ram": self.mapped_ram,
         }
 
 
@@ -153,6 +164,52 @@ def find_vmdesc(data):
                 return ln
         p -= 1
     return None
+
+
+def mapped_ram_block(r, info, name, used, x_ignore_shared):
+    """The mapped-ram header after a MEM_SIZE block entry: read it, apply the pages its bitmap
+    marks present onto info.blocks[name], and seek to where the stream goes on."""
+    at = r.p
+    version = r.be32()
+    page_size = r.be64()
+    bitmap_offset = r.be64()
+    pages_offset = r.be64()
+    hdr_end = r.p
+    if version > 1:
+        raise DecodeError("mapped-ram header version %d at 0x%x" % (version, at))
+    if page_size != PAGE:
+        raise DecodeError("mapped-ram page size %d at 0x%x" % (page_size, at))
+    npages = used // PAGE
+    bitmap_len = (npages + 63) // 64 * 8
+    entry = {"header_offset": at, "version": version, "page_size": page_size,
+             "bitmap_offset": bitmap_offset, "pages_offset": pages_offset,
+             "bitmap_len": bitmap_len, "present": 0}
+    info.mapped_ram[name] = entry
+    if x_ignore_shared and bitmap_offset == 0 and pages_offset == 0:
+        entry["ignored"] = True
+        entry["bitmap_len"] = 0
+        entry["next_offset"] = hdr_end
+        return
+    if pages_offset % PAGE:
+        raise DecodeError("mapped-ram pages of %s at 0x%x not page aligned" % (name, pages_offset))
+    if bitmap_offset < hdr_end or bitmap_offset + bitmap_len > pages_offset:
+        raise DecodeError("mapped-ram regions of %s out of order: header end 0x%x, bitmap "
+                          "0x%x+%d, pages 0x%x" % (name, hdr_end, bitmap_offset, bitmap_len,
+                                                  pages_offset))
+    end = pages_offset + used
+    if end > len(r.d):
+        raise DecodeError("mapped-ram pages of %s end at 0x%x, past the file (0x%x)"
+                          % (name, end, len(r.d)))
+    bitmap = r.d[bitmap_offset:bitmap_offset + bitmap_len]
+    blk = info.blocks[name]
+    for i in range(npages):
+        if bitmap[i // 8] >> (i % 8) & 1:
+            o = i * PAGE
+            blk[o:o + PAGE] = r.d[pages_offset + o:pages_offset + o + PAGE]
+            info.received[name].add(i)
+            entry["present"] += 1
+    entry["next_offset"] = end
+    r.p = end
 
 
 def decode(data, x_ignore_shared=None):
@@ -183,6 +240,7 @@ def decode(data, x_ignore_shared=None):
                 raise DecodeError("unknown configuration subsection %s v%d" % (name, ver))
     if x_ignore_shared is None:
         x_ignore_shared = "x-ignore-shared" in info.config_caps
+    mapped_ram = "mapped-ram" in info.config_caps
     ram_id = None
     last_block = None
     while True:
@@ -229,10 +287,15 @@ def decode(data, x_ignore_shared=None):
                             info.blocks[name] = bytearray(used)
                             info.block_order.append(name)
                             info.received[name] = set()
+                        if mapped_ram:
+                            mapped_ram_block(r, info, name, used, x_ignore_shared)
                         s += used
                     if s != total:
                         raise DecodeError("MEM_SIZE total mismatch")
                     continue
+                if mapped_ram:
+                    raise DecodeError("unexpected RAM flags 0x%x in a mapped-ram file at 0x%x"
+                                      % (flags, r.p - 8))
                 if prim not in (F_ZERO, F_PAGE, F_XBZRLE):
                     raise DecodeError("unknown flags 0x%x at 0x%x" % (flags, r.p - 8))
                 if flags & F_CONTINUE:

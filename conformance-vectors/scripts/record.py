@@ -232,6 +232,56 @@ VECTORS_DEF = [
 ]
 
 
+# mapped-ram (QEMU 9.0+): `migrate file:PATH` with capability mapped-ram, the format of libvirt's
+# parallel save images. Each MEM_SIZE block entry is followed by a 28-byte header and the
+# block's bitmap and pages sit at fixed (1 MiB aligned) file offsets, so the source writes to a
+# file (mode "stopped-file") and the destination loads it with `migrate-incoming file:PATH` and
+# the same capabilities and parameters (dest_caps, dest_params). QEMU 7.2 does not know the
+# capability: `min_version` keeps these from --qemu 7.2 (and x-ignore-shared + mapped-ram, broken
+# before 11.0, from 10.0).
+MAPPED_RAM_DEF = [
+    dict(name="mapped-ram-noos",
+         description="Idle no-OS guest (KVM, 64 MiB, pc-i440fx-7.2), stopped, then migrated with "
+                     "capability mapped-ram to a file (migrate file:PATH): every MEM_SIZE block "
+                     "entry is followed by its 28-byte mapped-ram header, the block's pages sit "
+                     "at 1 MiB aligned file offsets behind a bitmap, and no page record appears.",
+         guest="noos-idle", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(), mode="stopped-file", settle=1.5, min_version="10.0",
+         caps={"mapped-ram": True}, dest_caps={"mapped-ram": True},
+         ram_map=[("pc.ram", 0)]),
+    dict(name="mapped-ram-linux-multifd",
+         description="Debian 6.1 Linux kernel + busybox initramfs booted under TCG (128 MiB, "
+                     "init_on_free=1), stopped once its init printed a marker, then migrated "
+                     "with capabilities mapped-ram and multifd (2 channels, which pwrite the "
+                     "pages into the file) to a file: the same layout as without multifd.",
+         guest="linux", accel="tcg", machine="pc-i440fx-7.2",
+         args=linux(128, "idle"), dest_serial=True, mode="stopped-file", settle=2.0,
+         min_version="10.0",
+         caps={"mapped-ram": True, "multifd": True},
+         dest_caps={"mapped-ram": True, "multifd": True},
+         params={"multifd-channels": 2}, dest_params={"multifd-channels": 2},
+         ram_map=[("pc.ram", 0)]),
+    dict(name="mapped-ram-x-ignore-shared",
+         description="No-OS guest (dirtying loop) whose main RAM is a shared file backend (a "
+                     "fresh unlinked file in /dev/shm, id pc.ram, share=on), stopped, migrated "
+                     "with capabilities mapped-ram and x-ignore-shared (vapic off) to a file: "
+                     "MEM_SIZE with mr_addr fields, and pc.ram's header has bitmap_offset = "
+                     "pages_offset = 0 and no regions (QEMU 11.0+; broken before). Its sha256 is "
+                     "that of the fresh, zero-filled destination file.",
+         guest="noos-dirty", accel="kvm", machine="pc-i440fx-7.2",
+         args=noos(extra=["-global", "apic-common.vapic=off",
+                          "-object", "memory-backend-file,id=pc.ram,size=64M,"
+                                     "mem-path=/dev/shm,share=on",
+                          "-machine", "memory-backend=pc.ram"]),
+         mode="stopped-file", settle=1.5, min_version="11.0",
+         caps={"mapped-ram": True, "x-ignore-shared": True},
+         dest_caps={"mapped-ram": True, "x-ignore-shared": True},
+         shared_blocks=["pc.ram"],
+         ram_map=[("pc.ram", 0)]),
+]
+VECTORS_DEF += MAPPED_RAM_DEF
+
+
 # ----------------------------------------------------------------------------------------------
 # Helpers
 
@@ -420,6 +470,10 @@ def record(v, scratch, linux_files):
     if v["mode"] == "stopped":
         src.cmd("stop")
         info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
+    elif v["mode"] == "stopped-file":
+        # mapped-ram needs a seekable channel: QEMU writes the file itself
+        src.cmd("stop")
+        info = run_migration(src, "file:%s" % stream_path, v, state)
     elif v["mode"] == "live":
         info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
     elif v["mode"] == "live-proxy":
@@ -448,10 +502,26 @@ def record(v, scratch, linux_files):
     # --- decode the recorded stream itself ---
     rec = ramdecode.decode(stream)
     log("%s: stream: %s" % (name, json.dumps(rec.summary())))
-    check(rec.counts["ZERO"] == info["ram"]["duplicate"],
-          "ZERO records %d != source duplicate %d" % (rec.counts["ZERO"], info["ram"]["duplicate"]))
-    check(rec.counts["PAGE"] == info["ram"]["normal"],
-          "PAGE records %d != source normal %d" % (rec.counts["PAGE"], info["ram"]["normal"]))
+    mapped = caps.get("mapped-ram", False)
+    if mapped:
+        # no page records: a page with data has its bitmap bit set, a zero page has it clear
+        check(rec.counts["ZERO"] + rec.counts["PAGE"] + rec.counts["XBZRLE"] == 0,
+              "page records in a mapped-ram file")
+        present = sum(m["present"] for m in rec.mapped_ram.values())
+        absent = sum(len(rec.blocks[b]) // ramdecode.PAGE - rec.mapped_ram[b]["present"]
+                     for b in rec.block_order
+                     if b not in v.get("shared_blocks", []))
+        check(present == info["ram"]["normal"],
+              "mapped-ram pages present %d != source normal %d" % (present, info["ram"]["normal"]))
+        check(absent == info["ram"]["duplicate"],
+              "mapped-ram pages absent %d != source duplicate %d"
+              % (absent, info["ram"]["duplicate"]))
+    else:
+        check(rec.counts["ZERO"] == info["ram"]["duplicate"],
+              "ZERO records %d != source duplicate %d"
+              % (rec.counts["ZERO"], info["ram"]["duplicate"]))
+        check(rec.counts["PAGE"] == info["ram"]["normal"],
+              "PAGE records %d != source normal %d" % (rec.counts["PAGE"], info["ram"]["normal"]))
     if caps.get("xbzrle"):
         check(rec.counts["XBZRLE"] > 0 and info["xbzrle-cache"]["pages"] > 0,
               "no XBZRLE records")
@@ -466,7 +536,12 @@ def record(v, scratch, linux_files):
                      os.path.join(work, "dst.log"))
     if dest_caps:
         dst.cmd("migrate-set-capabilities", capabilities=caps_list(dest_caps))
-    dst.cmd("migrate-incoming", uri="exec:cat %s" % stream_path)
+    if v.get("dest_params"):
+        dst.cmd("migrate-set-parameters", **v["dest_params"])
+    if v["mode"] == "stopped-file":
+        dst.cmd("migrate-incoming", uri="file:%s" % stream_path)
+    else:
+        dst.cmd("migrate-incoming", uri="exec:cat %s" % stream_path)
     dst.wait_migration(timeout=300)
     st = dst.cmd("query-status")
     check(not st["running"], "destination is running after load: %s" % st)
@@ -526,7 +601,9 @@ def record(v, scratch, linux_files):
         if b in shared:
             check(len(rec.received[b]) == 0, "shared block %s has pages in stream" % b)
             continue
-        check(len(rec.received[b]) == npages, "recorded stream does not cover block %s" % b)
+        if not mapped:
+            # (a mapped-ram file holds only the non-zero pages; the others are zero)
+            check(len(rec.received[b]) == npages, "recorded stream does not cover block %s" % b)
         check(rec.blocks[b] == ver.blocks[b],
               "recorded stream decode of %s disagrees with the destination" % b)
     checks.append("decoding the recorded stream gives the same blocks" +
@@ -570,6 +647,13 @@ def record(v, scratch, linux_files):
                     "sha256": sha256(ver.blocks[b])} for b in ver.block_order],
         "query_migrate": qm,
     }
+    if v.get("min_version"):
+        manifest["min_version"] = v["min_version"]
+    if v["mode"] == "stopped-file":
+        # how a destination loads it: decompressed to a file, `migrate-incoming file:PATH`
+        manifest["incoming"] = "file"
+        manifest["destination_capabilities"] = dest_caps
+        manifest["destination_parameters"] = v.get("dest_params", {})
     with open(os.path.join(vdir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
@@ -582,6 +666,11 @@ def record(v, scratch, linux_files):
 
 
 QEMU_VERSIONS = ("7.2", "10.0", "11.1")
+
+
+def version_tuple(label):
+    """"10.0" -> (10, 0), for comparing QEMU versions."""
+    return tuple(int(x) for x in label.split("."))
 
 
 def qemu_command(version):
@@ -635,7 +724,8 @@ def main():
     a = ap.parse_args()
     global VECTORS_DEF
     VECTORS_DEF = [for_version(v, a.qemu) for v in VECTORS_DEF
-                   if a.qemu == "7.2" or not v.get("only_7_2")]
+                   if (a.qemu == "7.2" or not v.get("only_7_2"))
+                   and version_tuple(a.qemu) >= version_tuple(v.get("min_version", "7.2"))]
     Qemu.BINARY = qemu_command(a.qemu)
     names = [v["name"] for v in VECTORS_DEF]
     if a.list:

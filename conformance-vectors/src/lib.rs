@@ -75,6 +75,22 @@ pub struct Manifest {
     /// The source's final `query-migrate` figures.
     #[serde(default)]
     pub query_migrate: serde_json::Value,
+    /// The oldest QEMU version that records this vector (`record.py` skips it for older
+    /// ones), e.g. `"10.0"` for mapped-ram.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// How a destination loads the stream: absent for `exec:cat stream.bin`, `"file"` for
+    /// `migrate-incoming file:PATH` of the decompressed stream (mapped-ram needs a seekable
+    /// file).
+    #[serde(default)]
+    pub incoming: Option<String>,
+    /// Capabilities the destination needs set before `migrate-incoming` (mapped-ram
+    /// vectors; the others say so in the README).
+    #[serde(default)]
+    pub destination_capabilities: BTreeMap<String, bool>,
+    /// Parameters the destination needs set before `migrate-incoming`.
+    #[serde(default)]
+    pub destination_parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_stream_file() -> String {
@@ -140,6 +156,12 @@ impl Vector {
         qemu::QemuVersion::ALL
             .into_iter()
             .find(|q| v.starts_with(&format!("{}.", q.label())))
+    }
+
+    /// Whether the vector is a mapped-ram file (QEMU `migrate file:` with capability
+    /// `mapped-ram`, SPEC.md §7.9) rather than a stream.
+    pub fn is_mapped_ram(&self) -> bool {
+        self.manifest.capabilities.get("mapped-ram") == Some(&true)
     }
 
     /// The uncompressed stream, checked against the manifest's length and sha256.

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ramstream_reference_receiver::fuzzing::receive_records(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ramstream_test_support::fuzzing::receive_records(data));

@@ -1,12 +1,16 @@
-//! Where the pages go: the [`Destination`] trait, the real KVM guest ([`KvmDestination`])
-//! and an in-memory fake ([`FakeDestination`]) for tests.
+//! Where the pages go: the [`Destination`] trait and the real KVM guest
+//! ([`KvmDestination`]). An in-memory fake for tests is `ramstream-test-support`'s
+//! `FakeDestination`.
 
 use std::time::Duration;
 
+use ramstream_codec::balloon::PageRun;
+use ramstream_codec::extension::digest::digest_block;
 use ramstream_codec::PageAddr;
 use ramstream_codec::PageStore;
-use ramstream_reference_sender::source::{digest_block, runs_of, PAGE_SIZE};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VcpuState, Vm, VmState};
+use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use serde::{Deserialize, Serialize};
 
 /// Proof that the destination guest runs.
@@ -37,12 +41,17 @@ pub trait Destination {
     /// Restores the vCPU and VM state blobs (the VM blob's balloon runs are discarded);
     /// returns the balloon runs.
     fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String>;
-    /// The digest of every block (SPEC.md §13.2), ballooned pages counted as zero.
-    fn block_digests(&self, ballooned: &[BalloonRun]) -> Result<Vec<[u8; 32]>, String> {
-        (0..self.layout().regions.len())
+    /// The sha256-sparse digest of every block (SPEC.md §13.2), ballooned pages counted as
+    /// zero without being read.
+    fn block_digests(
+        &self,
+        ballooned: &[BalloonRun],
+    ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, String> {
+        let layout = self.layout();
+        (0..layout.regions.len())
             .map(|b| {
-                let pages = self.layout().regions[b].pages();
-                digest_block(pages, &runs_of(ballooned, b), |p, buf| {
+                let pages = layout.regions[b].pages();
+                digest_block(pages, PAGE_SIZE, &runs_of(ballooned, b), |p, buf| {
                     self.read_page(b, p, buf)
                 })
             })
@@ -151,7 +160,10 @@ impl Destination for KvmDestination {
     }
 
     /// Hashes the blocks in parallel, one thread per block.
-    fn block_digests(&self, ballooned: &[BalloonRun]) -> Result<Vec<[u8; 32]>, String> {
+    fn block_digests(
+        &self,
+        ballooned: &[BalloonRun],
+    ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, String> {
         let mem = self.vm.memory();
         std::thread::scope(|s| {
             let hs: Vec<_> = self
@@ -163,7 +175,9 @@ impl Destination for KvmDestination {
                 .map(|(b, r)| {
                     let runs = runs_of(ballooned, b);
                     let pages = r.pages();
-                    s.spawn(move || digest_block(pages, &runs, |p, buf| mem.read_page(b, p, buf)))
+                    s.spawn(move || {
+                        digest_block(pages, PAGE_SIZE, &runs, |p, buf| mem.read_page(b, p, buf))
+                    })
                 })
                 .collect();
             hs.into_iter()
@@ -202,102 +216,10 @@ impl Destination for KvmDestination {
     }
 }
 
-/// An in-memory destination for tests: dense memory, the blobs it was given, and whether it
-/// was resumed.
-#[derive(Debug, Clone)]
-pub struct FakeDestination {
-    layout: MemoryLayout,
-    mem: Vec<Vec<u8>>,
-    /// The vCPU blob restored.
-    pub vcpu: Option<Vec<u8>>,
-    /// Pages written (the receiver must not write zero pages that are already zero).
-    pub writes: u64,
-    resumed: bool,
-}
-
-impl FakeDestination {
-    /// Zeroed memory for `layout`.
-    pub fn new(layout: &MemoryLayout) -> Self {
-        FakeDestination {
-            mem: layout
-                .regions
-                .iter()
-                .map(|r| vec![0u8; r.pages() as usize * PAGE_SIZE])
-                .collect(),
-            layout: layout.clone(),
-            vcpu: None,
-            writes: 0,
-            resumed: false,
-        }
-    }
-
-    /// Block `b`'s memory.
-    pub fn block(&self, b: usize) -> &[u8] {
-        &self.mem[b]
-    }
-}
-
-impl Destination for FakeDestination {
-    fn layout(&self) -> &MemoryLayout {
-        &self.layout
-    }
-
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
-        let p = page as usize * PAGE_SIZE;
-        self.mem
-            .get_mut(block)
-            .and_then(|m| m.get_mut(p..p + PAGE_SIZE))
-            .ok_or_else(|| format!("page {page} of block {block} out of range"))?
-            .copy_from_slice(data);
-        self.writes += 1;
-        Ok(())
-    }
-
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
-        let p = page as usize * PAGE_SIZE;
-        dst.copy_from_slice(
-            self.mem
-                .get(block)
-                .and_then(|m| m.get(p..p + PAGE_SIZE))
-                .ok_or_else(|| format!("page {page} of block {block} out of range"))?,
-        );
-        Ok(())
-    }
-
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
-        let vm_state = VmState::from_bytes(vm).map_err(|e| format!("VM state: {e}"))?;
-        for r in &vm_state.balloon {
-            let m = self
-                .mem
-                .get_mut(r.region)
-                .ok_or_else(|| format!("balloon run in unknown region {}", r.region))?;
-            // Checked, as the KVM VM checks runs against its layout: the blob is untrusted.
-            let end = r
-                .first_page
-                .checked_add(r.page_count)
-                .filter(|&end| end <= (m.len() / PAGE_SIZE) as u64)
-                .ok_or_else(|| "balloon run out of range".to_string())?;
-            m[r.first_page as usize * PAGE_SIZE..end as usize * PAGE_SIZE].fill(0);
-        }
-        self.vcpu = Some(vcpu.to_vec());
-        Ok(vm_state.balloon)
-    }
-
-    fn resume(&mut self) -> Result<(), String> {
-        self.resumed = true;
-        Ok(())
-    }
-
-    fn verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
-        Ok(Verification {
-            heartbeat_before: 0,
-            heartbeat_after: 1,
-            self_check_passed: true,
-            ..Default::default()
-        })
-    }
-
-    fn resumed(&self) -> bool {
-        self.resumed
-    }
+/// The balloon runs of block `block`, in block pages.
+fn runs_of(runs: &[BalloonRun], block: usize) -> Vec<PageRun> {
+    runs.iter()
+        .filter(|r| r.region == block)
+        .map(|r| PageRun::new(r.first_page, r.page_count))
+        .collect()
 }

@@ -16,6 +16,18 @@ pub enum RecvErrorKind {
     /// The stream ended before EOF or before the digest section.
     #[error("stream ended early ({0}); refusing to resume the guest")]
     EndedEarly(String),
+    /// An extension section of SPEC.md §13 (the digest, or a reference state section) whose
+    /// body starts at stream offset `offset` is malformed or newer than known.
+    #[error("section {idstr:?} with its body at offset {offset}: {source}")]
+    Extension {
+        /// Stream offset of the section body's first byte.
+        offset: u64,
+        /// The section's idstr.
+        idstr: String,
+        /// What is wrong, with the offset inside the body.
+        #[source]
+        source: ramstream_codec::extension::ExtensionError,
+    },
     /// Something the reference machine does not accept (machine type, sections).
     #[error("{0}")]
     Protocol(String),

@@ -13,26 +13,31 @@
 //! 4. checks the digest section (SPEC.md §13) against its own memory and **refuses to
 //!    resume** on a mismatch, a missing digest, or a stream that ended early;
 //! 5. resumes the guest and proves it runs (heartbeat advances, self-check passes).
+//!
+//! The device sections and the digest (SPEC.md §13) are read with
+//! [`ramstream_codec::extension`], the same code the reference sender writes them with; the
+//! receiver does not depend on the sender. In-memory destinations, the fuzz harness and the
+//! sender–receiver pair tests are in the `ramstream-test-support` crate.
 
 #![forbid(unsafe_code)]
 
 pub mod dest;
 mod error;
-pub mod fuzzing;
 mod options;
 
 use std::io::{self, Read};
 use std::time::Instant;
 
 use ramstream_codec::balloon::BalloonMap;
+use ramstream_codec::extension::digest::DigestSection;
+use ramstream_codec::extension::ExtensionSection;
 use ramstream_codec::{apply_event, Decoder, DecoderOptions, Event, Status};
-use ramstream_reference_sender::source::PAGE_SIZE;
-use ramstream_reference_sender::wire::{unprefix, DigestSection};
 use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::{digest, reference};
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_spec::{ram, Dialect};
 
-pub use dest::{Destination, FakeDestination, KvmDestination, StagedStore, Verification};
+pub use dest::{Destination, KvmDestination, StagedStore, Verification};
 pub use error::{RecvError, RecvErrorKind};
 pub use options::{ReceiveOptions, ReceiveReport};
 
@@ -267,40 +272,24 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, String>> State<D, F> 
                 self.report.xbzrle += 1;
             }
             Event::Device(d) => {
-                let h = d.header;
-                let want = if h.idstr == digest::DIGEST_SECTION_IDSTR {
-                    digest::DIGEST_SECTION_VERSION
-                } else {
-                    reference::SECTION_VERSION
-                };
-                if h.version_id > want {
-                    return Err(RecvErrorKind::Protocol(format!(
-                        "section {:?} version {} is newer than {want}",
-                        h.idstr, h.version_id
-                    )));
-                }
-                let blob = || {
-                    unprefix(d.body).map(<[u8]>::to_vec).ok_or_else(|| {
-                        RecvErrorKind::Protocol(format!(
-                            "section {:?} at offset {}: body length does not match its prefix",
-                            h.idstr, d.body_offset
-                        ))
-                    })
-                };
-                match h.idstr {
-                    reference::VCPU_SECTION_IDSTR => self.pending.vcpu = Some(blob()?),
-                    reference::VM_SECTION_IDSTR => self.pending.vm = Some(blob()?),
-                    reference::LAYOUT_SECTION_IDSTR => self.pending.layout = Some(blob()?),
-                    digest::DIGEST_SECTION_IDSTR => {
-                        self.pending.digest =
-                            Some(DigestSection::decode(d.body).map_err(|e| {
-                                RecvErrorKind::Protocol(format!("digest section: {e}"))
-                            })?)
+                let section = ExtensionSection::from_device(d).map_err(|source| {
+                    RecvErrorKind::Extension {
+                        offset: d.body_offset,
+                        idstr: d.header.idstr.to_string(),
+                        source,
                     }
-                    other => {
+                })?;
+                match section {
+                    Some(ExtensionSection::Vcpu(b)) => self.pending.vcpu = Some(b.to_vec()),
+                    Some(ExtensionSection::Vm(b)) => self.pending.vm = Some(b.to_vec()),
+                    Some(ExtensionSection::MemoryLayout(b)) => {
+                        self.pending.layout = Some(b.to_vec())
+                    }
+                    Some(ExtensionSection::Digest(digest)) => self.pending.digest = Some(digest),
+                    _ => {
                         return Err(RecvErrorKind::Protocol(format!(
-                            "unknown device section {other:?} instance {}",
-                            h.instance_id
+                            "unknown device section {:?} instance {}",
+                            d.header.idstr, d.header.instance_id
                         )))
                     }
                 }

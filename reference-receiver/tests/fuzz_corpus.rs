@@ -10,15 +10,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ramstream_codec::{decode_all, DecoderOptions};
-use ramstream_reference_receiver::fuzzing::{
-    balloon_inflate, mem_size, real_stream, receive_records, receive_spliced, record, xbzrle,
-    AFTER_FIRST_PART, AFTER_MEM_SIZE, BEFORE_DEVICES, BLOCK, INSTEAD_OF_MEM_SIZE, RAM,
-    VERIFY_FAILS, WITH_TAIL,
-};
 use ramstream_reference_receiver::RecvErrorKind;
-use ramstream_reference_sender::PAGE_SIZE;
 use ramstream_spec::ram::RamFlags;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_spec::Dialect;
+use ramstream_test_support::fuzzing::{
+    receive_records, receive_spliced, AFTER_FIRST_PART, AFTER_MEM_SIZE, BEFORE_DEVICES,
+    INSTEAD_OF_MEM_SIZE, VERIFY_FAILS, WITH_TAIL,
+};
+use ramstream_test_support::real_stream::{real_stream, BLOCK, RAM};
+use ramstream_test_support::records::{balloon_inflate, mem_size, record, xbzrle};
 
 fn target_dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

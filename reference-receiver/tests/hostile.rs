@@ -19,21 +19,19 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ramstream_codec::{ErrorKind, RecordKind};
-use ramstream_reference_receiver::fuzzing::{
-    balloon_inflate, layout, mem_size, real_stream as real, record, source_guest, xbzrle, BLOCK,
-    RAM,
-};
 use ramstream_reference_receiver::{
     receive, Destination, ReceiveOptions, RecvError, RecvErrorKind, Verification,
 };
-use ramstream_reference_sender::PAGE_SIZE;
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
 use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
 use ramstream_spec::limits;
 use ramstream_spec::ram::RamFlags;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_spec::stream::SectionType;
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
+use ramstream_test_support::real_stream::{layout, real_stream as real, source_guest, BLOCK, RAM};
+use ramstream_test_support::records::{balloon_inflate, mem_size, record, xbzrle};
 
 const BLOCK_PAGES: u64 = BLOCK / PAGE_SIZE as u64;
 /// Guard size on each side of a block.

@@ -58,6 +58,10 @@ pub enum SendErrorKind {
     /// The encoder refused a record (a bug).
     #[error("encoder: {0}")]
     Encode(#[from] ramstream_codec::Error),
+    /// An extension section body (SPEC.md §13) could not be written: an idstr or a state
+    /// blob too long for its length field.
+    #[error("extension section: {0}")]
+    Extension(#[from] ramstream_codec::extension::ExtensionError),
     /// An option was invalid.
     #[error("{0}")]
     Config(String),

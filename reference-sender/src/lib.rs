@@ -17,9 +17,12 @@
 //! ```
 //!
 //! The guest is a [`GuestSource`]: the real KVM guest of the reference VMM
-//! ([`KvmSource`]) or a scripted fake ([`ScriptedGuest`]) for tests. Ballooned pages are
-//! skipped by runs, never read. Pages are read once into a batch buffer and written with
+//! ([`KvmSource`]), or for tests `ramstream-test-support`'s scripted fake guest. Ballooned
+//! pages are skipped by runs, never read. Pages are read once into a batch buffer and written with
 //! `write_vectored`; the encoder references them, it does not copy them.
+//!
+//! The device sections' bodies and the digest (SPEC.md §13) are written with
+//! [`ramstream_codec::extension`], the codec's one implementation of those wire formats.
 //!
 //! If anything fails, the source guest runs again (if it was running) and the
 //! [`SendError`] names the phase and the bytes sent.
@@ -31,11 +34,10 @@ pub mod precopy;
 pub mod source;
 pub mod stats;
 pub mod transport;
-pub mod wire;
 
 pub use error::{GuestError, Phase, SendError, SendErrorKind};
 pub use precopy::{migrate, Progress, SendOptions};
 pub use ramstream_codec::cache::XbzrleCacheStats;
-pub use source::{GuestSource, KvmSource, ScriptStep, ScriptedGuest, StateBlobs, PAGE_SIZE};
+pub use source::{GuestSource, KvmSource, StateBlobs};
 pub use stats::{IterationReport, MigrationReport, RamStats};
 pub use transport::Endpoint;

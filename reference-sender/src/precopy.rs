@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::balloon::{BalloonMapKind, PageRun};
 use ramstream_codec::cache::{PageDecision, XbzrleCache};
+use ramstream_codec::extension::digest::{BlockDigest, DigestSection};
+use ramstream_codec::extension::state::encode_state_body;
 use ramstream_codec::zero::is_zero_page;
 use ramstream_codec::{
     Configuration, DeviceSection, Encoder, PageAddr, RamBlock, SectionHeader, Vectored,
@@ -14,13 +16,13 @@ use ramstream_spec::config::capability;
 use ramstream_spec::extension::{digest, reference};
 use ramstream_spec::ram::{
     SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION, TARGET_PAGE_BITS_X86,
+    TARGET_PAGE_SIZE_X86 as PAGE_SIZE,
 };
 use ramstream_spec::stream::SectionType;
 
 use crate::error::{Phase, SendError, SendErrorKind};
-use crate::source::{runs_of, GuestSource, PAGE_SIZE};
+use crate::source::{runs_of, GuestSource};
 use crate::stats::{IterationReport, MigrationReport, RamStats};
-use crate::wire::{length_prefixed, BlockDigest, DigestSection};
 
 /// Section id of the `ram` section.
 pub const RAM_SECTION_ID: u32 = 0;
@@ -142,7 +144,7 @@ struct Engine<'g, G, W> {
     /// First RAM page number of each block (for the XBZRLE cache key).
     block_base: Vec<u64>,
     /// The balloon runs last announced per block (`None`: never); empty without the map.
-    sent_runs: Vec<Option<Vec<(u64, u64)>>>,
+    sent_runs: Vec<Option<Vec<PageRun>>>,
     /// Balloon records written.
     balloon_records: u64,
 }
@@ -264,8 +266,8 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
             .map(|(b, r)| {
                 let mut w = vec![0u64; r.pages().div_ceil(64) as usize];
                 if self.opts.skip_ballooned {
-                    for (f, c) in runs_of(&runs, b) {
-                        for p in f..(f + c).min(r.pages()) {
+                    for run in runs_of(&runs, b) {
+                        for p in run.start..run.end().min(r.pages()) {
                             w[(p / 64) as usize] |= 1 << (p % 64);
                         }
                     }
@@ -428,28 +430,35 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
                 })
                 .collect(),
         };
+        let state = |blob: &[u8]| -> Result<Vec<u8>, SendErrorKind> {
+            let mut body = Vec::with_capacity(4 + blob.len());
+            encode_state_body(blob, &mut body)?;
+            Ok(body)
+        };
+        let mut digest_body = Vec::with_capacity(digest.encoded_len());
+        digest.encode(&mut digest_body)?;
         let bodies = [
             (
                 reference::VCPU_SECTION_IDSTR,
-                length_prefixed(&blobs.vcpu),
+                state(&blobs.vcpu)?,
                 reference::SECTION_VERSION,
                 0,
             ),
             (
                 reference::VM_SECTION_IDSTR,
-                length_prefixed(&blobs.vm),
+                state(&blobs.vm)?,
                 reference::SECTION_VERSION,
                 0,
             ),
             (
                 reference::LAYOUT_SECTION_IDSTR,
-                length_prefixed(&blobs.layout),
+                state(&blobs.layout)?,
                 reference::SECTION_VERSION,
                 0,
             ),
             (
                 digest::DIGEST_SECTION_IDSTR,
-                digest.encode(),
+                digest_body,
                 digest::DIGEST_SECTION_VERSION,
                 digest::DIGEST_SECTION_INSTANCE_ID,
             ),
@@ -579,9 +588,8 @@ impl<G: GuestSource, W: Write> Engine<'_, G, W> {
             if self.sent_runs[b].as_ref() == Some(&now) {
                 continue;
             }
-            let wire: Vec<PageRun> = now.iter().map(|&(f, c)| PageRun::new(f, c)).collect();
             self.enc
-                .balloon_v1(b, BalloonMapKind::FullMap, &wire, &[], &mut v)?;
+                .balloon_v1(b, BalloonMapKind::FullMap, &now, &[], &mut v)?;
             self.balloon_records += 1;
             self.sent_runs[b] = Some(now);
         }

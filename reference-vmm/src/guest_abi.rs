@@ -5,8 +5,9 @@
 
 #![forbid(unsafe_code)]
 
-/// Bytes per guest page.
-pub const PAGE_SIZE: usize = 4096;
+/// Bytes per guest page: the x86 target page size of the migration stream (SPEC.md §6.1),
+/// written once in the spec crate.
+pub use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 /// Guest-physical address of the PML4 (the page tables follow: PDPT, then one PD per GiB).
 pub const PML4_GPA: u64 = 0x1000;

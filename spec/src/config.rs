@@ -25,7 +25,9 @@ pub const UUID_LEN: usize = 16;
 pub mod capability {
     /// `x-ignore-shared`: shared RAM blocks are not sent; MEM_SIZE carries `mr_addr`.
     pub const X_IGNORE_SHARED: &str = "x-ignore-shared";
-    /// `mapped-ram` (QEMU 9.0+): pages at fixed file offsets. Recognised, not supported.
+    /// `mapped-ram` (QEMU 9.0+, `file:` migration): each MEM_SIZE block entry carries a
+    /// header and the block's pages sit at fixed file offsets (SPEC.md §7.9). Read from files
+    /// only (`ramstream_codec::MappedRam`).
     pub const MAPPED_RAM: &str = "mapped-ram";
     /// `postcopy-ram`: not listed in the configuration; changes MEM_SIZE (page_size field).
     pub const POSTCOPY_RAM: &str = "postcopy-ram";

@@ -28,6 +28,7 @@ pub mod config;
 pub mod dialect;
 pub mod extension;
 pub mod limits;
+pub mod mapped_ram;
 pub mod ram;
 pub mod stream;
 pub mod xbzrle;

@@ -11,7 +11,7 @@ use ramstream_spec::Dialect;
 use crate::cursor::{Cursor, PResult, Stop};
 use crate::error::{Error, ErrorKind};
 use crate::event::{Configuration, Event, RecordKind};
-use crate::options::DecoderOptions;
+use crate::options::{DecoderOptions, MappedRam};
 
 fn err(at: u64, kind: ErrorKind) -> Stop {
     Error::new(at, kind)
@@ -103,7 +103,7 @@ pub(crate) fn parse<'a>(
             for _ in 0..count {
                 let cap_at = c.offset();
                 let cap = c.counted_str("capability name")?;
-                check_capability(cap, opts.dialect).map_err(|k| err(cap_at, k))?;
+                check_capability(cap, opts).map_err(|k| err(cap_at, k))?;
                 caps.push(cap);
             }
             cfg.capabilities = Some(caps);
@@ -118,10 +118,12 @@ pub(crate) fn parse<'a>(
 }
 
 /// Whether this decoder accepts a stream announcing capability `name` (SPEC.md §3.3).
-pub(crate) fn check_capability(name: &str, dialect: Dialect) -> Result<(), ErrorKind> {
+/// `mapped-ram` only when the options read mapped-ram files (SPEC.md §7.9).
+pub(crate) fn check_capability(name: &str, opts: &DecoderOptions) -> Result<(), ErrorKind> {
     match name {
         capability::X_IGNORE_SHARED => Ok(()),
-        capability::RAMSTREAM_BALLOON_V1 if dialect == Dialect::RamstreamBalloonV1 => Ok(()),
+        capability::RAMSTREAM_BALLOON_V1 if opts.dialect == Dialect::RamstreamBalloonV1 => Ok(()),
+        capability::MAPPED_RAM if opts.mapped_ram == MappedRam::Read => Ok(()),
         capability::MAPPED_RAM => Err(ErrorKind::UnsupportedCapability { name: name.into() }),
         // QEMU 7.2 accepts (and ignores) every capability name it knows.
         n if capability::QEMU_7_2_ALL.contains(&n) => Ok(()),

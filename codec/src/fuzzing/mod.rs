@@ -20,13 +20,16 @@
 //! | [`roundtrip_xbzrle`] | `arbitrary` bytes |
 //! | [`roundtrip_records`] | `arbitrary` bytes |
 //! | [`vmdesc`](fn@vmdesc) | `mode, …` and a real VMDESCRIPTION JSON given by the caller |
+//! | [`mapped_ram`](fn@mapped_ram) | `split_seed, mapped-ram file…` |
 //!
 //! Files: `options.rs` (limits and decoder options from control bytes), `run.rs` (chunked
 //! decoding and comparing runs), `checks.rs` (what every decoded stream goes through),
 //! `reference_xbzrle.rs` (QEMU's XBZRLE decoder as an oracle), the targets in `stream.rs`,
-//! `xbzrle.rs`, `records/` and `vmdesc.rs`, and `pages.rs` (page contents for them).
+//! `xbzrle.rs`, `records/`, `vmdesc.rs` and `mapped_ram.rs` (which also builds small
+//! mapped-ram files for the tests), and `pages.rs` (page contents for them).
 
 mod checks;
+mod mapped_ram;
 mod options;
 mod pages;
 mod records;
@@ -37,6 +40,9 @@ mod vmdesc;
 mod xbzrle;
 
 pub use self::checks::exercise_stream;
+pub use self::mapped_ram::{
+    mapped_ram, mapped_ram_seeds, page_byte, BuiltMappedRam, MappedRamBlockSpec, MappedRamFileSpec,
+};
 pub use self::options::{fuzz_limits, options_from_byte, FUZZ_DIALECTS, MAX_RESIDENT_PAGES};
 pub use self::records::roundtrip_records;
 pub use self::reference_xbzrle::reference_xbzrle_decode;

@@ -1,10 +1,11 @@
-//! MEM_SIZE: the RAM block list (SPEC.md §7.1).
+//! MEM_SIZE: the RAM block list (SPEC.md §7.1), with the mapped-ram headers (§7.9).
 
 use std::collections::HashSet;
 
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
 use crate::event::{MemSize, RamBlock, RecordKind};
+use crate::mapped_ram::header;
 use crate::options::Limits;
 
 /// Which optional per-block fields follow each used length.
@@ -12,6 +13,11 @@ use crate::options::Limits;
 pub(crate) struct MemSizeFields {
     pub page_size: bool,
     pub mr_addr: bool,
+    /// A mapped-ram header follows each entry, then the block's regions (SPEC.md §7.9).
+    pub mapped_ram: bool,
+    /// Whether the input given is all there is (a short mapped-ram header or region is
+    /// then a typed error rather than "need more").
+    pub input_complete: bool,
 }
 
 fn err(at: u64, kind: ErrorKind) -> Error {
@@ -39,6 +45,7 @@ pub(crate) fn parse(
         .into());
     }
     let mut blocks = Vec::new();
+    let mut headers = Vec::new();
     let mut seen = HashSet::new();
     let mut sum = 0u64;
     while sum < total {
@@ -60,6 +67,11 @@ pub(crate) fn parse(
             None
         };
         let mr_addr = if fields.mr_addr { Some(c.u64()?) } else { None };
+        let header = if fields.mapped_ram {
+            Some(header::read(c, idstr, fields.input_complete)?)
+        } else {
+            None
+        };
         if used_length == 0 || used_length % page_size != 0 {
             return Err(err(block_at, ErrorKind::BadUsedLength { used_length })
                 .in_block(idstr)
@@ -80,6 +92,11 @@ pub(crate) fn parse(
                 .in_block(idstr)
                 .into());
         }
+        if let Some(h) = header {
+            header::check(&h, idstr, used_length, page_size, mr_addr.is_some())?;
+            header::skip_regions(c, &h, idstr, used_length, page_size, fields.input_complete)?;
+            headers.push(h);
+        }
         blocks.push(RamBlock {
             idstr: idstr.to_string(),
             used_length,
@@ -87,5 +104,9 @@ pub(crate) fn parse(
             mr_addr,
         });
     }
-    Ok(MemSize { word, blocks })
+    Ok(MemSize {
+        word,
+        blocks,
+        mapped_ram: headers,
+    })
 }

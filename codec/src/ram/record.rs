@@ -1,5 +1,6 @@
 //! One `ram` record: the record word, block resolution and payload (SPEC.md §6–§7).
 
+use ramstream_spec::mapped_ram;
 use ramstream_spec::ram::{split_record_word, RamFlags};
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 use ramstream_spec::Dialect;
@@ -51,6 +52,12 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>, cx: &RecordContext<'_>) -> PResult<E
     // QEMU 7.2 checks the flags it never accepts before anything else.
     if flags.contains(RamFlags::COMPRESS_PAGE) {
         return Err(fail(ErrorKind::UnexpectedCompressedPage).into());
+    }
+    // A mapped-ram loader refuses every record that would carry or announce pages
+    // ("Unexpected RAM flags"): the pages are at file offsets (SPEC.md §7.9).
+    if cx.mem_size_fields.mapped_ram && flags.intersects(mapped_ram::INVALID_FLAGS) {
+        let flags = flags & mapped_ram::INVALID_FLAGS;
+        return Err(fail(ErrorKind::MappedRamRecord { flags }).into());
     }
 
     // Page records resolve their block first (reading the idstr), then check the offset.

@@ -1,13 +1,15 @@
-//! A [`FakeDestination`] that panics when the receiver reaches outside guest memory.
+//! [`CheckedDestination`]: a [`FakeDestination`] that panics when the receiver reaches
+//! outside guest memory.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ramstream_reference_sender::PAGE_SIZE;
+use ramstream_reference_receiver::{Destination, Verification};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout};
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
-use crate::dest::{Destination, FakeDestination, Verification};
+use crate::FakeDestination;
 
 /// Dense in-memory guest memory ([`FakeDestination`]) behind a check of every page the
 /// receiver touches: a block index or page outside the layout, or a buffer that is not

@@ -1,5 +1,5 @@
-//! Entry point for the `receiver` fuzz target in `fuzz/` and for `tests/fuzz_corpus.rs`,
-//! and the real stream that `tests/hostile.rs` splices its hostile records into.
+//! Entry point for the `receiver` fuzz target in `fuzz/` and for
+//! `reference-receiver/tests/fuzz_corpus.rs`.
 //!
 //! [`receive_records`] splices the fuzz bytes into a real stream written by the reference
 //! sender ([`real_stream`]: 8 MiB in two blocks, the balloon extension announced) and
@@ -25,27 +25,19 @@
 //! | 2 | append the rest of the real stream after `bytes` (from the splice point; for 2 from after MEM_SIZE) |
 //! | 3 | the resumed guest fails its verification |
 //! | 4–7 | read sizes: 0 reads as much as the receiver's buffer takes, otherwise a seed for reads of 1 to 4096 bytes |
-//!
-//! Files: `stream.rs` (the real stream and builders for hand-made records), `dest.rs`
-//! (the checked destination).
-
-mod dest;
-mod stream;
 
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::rc::Rc;
 use std::time::Duration;
 
+use ramstream_reference_receiver::{
+    receive, Destination, ReceiveOptions, ReceiveReport, RecvError, RecvErrorKind,
+};
 use ramstream_reference_vmm::MemoryLayout;
 
-use crate::{receive, Destination, ReceiveOptions, ReceiveReport, RecvError, RecvErrorKind};
-
-pub use self::dest::CheckedDestination;
-pub use self::stream::{
-    balloon_inflate, layout, mem_size, real_stream, record, source_guest, word, xbzrle, RealStream,
-    BLOCK, RAM,
-};
+use crate::real_stream::{real_stream, RAM};
+use crate::CheckedDestination;
 
 /// The largest guest the harness lets the receiver build (a MEM_SIZE may announce 8, 12
 /// or 16 MiB; anything larger is refused by the decoder).

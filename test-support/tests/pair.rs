@@ -7,14 +7,12 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use ramstream_codec::{decode_all, DecoderOptions, Event};
-use ramstream_reference_receiver::{
-    receive, FakeDestination, ReceiveOptions, ReceiveReport, RecvErrorKind,
-};
-use ramstream_reference_sender::{
-    migrate, GuestSource, MigrationReport, Phase, ScriptStep, ScriptedGuest, SendOptions, PAGE_SIZE,
-};
+use ramstream_reference_receiver::{receive, ReceiveOptions, ReceiveReport, RecvErrorKind};
+use ramstream_reference_sender::{migrate, GuestSource, MigrationReport, Phase, SendOptions};
 use ramstream_reference_vmm::MemoryLayout;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_spec::Dialect;
+use ramstream_test_support::{FakeDestination, ScriptStep, ScriptedGuest};
 
 /// 8 MiB: `pc.ram` and `ram1`, 1024 pages each.
 fn layout() -> MemoryLayout {
@@ -388,4 +386,57 @@ fn corrupted_digest_or_page_is_refused() {
     let err = recv(&cut).expect_err("no digest");
     assert!(!err.resumed);
     assert!(err.to_string().contains("ram-digest"), "{err}");
+}
+
+/// A digest section newer than known, or a state body whose length prefix lies, is refused
+/// before resuming with the codec's typed error and the body's stream offset (SPEC.md §13.3,
+/// §13.6).
+#[test]
+fn malformed_extension_sections_are_refused_with_their_offset() {
+    use ramstream_codec::extension::ExtensionError;
+    let (_, stream) = send(&mut guest(vec![]), &opts());
+    let events = decode_all(
+        &stream,
+        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+    )
+    .unwrap();
+    let body_at = |idstr: &str| {
+        events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Device(d) if d.header.idstr == idstr => Some(d.body_offset as usize),
+                _ => None,
+            })
+            .unwrap()
+    };
+    // The version id is the header's last be32, right before the body.
+    let digest = body_at("ramstream/ram-digest");
+    let mut newer = stream.clone();
+    newer[digest - 1] = 2;
+    // The vCPU body's prefix announces one byte more than follows.
+    let vcpu = body_at("ramstream/vcpu");
+    let mut lying = stream.clone();
+    lying[vcpu + 3] += 1;
+    for (bad, at, idstr) in [
+        (newer, digest, "ramstream/ram-digest"),
+        (lying, vcpu, "ramstream/vcpu"),
+    ] {
+        let err = recv(&bad).expect_err("refused");
+        assert!(!err.resumed);
+        match &err.kind {
+            RecvErrorKind::Extension {
+                offset,
+                idstr: got,
+                source,
+            } => {
+                assert_eq!((*offset, got.as_str()), (at as u64, idstr), "{err}");
+                assert!(matches!(
+                    source,
+                    ExtensionError::SectionVersion { found: 2, .. }
+                        | ExtensionError::StateLength { .. }
+                ));
+            }
+            _ => panic!("{err}"),
+        }
+    }
 }
