@@ -1,0 +1,235 @@
+//! The engine's error type: what was refused, where in the stream, in which record and RAM
+//! block. One enum for the crate, shaped like the codec's.
+
+use core::fmt;
+use std::error::Error as StdError;
+
+use ramstream_codec::balloon::BalloonMapError;
+use ramstream_codec::{PageAddr, RecordKind};
+
+/// A refused stream or a failed guest access, with its context.
+///
+/// `offset` is the stream offset of the record that was refused (for errors outside any
+/// record, the offset the loader had reached); `record` the record kind; `block` the RAM
+/// block's idstr where known. The loader is unusable after returning one.
+///
+/// ```
+/// use ramstream_migrate::{Error, ErrorKind};
+/// let e = Error::new(0x2b, ErrorKind::PageOfBallooned { page: 16 })
+///     .in_record(ramstream_codec::RecordKind::Page)
+///     .in_block("pc.ram");
+/// assert_eq!(
+///     e.to_string(),
+///     "at offset 0x2b (ram PAGE record, block \"pc.ram\"): page 16 is ballooned: a sender must \
+///      deflate a page before sending it (SPEC.md §9.7)"
+/// );
+/// ```
+#[derive(Debug)]
+pub struct Error {
+    /// Stream offset of the refused record (or where the loader stood).
+    pub offset: u64,
+    /// The record being handled, where known.
+    pub record: Option<RecordKind>,
+    /// The RAM block idstr, where known.
+    pub block: Option<String>,
+    /// What was wrong.
+    pub kind: ErrorKind,
+}
+
+impl Error {
+    /// An error of `kind` at `offset` with no further context.
+    pub fn new(offset: u64, kind: ErrorKind) -> Self {
+        Error {
+            offset,
+            record: None,
+            block: None,
+            kind,
+        }
+    }
+
+    /// Adds the record kind.
+    pub fn in_record(mut self, record: RecordKind) -> Self {
+        self.record = Some(record);
+        self
+    }
+
+    /// Adds the RAM block idstr.
+    pub fn in_block(mut self, block: impl Into<String>) -> Self {
+        self.block = Some(block.into());
+        self
+    }
+
+    /// The codec's kind, when the stream itself was malformed or refused by the decoder.
+    pub fn stream_kind(&self) -> Option<&ramstream_codec::ErrorKind> {
+        match &self.kind {
+            ErrorKind::Stream(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+impl From<ramstream_codec::Error> for Error {
+    fn from(e: ramstream_codec::Error) -> Self {
+        Error {
+            offset: e.offset,
+            record: e.record,
+            block: e.block,
+            kind: ErrorKind::Stream(e.kind),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at offset {:#x}", self.offset)?;
+        match (&self.record, &self.block) {
+            (Some(r), Some(b)) => write!(f, " ({r}, block {b:?})")?,
+            (Some(r), None) => write!(f, " ({r})")?,
+            (None, Some(b)) => write!(f, " (block {b:?})")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.kind {
+            ErrorKind::Guest { source, .. } => Some(&**source),
+            ErrorKind::Balloon(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The decoder refused the stream (malformed, truncated after
+    /// [`Loader::finish`](crate::Loader::finish), an XBZRLE delta that does not decode, a
+    /// page beyond its block, ...). Rebuilding RAM from a stream with a MULTIFD_FLUSH record
+    /// is [`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]: its pages travel on other
+    /// channels (SPEC.md §8).
+    Stream(ramstream_codec::ErrorKind),
+    /// The stream's target page size is not the guest's
+    /// ([`LoaderOptions::page_size`](crate::LoaderOptions::page_size)).
+    PageSizeMismatch {
+        /// The stream's target page size.
+        stream: u64,
+        /// The guest's.
+        guest: u64,
+    },
+    /// The MEM_SIZE record's blocks are not the guest's. Nothing was written for it.
+    Layout(LayoutMismatch),
+    /// A PAGE, ZERO or XBZRLE record for a page the stream's own balloon records hold
+    /// (SPEC.md §9.7). Nothing was written for it.
+    PageOfBallooned {
+        /// The page index in the block.
+        page: u64,
+    },
+    /// A balloon record the stream's block list cannot take (SPEC.md §9.8).
+    Balloon(BalloonMapError),
+    /// A mapped-ram file (SPEC.md §7.9): its pages lie at file offsets, not in records, so a
+    /// streaming loader cannot rebuild RAM from it.
+    MappedRam,
+    /// A deferred loader ([`Loader::without_ram`](crate::Loader::without_ram)) was fed past
+    /// [`LoaderEvent::RamNeeded`](crate::LoaderEvent::RamNeeded) without
+    /// [`Loader::provide_ram`](crate::Loader::provide_ram).
+    RamNotProvided,
+    /// Guest memory refused an access at `addr` (the guest's block numbering).
+    Guest {
+        /// The address, in the guest's block numbering.
+        addr: PageAddr,
+        /// The implementation's error.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The loader was used after it returned an error.
+    Poisoned,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Stream(k) => write!(f, "{k}"),
+            ErrorKind::PageSizeMismatch { stream, guest } => {
+                write!(f, "target page size {stream} is not the guest's {guest}")
+            }
+            ErrorKind::Layout(m) => write!(f, "MEM_SIZE does not match the guest: {m}"),
+            ErrorKind::PageOfBallooned { page } => write!(
+                f,
+                "page {page} is ballooned: a sender must deflate a page before sending it \
+                 (SPEC.md §9.7)"
+            ),
+            ErrorKind::Balloon(e) => write!(f, "balloon record: {e}"),
+            ErrorKind::MappedRam => f.write_str(
+                "a mapped-ram file keeps its pages at file offsets, not in records; a \
+                 streaming loader cannot rebuild its RAM (SPEC.md §7.9)",
+            ),
+            ErrorKind::RamNotProvided => f.write_str(
+                "guest RAM was needed (MEM_SIZE) but Loader::provide_ram was not called",
+            ),
+            ErrorKind::Guest { addr, source } => write!(
+                f,
+                "guest memory at block {} offset {:#x}: {source}",
+                addr.block, addr.offset
+            ),
+            ErrorKind::Poisoned => f.write_str("the loader was used after an error"),
+        }
+    }
+}
+
+/// How a MEM_SIZE record differs from the guest's blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LayoutMismatch {
+    /// The stream lists a block the guest does not have ("Unknown ramblock").
+    UnknownBlock {
+        /// The idstr.
+        idstr: String,
+        /// Its used length in the stream.
+        used_length: u64,
+    },
+    /// A block with another used length than the guest's ("Length mismatch").
+    LengthMismatch {
+        /// The idstr.
+        idstr: String,
+        /// The stream's used length.
+        stream: u64,
+        /// The guest's.
+        guest: u64,
+    },
+    /// A guest block the stream does not list (allowed, as QEMU does, with
+    /// [`LoaderOptions::allow_unsent_blocks`](crate::LoaderOptions::allow_unsent_blocks)).
+    BlockNotSent {
+        /// The idstr.
+        idstr: String,
+    },
+    /// A later MEM_SIZE record lists other blocks than the first.
+    Changed,
+}
+
+impl fmt::Display for LayoutMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutMismatch::UnknownBlock { idstr, used_length } => write!(
+                f,
+                "block {idstr:?} ({used_length:#x} bytes) is not in the guest"
+            ),
+            LayoutMismatch::LengthMismatch {
+                idstr,
+                stream,
+                guest,
+            } => write!(
+                f,
+                "block {idstr:?} is {stream:#x} bytes in the stream, {guest:#x} in the guest"
+            ),
+            LayoutMismatch::BlockNotSent { idstr } => {
+                write!(f, "guest block {idstr:?} is not in the stream")
+            }
+            LayoutMismatch::Changed => {
+                f.write_str("a later MEM_SIZE lists other blocks than the first")
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! # ramstream-migrate
+//!
+//! The live-migration engine over QEMU's migration stream, as a sans-IO library for any VMM:
+//! the caller owns sockets, files and clocks; the engine takes bytes and hands back events,
+//! reading and writing guest memory only through a trait shaped like vm-memory's.
+//!
+//! - [`GuestRam`]: guest RAM by RAM block and byte offset ([`PageAddr`]), with `&self`
+//!   `read_page`/`write_page` as vm-memory's `Bytes::read_slice`/`write_slice`; never a
+//!   `&mut [u8]` into memory that vCPUs may touch. With the `vm-memory` feature,
+//!   `GuestMemoryRam` implements it for any `vm_memory::GuestMemory` (`GuestMemoryMmap`...).
+//! - [`Loader`]: the destination. Feed it any split of the stream with [`Loader::handle`];
+//!   it checks MEM_SIZE against the guest's blocks, copies each PAGE payload straight from
+//!   your buffer into guest memory, applies ZERO and XBZRLE records and balloon runs, and
+//!   hands device state back as [`DeviceBlob`]s. It never does IO and reads no clock.
+//! - [`Error`]: one error type, with the stream offset, record kind and RAM block.
+//!
+//! - [`DirtyPageSource`], [`BalloonSource`], [`DeviceStateSource`]: what the source side
+//!   will ask of a VMM. The precopy source state machine that drives them is to come.
+//!
+//! ## Where a page goes
+//!
+//! ```text
+//! socket/file ─read─► your buffer ─Loader::handle─► Decoder (borrows the buffer)
+//!     PAGE   ─► GuestRam::write_page(addr, payload)        the one copy
+//!     ZERO   ─► skipped if never written, else GuestRam::zero_page
+//!     XBZRLE ─► read_page into one scratch page, xbzrle::decode, write_page
+//!     FULL device section ─► LoaderEvent::Device(DeviceBlob { idstr, instance_id, .. })
+//! ```
+//!
+//! ## Receiving a recorded QEMU stream
+//!
+//! A loader over an in-memory guest, fed a QEMU 7.2 stream shipped with the conformance
+//! vectors; it asks for guest RAM when the stream's MEM_SIZE record says what it holds:
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use ramstream_codec::PageAddr;
+//! use ramstream_migrate::{GuestRam, Loader, LoaderEvent, LoaderOptions, RamBlockLayout};
+//!
+//! /// Guest RAM in plain vectors (a real VMM uses GuestMemoryMmap: see the example).
+//! struct VecRam(Vec<RamBlockLayout>, Vec<Mutex<Vec<u8>>>);
+//! impl GuestRam for VecRam {
+//!     type Error = std::io::Error;
+//!     fn layout(&self) -> &[RamBlockLayout] { &self.0 }
+//!     fn read_page(&self, a: PageAddr, buf: &mut [u8]) -> std::io::Result<()> {
+//!         let o = a.offset as usize;
+//!         buf.copy_from_slice(&self.1[a.block].lock().unwrap()[o..o + buf.len()]);
+//!         Ok(())
+//!     }
+//!     fn write_page(&self, a: PageAddr, data: &[u8]) -> std::io::Result<()> {
+//!         let o = a.offset as usize;
+//!         self.1[a.block].lock().unwrap()[o..o + data.len()].copy_from_slice(data);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance-vectors/vectors/idle-noos");
+//! # let compressed = std::fs::read(format!("{dir}/stream.bin.zst")).unwrap();
+//! let stream: Vec<u8> = zstd::decode_all(&compressed[..]).unwrap();
+//! let mut loader = Loader::without_ram(LoaderOptions::default());
+//! let (mut pos, mut devices) = (0, 0);
+//! loop {
+//!     let p = loader.handle(&stream[pos..]).unwrap();
+//!     pos += p.consumed;
+//!     match p.event {
+//!         Some(LoaderEvent::RamNeeded(blocks)) => {
+//!             let mem = blocks.iter().map(|b| Mutex::new(vec![0; b.used_length() as usize]));
+//!             loader.provide_ram(VecRam(blocks.clone(), mem.collect())).unwrap();
+//!         }
+//!         Some(LoaderEvent::Device(_)) => devices += 1,
+//!         Some(LoaderEvent::Eof) => break,
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(loader.stream_blocks().unwrap()[0].idstr(), "pc.ram");
+//! assert!(devices > 10 && loader.stats().pages > 0);
+//! ```
+//!
+//! ## For VMM authors
+//!
+//! Implement [`GuestRam`] over your guest memory (or enable `vm-memory` and wrap your
+//! `GuestMemoryMmap`), read from your transport into a buffer, and call [`Loader::handle`]
+//! with the unconsumed bytes until [`LoaderEvent::Eof`]; restore each
+//! [`LoaderEvent::Device`] blob with your device model. `examples/receive_qemu_stream.rs`
+//! receives a recorded QEMU stream into a `GuestMemoryMmap` in under 60 lines.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod device;
+mod error;
+mod guest;
+mod loader;
+mod source;
+#[cfg(feature = "vm-memory")]
+pub mod vm_memory;
+
+pub use device::{DeviceBlob, OwnedDeviceBlob};
+pub use error::{Error, ErrorKind, LayoutMismatch};
+pub use guest::{GuestRam, RamBlockLayout};
+pub use loader::{LoadStats, Loader, LoaderEvent, LoaderOptions, Progress, ZeroPages};
+/// The run type every layer uses: `count` pages from `start`.
+pub use ramstream_codec::balloon::PageRun;
+/// The page address every layer uses: RAM block index and byte offset in the block.
+pub use ramstream_codec::PageAddr;
+pub use source::{BalloonSource, DeviceStateSource, DirtyPageSource};

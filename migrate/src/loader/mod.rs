@@ -1,0 +1,544 @@
+//! The destination: a sans-IO state machine that loads a migration stream into guest RAM.
+//!
+//! ```text
+//!             handle(bytes) ──► Decoder ──► PAGE / ZERO / XBZRLE / balloon ──► GuestRam
+//!                                  │                                         (write_page)
+//!   caller ◄── Progress { consumed, event } ◄── Configuration, RamNeeded, Device, Command,
+//!                                               Eof, VmDescription, Done
+//! ```
+//!
+//! States, as the caller sees them:
+//!
+//! ```text
+//!  new(ram) ──────────────────────────────────────────┐
+//!  without_ram() ── MEM_SIZE ─► RamNeeded ─ provide_ram ┤
+//!                                                     ▼
+//!                       loading (pages into RAM, devices out as events)
+//!                                                     │ EOF section
+//!                                                     ▼
+//!                   Eof (RAM and devices complete: the guest may be resumed)
+//!                                                     │ VMDESCRIPTION, finish()
+//!                                                     ▼
+//!                                                   Done
+//! ```
+
+mod event;
+mod layout;
+mod options;
+mod written;
+
+use ramstream_codec::balloon::{BalloonMap, BalloonRecord};
+use ramstream_codec::{
+    Decoder, Event, MemSize, PageAddr, RecordKind, Status, StreamConfig, XbzrleDelta, ZeroPage,
+};
+
+use crate::device::DeviceBlob;
+use crate::error::{Error, ErrorKind, LayoutMismatch};
+use crate::guest::{GuestRam, RamBlockLayout};
+
+pub use event::{LoadStats, LoaderEvent, Progress};
+pub use options::{LoaderOptions, ZeroPages};
+use written::WrittenPages;
+
+/// The destination loader: feed it the stream, it writes pages into a [`GuestRam`] and
+/// hands back device state and progress as [`LoaderEvent`]s.
+///
+/// Sans-IO: it never reads a socket or a clock. Incremental: any split of the input gives
+/// the same memory and the same events; a short input is "need more", never an error.
+///
+/// The receive policy is the reference receiver's (SPEC.md §7.8, §9.7): the MEM_SIZE record
+/// must match the guest's blocks ([`LayoutMismatch`]); PAGE payloads are copied straight
+/// from the input into guest memory; ZERO records follow [`ZeroPages`] (by default a page
+/// never written is left alone, it is already zero); XBZRLE deltas are decoded onto the page
+/// the guest holds through one scratch page; pages of ballooned runs are refused, and pages
+/// that balloon records make ballooned are zeroed if they were written; a MULTIFD_FLUSH
+/// record is refused ([`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]), as is a
+/// mapped-ram file.
+///
+/// ```
+/// # use ramstream_migrate::{GuestRam, RamBlockLayout};
+/// # use ramstream_codec::PageAddr;
+/// # struct NoRam(Vec<RamBlockLayout>);
+/// # impl GuestRam for NoRam {
+/// #     type Error = std::io::Error;
+/// #     fn layout(&self) -> &[RamBlockLayout] { &self.0 }
+/// #     fn read_page(&self, _: PageAddr, _: &mut [u8]) -> std::io::Result<()> { Ok(()) }
+/// #     fn write_page(&self, _: PageAddr, _: &[u8]) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// use ramstream_migrate::{Loader, LoaderEvent, LoaderOptions};
+/// // A stream with a configuration and no RAM, fed in two pieces.
+/// let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00";
+/// let mut loader = Loader::new(NoRam(vec![]), LoaderOptions::default());
+/// let p = loader.handle(&stream[..10]).unwrap();
+/// assert_eq!((p.consumed, p.event), (8, None)); // the header; the configuration is partial
+/// let p = loader.handle(&stream[8..]).unwrap();
+/// assert!(matches!(p.event, Some(LoaderEvent::Configuration(c)) if c.machine_type == "pc-i440fx-7.2"));
+/// let p = loader.handle(&stream[8 + p.consumed..]).unwrap();
+/// assert_eq!(p.event, Some(LoaderEvent::Eof));
+/// loader.finish();
+/// assert_eq!(loader.handle(&[]).unwrap().event, Some(LoaderEvent::Done));
+/// ```
+#[derive(Debug)]
+pub struct Loader<R> {
+    opts: LoaderOptions,
+    decoder: Decoder,
+    ram: Option<R>,
+    /// The first MEM_SIZE record's blocks, in stream order; `None` before it.
+    stream_blocks: Option<Vec<RamBlockLayout>>,
+    mem_size_offset: u64,
+    /// Stream block index to guest block index, once RAM is bound.
+    to_guest: Vec<usize>,
+    written: WrittenPages,
+    balloon: BalloonMap,
+    /// One page: XBZRLE decodes here, non-zero fills are built here.
+    scratch: Vec<u8>,
+    stats: LoadStats,
+    awaiting_ram: bool,
+    eof: bool,
+    poisoned: bool,
+}
+
+impl<R: GuestRam> Loader<R> {
+    /// A loader into `ram`, which exists before the stream does (as a QEMU destination's).
+    pub fn new(ram: R, opts: LoaderOptions) -> Self {
+        let mut l = Self::without_ram(opts);
+        l.ram = Some(ram);
+        l
+    }
+
+    /// A loader that asks for guest RAM when the MEM_SIZE record arrives
+    /// ([`LoaderEvent::RamNeeded`]), for VMMs that size memory from the stream.
+    pub fn without_ram(opts: LoaderOptions) -> Self {
+        Loader {
+            decoder: Decoder::new(opts.decoder.clone()),
+            scratch: vec![0; opts.page_size],
+            opts,
+            ram: None,
+            stream_blocks: None,
+            mem_size_offset: 0,
+            to_guest: Vec::new(),
+            written: WrittenPages::default(),
+            balloon: BalloonMap::default(),
+            stats: LoadStats::default(),
+            awaiting_ram: false,
+            eof: false,
+            poisoned: false,
+        }
+    }
+
+    /// Gives the loader guest RAM: after [`LoaderEvent::RamNeeded`], or before the MEM_SIZE
+    /// record to replace what [`Loader::new`] was given. Checks it against the stream's
+    /// blocks when they are known.
+    pub fn provide_ram(&mut self, ram: R) -> Result<(), Error> {
+        if self.poisoned {
+            return Err(Error::new(self.decoder.offset(), ErrorKind::Poisoned));
+        }
+        self.ram = Some(ram);
+        if self.stream_blocks.is_some() {
+            let at = self.mem_size_offset;
+            return self.bind_ram(at).inspect_err(|_| self.poisoned = true);
+        }
+        Ok(())
+    }
+
+    /// Says that the input has ended: the bytes passed from now on are all there is. A
+    /// stream cut short is then an error rather than "need more".
+    pub fn finish(&mut self) {
+        self.decoder.finish();
+    }
+
+    /// Loads records from the front of `input` until one yields an event for the caller or
+    /// the rest of `input` holds only part of a record.
+    ///
+    /// Pages are written into guest RAM during the call. Drop `consumed` bytes from the
+    /// front of the input before the next call.
+    pub fn handle<'a>(&mut self, input: &'a [u8]) -> Result<Progress<'a>, Error> {
+        if self.poisoned {
+            return Err(Error::new(self.decoder.offset(), ErrorKind::Poisoned));
+        }
+        if self.awaiting_ram {
+            self.poisoned = true;
+            return Err(Error::new(self.decoder.offset(), ErrorKind::RamNotProvided)
+                .in_record(RecordKind::MemSize));
+        }
+        let mut pos = 0usize;
+        loop {
+            let at = self.decoder.offset();
+            let status = match self.decoder.decode(&input[pos..]) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.poisoned = true;
+                    return Err(e.into());
+                }
+            };
+            let event = match status {
+                Status::NeedMore { .. } => {
+                    return Ok(Progress {
+                        consumed: pos,
+                        event: None,
+                    })
+                }
+                Status::Done => {
+                    return Ok(Progress {
+                        consumed: pos,
+                        event: Some(LoaderEvent::Done),
+                    })
+                }
+                Status::Event { event, consumed } => {
+                    pos += consumed;
+                    event
+                }
+            };
+            match self.apply(event, at) {
+                Ok(None) => {}
+                Ok(Some(event)) => {
+                    return Ok(Progress {
+                        consumed: pos,
+                        event: Some(event),
+                    })
+                }
+                Err(e) => {
+                    self.poisoned = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The guest RAM, once given.
+    pub fn ram(&self) -> Option<&R> {
+        self.ram.as_ref()
+    }
+
+    /// Takes the guest RAM back.
+    pub fn into_ram(self) -> Option<R> {
+        self.ram
+    }
+
+    /// The stream offset of the next byte to load (the bytes consumed so far).
+    pub fn offset(&self) -> u64 {
+        self.decoder.offset()
+    }
+
+    /// What the loader did so far.
+    pub fn stats(&self) -> &LoadStats {
+        &self.stats
+    }
+
+    /// The stream's configuration, once decoded.
+    pub fn config(&self) -> Option<&StreamConfig> {
+        self.decoder.config()
+    }
+
+    /// The stream's blocks (the first MEM_SIZE record's, in stream order), once known.
+    pub fn stream_blocks(&self) -> Option<&[RamBlockLayout]> {
+        self.stream_blocks.as_deref()
+    }
+
+    /// For each stream block, the index of the guest block it is loaded into.
+    pub fn guest_block_of(&self, stream_block: usize) -> Option<usize> {
+        self.to_guest.get(stream_block).copied()
+    }
+
+    /// The pages the stream's balloon records hold (stream block numbering, target pages).
+    pub fn balloon(&self) -> &BalloonMap {
+        &self.balloon
+    }
+
+    /// Whether the EOF section was loaded: RAM and device state are complete.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Whether the whole stream was loaded.
+    pub fn is_done(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &LoaderOptions {
+        &self.opts
+    }
+
+    fn apply<'a>(&mut self, event: Event<'a>, at: u64) -> Result<Option<LoaderEvent<'a>>, Error> {
+        Ok(match event {
+            Event::Configuration(c) => {
+                self.check_page_size(at, RecordKind::Configuration)?;
+                Some(LoaderEvent::Configuration(c))
+            }
+            Event::MemSize(ms) => self.mem_size(ms, at)?,
+            Event::Page(p) => {
+                let g = self.guest_addr(p.addr, at, RecordKind::Page)?;
+                ram_of(&self.ram, at, RecordKind::Page)?
+                    .write_page(g, p.data)
+                    .map_err(|e| self.guest_error(p.addr, g, e, at, RecordKind::Page))?;
+                self.written.mark(p.addr.block, self.page_index(p.addr));
+                self.stats.pages += 1;
+                None
+            }
+            Event::Zero(z) => {
+                self.zero(z, at)?;
+                None
+            }
+            Event::Xbzrle(x) => {
+                self.xbzrle(x, at)?;
+                None
+            }
+            Event::Balloon(b) => {
+                self.balloon_record(&b, at)?;
+                None
+            }
+            Event::MultifdFlush(_) => {
+                return Err(Error::new(
+                    at,
+                    ErrorKind::Stream(ramstream_codec::ErrorKind::PagesOnMultifdChannels),
+                )
+                .in_record(RecordKind::MultifdFlush))
+            }
+            Event::SectionStart(_) | Event::SectionPart { .. } => {
+                self.stats.ram_sections += 1;
+                None
+            }
+            Event::Device(d) => {
+                self.stats.devices += 1;
+                Some(LoaderEvent::Device(DeviceBlob {
+                    idstr: d.header.idstr,
+                    instance_id: d.header.instance_id,
+                    version_id: d.header.version_id,
+                    body: d.body,
+                }))
+            }
+            Event::Command(c) => Some(LoaderEvent::Command(c)),
+            Event::Eof => {
+                self.eof = true;
+                Some(LoaderEvent::Eof)
+            }
+            Event::VmDescription(json) => Some(LoaderEvent::VmDescription(json)),
+            _ => None,
+        })
+    }
+
+    fn check_page_size(&self, at: u64, record: RecordKind) -> Result<(), Error> {
+        let stream = self.decoder.page_size();
+        if stream == self.opts.page_size {
+            return Ok(());
+        }
+        Err(Error::new(
+            at,
+            ErrorKind::PageSizeMismatch {
+                stream: stream as u64,
+                guest: self.opts.page_size as u64,
+            },
+        )
+        .in_record(record))
+    }
+
+    fn mem_size(&mut self, ms: MemSize, at: u64) -> Result<Option<LoaderEvent<'static>>, Error> {
+        let err = |kind| Error::new(at, kind).in_record(RecordKind::MemSize);
+        if !ms.mapped_ram.is_empty() {
+            return Err(err(ErrorKind::MappedRam));
+        }
+        self.check_page_size(at, RecordKind::MemSize)?;
+        let blocks: Vec<RamBlockLayout> = ms.blocks.iter().map(RamBlockLayout::from).collect();
+        if let Some(first) = &self.stream_blocks {
+            // QEMU sends MEM_SIZE once per `ram` START; a later one must not move blocks.
+            if *first != blocks {
+                return Err(err(ErrorKind::Layout(LayoutMismatch::Changed)));
+            }
+            return Ok(None);
+        }
+        self.balloon = BalloonMap::new(&ms.blocks, self.decoder.page_bits());
+        self.stream_blocks = Some(blocks);
+        self.mem_size_offset = at;
+        if self.ram.is_some() {
+            self.bind_ram(at)?;
+            return Ok(None);
+        }
+        self.awaiting_ram = true;
+        Ok(self.stream_blocks.clone().map(LoaderEvent::RamNeeded))
+    }
+
+    /// Checks the guest's layout against the stream's blocks and sets up page tracking.
+    fn bind_ram(&mut self, at: u64) -> Result<(), Error> {
+        let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
+            return Ok(());
+        };
+        let map = layout::match_blocks(blocks, ram.layout(), self.opts.allow_unsent_blocks)
+            .map_err(|m| {
+                let e = Error::new(at, ErrorKind::Layout(m.clone())).in_record(RecordKind::MemSize);
+                match layout::mismatch_block(&m) {
+                    Some(b) => e.in_block(b),
+                    None => e,
+                }
+            })?;
+        let bits = self.decoder.page_bits();
+        self.written = WrittenPages::new(blocks.iter().map(|b| b.used_length() >> bits));
+        self.to_guest = map;
+        self.awaiting_ram = false;
+        Ok(())
+    }
+
+    fn page_index(&self, addr: PageAddr) -> u64 {
+        addr.offset >> self.decoder.page_bits()
+    }
+
+    fn block_name(&self, stream_block: usize) -> &str {
+        self.stream_blocks
+            .as_ref()
+            .and_then(|b| b.get(stream_block))
+            .map_or("?", |b| b.idstr())
+    }
+
+    /// The guest address of a page record, after refusing a ballooned page and checking
+    /// that guest RAM is there.
+    fn guest_addr(&self, addr: PageAddr, at: u64, record: RecordKind) -> Result<PageAddr, Error> {
+        let page = self.page_index(addr);
+        if self.balloon.contains(addr.block, page) {
+            return Err(Error::new(at, ErrorKind::PageOfBallooned { page })
+                .in_record(record)
+                .in_block(self.block_name(addr.block)));
+        }
+        ram_of(&self.ram, at, record)?;
+        let block = self.guest_block_of(addr.block).ok_or_else(|| {
+            // Not reached: the decoder only names blocks of the MEM_SIZE list, all mapped.
+            Error::new(at, ErrorKind::Layout(LayoutMismatch::Changed))
+                .in_record(record)
+                .in_block(self.block_name(addr.block))
+        })?;
+        Ok(PageAddr {
+            block,
+            offset: addr.offset,
+        })
+    }
+
+    fn guest_error(
+        &self,
+        addr: PageAddr,
+        guest: PageAddr,
+        source: R::Error,
+        at: u64,
+        record: RecordKind,
+    ) -> Error {
+        Error::new(
+            at,
+            ErrorKind::Guest {
+                addr: guest,
+                source: Box::new(source),
+            },
+        )
+        .in_record(record)
+        .in_block(self.block_name(addr.block))
+    }
+
+    fn zero(&mut self, z: ZeroPage, at: u64) -> Result<(), Error> {
+        let rec = RecordKind::Zero;
+        if z.fill != 0 {
+            let g = self.guest_addr(z.addr, at, rec)?;
+            let ram = ram_of(&self.ram, at, rec)?;
+            let mut fill = std::mem::take(&mut self.scratch);
+            fill.fill(z.fill);
+            let r = ram.write_page(g, &fill);
+            self.scratch = fill;
+            r.map_err(|e| self.guest_error(z.addr, g, e, at, rec))?;
+            self.written.mark(z.addr.block, self.page_index(z.addr));
+            self.stats.zero_written += 1;
+            return Ok(());
+        }
+        self.guest_addr(z.addr, at, rec)?;
+        if self.clear_page(z.addr, at, rec)? {
+            self.stats.zero_written += 1;
+        } else {
+            self.stats.zero_skipped += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes the page at `addr` (stream numbering) zero under the [`ZeroPages`] policy;
+    /// returns whether memory was written.
+    fn clear_page(&mut self, addr: PageAddr, at: u64, rec: RecordKind) -> Result<bool, Error> {
+        let page = self.page_index(addr);
+        let ram = ram_of(&self.ram, at, rec)?;
+        let g = PageAddr {
+            block: self.to_guest.get(addr.block).copied().unwrap_or(usize::MAX),
+            offset: addr.offset,
+        };
+        let write = match self.opts.zero_pages {
+            ZeroPages::SkipUnwritten => self.written.is_marked(addr.block, page),
+            ZeroPages::Always => true,
+            ZeroPages::ZeroIfNonZero => {
+                let mut buf = std::mem::take(&mut self.scratch);
+                let r = ram.read_page(g, &mut buf);
+                let nonzero = !ramstream_codec::zero::is_zero_page(&buf);
+                self.scratch = buf;
+                r.map_err(|e| self.guest_error(addr, g, e, at, rec))?;
+                nonzero
+            }
+        };
+        if write {
+            ram.zero_page(g, self.opts.page_size)
+                .map_err(|e| self.guest_error(addr, g, e, at, rec))?;
+        }
+        self.written.unmark(addr.block, page);
+        Ok(write)
+    }
+
+    fn xbzrle(&mut self, x: XbzrleDelta<'_>, at: u64) -> Result<(), Error> {
+        let rec = RecordKind::Xbzrle;
+        let g = self.guest_addr(x.addr, at, rec)?;
+        let ram = ram_of(&self.ram, at, rec)?;
+        let mut page = std::mem::take(&mut self.scratch);
+        let r = ram
+            .read_page(g, &mut page)
+            .map_err(|e| self.guest_error(x.addr, g, e, at, rec))
+            .and_then(|()| {
+                ramstream_codec::xbzrle::decode(x.delta, &mut page).map_err(|e| {
+                    Error::new(at, ErrorKind::Stream(ramstream_codec::ErrorKind::Xbzrle(e)))
+                        .in_record(rec)
+                        .in_block(self.block_name(x.addr.block))
+                })
+            })
+            .and_then(|()| {
+                ram.write_page(g, &page)
+                    .map_err(|e| self.guest_error(x.addr, g, e, at, rec))
+            });
+        self.scratch = page;
+        r?;
+        self.written.mark(x.addr.block, self.page_index(x.addr));
+        self.stats.xbzrle += 1;
+        Ok(())
+    }
+
+    fn balloon_record(&mut self, rec: &BalloonRecord<'_>, at: u64) -> Result<(), Error> {
+        let released = self
+            .balloon
+            .apply(rec)
+            .map_err(|e| Error::new(at, ErrorKind::Balloon(e)).in_record(RecordKind::Balloon))?;
+        self.stats.balloon_records += 1;
+        let page_size = self.opts.page_size as u64;
+        for r in released {
+            self.stats.ballooned_pages += r.pages.end - r.pages.start;
+            // Pages given to the balloon read as zero (SPEC.md §9.8).
+            let pages: Box<dyn Iterator<Item = u64>> = match self.opts.zero_pages {
+                ZeroPages::SkipUnwritten => {
+                    Box::new(self.written.marked_in(r.block, r.pages.clone()).into_iter())
+                }
+                _ => Box::new(r.pages.clone()),
+            };
+            for p in pages {
+                let addr = PageAddr {
+                    block: r.block,
+                    offset: p * page_size,
+                };
+                self.clear_page(addr, at, RecordKind::Balloon)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The guest RAM, or [`ErrorKind::RamNotProvided`]. A free function so that the borrow is
+/// of the one field.
+fn ram_of<R>(ram: &Option<R>, at: u64, record: RecordKind) -> Result<&R, Error> {
+    ram.as_ref()
+        .ok_or_else(|| Error::new(at, ErrorKind::RamNotProvided).in_record(record))
+}
