@@ -7,24 +7,37 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use ramstream_reference_receiver::ReceiveReport;
-use ramstream_reference_sender::{Endpoint, MigrationReport, SendOptions};
+use ramstream_reference_sender::{MigrationReport, SendOptions};
 use serde_json::{json, Value};
 
-use crate::qemu::addr::LISTENING_PREFIX;
-use crate::send::{check_kvm, migrate_guest, print_report, start_guest, GuestArgs};
+use crate::addr::{Addr, LISTENING_PREFIX};
+use crate::guest::{check_kvm, migrate_guest, start_guest, GuestArgs};
+use crate::send::print_report;
+
+/// `ramstream demo`'s arguments.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// One migration to a receiver child process: the sender's report, the receiver's JSON (if
 /// it printed one), its stderr, whether it exited successfully, and the source's status.
-struct Outcome {
-    sent: Result<MigrationReport>,
-    recv_json: Option<Value>,
-    err: String,
-    ok: bool,
-    source_status: String,
+pub struct Outcome {
+    pub sent: Result<MigrationReport>,
+    pub recv_json: Option<Value>,
+    pub err: String,
+    pub ok: bool,
+    pub source_status: String,
 }
 
-fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
+/// Starts a receiver child process on a free port, and a guest here that migrates to it.
+pub fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
     check_kvm()?;
     let exe = std::env::current_exe().context("locating the ramstream binary")?;
     let mut child = Command::new(exe)
@@ -67,7 +80,7 @@ fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
             );
         }
     };
-    let to: Endpoint = addr.parse().map_err(anyhow::Error::msg)?;
+    let to: Addr = addr.parse().context("the receiver's listening line")?;
     if bar {
         eprintln!(
             "demo: {} MiB guest, {}% ballooned, receiver pid {} on {to}",
@@ -106,7 +119,8 @@ fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome> {
 }
 
 /// `ramstream demo`.
-pub fn run(a: &GuestArgs, json_out: bool) -> Result<()> {
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let (a, json_out) = (&args.guest, args.json);
     let Outcome {
         sent,
         recv_json,
@@ -179,124 +193,6 @@ pub fn run(a: &GuestArgs, json_out: bool) -> Result<()> {
     }
     if !verified {
         bail!("the migrated guest was not verified: {}", err.trim());
-    }
-    Ok(())
-}
-
-/// One row of the balloon benchmark.
-struct BenchRow {
-    percent: u8,
-    map: bool,
-    total_ms: f64,
-    downtime_ms: f64,
-    bytes: u64,
-    visited: u64,
-    skipped: u64,
-    verified: bool,
-}
-
-/// `ramstream bench-migrate`: the same guest with 0 %, 50 % and 90 % of RAM ballooned, each
-/// sent with the balloon map (ballooned runs skipped) and without it (every page read).
-pub fn bench(a: &GuestArgs, json_out: bool, repeat: usize) -> Result<()> {
-    let mut rows = Vec::new();
-    for percent in [0u8, 50, 90] {
-        for map in [true, false] {
-            let mut runs = Vec::new();
-            for _ in 0..repeat.max(1) {
-                let args = GuestArgs {
-                    balloon_percent: percent,
-                    ..a.clone()
-                };
-                let opts = SendOptions {
-                    skip_ballooned: map,
-                    ..a.send_options()
-                };
-                let o = run_once(&args, &opts, false)?;
-                let r = o
-                    .sent
-                    .with_context(|| format!("{percent}% ballooned: {}", o.err.trim()))?;
-                let verified = o.ok
-                    && o.recv_json
-                        .as_ref()
-                        .is_some_and(|v| v["digest_verified"] == true);
-                eprintln!(
-                "bench: {percent:>2}% ballooned, {}: {:.0} ms, downtime {:.1} ms, {} bytes, {} pages visited, verified {verified}",
-                if map { "balloon map" } else { "no map" },
-                r.total_time_ms,
-                r.downtime_ms,
-                r.ram.transferred,
-                r.ram.pages_visited
-            );
-                runs.push(BenchRow {
-                    percent,
-                    map,
-                    total_ms: r.total_time_ms,
-                    downtime_ms: r.downtime_ms,
-                    bytes: r.ram.transferred,
-                    visited: r.ram.pages_visited,
-                    skipped: r.ram.ballooned_skipped,
-                    verified,
-                });
-            }
-            // The run with the median total time represents the configuration.
-            runs.sort_by(|x, y| x.total_ms.total_cmp(&y.total_ms));
-            let verified = runs.iter().all(|r| r.verified);
-            let mut m = runs.swap_remove(runs.len() / 2);
-            m.verified = verified;
-            rows.push(m);
-        }
-    }
-    let base = rows
-        .iter()
-        .find(|r| r.percent == 0 && r.map)
-        .map(|r| (r.total_ms, r.downtime_ms, r.bytes as f64, r.visited as f64))
-        .ok_or_else(|| anyhow!("no baseline"))?;
-    let nomap = |p: u8| rows.iter().find(|r| r.percent == p && !r.map);
-    if json_out {
-        let v: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                let nm = nomap(r.percent);
-                json!({
-                    "balloon_percent": r.percent, "balloon_map": r.map,
-                    "total_time_ms": r.total_ms, "downtime_ms": r.downtime_ms,
-                    "bytes_sent": r.bytes, "pages_visited": r.visited,
-                    "ballooned_skipped": r.skipped, "verified": r.verified,
-                    "vs_0pct": {"total_time": r.total_ms / base.0, "downtime": r.downtime_ms / base.1,
-                                "bytes": r.bytes as f64 / base.2, "pages_visited": r.visited as f64 / base.3},
-                    "vs_no_map": nm.map(|n| json!({"total_time": r.total_ms / n.total_ms,
-                        "downtime": r.downtime_ms / n.downtime_ms, "bytes": r.bytes as f64 / n.bytes as f64,
-                        "pages_visited": r.visited as f64 / n.visited as f64})),
-                })
-            })
-            .collect();
-        println!("{}", Value::Array(v));
-        return Ok(());
-    }
-    println!(
-        "| ballooned | sender | total ms | downtime ms | bytes sent | pages visited | total vs 0% | downtime vs 0% | bytes vs 0% | visited vs 0% | total vs no map | bytes vs no map | visited vs no map | verified |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        let nm = nomap(r.percent).filter(|_| r.map);
-        let vs = |a: f64, b: Option<f64>| b.map_or("–".to_string(), |b| format!("{:.2}", a / b));
-        println!(
-            "| {}% | {} | {:.0} | {:.1} | {} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {} | {} | {} | {} |",
-            r.percent,
-            if r.map { "balloon map" } else { "no map" },
-            r.total_ms,
-            r.downtime_ms,
-            r.bytes,
-            r.visited,
-            r.total_ms / base.0,
-            r.downtime_ms / base.1,
-            r.bytes as f64 / base.2,
-            r.visited as f64 / base.3,
-            vs(r.total_ms, nm.map(|n| n.total_ms)),
-            vs(r.bytes as f64, nm.map(|n| n.bytes as f64)),
-            vs(r.visited as f64, nm.map(|n| n.visited as f64)),
-            r.verified
-        );
     }
     Ok(())
 }

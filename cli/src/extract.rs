@@ -6,6 +6,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use ramstream_codec::mapped_ram::block_views;
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, SplitFinding, VmDescription};
 use ramstream_codec::{
@@ -16,6 +17,18 @@ use serde::Serialize;
 
 use crate::input::{file_options, read_stream};
 use crate::DecodeArgs;
+
+/// `ramstream extract`'s arguments.
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// The stream file.
+    pub file: PathBuf,
+    /// The output directory (created; must be empty or absent).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
 
 /// One RAM block entry of `manifest.json`.
 #[derive(Serialize)]
@@ -267,7 +280,8 @@ pub fn file_name(idstr: &str, ext: &str) -> String {
 
 /// Extracts a stream file, or a mapped-ram file (read as such when its configuration lists
 /// `mapped-ram`, SPEC.md §7.9).
-pub fn run(file: &Path, out: &Path, decode: &DecodeArgs) -> Result<()> {
+pub fn run(a: &ExtractArgs) -> Result<()> {
+    let (file, out, decode) = (a.file.as_path(), a.out.as_path(), &a.decode);
     let bytes = read_stream(file)?;
     let opts = file_options(decode);
     let mut dec = Decoder::new(opts.clone());

@@ -1,8 +1,9 @@
 //! `ramstream inspect`: a human or JSON summary of a stream.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ramstream_codec::mapped_ram::{block_views, MappedRamSummary};
 use ramstream_codec::summary::{StreamSummary, WriterEvidence};
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, VmDescription};
@@ -11,6 +12,18 @@ use serde::Serialize;
 
 use crate::input::{file_options, read_stream};
 use crate::DecodeArgs;
+
+/// `ramstream inspect`'s arguments.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The stream file.
+    pub file: PathBuf,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
 
 /// The JSON document `inspect --json` prints.
 #[derive(Serialize)]
@@ -90,7 +103,9 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
     })
 }
 
-pub fn run(file: &Path, json: bool, decode: &DecodeArgs) -> Result<()> {
+/// `ramstream inspect`.
+pub fn run(a: &InspectArgs) -> Result<()> {
+    let (file, json, decode) = (a.file.as_path(), a.json, &a.decode);
     let bytes = read_stream(file)?;
     let Inspection {
         summary,

@@ -1,16 +1,24 @@
 //! `ramstream`: inspect, extract and re-encode QEMU migration streams; send, receive and
 //! demo a live migration.
 
+// One file per subcommand: its arguments and its `run`.
+mod bench_migrate;
 mod demo;
 mod extract;
-mod input;
 mod inspect;
-mod qemu;
+mod proxy;
 mod receive;
 mod reencode;
 mod send;
 
-use std::path::PathBuf;
+// What the subcommands share.
+mod addr;
+mod guest;
+mod input;
+mod policy;
+mod pump;
+mod side_channels;
+
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,185 +59,37 @@ impl DecodeArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Summarise a stream file (`.zst` files are decompressed).
-    Inspect {
-        /// The stream file.
-        file: PathBuf,
-        /// Print one JSON object instead of the human summary.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        decode: DecodeArgs,
-    },
+    Inspect(inspect::InspectArgs),
     /// Rebuild every RAM block and write one raw (sparse) image per block plus manifest.json.
-    Extract {
-        /// The stream file.
-        file: PathBuf,
-        /// The output directory (created; must be empty or absent).
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        decode: DecodeArgs,
-    },
+    Extract(extract::ExtractArgs),
     /// Decode a stream and encode it again.
-    Reencode {
-        /// The input stream.
-        input: PathBuf,
-        /// The output stream.
-        output: PathBuf,
-        /// Re-derive every XBZRLE record with ramstream's encoder.
-        #[arg(long, conflicts_with = "from_ram")]
-        recompute_xbzrle: bool,
-        /// Write a fresh single-pass `ram` section from the final RAM (ZERO for zero pages,
-        /// PAGE otherwise), device sections verbatim.
-        #[arg(long)]
-        from_ram: bool,
-        #[command(flatten)]
-        decode: DecodeArgs,
-    },
+    Reencode(reencode::ReencodeArgs),
     /// Sit between a QEMU source and a QEMU destination, decoding the stream as it passes.
-    Proxy {
-        /// Where the source connects: tcp:HOST:PORT or unix:PATH. Port 0 picks a free port.
-        /// Once bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
-        /// actually bound (e.g. tcp:127.0.0.1:43817).
-        #[arg(long)]
-        listen: qemu::addr::Addr,
-        /// The destination QEMU's -incoming address.
-        #[arg(long)]
-        forward: qemu::addr::Addr,
-        /// Record the source's stream to this file.
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Forward ramstream's own encoding (ZERO detection, XBZRLE against the pages the
-        /// destination holds) instead of QEMU's bytes.
-        #[arg(long)]
-        reencode: bool,
-        /// Print the final report as JSON on stdout.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        decode: DecodeArgs,
-    },
+    Proxy(proxy::ProxyArgs),
     /// Start a reference KVM guest and live-migrate it to tcp:HOST:PORT, unix:PATH or file:PATH.
-    Send {
-        /// Where to send the stream.
-        to: String,
-        #[command(flatten)]
-        guest: send::GuestArgs,
-        /// Print one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-    },
+    Send(send::SendArgs),
     /// Receive one migration stream: into a reference KVM guest, checked and resumed; or,
     /// with --extract, as a QEMU destination that rebuilds every RAM block and keeps the
     /// device state verbatim.
-    Receive {
-        /// tcp:HOST:PORT, unix:PATH or file:PATH. Port 0 picks a free port. Once a socket is
-        /// bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
-        /// actually bound (e.g. tcp:127.0.0.1:43817), before the source connects.
-        #[arg(long)]
-        listen: String,
-        /// QEMU mode: write the RAM images, device sections and manifest.json into this
-        /// directory instead of resuming a guest.
-        #[arg(long)]
-        extract: Option<PathBuf>,
-        /// QEMU mode: also save the raw stream to this file.
-        #[arg(long, requires = "extract")]
-        save_stream: Option<PathBuf>,
-        /// QEMU mode: accept machine types the conformance vectors do not cover.
-        #[arg(long, requires = "extract")]
-        allow_untested_machine: bool,
-        /// Print one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-        /// Read buffer size in bytes (bounds the receiver's stream memory).
-        #[arg(long, default_value_t = 1 << 20)]
-        buffer_size: usize,
-        #[command(flatten)]
-        decode: DecodeArgs,
-    },
+    Receive(receive::ReceiveArgs),
     /// Live-migrate a running KVM guest on this machine and prove it arrived intact.
-    Demo {
-        #[command(flatten)]
-        guest: send::GuestArgs,
-        /// Print one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(demo::DemoArgs),
     /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
     /// balloon map (`--balloon-percent` is ignored).
-    BenchMigrate {
-        #[command(flatten)]
-        guest: send::GuestArgs,
-        /// Print JSON instead of a Markdown table.
-        #[arg(long)]
-        json: bool,
-        /// Runs per configuration; the median (by total time) is reported.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-    },
+    BenchMigrate(bench_migrate::BenchMigrateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Inspect { file, json, decode } => inspect::run(&file, json, &decode),
-        Command::Extract { file, out, decode } => extract::run(&file, &out, &decode),
-        Command::Reencode {
-            input,
-            output,
-            recompute_xbzrle,
-            from_ram,
-            decode,
-        } => {
-            let mode = if from_ram {
-                reencode::Mode::FromRam
-            } else if recompute_xbzrle {
-                reencode::Mode::RecomputeXbzrle
-            } else {
-                reencode::Mode::Verbatim
-            };
-            reencode::run(&input, &output, mode, &decode)
-        }
-        Command::Proxy {
-            listen,
-            forward,
-            record,
-            reencode,
-            json,
-            decode,
-        } => qemu::proxy::run(&listen, &forward, record.as_ref(), reencode, json, &decode),
-        Command::Send { to, guest, json } => send::run(&to, &guest, json),
-        Command::Receive {
-            listen,
-            extract: Some(dir),
-            save_stream,
-            allow_untested_machine,
-            decode,
-            ..
-        } => listen
-            .parse::<qemu::addr::Addr>()
-            .map_err(anyhow::Error::msg)
-            .and_then(|addr| {
-                qemu::receive::run(
-                    &addr,
-                    &dir,
-                    save_stream.as_ref(),
-                    allow_untested_machine,
-                    &decode,
-                )
-            }),
-        Command::Receive {
-            listen,
-            json,
-            buffer_size,
-            ..
-        } => receive::run(&listen, json, buffer_size),
-        Command::Demo { guest, json } => demo::run(&guest, json),
-        Command::BenchMigrate {
-            guest,
-            json,
-            repeat,
-        } => demo::bench(&guest, json, repeat),
+    let result = match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Extract(a) => extract::run(a),
+        Command::Reencode(a) => reencode::run(a),
+        Command::Proxy(a) => proxy::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Receive(a) => receive::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::BenchMigrate(a) => bench_migrate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

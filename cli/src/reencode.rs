@@ -1,14 +1,42 @@
 //! `ramstream reencode`: decode a stream and encode it again.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-pub use ramstream_codec::transcode::Mode;
+use clap::Args;
+use ramstream_codec::transcode::Mode;
 
 use crate::input::{file_options, read_stream};
 use crate::DecodeArgs;
 
-pub fn run(input: &Path, output: &Path, mode: Mode, decode: &DecodeArgs) -> Result<()> {
+/// `ramstream reencode`'s arguments.
+#[derive(Args, Debug)]
+pub struct ReencodeArgs {
+    /// The input stream.
+    pub input: PathBuf,
+    /// The output stream.
+    pub output: PathBuf,
+    /// Re-derive every XBZRLE record with ramstream's encoder.
+    #[arg(long, conflicts_with = "from_ram")]
+    pub recompute_xbzrle: bool,
+    /// Write a fresh single-pass `ram` section from the final RAM (ZERO for zero pages,
+    /// PAGE otherwise), device sections verbatim.
+    #[arg(long)]
+    pub from_ram: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
+
+/// `ramstream reencode`.
+pub fn run(a: &ReencodeArgs) -> Result<()> {
+    let (input, output, decode) = (&a.input, &a.output, &a.decode);
+    let mode = if a.from_ram {
+        Mode::FromRam
+    } else if a.recompute_xbzrle {
+        Mode::RecomputeXbzrle
+    } else {
+        Mode::Verbatim
+    };
     let bytes = read_stream(input)?;
     // A mapped-ram file converts with --from-ram into an ordinary stream (SPEC.md §7.9).
     let out = ramstream_codec::transcode::reencode(&bytes, mode, &file_options(decode))

@@ -1,6 +1,7 @@
 //! The offline subcommands on recorded QEMU streams: `inspect --json` and `extract`, including
 //! the device-split check against the VMDESCRIPTION (SPEC.md §5.2) and the refusals of a
-//! stream that is cut short or an output directory that is in use.
+//! stream that is cut short or an output directory that is in use; and the address forms each
+//! option refuses, before anything is bound or run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -162,4 +163,79 @@ fn inspect_tells_the_writer_version_of_7_2_and_11_1_streams_without_options() {
             "{name}: {text}"
         );
     }
+}
+
+/// `file:` is refused where only a socket will do, saying which forms the option takes, and
+/// nothing is bound, created or started.
+#[test]
+fn an_address_an_option_cannot_take_is_refused_with_the_forms_it_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("vm.mig");
+    let out = tmp.path().join("out");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ramstream"))
+            .args(args)
+            .output()
+            .expect("run ramstream")
+    };
+    let file_addr = format!("file:{}", file.display());
+    let o = run(&[
+        "receive",
+        "--listen",
+        &file_addr,
+        "--extract",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("takes tcp:HOST:PORT or unix:PATH")
+            && err.contains(&format!(
+                "run `ramstream extract {} --out {}`",
+                file.display(),
+                out.display()
+            )),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+    assert!(!out.exists());
+    for (option, args) in [
+        (
+            "--listen",
+            vec![
+                "proxy",
+                "--listen",
+                &file_addr,
+                "--forward",
+                "tcp:127.0.0.1:1",
+            ],
+        ),
+        (
+            "--forward",
+            vec![
+                "proxy",
+                "--listen",
+                "tcp:127.0.0.1:0",
+                "--forward",
+                &file_addr,
+            ],
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{option}: {err}");
+        assert!(
+            err.contains("expected tcp:HOST:PORT or unix:PATH") && !err.contains("listening on"),
+            "{option}: {err}"
+        );
+    }
+    let o = run(&["send", "127.0.0.1:4444"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "expected tcp:HOST:PORT, unix:PATH or file:PATH (did you mean tcp:127.0.0.1:4444?)"
+        ),
+        "{err}"
+    );
 }

@@ -55,7 +55,7 @@ fn version_of(v: &Vector) -> QemuVersion {
 }
 
 /// What `ramstream receive` and `ramstream proxy` print on stderr, followed by the address
-/// they bound, once they listen (cli/src/qemu/addr.rs).
+/// they bound, once they listen (cli/src/addr.rs).
 const LISTENING: &str = "ramstream: listening on ";
 
 /// Has a QEMU started with `-incoming defer` listen on `tcp:127.0.0.1:0` and returns the

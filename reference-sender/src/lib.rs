@@ -33,11 +33,9 @@ pub mod error;
 pub mod precopy;
 pub mod source;
 pub mod stats;
-pub mod transport;
 
 pub use error::{GuestError, Phase, SendError, SendErrorKind};
 pub use precopy::{migrate, Progress, SendOptions};
 pub use ramstream_codec::cache::XbzrleCacheStats;
 pub use source::{GuestSource, KvmSource, StateBlobs};
 pub use stats::{IterationReport, MigrationReport, RamStats};
-pub use transport::Endpoint;

@@ -9,15 +9,41 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use ramstream_codec::{apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage};
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
-use crate::qemu::addr::{connect, Addr, Listener};
-use crate::qemu::pump::pump;
-use crate::qemu::receive::check_policy;
-use crate::qemu::side_channels::SideChannels;
+use crate::addr::{Addr, Listener};
+use crate::policy::check_policy;
+use crate::pump::pump;
+use crate::side_channels::SideChannels;
 use crate::DecodeArgs;
+
+/// `ramstream proxy`'s arguments.
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Where the source connects: tcp:HOST:PORT or unix:PATH. Port 0 picks a free port.
+    /// Once bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
+    /// actually bound (e.g. tcp:127.0.0.1:43817).
+    #[arg(long, value_parser = Addr::parse_socket)]
+    pub listen: Addr,
+    /// The destination QEMU's -incoming address: tcp:HOST:PORT or unix:PATH.
+    #[arg(long, value_parser = Addr::parse_socket)]
+    pub forward: Addr,
+    /// Record the source's stream to this file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Forward ramstream's own encoding (ZERO detection, XBZRLE against the pages the
+    /// destination holds) instead of QEMU's bytes.
+    #[arg(long)]
+    pub reencode: bool,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
 
 /// Figures the proxy reports at the end (and, with `--json`, prints as one object).
 #[derive(Debug, Default, Serialize)]
@@ -116,22 +142,23 @@ impl Reencoder {
     }
 }
 
-/// Runs the proxy for one migration.
-pub fn run(
-    listen: &Addr,
-    forward: &Addr,
-    record: Option<&PathBuf>,
-    reencode: bool,
-    json: bool,
-    decode: &DecodeArgs,
-) -> Result<()> {
+/// `ramstream proxy`: runs the proxy for one migration.
+pub fn run(a: &ProxyArgs) -> Result<()> {
+    let (listen, forward, record, reencode, json, decode) = (
+        &a.listen,
+        &a.forward,
+        a.record.as_ref(),
+        a.reencode,
+        a.json,
+        &a.decode,
+    );
     let started = Instant::now();
     let listener = Listener::bind(listen)?;
     let listen = listener.bound().clone();
     let (mut src, peer) = listener.accept()?;
     eprintln!("connection from {peer}");
     let extra = SideChannels::watch(listener, src.try_clone_box()?);
-    let dst = connect(forward)?;
+    let dst = forward.connect()?;
     // The return path (destination to source) is forwarded raw, in the background.
     let mut back_from = dst.try_clone_box()?;
     let mut back_to = src.try_clone_box()?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use ramstream_spec::stream::MULTIFD_CHANNEL_MAGIC;
 
-use crate::qemu::addr::{Duplex, Listener};
+use crate::addr::{Duplex, Listener};
 
 /// Watches the listener after the first connection. QEMU's multifd capability opens more
 /// connections to the same address; the first such connection is described (by its multifd
