@@ -45,8 +45,6 @@ mod error;
 mod event;
 pub mod extension;
 mod frame;
-#[doc(hidden)]
-pub mod fuzzing;
 mod image;
 pub mod mapped_ram;
 mod options;

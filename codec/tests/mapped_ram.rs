@@ -2,7 +2,6 @@
 //! with its file offset, record and block. The real QEMU recordings are checked in
 //! `conformance-vectors/tests/vectors.rs`.
 
-use ramstream_codec::fuzzing::{page_byte, BuiltMappedRam, MappedRamBlockSpec, MappedRamFileSpec};
 use ramstream_codec::mapped_ram::{MappedRamFile, MappedRamRegion, MappedRamSummary};
 use ramstream_codec::transcode::{self, Mode};
 use ramstream_codec::{
@@ -11,6 +10,9 @@ use ramstream_codec::{
 };
 use ramstream_spec::mapped_ram::{bitmap_len, FILE_OFFSET_ALIGNMENT, HEADER_LEN};
 use ramstream_spec::ram::RamFlags;
+use ramstream_test_support::mapped_ram_file::{
+    page_byte, BuiltMappedRam, MappedRamBlockSpec, MappedRamFileSpec,
+};
 
 const PAGE: u64 = 4096;
 

@@ -1,2 +1,3 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ramstream_codec::fuzzing::differential_split(data));
+use ramstream_test_support::fuzzing;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::differential_split(data));

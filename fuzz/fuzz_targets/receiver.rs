@@ -1,2 +1,3 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ramstream_test_support::fuzzing::receive_records(data));
+use ramstream_test_support::fuzzing;
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::receive_records(data));

@@ -1,6 +1,6 @@
 //! Replays the committed seeds of the `receiver` fuzz target (`fuzz/corpus/receiver/`) and
 //! every crash it ever found (`fuzz/regressions/receiver/`) through
-//! `ramstream_reference_receiver::fuzzing::receive_records`, the function the cargo-fuzz
+//! `ramstream_test_support::fuzzing::receive_records`, the function the cargo-fuzz
 //! target calls, so plain `cargo test` on stable covers them.
 //!
 //! The seeds are written by [`seeds`]; regenerate them with
@@ -14,7 +14,7 @@ use ramstream_reference_receiver::RecvErrorKind;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_spec::Dialect;
-use ramstream_test_support::fuzzing::{
+use ramstream_test_support::fuzzing::receiver::{
     receive_records, receive_spliced, AFTER_FIRST_PART, AFTER_MEM_SIZE, BEFORE_DEVICES,
     INSTEAD_OF_MEM_SIZE, VERIFY_FAILS, WITH_TAIL,
 };

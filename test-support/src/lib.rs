@@ -11,14 +11,17 @@
 //! | [`CheckedDestination`] | a [`FakeDestination`] that panics when the receiver reaches outside guest memory |
 //! | [`records`] | hand-made `ram` records (PAGE, ZERO, XBZRLE, MEM_SIZE, balloon) |
 //! | [`real_stream`] | the reference sender's stream of a small scripted guest, and where its pieces are |
-//! | [`fuzzing`] | the `receiver` fuzz target's entry point, replayed by `cargo test` |
+//! | [`mapped_ram_file`] | hand-built mapped-ram files (SPEC.md §7.9) with chosen present and stale pages |
+//! | [`fuzzing`] | every fuzz target's entry point (the codec's and the reference receiver's), replayed by `cargo test` |
 //!
 //! `tests/pair.rs` is the in-memory pair: the reference sender and receiver joined by an
 //! in-memory pipe, a [`ScriptedGuest`] on one side and a [`FakeDestination`] on the other.
+//! `tests/fuzz_corpus.rs` replays the codec targets' committed corpus and regressions.
 
 mod checked_destination;
 mod fake_destination;
 pub mod fuzzing;
+pub mod mapped_ram_file;
 pub mod real_stream;
 pub mod records;
 mod script;

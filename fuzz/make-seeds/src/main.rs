@@ -276,7 +276,7 @@ fn main() {
     }
 
     // Hand-made seeds.
-    for (name, bytes) in ramstream_codec::fuzzing::mapped_ram_seeds() {
+    for (name, bytes) in ramstream_test_support::fuzzing::mapped_ram_seeds() {
         write("mapped_ram", name, &bytes);
     }
     write("configuration", "minimal", b"\0\0\0\x0dpc-i440fx-7.2\x00");

@@ -5,16 +5,15 @@ mod check;
 mod generate;
 
 use arbitrary::Unstructured;
+use ramstream_codec::{PageAddr, RamBlock};
 use ramstream_spec::stream::{Command, SectionType};
 use ramstream_spec::Dialect;
-
-use crate::{PageAddr, RamBlock};
 
 /// Target `roundtrip_records`: a structure-aware stream (`arbitrary`): configuration,
 /// the `ram` section with MEM_SIZE, PAGE, ZERO and XBZRLE records (deltas made by the
 /// encoder from the page the destination holds to an arbitrary new page), EOS, PART/END
 /// sections, device sections with arbitrary bodies, commands, EOF and a VMDESCRIPTION,
-/// written with the canonical [`Encoder`](crate::Encoder) methods. Decoding must give back
+/// written with the canonical [`Encoder`](ramstream_codec::Encoder) methods. Decoding must give back
 /// exactly the records written, applying them must give the modelled RAM, and re-encoding
 /// the decoded events must give the same bytes.
 pub fn roundtrip_records(data: &[u8]) {

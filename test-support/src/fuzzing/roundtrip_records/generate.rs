@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use arbitrary::{Result as AResult, Unstructured};
+use ramstream_codec::{PageAddr, RamBlock};
 use ramstream_spec::ram::{TARGET_PAGE_BITS_MAX, TARGET_PAGE_BITS_MIN};
 use ramstream_spec::stream::{Command, SectionType};
 use ramstream_spec::Dialect;
 
 use super::{Item, Plan};
 use crate::fuzzing::pages::arbitrary_page;
-use crate::{PageAddr, RamBlock};
 
 fn some_bytes(u: &mut Unstructured<'_>, max: usize) -> AResult<Vec<u8>> {
     let n = u.int_in_range(0..=max)?.min(u.len());

@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use ramstream_codec::xbzrle::{self, Encoded};
+use ramstream_codec::{
+    apply_event, decode_all, BareRecord, Configuration, DecoderOptions, DeviceSection, Encoder,
+    Event, PageAddr, RamBlock, RamImage, SectionHeader,
+};
 use ramstream_spec::config::capability;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::stream::SectionType;
 
 use super::{Item, Plan};
 use crate::fuzzing::{assert_same_run, decode_in_chunks, decode_whole, fuzz_limits, split_sizes};
-use crate::xbzrle::{self, Encoded};
-use crate::{
-    apply_event, decode_all, BareRecord, Configuration, DecoderOptions, DeviceSection, Encoder,
-    Event, PageAddr, RamBlock, RamImage, SectionHeader,
-};
 
 impl Plan {
     pub(super) fn check(&self) {
@@ -64,7 +64,7 @@ impl Plan {
                 Item::MemSize(blocks) => {
                     enc.mem_size(blocks, &mut out).unwrap();
                     let total: u64 = blocks.iter().map(|b| b.used_length).sum();
-                    expected.push(Event::MemSize(crate::MemSize {
+                    expected.push(Event::MemSize(ramstream_codec::MemSize {
                         word: total | RamFlags::MEM_SIZE.bits(),
                         blocks: blocks.clone(),
                         mapped_ram: Vec::new(),
@@ -78,7 +78,7 @@ impl Plan {
                 }
                 Item::Page(addr, data) => {
                     enc.page(*addr, data, &mut out).unwrap();
-                    expected.push(Event::Page(crate::PageRecord {
+                    expected.push(Event::Page(ramstream_codec::PageRecord {
                         addr: *addr,
                         continued: cont(&mut last_block, *addr),
                         data,
@@ -86,7 +86,7 @@ impl Plan {
                 }
                 Item::Zero(addr, fill) => {
                     enc.zero(*addr, *fill, &mut out).unwrap();
-                    expected.push(Event::Zero(crate::ZeroPage {
+                    expected.push(Event::Zero(ramstream_codec::ZeroPage {
                         addr: *addr,
                         continued: cont(&mut last_block, *addr),
                         fill: *fill,
@@ -97,14 +97,14 @@ impl Plan {
                     if d.is_empty() {
                         // Unchanged or overflow: QEMU sends the page whole.
                         enc.page(*addr, new, &mut out).unwrap();
-                        expected.push(Event::Page(crate::PageRecord {
+                        expected.push(Event::Page(ramstream_codec::PageRecord {
                             addr: *addr,
                             continued: cont(&mut last_block, *addr),
                             data: new,
                         }));
                     } else {
                         enc.xbzrle(*addr, d, &mut out).unwrap();
-                        expected.push(Event::Xbzrle(crate::XbzrleDelta {
+                        expected.push(Event::Xbzrle(ramstream_codec::XbzrleDelta {
                             addr: *addr,
                             continued: cont(&mut last_block, *addr),
                             delta: d,
@@ -163,7 +163,7 @@ impl Plan {
                 }
                 Item::Command(c, payload) => {
                     enc.command(*c, payload, &mut out).unwrap();
-                    expected.push(Event::Command(crate::CommandRecord {
+                    expected.push(Event::Command(ramstream_codec::CommandRecord {
                         command: *c,
                         payload,
                     }));
@@ -207,8 +207,12 @@ impl Plan {
         // Same events in chunks, and the bytes again from the decoded events.
         let split = decode_in_chunks(&out, opts.clone(), split_sizes(0x05));
         assert_same_run(&decode_whole(&out, opts.clone()), &split, "split");
-        let again = crate::transcode::reencode(&out, crate::transcode::Mode::Verbatim, &opts)
-            .expect("verbatim re-encode");
+        let again = ramstream_codec::transcode::reencode(
+            &out,
+            ramstream_codec::transcode::Mode::Verbatim,
+            &opts,
+        )
+        .expect("verbatim re-encode");
         assert!(again == out, "verbatim re-encode differs");
 
         // The RAM the records build is the model's.

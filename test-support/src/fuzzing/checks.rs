@@ -1,16 +1,16 @@
 //! The checks every decoded stream goes through: sane events, the image and balloon map
 //! they build, and re-encoding.
 
+use ramstream_codec::{
+    apply_event, decode_all, DecoderOptions, DeviceSection, Encoder, ErrorKind, Event, RamBlock,
+    RamImage, ZeroFill,
+};
 use ramstream_spec::ram::{TARGET_PAGE_BITS_MAX, TARGET_PAGE_BITS_MIN};
 use ramstream_spec::Dialect;
 
 use super::{
     assert_same_run, decode_in_chunks, decode_whole, reference_xbzrle_decode, split_sizes,
     MAX_RESIDENT_PAGES,
-};
-use crate::{
-    apply_event, decode_all, DecoderOptions, DeviceSection, Encoder, ErrorKind, Event, RamBlock,
-    RamImage, ZeroFill,
 };
 
 /// Checks the properties every decoded event list has, whatever the input.
@@ -140,10 +140,10 @@ fn apply_to_image(events: &[(u64, Event<'_>)], page_size: usize) {
     }
 }
 
-/// Applies balloon records to a [`BalloonMap`](crate::balloon::BalloonMap) (run-based: no
+/// Applies balloon records to a [`BalloonMap`](ramstream_codec::balloon::BalloonMap) (run-based: no
 /// allocation per page) and checks that it stays inside its blocks.
 fn apply_to_balloon_map(events: &[(u64, Event<'_>)], page_bits: u32) {
-    use crate::balloon::BalloonMap;
+    use ramstream_codec::balloon::BalloonMap;
     let mut map = BalloonMap::default();
     for (_, ev) in events {
         match ev {
@@ -215,7 +215,7 @@ pub fn exercise_stream(stream: &[u8], opts: &DecoderOptions, split_seed: u8) {
     let split = decode_in_chunks(stream, opts.clone(), split_sizes(split_seed));
     assert_same_run(&whole, &split, "seeded split");
     check_events(&whole.events, opts);
-    let mut summary = crate::summary::StreamSummary::default();
+    let mut summary = ramstream_codec::summary::StreamSummary::default();
     for (at, ev) in &whole.events {
         summary.observe(*at, ev);
     }
@@ -224,6 +224,10 @@ pub fn exercise_stream(stream: &[u8], opts: &DecoderOptions, split_seed: u8) {
     apply_to_balloon_map(&whole.events, page_size.trailing_zeros());
     if whole.end.is_ok() {
         check_reencode(&whole.events, opts);
-        let _ = crate::transcode::reencode(stream, crate::transcode::Mode::RecomputeXbzrle, opts);
+        let _ = ramstream_codec::transcode::reencode(
+            stream,
+            ramstream_codec::transcode::Mode::RecomputeXbzrle,
+            opts,
+        );
     }
 }

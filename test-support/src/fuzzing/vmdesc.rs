@@ -1,12 +1,14 @@
 //! The `vmdesc` target: VMDESCRIPTION JSON, and device bodies decoded with a real one.
 
 /// Target `vmdesc`: `mode, …` with `real_json` a real VMDESCRIPTION (the fuzz target embeds
-/// one from a vector). Mode bit 0 clear: the rest is JSON for [`VmDescription::parse`](crate::vmdesc::VmDescription::parse)
-/// (and [`VmDescription::parse_trailer`](crate::vmdesc::VmDescription::parse_trailer) on the same bytes); whatever parses is walked
+/// one from a vector). Mode bit 0 clear: the rest is JSON for [`VmDescription::parse`](ramstream_codec::vmdesc::VmDescription::parse)
+/// (and [`VmDescription::parse_trailer`](ramstream_codec::vmdesc::VmDescription::parse_trailer) on the same bytes); whatever parses is walked
 /// over the input. Set: the next byte picks a device of `real_json` and the rest is its
-/// body for [`decode_device`](crate::vmdesc::decode_device).
+/// body for [`decode_device`](ramstream_codec::vmdesc::decode_device).
 pub fn vmdesc(real_json: &[u8], data: &[u8]) {
-    use crate::vmdesc::{decode_device, decode_device_prefix, decode_vmsd, VmDescription};
+    use ramstream_codec::vmdesc::{
+        decode_device, decode_device_prefix, decode_vmsd, VmDescription,
+    };
     let [mode, rest @ ..] = data else {
         return;
     };

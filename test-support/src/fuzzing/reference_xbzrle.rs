@@ -1,7 +1,7 @@
 //! QEMU's XBZRLE decoder, the oracle the XBZRLE checks compare against.
 
 /// A QEMU 7.2 `xbzrle_decode_buffer` transcribed literally, as the reference for
-/// [`xbzrle::decode`](crate::xbzrle::decode): returns the page length written up to, or
+/// [`xbzrle::decode`](ramstream_codec::xbzrle::decode): returns the page length written up to, or
 /// `Err` where QEMU returns -1, writing the page as QEMU does.
 #[allow(clippy::result_unit_err)] // a test oracle: the error carries no information
 pub fn reference_xbzrle_decode(src: &[u8], dst: &mut [u8]) -> Result<usize, ()> {

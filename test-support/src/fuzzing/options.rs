@@ -1,9 +1,8 @@
 //! Limits and decoder options for the harness, chosen so that no input makes it allocate
 //! without bound.
 
+use ramstream_codec::{DecoderOptions, FieldPresence, Limits, ZeroFill};
 use ramstream_spec::Dialect;
-
-use crate::{DecoderOptions, FieldPresence, Limits, ZeroFill};
 
 /// Limits for fuzzing: small enough that no input makes the harness allocate without bound.
 pub fn fuzz_limits() -> Limits {
@@ -17,7 +16,7 @@ pub fn fuzz_limits() -> Limits {
     }
 }
 
-/// Most pages a harness [`RamImage`](crate::RamImage) may hold; further page records are
+/// Most pages a harness [`RamImage`](ramstream_codec::RamImage) may hold; further page records are
 /// decoded but not applied (`RamImage` allocates lazily, one page per written page, so this
 /// bounds memory).
 pub const MAX_RESIDENT_PAGES: usize = 2048;

@@ -1,7 +1,7 @@
 //! Feeding a decoder in chunks, and comparing what two decodings of the same stream made
 //! of it.
 
-use crate::{Decoder, DecoderOptions, Error, ErrorKind, Event, Status};
+use ramstream_codec::{Decoder, DecoderOptions, Error, ErrorKind, Event, Status};
 
 /// Chunk sizes for feeding a decoder, from a one-byte seed: seed 0 gives one chunk of
 /// everything; otherwise sizes come from a small PRNG, 1..=8 bytes when bit 7 is set, else
@@ -88,7 +88,7 @@ pub fn decode_in_chunks<'a>(
 }
 
 /// Decodes `stream` in one piece with `finish` called first (what
-/// [`decode_all`](crate::decode_all) does, keeping the events before an error).
+/// [`decode_all`](ramstream_codec::decode_all) does, keeping the events before an error).
 pub fn decode_whole(stream: &[u8], opts: DecoderOptions) -> Run<'_> {
     let mut dec = Decoder::new(opts);
     dec.finish();

@@ -1,10 +1,10 @@
 //! The XBZRLE targets: decoding hostile deltas, and encoding then decoding page pairs.
 
 use arbitrary::{Result as AResult, Unstructured};
+use ramstream_codec::xbzrle::{self, Encoded, Kernel};
 
 use super::pages::{arbitrary_page, pattern_page};
 use super::reference_xbzrle_decode;
-use crate::xbzrle::{self, Encoded, Kernel};
 
 /// The page length a selector byte picks: 4096, 1024, 65536 or a short `1..=64`.
 fn page_len(sel: u8) -> usize {

@@ -1,6 +1,7 @@
 //! The stream-level targets: whole streams, split streams, and records after a valid
 //! prefix.
 
+use ramstream_codec::{Configuration, DecoderOptions, Encoder, RamBlock, SectionHeader, ZeroFill};
 use ramstream_spec::config::capability;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::Dialect;
@@ -9,7 +10,6 @@ use super::{
     assert_same_run, decode_in_chunks, decode_whole, exercise_stream, fuzz_limits,
     options_from_byte, split_sizes,
 };
-use crate::{Configuration, DecoderOptions, Encoder, RamBlock, SectionHeader, ZeroFill};
 
 /// Target `stream_split`: `opts, split_seed, stream…`. A whole stream under the options of
 /// [`options_from_byte`], fed in the chunks of [`split_sizes`], applied to an image and
