@@ -4,14 +4,16 @@ use ramstream_spec::config::capability;
 use ramstream_spec::ram;
 use ramstream_spec::stream::SectionType;
 
+use crate::balloon::BalloonRecord;
 use crate::cursor::{Cursor, PResult, Stop};
 use crate::error::{Error, ErrorKind};
-use crate::event::{Configuration, DeviceSection, Event, RamBlock, RecordKind};
+use crate::event::{Configuration, DeviceSection, Event};
+use crate::frame::ram_record::{self, RecordContext};
 use crate::frame::{self, device};
+use crate::kind::RecordKind;
 use crate::options::{DecoderOptions, FieldPresence};
 use crate::ram::mem_size::MemSizeFields;
-use crate::ram::record::{self, RecordContext};
-use crate::ram::RamState;
+use crate::ram::{RamBlock, RamState};
 
 /// What [`Decoder::decode`] found at the front of the input.
 #[derive(Debug, PartialEq, Eq)]
@@ -284,7 +286,7 @@ impl Decoder {
                     },
                     balloon_v1_announced: self.balloon_v1_announced,
                 };
-                record::parse(c, &cx)
+                ram_record::parse(c, &cx)
             }
             State::Footer { section_id } => {
                 let id = frame::section::parse_footer(c, section_id)?;
@@ -447,7 +449,7 @@ impl Decoder {
                     State::Top
                 }
             }
-            (s, Event::Balloon(crate::balloon::BalloonRecord::V1(v))) => {
+            (s, Event::Balloon(BalloonRecord::V1(v))) => {
                 // v1 records name their block like page records and share CONTINUE state.
                 self.ram.last_block = Some(v.block);
                 s

@@ -5,7 +5,7 @@ use core::fmt;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::stream::{Command, SectionType};
 
-use crate::event::RecordKind;
+use crate::kind::{MappedRamRegion, RecordKind};
 use crate::xbzrle::XbzrleError;
 
 /// A decoding or encoding error with its context.
@@ -421,7 +421,7 @@ pub enum ErrorKind {
     /// bitmap (overlapping) (SPEC.md §7.9).
     MappedRamRegionOrder {
         /// The region.
-        region: crate::mapped_ram::MappedRamRegion,
+        region: MappedRamRegion,
         /// Its file offset.
         start: u64,
         /// The file offset where what precedes it ends.
@@ -430,7 +430,7 @@ pub enum ErrorKind {
     /// A mapped-ram region ending past the end of the input (SPEC.md §7.9).
     MappedRamRegionBeyondEnd {
         /// The region.
-        region: crate::mapped_ram::MappedRamRegion,
+        region: MappedRamRegion,
         /// The file offset where it ends.
         end: u64,
         /// The file offset where the input ends.

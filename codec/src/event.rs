@@ -1,70 +1,13 @@
-//! The typed events the decoder returns and the encoder writes.
-
-use core::fmt;
+//! The typed events the decoder returns and the encoder writes: one [`Event`] over the
+//! record families' own types (`ram` records, balloon records), and the top-level stream's
+//! items (configuration, commands, section headers, device sections).
 
 use ramstream_spec::ram::{self, RamFlags};
 use ramstream_spec::stream::{Command, SectionType};
 
-/// The kind of record an event or error concerns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RecordKind {
-    /// The 8-byte stream header.
-    Header,
-    /// The configuration section.
-    Configuration,
-    /// A command section.
-    Command,
-    /// A section header (START, PART, END or FULL).
-    SectionHeader,
-    /// A section footer.
-    Footer,
-    /// A `ram` MEM_SIZE record.
-    MemSize,
-    /// A `ram` PAGE record.
-    Page,
-    /// A `ram` ZERO record.
-    Zero,
-    /// A `ram` XBZRLE record.
-    Xbzrle,
-    /// A `ram` EOS record.
-    Eos,
-    /// A `ram` record word not yet classified.
-    RamRecord,
-    /// A `ram` MULTIFD_FLUSH record (QEMU 8.1+ dialect).
-    MultifdFlush,
-    /// A `ram` balloon record (kolhe-2016 or ramstream-balloon-v1 dialect).
-    Balloon,
-    /// A FULL device section.
-    Device,
-    /// The EOF section.
-    Eof,
-    /// The VMDESCRIPTION trailer.
-    VmDescription,
-}
-
-impl fmt::Display for RecordKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecordKind::Header => "stream header",
-            RecordKind::Configuration => "configuration section",
-            RecordKind::Command => "command",
-            RecordKind::SectionHeader => "section header",
-            RecordKind::Footer => "section footer",
-            RecordKind::MemSize => "ram MEM_SIZE record",
-            RecordKind::Page => "ram PAGE record",
-            RecordKind::Zero => "ram ZERO record",
-            RecordKind::Xbzrle => "ram XBZRLE record",
-            RecordKind::Eos => "ram EOS record",
-            RecordKind::RamRecord => "ram record",
-            RecordKind::MultifdFlush => "ram MULTIFD_FLUSH record",
-            RecordKind::Balloon => "ram BALLOON record",
-            RecordKind::Device => "device section",
-            RecordKind::Eof => "EOF section",
-            RecordKind::VmDescription => "VMDESCRIPTION trailer",
-        })
-    }
-}
+use crate::balloon::BalloonRecord;
+use crate::kind::RecordKind;
+use crate::ram::{BareRecord, MemSize, PageRecord, XbzrleDelta, ZeroPage};
 
 /// The configuration section (SPEC.md §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,87 +75,6 @@ impl SectionHeader<'static> {
     }
 }
 
-/// A RAM block as listed by MEM_SIZE (SPEC.md §7.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RamBlock {
-    /// The block's idstr, e.g. `pc.ram`.
-    pub idstr: String,
-    /// Its used length in bytes.
-    pub used_length: u64,
-    /// The `page_size` field, when present (postcopy-ram, non-host page size).
-    pub page_size: Option<u64>,
-    /// The `mr_addr` field, when present (x-ignore-shared).
-    pub mr_addr: Option<u64>,
-}
-
-/// A MEM_SIZE record: the RAM block list (SPEC.md §7.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemSize {
-    /// The raw record word: total bytes | flags (CONTINUE may be set; QEMU 7.2 ignores it).
-    pub word: u64,
-    /// The blocks, in stream order.
-    pub blocks: Vec<RamBlock>,
-    /// In a mapped-ram file (SPEC.md §7.9), the header after each block entry, in block
-    /// order; empty in a stream.
-    pub mapped_ram: Vec<crate::mapped_ram::MappedRamHeader>,
-}
-
-impl MemSize {
-    /// The announced total of used lengths.
-    pub fn total(&self, page_bits: u32) -> u64 {
-        ramstream_spec::ram::split_record_word(self.word, page_bits).0
-    }
-}
-
-/// Where a page record lands: block index (into the MEM_SIZE list) and offset in the block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PageAddr {
-    /// Index of the block in the current MEM_SIZE list.
-    pub block: usize,
-    /// Byte offset inside the block (page aligned).
-    pub offset: u64,
-}
-
-/// A PAGE record: one raw target page (SPEC.md §7.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageRecord<'a> {
-    /// Where the page lands.
-    pub addr: PageAddr,
-    /// Whether the record used CONTINUE (no idstr on the wire).
-    pub continued: bool,
-    /// The page bytes, borrowed from the input.
-    pub data: &'a [u8],
-}
-
-/// A ZERO record: a page filled with one byte (SPEC.md §7.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ZeroPage {
-    /// Where the page lands.
-    pub addr: PageAddr,
-    /// Whether the record used CONTINUE.
-    pub continued: bool,
-    /// The fill byte (0 from every QEMU since 1.5).
-    pub fill: u8,
-}
-
-/// An XBZRLE record: a delta against the page the destination holds (SPEC.md §7.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct XbzrleDelta<'a> {
-    /// Where the page lands.
-    pub addr: PageAddr,
-    /// Whether the record used CONTINUE.
-    pub continued: bool,
-    /// The encoded delta, borrowed from the input.
-    pub delta: &'a [u8],
-}
-
-/// A record word without payload (EOS, MULTIFD_FLUSH), kept raw so re-encoding is lossless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BareRecord {
-    /// The raw record word (QEMU writes exactly the flag).
-    pub word: u64,
-}
-
 /// A FULL device section: header and its verbatim body (SPEC.md §2.3, §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceSection<'a> {
@@ -259,7 +121,7 @@ pub enum Event<'a> {
     /// A MULTIFD_FLUSH record (dialect qemu-8.1+).
     MultifdFlush(BareRecord),
     /// A balloon record (dialects kolhe-2016 and ramstream-balloon-v1).
-    Balloon(crate::balloon::BalloonRecord<'a>),
+    Balloon(BalloonRecord<'a>),
     /// A section footer.
     Footer {
         /// The section id it names.
@@ -309,9 +171,7 @@ impl Event<'_> {
             Event::Zero(z) => RamFlags::ZERO | cont(z.continued),
             Event::Xbzrle(x) => RamFlags::XBZRLE | cont(x.continued),
             Event::Eos(_) => RamFlags::EOS,
-            Event::Balloon(crate::balloon::BalloonRecord::V1(v)) => {
-                RamFlags::X200 | cont(v.continued)
-            }
+            Event::Balloon(BalloonRecord::V1(v)) => RamFlags::X200 | cont(v.continued),
             Event::MultifdFlush(_) | Event::Balloon(_) => RamFlags::X200,
             Event::MemSize(_) => RamFlags::MEM_SIZE,
             _ => return None,

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use crate::addr::PageAddr;
 use crate::error::{Error, ErrorKind};
-use crate::event::{Event, PageAddr, RamBlock, RecordKind};
+use crate::event::Event;
+use crate::kind::RecordKind;
+use crate::ram::RamBlock;
 
 /// Guest memory that page records are applied to. The receiver implements it over real
 /// guest memory; [`RamImage`] implements it in memory for tools and tests.

@@ -36,6 +36,17 @@
 //! assert!(matches!(events[1].1, Event::Configuration(ref c) if c.machine_type == "pc-i440fx-7.2"));
 //! ```
 
+// The modules in layers; each uses only the layers listed before it:
+// - ground: `addr`, `kind`, `options`, `sink`, `xbzrle`, `zero`; then `error`, then `cursor`;
+// - the record families, each reading its own bytes into its own types: `ram` (MEM_SIZE
+//   with its mapped-ram headers, page records, EOS), then `balloon` (flag 0x200's dialects);
+// - `event`: one `Event` over the families' types and the top-level stream's items;
+// - over events: `frame` (where each section and record ends; it hands a `ram` record to
+//   its family), `encoder` (leaving balloon records' checks and bodies to `balloon`),
+//   `image`, `summary`, `vmdesc`, `extension`; apart, over `xbzrle` and `zero`: `cache`;
+// - `decoder` over `frame`; then `mapped_ram` and `transcode` over the decoder.
+
+mod addr;
 pub mod balloon;
 pub mod cache;
 mod cursor;
@@ -46,24 +57,27 @@ mod event;
 pub mod extension;
 mod frame;
 mod image;
+mod kind;
 pub mod mapped_ram;
 mod options;
 mod ram;
+mod sink;
 pub mod summary;
 pub mod transcode;
 pub mod vmdesc;
 pub mod xbzrle;
 pub mod zero;
 
+pub use addr::PageAddr;
 pub use decoder::{Decoder, Status, StreamConfig};
-pub use encoder::{BufSink, Encoder, Sink, Vectored};
+pub use encoder::Encoder;
 pub use error::{Error, ErrorKind};
-pub use event::{
-    BareRecord, CommandRecord, Configuration, DeviceSection, Event, MemSize, PageAddr, PageRecord,
-    RamBlock, RecordKind, SectionHeader, XbzrleDelta, ZeroPage,
-};
+pub use event::{CommandRecord, Configuration, DeviceSection, Event, SectionHeader};
 pub use image::{apply_event, PageStore, RamImage};
+pub use kind::RecordKind;
 pub use options::{DecoderOptions, FieldPresence, Limits, MappedRam, ZeroFill};
+pub use ram::{BareRecord, MemSize, PageRecord, RamBlock, XbzrleDelta, ZeroPage};
+pub use sink::{BufSink, Sink, Vectored};
 
 /// Decodes a complete stream held in memory into `(offset, event)` pairs.
 ///

@@ -7,7 +7,8 @@ use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
 use crate::balloon::{BalloonMap, BalloonRecord, KolheBalloon};
-use crate::event::{Event, RamBlock};
+use crate::event::Event;
+use crate::ram::RamBlock;
 
 /// Record counts of the `ram` section.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -3,13 +3,17 @@
 use ramstream_spec::config::capability;
 use ramstream_spec::stream::SectionType;
 
-use crate::encoder::{Encoder, Sink, Vectored};
+use crate::addr::PageAddr;
+use crate::decode_all;
+use crate::decoder::{Decoder, Status};
+use crate::encoder::Encoder;
 use crate::error::{Error, ErrorKind};
-use crate::event::{Configuration, Event, PageAddr, RecordKind};
+use crate::event::{Configuration, Event};
 use crate::image::{apply_event, RamImage};
+use crate::kind::RecordKind;
 use crate::mapped_ram::block_views;
 use crate::options::DecoderOptions;
-use crate::{decode_all, Decoder, Status};
+use crate::sink::{Sink, Vectored};
 
 /// How to re-encode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

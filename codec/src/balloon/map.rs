@@ -7,7 +7,7 @@ use std::collections::{btree_map, BTreeMap};
 use ramstream_spec::extension::KOLHE_BALLOON_PAGE_SHIFT;
 
 use crate::balloon::{BalloonMapKind, BalloonRecord, KolheBalloon, PageRun};
-use crate::event::RamBlock;
+use crate::ram::RamBlock;
 
 /// One block's ballooned pages: disjoint, non-adjacent runs `start → end` (end exclusive).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -375,8 +375,18 @@ impl KolheBitmap<'_> {
     /// previous transfer and `limit` = 0, and no pair; applying it changes nothing
     /// (SPEC.md §9.6). The only form with `start > limit` the decoder accepts.
     pub fn is_unchanged(&self) -> bool {
-        wire::kolhe_is_unchanged(self.bitmap_pages, self.start, self.limit)
+        kolhe_is_unchanged(self.bitmap_pages, self.start, self.limit)
     }
+}
+
+/// Whether `start`/`limit` are the patch's "nothing changed since the previous transfer"
+/// header: `qemu_balloon_bitmap_save` resets `balloon_min_bitmap_offset` to the bitmap size
+/// and `balloon_max_bitmap_offset` to 0 after every transfer, and `qemu_balloon_bitmap_update`
+/// is the only thing that moves them; without an update in between, the next transfer
+/// writes `start` = the bitmap size of the previous transfer (at most today's: the bitmap
+/// only grows) and `limit` = 0, and no pair (SPEC.md §9.6).
+pub(crate) fn kolhe_is_unchanged(bitmap_pages: u64, start: u64, limit: u64) -> bool {
+    limit == 0 && start > 0 && start <= bitmap_pages
 }
 
 /// A `RAM_SAVE_FLAG_BALLOON` record of the 2016 patch (SPEC.md §9.6).

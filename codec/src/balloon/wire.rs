@@ -1,21 +1,40 @@
 //! Parsing and writing balloon records (SPEC.md §9.4–§9.6).
+//!
+//! The `ram` record dispatcher reads the record word and hands flag 0x200 here, with a
+//! [`BalloonContext`]. For writing, the encoder writes a v1 record's word and idstr (with the
+//! CONTINUE state it shares with page records) and the functions below check and write the
+//! rest; a kolhe-2016 record names no block, so they write it whole.
 
 use ramstream_spec::extension::{
     BALLOON_RUN_LEN, BALLOON_V1_VERSION, KOLHE_BALLOON_DISABLE, KOLHE_BALLOON_PAGE_SHIFT,
 };
-use ramstream_spec::limits::MAX_BALLOON_RUNS;
 use ramstream_spec::ram::{split_record_word, RamFlags};
 use ramstream_spec::Dialect;
 
-use crate::balloon::{
-    check_runs, first_common_page, BalloonMapKind, BalloonRecord, BalloonRunsV1, KolheBalloon,
-    KolheBitmap, PageRun, RunError, RunList,
+use super::{
+    check_runs, first_common_page, kolhe_is_unchanged, BalloonMapKind, BalloonRecord,
+    BalloonRunsV1, KolheBalloon, KolheBitmap, PageRun, RunError, RunList,
 };
 use crate::cursor::{Cursor, PResult, Stop};
-use crate::encoder::{Encoder, Sink};
 use crate::error::{Error, ErrorKind};
-use crate::event::{PageAddr, RecordKind};
-use crate::ram::record::RecordContext;
+use crate::kind::RecordKind;
+use crate::ram::RamState;
+use crate::sink::Sink;
+
+/// What a balloon record parse needs to know besides the input: the stream so far, as the
+/// `ram` record dispatcher holds it.
+pub(crate) struct BalloonContext<'s> {
+    /// The current MEM_SIZE block list and the CONTINUE state shared with page records.
+    pub ram: &'s RamState,
+    /// The target page bits in force.
+    pub page_bits: u32,
+    /// Which writer's meaning of flag 0x200 is in force: kolhe-2016 or ramstream-balloon-v1.
+    pub dialect: Dialect,
+    /// The most runs one record may carry (`Limits::max_balloon_runs`).
+    pub max_runs: u64,
+    /// Whether the stream announced the ramstream balloon extension.
+    pub v1_announced: bool,
+}
 
 fn err(at: u64, kind: ErrorKind) -> Error {
     Error::new(at, kind).in_record(RecordKind::Balloon)
@@ -44,11 +63,11 @@ fn run_error(e: RunError) -> ErrorKind {
 /// dialect in force says (SPEC.md §9.1). Only called for kolhe-2016 and ramstream-balloon-v1.
 pub(crate) fn parse<'a>(
     c: &mut Cursor<'a>,
-    cx: &RecordContext<'_>,
+    cx: &BalloonContext<'_>,
     at: u64,
     word: u64,
 ) -> PResult<BalloonRecord<'a>> {
-    match cx.opts.dialect {
+    match cx.dialect {
         Dialect::Kolhe2016 => parse_kolhe(c, cx, at, word).map(BalloonRecord::Kolhe),
         _ => parse_v1(c, cx, at, word).map(BalloonRecord::V1),
     }
@@ -57,11 +76,11 @@ pub(crate) fn parse<'a>(
 /// A ramstream balloon v1 record (SPEC.md §9.4, §9.5).
 fn parse_v1<'a>(
     c: &mut Cursor<'a>,
-    cx: &RecordContext<'_>,
+    cx: &BalloonContext<'_>,
     at: u64,
     word: u64,
 ) -> PResult<BalloonRunsV1<'a>> {
-    if !cx.balloon_v1_announced {
+    if !cx.v1_announced {
         return Err(err(at, ErrorKind::BalloonNotAnnounced).into());
     }
     let (addr, flags) = split_record_word(word, cx.page_bits);
@@ -73,17 +92,9 @@ fn parse_v1<'a>(
     }
     // The block, exactly as page records name it (SPEC.md §9.7).
     let continued = flags.contains(RamFlags::CONTINUE);
-    let block = if continued {
-        cx.ram
-            .last_block
-            .ok_or_else(|| err(at, ErrorKind::ContinueWithoutBlock))?
-    } else {
-        let name_at = c.offset();
-        let name = c.counted_str("RAM block idstr")?;
-        *cx.ram.index.get(name).ok_or_else(|| {
-            err(name_at, ErrorKind::UnknownBlock { idstr: name.into() }).in_block(name)
-        })?
-    };
+    let block = cx
+        .ram
+        .resolve_block(c, at, continued, RecordKind::Balloon)?;
     let b = &cx.ram.blocks[block];
     let fail = |at: u64, k: ErrorKind| Stop::from(err(at, k).in_block(b.idstr.as_str()));
     let block_pages = b.used_length >> cx.page_bits;
@@ -107,7 +118,7 @@ fn parse_v1<'a>(
     let n_inflate = c.u32()?;
     let n_deflate = c.u32()?;
     let count = u64::from(n_inflate) + u64::from(n_deflate);
-    let limit = cx.opts.limits.max_balloon_runs;
+    let limit = cx.max_runs;
     if count > limit {
         return Err(fail(
             counts_at,
@@ -153,7 +164,7 @@ fn parse_v1<'a>(
 }
 
 /// The MEM_SIZE total in the 2016 patch's 4 KiB pages.
-pub(crate) fn kolhe_ram_pages(used_lengths: impl Iterator<Item = u64>) -> u64 {
+fn kolhe_ram_pages(used_lengths: impl Iterator<Item = u64>) -> u64 {
     used_lengths.fold(0u64, |a, l| a.saturating_add(l >> KOLHE_BALLOON_PAGE_SHIFT))
 }
 
@@ -167,16 +178,6 @@ fn kolhe_size_error(bitmap_pages: u64, ram_pages: u64) -> Option<ErrorKind> {
         bitmap_pages,
         ram_pages,
     })
-}
-
-/// Whether `start`/`limit` are the patch's "nothing changed since the previous transfer"
-/// header: `qemu_balloon_bitmap_save` resets `balloon_min_bitmap_offset` to the bitmap size
-/// and `balloon_max_bitmap_offset` to 0 after every transfer, and `qemu_balloon_bitmap_update`
-/// is the only thing that moves them; without an update in between, the next transfer
-/// writes `start` = the bitmap size of the previous transfer (at most today's: the bitmap
-/// only grows) and `limit` = 0, and no pair (SPEC.md §9.6).
-pub(crate) fn kolhe_is_unchanged(bitmap_pages: u64, start: u64, limit: u64) -> bool {
-    limit == 0 && start > 0 && start <= bitmap_pages
 }
 
 /// The `start`/`limit` checks (SPEC.md §9.6): which field is wrong (0 start, 1 limit) and why.
@@ -229,7 +230,7 @@ fn kolhe_run_error(run: PageRun, pos: u64, first: bool, bitmap_pages: u64) -> Op
 /// The 2016 patch's `qemu_balloon_bitmap_load` payload (SPEC.md §9.6).
 fn parse_kolhe<'a>(
     c: &mut Cursor<'a>,
-    cx: &RecordContext<'_>,
+    cx: &BalloonContext<'_>,
     at: u64,
     word: u64,
 ) -> PResult<KolheBalloon<'a>> {
@@ -258,7 +259,7 @@ fn parse_kolhe<'a>(
     // The loader's loop: pairs while the running position is below the limit; a pair of
     // length 0 ends it early. (The unchanged header has limit 0: no pair.)
     let runs_from = c.rest();
-    let max_runs = cx.opts.limits.max_balloon_runs;
+    let max_runs = cx.max_runs;
     let mut pos = start;
     let mut n: u64 = 0;
     let mut terminated = false;
@@ -323,257 +324,70 @@ fn check_for_encode(runs: impl Iterator<Item = PageRun>, pages: u64) -> Result<(
     check_runs(runs, pages).map_err(|(i, e)| enc_err(format!("run {i}: {}", run_error(e))))
 }
 
-/// Writing balloon records (SPEC.md §9.4, §9.6).
-impl Encoder {
-    /// Ramstream balloon v1 records for `block` (SPEC.md §9.4): one record, or more when the
-    /// runs are more than a reader accepts by default in one record
-    /// (`limits::MAX_BALLOON_RUNS`, SPEC.md §9.5 rule 5); see
-    /// [`Encoder::balloon_v1_records`]. CONTINUE is used when the block is the previous page
-    /// or balloon record's, as for page records. The runs are checked against the rules of
-    /// SPEC.md §9.5.
-    ///
-    /// ```
-    /// use ramstream_codec::balloon::{BalloonMapKind, PageRun};
-    /// use ramstream_codec::{Encoder, RamBlock};
-    /// let mut enc = Encoder::new(12);
-    /// let mut out = Vec::new();
-    /// enc.mem_size(&[RamBlock { idstr: "pc.ram".into(), used_length: 1 << 20, page_size: None, mr_addr: None }], &mut out);
-    /// out.clear();
-    /// enc.balloon_v1(0, BalloonMapKind::FullMap, &[PageRun::new(16, 32)], &[], &mut out).unwrap();
-    /// assert_eq!(out.len(), 8 + 7 + 10 + 16);
-    /// ```
-    pub fn balloon_v1<'a>(
-        &mut self,
-        block: usize,
-        kind: BalloonMapKind,
-        inflate: &[PageRun],
-        deflate: &[PageRun],
-        s: &mut impl Sink<'a>,
-    ) -> Result<(), Error> {
-        self.balloon_v1_records(block, kind, inflate, deflate, MAX_BALLOON_RUNS, s)
-            .map(|_| ())
+/// How many runs one v1 record may carry for a reader whose `Limits::max_balloon_runs` is
+/// `max_runs` (SPEC.md §9.5 rule 5). Fails when that leaves no room for any of `total` runs.
+pub(crate) fn v1_runs_per_record(max_runs: u64, total: usize) -> Result<usize, Error> {
+    // Each list's count is a be32, so no record carries more than 2^32 - 1 of either.
+    let per = usize::try_from(max_runs)
+        .unwrap_or(usize::MAX)
+        .min(u32::MAX as usize);
+    if per == 0 && total > 0 {
+        return Err(enc_err(
+            "a balloon record limit of 0 runs leaves no room for any",
+        ));
     }
+    Ok(per)
+}
 
-    /// Ramstream balloon v1 records for `block` carrying at most `max_runs` runs each, so a
-    /// reader whose `Limits::max_balloon_runs` is `max_runs` accepts them (SPEC.md §9.5 rule
-    /// 5). The first record has `kind` and the first runs (inflate runs, then deflate runs);
-    /// each later record is incremental and carries the next ones. Applied in order they
-    /// give the same map as one record with all the runs: a full map is its first part plus
-    /// inflates, and the two lists of an incremental change are disjoint. Returns how many
-    /// records were written. Checks everything first and writes nothing on error.
-    pub fn balloon_v1_records<'a>(
-        &mut self,
-        block: usize,
-        kind: BalloonMapKind,
-        inflate: &[PageRun],
-        deflate: &[PageRun],
-        max_runs: u64,
-        s: &mut impl Sink<'a>,
-    ) -> Result<usize, Error> {
-        self.check_v1(
-            block,
-            kind,
-            inflate.iter().copied(),
-            deflate.iter().copied(),
-        )?;
-        let total = inflate.len() + deflate.len();
-        // Each list's count is a be32, so no record carries more than 2^32 - 1 of either.
-        let per = usize::try_from(max_runs)
-            .unwrap_or(usize::MAX)
-            .min(u32::MAX as usize);
-        if per == 0 && total > 0 {
-            return Err(enc_err(
-                "a balloon record limit of 0 runs leaves no room for any",
-            ));
-        }
-        let n_inflate = inflate.len();
-        let mut from = 0usize;
-        let mut records = 0;
-        loop {
-            let to = from.saturating_add(per).min(total);
-            let inf = &inflate[from.min(n_inflate)..to.min(n_inflate)];
-            let def = &deflate[from.saturating_sub(n_inflate)..to.saturating_sub(n_inflate)];
-            let k = if records == 0 {
-                kind
-            } else {
-                BalloonMapKind::Incremental
-            };
-            self.page_word(PageAddr { block, offset: 0 }, RamFlags::X200, None, s)?;
-            write_v1_header(k, inf.len(), def.len(), s)?;
-            s.put(&RunList::to_wire(inf));
-            s.put(&RunList::to_wire(def));
-            records += 1;
-            from = to;
-            if from >= total {
-                return Ok(records);
-            }
-        }
+/// The checks the decoder makes of a v1 record for `block` (SPEC.md §9.4, §9.5), against
+/// the used lengths of the announced MEM_SIZE blocks and the target page bits.
+pub(crate) fn check_v1(
+    used_lengths: &[u64],
+    page_bits: u32,
+    block: usize,
+    kind: BalloonMapKind,
+    inflate: impl Iterator<Item = PageRun> + Clone,
+    deflate: impl Iterator<Item = PageRun> + Clone,
+) -> Result<(), Error> {
+    let used = *used_lengths
+        .get(block)
+        .ok_or_else(|| enc_err(format!("block index {block} not announced")))?;
+    let pages = used >> page_bits;
+    if kind == BalloonMapKind::FullMap && deflate.clone().next().is_some() {
+        return Err(enc_err("a full-map record has no deflate runs"));
     }
+    check_for_encode(inflate.clone(), pages)?;
+    check_for_encode(deflate.clone(), pages)?;
+    if let Some(p) = first_common_page(inflate, deflate) {
+        return Err(enc_err(format!("page {p} both inflated and deflated")));
+    }
+    Ok(())
+}
 
-    fn check_v1(
-        &self,
-        block: usize,
-        kind: BalloonMapKind,
-        inflate: impl Iterator<Item = PageRun> + Clone,
-        deflate: impl Iterator<Item = PageRun> + Clone,
-    ) -> Result<(), Error> {
-        let used = *self
-            .block_lengths
-            .get(block)
-            .ok_or_else(|| enc_err(format!("block index {block} not announced")))?;
-        let pages = used >> self.page_bits;
-        if kind == BalloonMapKind::FullMap && deflate.clone().next().is_some() {
-            return Err(enc_err("a full-map record has no deflate runs"));
-        }
-        check_for_encode(inflate.clone(), pages)?;
-        check_for_encode(deflate.clone(), pages)?;
-        if let Some(p) = first_common_page(inflate, deflate) {
-            return Err(enc_err(format!("page {p} both inflated and deflated")));
-        }
-        Ok(())
-    }
+/// A v1 record after its word and idstr (SPEC.md §9.4): version, kind, counts, then the
+/// runs, formatted from `inflate` and `deflate`.
+pub(crate) fn write_v1<'a>(
+    kind: BalloonMapKind,
+    inflate: &[PageRun],
+    deflate: &[PageRun],
+    s: &mut impl Sink<'a>,
+) -> Result<(), Error> {
+    write_v1_header(kind, inflate.len(), deflate.len(), s)?;
+    s.put(&RunList::to_wire(inflate));
+    s.put(&RunList::to_wire(deflate));
+    Ok(())
+}
 
-    /// The kolhe-2016 header checks the decoder makes, against the announced blocks.
-    fn check_kolhe_header(&self, bitmap_pages: u64, start: u64, limit: u64) -> Result<(), Error> {
-        if self.block_lengths.is_empty() {
-            return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
-        }
-        if bitmap_pages == KOLHE_BALLOON_DISABLE {
-            return Err(enc_err(
-                "a kolhe-2016 bitmap of 2^64 - 1 pages reads as the DISABLE marker",
-            ));
-        }
-        let ram_pages = kolhe_ram_pages(self.block_lengths.iter().copied());
-        let e = kolhe_size_error(bitmap_pages, ram_pages)
-            .or_else(|| kolhe_range_error(bitmap_pages, start, limit).map(|(_, k)| k));
-        match e {
-            Some(k) => Err(enc_err(k.to_string())),
-            None => Ok(()),
-        }
-    }
-
-    /// A kolhe-2016 record exactly as given (SPEC.md §9.6). Only a record the decoder reads
-    /// back as the same record is written: the checks of SPEC.md §9.6 against the announced
-    /// blocks, and pairs exactly as the loader's loop reads them (every run read while the
-    /// position is below the limit, the terminator only if the loop would read it, and one
-    /// if it would read another pair).
-    pub fn kolhe_balloon<'a>(
-        &mut self,
-        rec: &KolheBalloon<'a>,
-        s: &mut impl Sink<'a>,
-    ) -> Result<(), Error> {
-        let b = match rec {
-            KolheBalloon::Disabled => {
-                if self.block_lengths.is_empty() {
-                    return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
-                }
-                s.put(&RamFlags::X200.bits().to_be_bytes());
-                s.put(&KOLHE_BALLOON_DISABLE.to_be_bytes());
-                return Ok(());
-            }
-            KolheBalloon::Bitmap(b) => b,
-        };
-        self.check_kolhe_header(b.bitmap_pages, b.start, b.limit)?;
-        let mut pos = b.start;
-        for (i, r) in b.runs.iter().enumerate() {
-            if pos >= b.limit {
-                return Err(enc_err(format!(
-                    "run {i}: the loader stops at position {pos} (limit {}) before it",
-                    b.limit
-                )));
-            }
-            if let Some(k) = kolhe_run_error(r, pos, i == 0, b.bitmap_pages) {
-                return Err(enc_err(format!("run {i}: {k}")));
-            }
-            pos = r.end();
-        }
-        if b.terminated && pos >= b.limit {
-            return Err(enc_err(
-                "the loader stops before the terminator (position at or past the limit)",
-            ));
-        }
-        if !b.terminated && pos < b.limit {
-            return Err(enc_err(format!(
-                "the loader reads another pair at position {pos} (limit {}): a terminator is missing",
-                b.limit
-            )));
-        }
-        s.put(&RamFlags::X200.bits().to_be_bytes());
-        s.put(&b.bitmap_pages.to_be_bytes());
-        s.put(&b.start.to_be_bytes());
-        s.put(&b.limit.to_be_bytes());
-        s.put_payload(b.runs.as_bytes());
-        if b.terminated {
-            s.put(&b.bitmap_pages.to_be_bytes());
-            s.put(&0u64.to_be_bytes());
-        }
-        Ok(())
-    }
-
-    /// A kolhe-2016 record as the 2016 patch's `qemu_balloon_bitmap_save` writes it for the
-    /// ballooned `runs` (global 4 KiB pages, sorted, the whole map) over `[start, limit)`:
-    /// maximal runs from `start` while the position is below `limit`, a run clipped at its
-    /// front to `start` but not at its end, and the `(bitmap_pages, 0)` terminator when no
-    /// ballooned page remains (SPEC.md §9.6). `start > limit` is allowed only as the patch's
-    /// unchanged header (`limit` 0, `start` the bitmap size of the previous transfer, at most
-    /// `bitmap_pages`): then no pair is written.
-    pub fn kolhe_balloon_from_runs<'a>(
-        &mut self,
-        bitmap_pages: u64,
-        start: u64,
-        limit: u64,
-        runs: &[PageRun],
-        s: &mut impl Sink<'a>,
-    ) -> Result<(), Error> {
-        self.check_kolhe_header(bitmap_pages, start, limit)?;
-        check_for_encode(runs.iter().copied(), bitmap_pages)?;
-        s.put(&RamFlags::X200.bits().to_be_bytes());
-        s.put(&bitmap_pages.to_be_bytes());
-        s.put(&start.to_be_bytes());
-        s.put(&limit.to_be_bytes());
-        let mut pos = start;
-        let mut i = runs.partition_point(|r| r.end() <= pos);
-        while pos < limit {
-            let Some(r) = runs.get(i) else {
-                s.put(&bitmap_pages.to_be_bytes());
-                s.put(&0u64.to_be_bytes());
-                break;
-            };
-            let from = r.start.max(pos);
-            s.put(&from.to_be_bytes());
-            s.put(&(r.end() - from).to_be_bytes());
-            pos = r.end();
-            i += 1;
-        }
-        Ok(())
-    }
-
-    /// Writes a decoded balloon record back, byte for byte (CONTINUE as the record says).
-    pub(crate) fn balloon_record<'a>(
-        &mut self,
-        rec: &BalloonRecord<'a>,
-        s: &mut impl Sink<'a>,
-    ) -> Result<(), Error> {
-        match rec {
-            BalloonRecord::Kolhe(k) => self.kolhe_balloon(k, s),
-            BalloonRecord::V1(v) => {
-                self.check_v1(v.block, v.kind, v.inflate.iter(), v.deflate.iter())?;
-                self.page_word(
-                    PageAddr {
-                        block: v.block,
-                        offset: 0,
-                    },
-                    RamFlags::X200,
-                    Some(v.continued),
-                    s,
-                )?;
-                write_v1_header(v.kind, v.inflate.len(), v.deflate.len(), s)?;
-                s.put_payload(v.inflate.as_bytes());
-                s.put_payload(v.deflate.as_bytes());
-                Ok(())
-            }
-        }
-    }
+/// A decoded v1 record after its word and idstr, byte for byte, its runs referenced as
+/// payloads.
+pub(crate) fn write_v1_record<'a>(
+    v: &BalloonRunsV1<'a>,
+    s: &mut impl Sink<'a>,
+) -> Result<(), Error> {
+    write_v1_header(v.kind, v.inflate.len(), v.deflate.len(), s)?;
+    s.put_payload(v.inflate.as_bytes());
+    s.put_payload(v.deflate.as_bytes());
+    Ok(())
 }
 
 fn write_v1_header<'a>(
@@ -586,5 +400,121 @@ fn write_v1_header<'a>(
     s.put(&[BALLOON_V1_VERSION, kind.wire()]);
     s.put(&count(n_inflate)?.to_be_bytes());
     s.put(&count(n_deflate)?.to_be_bytes());
+    Ok(())
+}
+
+/// The kolhe-2016 header checks the decoder makes, against the used lengths of the
+/// announced MEM_SIZE blocks.
+fn check_kolhe_header(
+    used_lengths: &[u64],
+    bitmap_pages: u64,
+    start: u64,
+    limit: u64,
+) -> Result<(), Error> {
+    if used_lengths.is_empty() {
+        return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
+    }
+    if bitmap_pages == KOLHE_BALLOON_DISABLE {
+        return Err(enc_err(
+            "a kolhe-2016 bitmap of 2^64 - 1 pages reads as the DISABLE marker",
+        ));
+    }
+    let ram_pages = kolhe_ram_pages(used_lengths.iter().copied());
+    let e = kolhe_size_error(bitmap_pages, ram_pages)
+        .or_else(|| kolhe_range_error(bitmap_pages, start, limit).map(|(_, k)| k));
+    match e {
+        Some(k) => Err(enc_err(k.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// A whole kolhe-2016 record exactly as given, record word included (it names no block, so
+/// it shares no state with page records) (SPEC.md §9.6): the checks of SPEC.md §9.6 against
+/// the used lengths of the announced MEM_SIZE blocks, then pairs exactly as the loader's loop
+/// reads them. Writes nothing on error.
+pub(crate) fn write_kolhe<'a>(
+    used_lengths: &[u64],
+    rec: &KolheBalloon<'a>,
+    s: &mut impl Sink<'a>,
+) -> Result<(), Error> {
+    let b = match rec {
+        KolheBalloon::Disabled => {
+            if used_lengths.is_empty() {
+                return Err(enc_err("a kolhe-2016 record before MEM_SIZE"));
+            }
+            s.put(&RamFlags::X200.bits().to_be_bytes());
+            s.put(&KOLHE_BALLOON_DISABLE.to_be_bytes());
+            return Ok(());
+        }
+        KolheBalloon::Bitmap(b) => b,
+    };
+    check_kolhe_header(used_lengths, b.bitmap_pages, b.start, b.limit)?;
+    let mut pos = b.start;
+    for (i, r) in b.runs.iter().enumerate() {
+        if pos >= b.limit {
+            return Err(enc_err(format!(
+                "run {i}: the loader stops at position {pos} (limit {}) before it",
+                b.limit
+            )));
+        }
+        if let Some(k) = kolhe_run_error(r, pos, i == 0, b.bitmap_pages) {
+            return Err(enc_err(format!("run {i}: {k}")));
+        }
+        pos = r.end();
+    }
+    if b.terminated && pos >= b.limit {
+        return Err(enc_err(
+            "the loader stops before the terminator (position at or past the limit)",
+        ));
+    }
+    if !b.terminated && pos < b.limit {
+        return Err(enc_err(format!(
+            "the loader reads another pair at position {pos} (limit {}): a terminator is missing",
+            b.limit
+        )));
+    }
+    s.put(&RamFlags::X200.bits().to_be_bytes());
+    s.put(&b.bitmap_pages.to_be_bytes());
+    s.put(&b.start.to_be_bytes());
+    s.put(&b.limit.to_be_bytes());
+    s.put_payload(b.runs.as_bytes());
+    if b.terminated {
+        s.put(&b.bitmap_pages.to_be_bytes());
+        s.put(&0u64.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// A whole kolhe-2016 record as the 2016 patch's `qemu_balloon_bitmap_save` writes it for
+/// the ballooned `runs` over `[start, limit)` (SPEC.md §9.6), checked against the used
+/// lengths of the announced MEM_SIZE blocks. Writes nothing on error.
+pub(crate) fn write_kolhe_from_runs<'a>(
+    used_lengths: &[u64],
+    bitmap_pages: u64,
+    start: u64,
+    limit: u64,
+    runs: &[PageRun],
+    s: &mut impl Sink<'a>,
+) -> Result<(), Error> {
+    check_kolhe_header(used_lengths, bitmap_pages, start, limit)?;
+    check_for_encode(runs.iter().copied(), bitmap_pages)?;
+    s.put(&RamFlags::X200.bits().to_be_bytes());
+    s.put(&bitmap_pages.to_be_bytes());
+    s.put(&start.to_be_bytes());
+    s.put(&limit.to_be_bytes());
+    let mut pos = start;
+    let mut i = runs.partition_point(|r| r.end() <= pos);
+    while pos < limit {
+        let Some(r) = runs.get(i) else {
+            s.put(&bitmap_pages.to_be_bytes());
+            s.put(&0u64.to_be_bytes());
+            break;
+        };
+        let from = r.start.max(pos);
+        s.put(&from.to_be_bytes());
+        s.put(&(r.end() - from).to_be_bytes());
+        pos = r.end();
+        i += 1;
+    }
     Ok(())
 }

@@ -5,7 +5,8 @@ use ramstream_spec::Dialect;
 
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
-use crate::event::{CommandRecord, Event, RecordKind};
+use crate::event::{CommandRecord, Event};
+use crate::kind::RecordKind;
 
 /// Parses a command after its section byte; `at` is the offset of the section byte.
 pub(crate) fn parse<'a>(c: &mut Cursor<'a>, at: u64, dialect: Dialect) -> PResult<Event<'a>> {

@@ -10,7 +10,8 @@ use ramstream_spec::Dialect;
 
 use crate::cursor::{Cursor, PResult, Stop};
 use crate::error::{Error, ErrorKind};
-use crate::event::{Configuration, Event, RecordKind};
+use crate::event::{Configuration, Event};
+use crate::kind::RecordKind;
 use crate::options::{DecoderOptions, MappedRam};
 
 fn err(at: u64, kind: ErrorKind) -> Stop {

@@ -4,7 +4,8 @@ use ramstream_spec::stream::{FILE_VERSION, FILE_VERSION_OBSOLETE, QEVM_MAGIC};
 
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
-use crate::event::{Event, RecordKind};
+use crate::event::Event;
+use crate::kind::RecordKind;
 
 pub(crate) fn parse<'a>(c: &mut Cursor<'a>) -> PResult<Event<'a>> {
     let at = c.offset();

@@ -4,7 +4,8 @@ use ramstream_spec::stream::{SectionType, FOOTER_LEN};
 
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
-use crate::event::{RecordKind, SectionHeader};
+use crate::event::SectionHeader;
+use crate::kind::RecordKind;
 
 /// Parses the rest of a START/FULL header after its type byte.
 pub(crate) fn parse_full_header<'a>(

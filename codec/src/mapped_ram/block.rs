@@ -3,10 +3,11 @@
 
 use ramstream_spec::mapped_ram::{bitmap_len, page_present};
 
+use crate::addr::PageAddr;
 use crate::error::{Error, ErrorKind};
-use crate::event::{PageAddr, RamBlock, RecordKind};
 use crate::image::PageStore;
-use crate::mapped_ram::{MappedRamHeader, MappedRamRegion};
+use crate::kind::{MappedRamRegion, RecordKind};
+use crate::ram::{MappedRamHeader, RamBlock};
 
 /// One RAM block of a mapped-ram file: its MEM_SIZE entry, its header, and its bitmap and
 /// pages regions borrowed from the input.

@@ -2,12 +2,13 @@
 
 use ramstream_spec::config::capability;
 
+use crate::decoder::{Decoder, Status};
 use crate::error::Error;
-use crate::event::{Event, MemSize};
+use crate::event::Event;
 use crate::image::PageStore;
 use crate::mapped_ram::MappedBlock;
 use crate::options::{DecoderOptions, MappedRam};
-use crate::{Decoder, Status};
+use crate::ram::MemSize;
 
 /// A mapped-ram file held in memory: every event of its stream (offsets are file offsets)
 /// and, for the last MEM_SIZE, each block's bitmap and pages.

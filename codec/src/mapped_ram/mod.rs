@@ -26,15 +26,18 @@
 //! [`MappedRamFile`] decodes a whole file and gives each block's [`MappedBlock`], whose
 //! [`present_pages`](MappedBlock::present_pages) borrow the input.
 //!
-//! Files: `header.rs` (the header, its checks, the seek), `block.rs` (bitmap and pages
-//! views), `file.rs` (the whole file), `summary.rs` (what `inspect` shows).
+//! Files: `block.rs` (bitmap and pages views), `file.rs` (the whole file), `summary.rs`
+//! (what `inspect` shows). The header is part of the MEM_SIZE record, and is read with it
+//! by the `ram` record family (`ram/mapped_ram_header.rs`: the header, its checks, the
+//! seek); the region an error names is with the record kinds (`kind.rs`). Both are
+//! re-exported here.
 
 mod block;
 mod file;
-pub(crate) mod header;
 mod summary;
 
 pub use self::block::{MappedBlock, PresentPages};
 pub use self::file::{block_views, MappedRamFile};
-pub use self::header::{MappedRamHeader, MappedRamRegion};
 pub use self::summary::{MappedBlockSummary, MappedRamSummary};
+pub use crate::kind::MappedRamRegion;
+pub use crate::ram::MappedRamHeader;

@@ -2,11 +2,43 @@
 
 use std::collections::HashSet;
 
+use super::mapped_ram_header::{self as header, MappedRamHeader};
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
-use crate::event::{MemSize, RamBlock, RecordKind};
-use crate::mapped_ram::header;
+use crate::kind::RecordKind;
 use crate::options::Limits;
+
+/// A RAM block as listed by MEM_SIZE (SPEC.md §7.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamBlock {
+    /// The block's idstr, e.g. `pc.ram`.
+    pub idstr: String,
+    /// Its used length in bytes.
+    pub used_length: u64,
+    /// The `page_size` field, when present (postcopy-ram, non-host page size).
+    pub page_size: Option<u64>,
+    /// The `mr_addr` field, when present (x-ignore-shared).
+    pub mr_addr: Option<u64>,
+}
+
+/// A MEM_SIZE record: the RAM block list (SPEC.md §7.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemSize {
+    /// The raw record word: total bytes | flags (CONTINUE may be set; QEMU 7.2 ignores it).
+    pub word: u64,
+    /// The blocks, in stream order.
+    pub blocks: Vec<RamBlock>,
+    /// In a mapped-ram file (SPEC.md §7.9), the header after each block entry, in block
+    /// order; empty in a stream.
+    pub mapped_ram: Vec<MappedRamHeader>,
+}
+
+impl MemSize {
+    /// The announced total of used lengths.
+    pub fn total(&self, page_bits: u32) -> u64 {
+        ramstream_spec::ram::split_record_word(self.word, page_bits).0
+    }
+}
 
 /// Which optional per-block fields follow each used length.
 #[derive(Clone, Copy, Debug)]

@@ -1,11 +1,30 @@
-//! The `ram` section's records (SPEC.md §6–§7).
+//! The `ram` section's record family (SPEC.md §6–§7): MEM_SIZE with its mapped-ram headers,
+//! PAGE, ZERO and XBZRLE, EOS and MULTIFD_FLUSH; and the block table the records resolve
+//! their block against.
+//!
+//! Each file reads its record's bytes after the record word and returns its own type; the
+//! dispatcher that reads the word and picks the family is `frame::ram_record`.
 
+pub(crate) mod mapped_ram_header;
 pub(crate) mod mem_size;
-pub(crate) mod record;
+pub(crate) mod page;
 
 use std::collections::HashMap;
 
-use crate::event::RamBlock;
+pub use self::mapped_ram_header::MappedRamHeader;
+pub use self::mem_size::{MemSize, RamBlock};
+pub use self::page::{PageRecord, XbzrleDelta, ZeroPage};
+
+use crate::cursor::{Cursor, PResult, Stop};
+use crate::error::{Error, ErrorKind};
+use crate::kind::RecordKind;
+
+/// A record word without payload (EOS, MULTIFD_FLUSH), kept raw so re-encoding is lossless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BareRecord {
+    /// The raw record word (QEMU writes exactly the flag).
+    pub word: u64,
+}
 
 /// What the `ram` loader remembers across records and sections.
 #[derive(Clone, Debug, Default)]
@@ -33,5 +52,31 @@ impl RamState {
             .collect();
         self.blocks = blocks;
         self.last_block = last.and_then(|n| self.index.get(&n).copied());
+    }
+
+    /// The block a page record or a balloon v1 record names (SPEC.md §6.5, §9.7): with
+    /// CONTINUE the remembered one, otherwise the counted idstr at the cursor, looked up in
+    /// the current list. Errors are `record`'s: `ContinueWithoutBlock` at the record word
+    /// (`at`), `UnknownBlock` at the idstr.
+    pub fn resolve_block(
+        &self,
+        c: &mut Cursor<'_>,
+        at: u64,
+        continued: bool,
+        record: RecordKind,
+    ) -> PResult<usize> {
+        if continued {
+            return self.last_block.ok_or_else(|| {
+                Stop::from(Error::new(at, ErrorKind::ContinueWithoutBlock).in_record(record))
+            });
+        }
+        let name_at = c.offset();
+        let name = c.counted_str("RAM block idstr")?;
+        self.index.get(name).copied().ok_or_else(|| {
+            Error::new(name_at, ErrorKind::UnknownBlock { idstr: name.into() })
+                .in_record(record)
+                .in_block(name)
+                .into()
+        })
     }
 }

@@ -1,16 +1,22 @@
-//! One `ram` record: the record word, block resolution and payload (SPEC.md §6–§7).
+//! One `ram` record: the record word, its checks in QEMU's order, block resolution, then
+//! the family that reads the payload (SPEC.md §6.4): [`crate::ram`] for MEM_SIZE, page
+//! records, EOS; for flag 0x200 the dialect's reading (SPEC.md §9.1), [`crate::balloon`] for
+//! the balloon dialects.
 
 use ramstream_spec::mapped_ram;
 use ramstream_spec::ram::{split_record_word, RamFlags};
-use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 use ramstream_spec::Dialect;
 
+use crate::addr::PageAddr;
+use crate::balloon::wire::{self as balloon_wire, BalloonContext};
 use crate::cursor::{Cursor, PResult};
 use crate::error::{Error, ErrorKind};
-use crate::event::{BareRecord, Event, PageAddr, PageRecord, RecordKind, XbzrleDelta, ZeroPage};
-use crate::options::{DecoderOptions, ZeroFill};
+use crate::event::Event;
+use crate::kind::RecordKind;
+use crate::options::DecoderOptions;
 use crate::ram::mem_size::{self, MemSizeFields};
-use crate::ram::RamState;
+use crate::ram::page::{self, PageHead};
+use crate::ram::{BareRecord, RamState};
 
 /// Everything a record parse needs to know besides the input.
 pub(crate) struct RecordContext<'s> {
@@ -19,7 +25,6 @@ pub(crate) struct RecordContext<'s> {
     pub page_bits: u32,
     pub mem_size_fields: MemSizeFields,
     /// Whether the stream announced the ramstream balloon extension.
-    #[allow(dead_code)]
     pub balloon_v1_announced: bool,
 }
 
@@ -64,19 +69,7 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>, cx: &RecordContext<'_>) -> PResult<E
     let mut block = None;
     if flags.is_page_record() {
         let continued = flags.contains(RamFlags::CONTINUE);
-        let index = if continued {
-            cx.ram
-                .last_block
-                .ok_or_else(|| fail(ErrorKind::ContinueWithoutBlock))?
-        } else {
-            let name_at = c.offset();
-            let name = c.counted_str("RAM block idstr")?;
-            *cx.ram.index.get(name).ok_or_else(|| {
-                Error::new(name_at, ErrorKind::UnknownBlock { idstr: name.into() })
-                    .in_record(kind)
-                    .in_block(name)
-            })?
-        };
+        let index = cx.ram.resolve_block(c, at, continued, kind)?;
         let b = &cx.ram.blocks[index];
         if addr >= b.used_length {
             return Err(fail(ErrorKind::OffsetBeyondBlock {
@@ -86,61 +79,25 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>, cx: &RecordContext<'_>) -> PResult<E
             .in_block(b.idstr.clone())
             .into());
         }
-        block = Some((
-            PageAddr {
+        block = Some(PageHead {
+            at,
+            addr: PageAddr {
                 block: index,
                 offset: addr,
             },
             continued,
-            b.idstr.as_str(),
-        ));
+            block: b.idstr.as_str(),
+        });
     }
 
     let primary = flags.without(RamFlags::CONTINUE);
     match (primary, block) {
-        (RamFlags::PAGE, Some((addr, continued, _))) => {
-            let data = c.take(page_size)?;
-            Ok(Event::Page(PageRecord {
-                addr,
-                continued,
-                data,
-            }))
+        (RamFlags::PAGE, Some(head)) => page::parse_page(c, &head, page_size).map(Event::Page),
+        (RamFlags::ZERO, Some(head)) => {
+            page::parse_zero(c, &head, cx.opts.zero_fill).map(Event::Zero)
         }
-        (RamFlags::ZERO, Some((addr, continued, name))) => {
-            let fill = c.u8()?;
-            if fill != 0 && cx.opts.zero_fill == ZeroFill::RejectNonZero {
-                return Err(fail(ErrorKind::NonZeroFill { fill }).in_block(name).into());
-            }
-            Ok(Event::Zero(ZeroPage {
-                addr,
-                continued,
-                fill,
-            }))
-        }
-        (RamFlags::XBZRLE, Some((addr, continued, name))) => {
-            let enc_at = c.offset();
-            let enc = c.u8()?;
-            if enc != ENCODING_FLAG_XBZRLE {
-                return Err(Error::new(enc_at, ErrorKind::XbzrleEncoding { found: enc })
-                    .in_record(kind)
-                    .in_block(name)
-                    .into());
-            }
-            let len = c.u16()?;
-            if len as usize > page_size {
-                return Err(
-                    Error::new(enc_at + 1, ErrorKind::XbzrleLength { len, page_size })
-                        .in_record(kind)
-                        .in_block(name)
-                        .into(),
-                );
-            }
-            let delta = c.take(len as usize)?;
-            Ok(Event::Xbzrle(XbzrleDelta {
-                addr,
-                continued,
-                delta,
-            }))
+        (RamFlags::XBZRLE, Some(head)) => {
+            page::parse_xbzrle(c, &head, page_size).map(Event::Xbzrle)
         }
         (RamFlags::MEM_SIZE, None) => {
             let ms = mem_size::parse(
@@ -160,7 +117,7 @@ pub(crate) fn parse<'a>(c: &mut Cursor<'a>, cx: &RecordContext<'_>) -> PResult<E
         _ => {
             let e = fail(ErrorKind::UnknownFlags { flags });
             Err(match block {
-                Some((_, _, name)) => e.in_block(name),
+                Some(head) => e.in_block(head.block),
                 None => e,
             }
             .into())
@@ -182,7 +139,14 @@ fn parse_x200<'a>(
             .into()),
         Dialect::Qemu | Dialect::Qemu8_1 => Ok(Event::MultifdFlush(BareRecord { word })),
         Dialect::Kolhe2016 | Dialect::RamstreamBalloonV1 => {
-            crate::balloon::wire::parse(c, cx, at, word).map(Event::Balloon)
+            let bx = BalloonContext {
+                ram: cx.ram,
+                page_bits: cx.page_bits,
+                dialect: cx.opts.dialect,
+                max_runs: cx.opts.limits.max_balloon_runs,
+                v1_announced: cx.balloon_v1_announced,
+            };
+            balloon_wire::parse(c, &bx, at, word).map(Event::Balloon)
         }
     }
 }

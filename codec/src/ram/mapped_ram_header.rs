@@ -1,13 +1,11 @@
 //! The 28-byte header after each MEM_SIZE block entry of a mapped-ram file, its checks, and
 //! the seek past the block's regions (SPEC.md §7.9).
 
-use core::fmt;
-
 use ramstream_spec::mapped_ram::{bitmap_len, HEADER_LEN, HEADER_VERSION};
 
 use crate::cursor::{Cursor, PResult, Stop};
 use crate::error::{Error, ErrorKind};
-use crate::event::RecordKind;
+use crate::kind::{MappedRamRegion, RecordKind};
 
 /// The mapped-ram header QEMU writes after a MEM_SIZE block entry (`MappedRamHeader`,
 /// `migration/ram.c` `mapped_ram_setup_ramblock()`), with the file offset it was read at.
@@ -51,24 +49,6 @@ impl MappedRamHeader {
         } else {
             self.pages_offset.checked_add(used_length)
         }
-    }
-}
-
-/// One region a mapped-ram header places in the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MappedRamRegion {
-    /// The block's bitmap: one bit per target page, set where the page has data.
-    Bitmap,
-    /// The block's pages: page `i` at `pages_offset + i * page_size`.
-    Pages,
-}
-
-impl fmt::Display for MappedRamRegion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MappedRamRegion::Bitmap => "bitmap",
-            MappedRamRegion::Pages => "pages",
-        })
     }
 }
 
