@@ -5,6 +5,8 @@ use core::fmt;
 use std::error::Error as StdError;
 
 use ramstream_codec::balloon::BalloonMapError;
+
+use crate::digest::DigestError;
 use ramstream_codec::{PageAddr, RecordKind};
 
 /// A refused stream or a failed guest access, with its context.
@@ -97,6 +99,10 @@ impl StdError for Error {
         match &self.kind {
             ErrorKind::Guest { source, .. } => Some(&**source),
             ErrorKind::Balloon(e) => Some(e),
+            ErrorKind::DirtyLog(e) | ErrorKind::DeviceState(e) => Some(&**e),
+            ErrorKind::XbzrleCache(e) => Some(e),
+            ErrorKind::Extension(e) => Some(e),
+            ErrorKind::Digest(DigestError::Section(e)) => Some(e),
             _ => None,
         }
     }
@@ -144,8 +150,62 @@ pub enum ErrorKind {
         /// The implementation's error.
         source: Box<dyn StdError + Send + Sync>,
     },
-    /// The loader was used after it returned an error.
+    /// The RAM digest section (SPEC.md §13) was refused: malformed, not matching MEM_SIZE,
+    /// missing where required, or guest memory differs from the source's.
+    Digest(DigestError),
+    /// The engine (loader or source) was used after it returned an error.
     Poisoned,
+    /// The source's page size is not a power of two.
+    InvalidPageSize {
+        /// The page size asked for.
+        page_size: usize,
+    },
+    /// A block given to the source is not a whole number of pages.
+    BlockNotWholePages {
+        /// The block index.
+        block: usize,
+        /// Its used length.
+        used_length: u64,
+        /// The page size.
+        page_size: usize,
+    },
+    /// The source's XBZRLE cache size is not usable.
+    XbzrleCache(ramstream_codec::cache::CacheConfigError),
+    /// A block index the source does not have.
+    NoSuchBlock {
+        /// The index.
+        block: usize,
+    },
+    /// A dirty or ballooned run handed to the source leaves its block.
+    RunOutOfRange {
+        /// The block index.
+        block: usize,
+        /// The run.
+        run: ramstream_codec::balloon::PageRun,
+        /// The block's pages.
+        pages: u64,
+    },
+    /// The caller's [`DirtyPageSource`](crate::DirtyPageSource) failed.
+    DirtyLog(Box<dyn StdError + Send + Sync>),
+    /// The caller's [`DeviceStateSource`](crate::DeviceStateSource) failed.
+    DeviceState(Box<dyn StdError + Send + Sync>),
+    /// Digests handed to the source for another number of blocks than it has.
+    DigestCount {
+        /// The source's blocks.
+        expected: usize,
+        /// The digests given.
+        found: usize,
+    },
+    /// An extension section's body (SPEC.md §13) could not be written.
+    Extension(ramstream_codec::extension::ExtensionError),
+    /// A source method was called in a phase where it has no meaning (e.g.
+    /// `handle_stopped` before [`Transmit::StopGuest`](crate::Transmit::StopGuest)).
+    UnexpectedCall {
+        /// The method.
+        call: &'static str,
+        /// The source's phase.
+        phase: crate::Phase,
+    },
 }
 
 impl fmt::Display for ErrorKind {
@@ -174,7 +234,37 @@ impl fmt::Display for ErrorKind {
                 "guest memory at block {} offset {:#x}: {source}",
                 addr.block, addr.offset
             ),
-            ErrorKind::Poisoned => f.write_str("the loader was used after an error"),
+            ErrorKind::Digest(e) => write!(f, "{e}"),
+            ErrorKind::Poisoned => f.write_str("the engine was used after an error"),
+            ErrorKind::InvalidPageSize { page_size } => {
+                write!(f, "page size {page_size} is not a power of two")
+            }
+            ErrorKind::BlockNotWholePages {
+                block,
+                used_length,
+                page_size,
+            } => write!(
+                f,
+                "block {block} is {used_length:#x} bytes, not a whole number of {page_size}-byte \
+                 pages"
+            ),
+            ErrorKind::XbzrleCache(e) => write!(f, "{e}"),
+            ErrorKind::NoSuchBlock { block } => write!(f, "there is no block {block}"),
+            ErrorKind::RunOutOfRange { block, run, pages } => write!(
+                f,
+                "pages {}..{} of block {block} are past its {pages} pages",
+                run.start,
+                run.start.saturating_add(run.count)
+            ),
+            ErrorKind::DirtyLog(e) => write!(f, "dirty log: {e}"),
+            ErrorKind::DeviceState(e) => write!(f, "device state: {e}"),
+            ErrorKind::DigestCount { expected, found } => {
+                write!(f, "{found} block digests given for {expected} blocks")
+            }
+            ErrorKind::Extension(e) => write!(f, "extension section: {e}"),
+            ErrorKind::UnexpectedCall { call, phase } => {
+                write!(f, "{call} has no meaning in phase {phase}")
+            }
         }
     }
 }

@@ -12,10 +12,20 @@
 //!   it checks MEM_SIZE against the guest's blocks, copies each PAGE payload straight from
 //!   your buffer into guest memory, applies ZERO and XBZRLE records and balloon runs, and
 //!   hands device state back as [`DeviceBlob`]s. It never does IO and reads no clock.
+//! - [`Loader::verify_digest`]: the RAM digest check of SPEC.md §13, each block's
+//!   sha256-sparse digest read through [`GuestRam::read_page`] (ballooned pages count as zero
+//!   and are not read) against the `ramstream/ram-digest` section, as a [`DigestReport`];
+//!   [`DigestPolicy::Verify`] makes the loader do it at EOF and refuse a mismatch.
 //! - [`Error`]: one error type, with the stream offset, record kind and RAM block.
 //!
-//! - [`DirtyPageSource`], [`BalloonSource`], [`DeviceStateSource`]: what the source side
-//!   will ask of a VMM. The precopy source state machine that drives them is to come.
+//! - [`Source`]: the precopy source, QEMU 7.2's algorithm as a state machine. Call
+//!   [`Source::poll_transmit`] with the current instant, the guest's [`GuestRam`] and a
+//!   sink (a `Vec<u8>`, or a [`Vectored`](ramstream_codec::Vectored) that references the
+//!   pages it read); it says what to do next ([`Transmit`]): send bytes, wait for the
+//!   bandwidth limit, sync the dirty log ([`DirtyPageSource`] or
+//!   [`Source::handle_dirty_bitmap`]), stop the guest and hand over its device state
+//!   ([`DeviceStateSource`]). The balloon extension ([`BalloonSource`]), XBZRLE after the
+//!   bulk pass, the RAM digest and the convergence decision are inside; no clock, no sleep.
 //!
 //! ## Where a page goes
 //!
@@ -83,11 +93,19 @@
 //! with the unconsumed bytes until [`LoaderEvent::Eof`]; restore each
 //! [`LoaderEvent::Device`] blob with your device model. `examples/receive_qemu_stream.rs`
 //! receives a recorded QEMU stream into a `GuestMemoryMmap` in under 60 lines.
+//!
+//! To send, make a [`Source`] for your blocks and loop on [`Source::poll_transmit`]:
+//! write what it produced and report it ([`Source::handle_sent`]), sync your dirty log
+//! when it asks (with the `vm-memory` feature, `GuestMemoryRam::dirty_log` reads vm-memory's
+//! `AtomicBitmap`), stop your vCPUs when it says so and hand over their state.
+//! `examples/send_guest_memory.rs` sends a `GuestMemoryMmap` through three precopy rounds
+//! to a file in under 60 lines.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod device;
+mod digest;
 mod error;
 mod guest;
 mod loader;
@@ -96,11 +114,17 @@ mod source;
 pub mod vm_memory;
 
 pub use device::{DeviceBlob, OwnedDeviceBlob};
+pub use digest::{block_digest, BlockDigestCheck, DigestError, DigestReport};
 pub use error::{Error, ErrorKind, LayoutMismatch};
 pub use guest::{GuestRam, RamBlockLayout};
-pub use loader::{LoadStats, Loader, LoaderEvent, LoaderOptions, Progress, ZeroPages};
+pub use loader::{
+    DigestPolicy, LoadStats, Loader, LoaderEvent, LoaderOptions, Progress, ZeroPages,
+};
 /// The run type every layer uses: `count` pages from `start`.
 pub use ramstream_codec::balloon::PageRun;
 /// The page address every layer uses: RAM block index and byte offset in the block.
 pub use ramstream_codec::PageAddr;
-pub use source::{BalloonSource, DeviceStateSource, DirtyPageSource};
+pub use source::{
+    BalloonSource, DeviceStateSource, DirtyPageSource, Phase, RoundStats, SendStats, Source,
+    SourceOptions, SourceProgress, Transmit,
+};

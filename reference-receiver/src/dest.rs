@@ -1,15 +1,13 @@
-//! Where the pages go: the [`Destination`] trait and the real KVM guest
+//! Where the pages go: the [`Destination`] trait (guest RAM as [`GuestRam`] plus the
+//! reference machine's restore, resume and verify) and the real KVM guest
 //! ([`KvmDestination`]). An in-memory fake for tests is `ramstream-test-support`'s
 //! `FakeDestination`.
 
 use std::time::Duration;
 
-use ramstream_codec::balloon::PageRun;
-use ramstream_codec::extension::digest::digest_block;
 use ramstream_codec::PageAddr;
-use ramstream_codec::PageStore;
+use ramstream_migrate::{GuestRam, RamBlockLayout};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VcpuState, Vm, VmState};
-use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use serde::{Deserialize, Serialize};
 
@@ -30,94 +28,94 @@ pub struct Verification {
     pub ballooned_pages: u64,
 }
 
-/// A destination guest that a stream is loaded into.
-pub trait Destination {
-    /// The layout the destination was built with.
-    fn layout(&self) -> &MemoryLayout;
-    /// Writes a whole page (the one copy from the network buffer into guest memory).
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String>;
-    /// Reads a page.
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String>;
-    /// Restores the vCPU and VM state blobs (the VM blob's balloon runs are discarded);
-    /// returns the balloon runs.
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String>;
-    /// The sha256-sparse digest of every block (SPEC.md §13.2), ballooned pages counted as
-    /// zero without being read.
-    fn block_digests(
-        &self,
-        ballooned: &[BalloonRun],
-    ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, String> {
-        let layout = self.layout();
-        (0..layout.regions.len())
-            .map(|b| {
-                let pages = layout.regions[b].pages();
-                digest_block(pages, PAGE_SIZE, &runs_of(ballooned, b), |p, buf| {
-                    self.read_page(b, p, buf)
-                })
-            })
-            .collect()
+impl Verification {
+    /// Whether the guest proved that it runs intact: its heartbeat advanced and its
+    /// self-check passed.
+    pub fn passed(&self) -> bool {
+        self.self_check_passed && self.heartbeat_after > self.heartbeat_before
     }
+}
+
+/// What a destination refused or failed to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DestError {
+    /// The reference VMM failed: mapping memory, a KVM call, a malformed state blob, a page
+    /// outside a region, the guest itself.
+    #[error(transparent)]
+    Vmm(#[from] ramstream_reference_vmm::Error),
+    /// A memory access that is not whole pages at a page-aligned offset (the reference VMM
+    /// reads and writes 4 KiB pages).
+    #[error(
+        "guest memory access of {len} bytes at block {block} offset {offset:#x} is not whole pages"
+    )]
+    NotWholePages {
+        /// The block (region) index.
+        block: usize,
+        /// The byte offset in the block.
+        offset: u64,
+        /// The access's length.
+        len: usize,
+    },
+}
+
+/// A destination guest that a stream is loaded into: its RAM, read and written by page
+/// address through [`GuestRam`] (no `&mut [u8]` into guest memory), and the reference
+/// machine's device state, resume and proof of life.
+///
+/// The RAM blocks ([`GuestRam::layout`]) are the regions of [`Destination::memory_layout`],
+/// in order ([`ram_blocks`]).
+pub trait Destination: GuestRam<Error = DestError> {
+    /// The layout the destination was built with.
+    fn memory_layout(&self) -> &MemoryLayout;
+    /// Restores the vCPU and VM state blobs (the VM blob's balloon runs are discarded: they
+    /// read as zero); returns the balloon runs.
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError>;
     /// Starts the guest.
-    fn resume(&mut self) -> Result<(), String>;
-    /// Proves that the resumed guest runs: its heartbeat advances and its self-check passes.
-    fn verify(&mut self, timeout: Duration) -> Result<Verification, String>;
+    fn resume(&mut self) -> Result<(), DestError>;
+    /// Reports whether the resumed guest runs: its heartbeat and its self-check.
+    fn verify(&mut self, timeout: Duration) -> Result<Verification, DestError>;
     /// Whether the guest was resumed.
     fn resumed(&self) -> bool;
 }
 
-/// [`PageStore`] over a [`Destination`]: the page is staged in a one-page buffer and
-/// written back by [`StagedStore::commit`] (guest memory hands out no `&mut` slices).
-/// Used for XBZRLE records, which decode in place onto the page the destination holds.
-#[derive(Debug)]
-pub struct StagedStore {
-    addr: Option<PageAddr>,
-    page: Vec<u8>,
+/// The RAM blocks of `layout`: each region's name and size, in region order.
+pub fn ram_blocks(layout: &MemoryLayout) -> Vec<RamBlockLayout> {
+    layout
+        .regions
+        .iter()
+        .map(|r| RamBlockLayout::new(r.name.clone(), r.size))
+        .collect()
 }
 
-impl Default for StagedStore {
-    fn default() -> Self {
-        StagedStore {
-            addr: None,
-            page: vec![0; PAGE_SIZE],
-        }
+/// The pages `first..first + count` that an access of `len` bytes at `addr` covers, if it
+/// covers whole pages from a page-aligned offset.
+pub fn whole_pages(addr: PageAddr, len: usize) -> Result<(u64, u64), DestError> {
+    let page = PAGE_SIZE as u64;
+    if !addr.offset.is_multiple_of(page) || len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+        return Err(DestError::NotWholePages {
+            block: addr.block,
+            offset: addr.offset,
+            len,
+        });
     }
-}
-
-impl StagedStore {
-    /// Loads the page at `addr` from `dest` into the stage.
-    pub fn load(&mut self, dest: &impl Destination, addr: PageAddr) -> Result<(), String> {
-        dest.read_page(addr.block, addr.offset / PAGE_SIZE as u64, &mut self.page)?;
-        self.addr = Some(addr);
-        Ok(())
-    }
-
-    /// Writes the staged page back.
-    pub fn commit(&mut self, dest: &mut impl Destination) -> Result<(), String> {
-        if let Some(a) = self.addr.take() {
-            dest.write_page(a.block, a.offset / PAGE_SIZE as u64, &self.page)?;
-        }
-        Ok(())
-    }
-}
-
-impl PageStore for StagedStore {
-    fn page_mut(&mut self, _addr: PageAddr) -> &mut [u8] {
-        &mut self.page
-    }
+    Ok((addr.offset / page, (len / PAGE_SIZE) as u64))
 }
 
 /// The real destination: a reference-VMM VM built with [`Vm::new_destination`].
 #[derive(Debug)]
 pub struct KvmDestination {
     vm: Vm,
+    blocks: Vec<RamBlockLayout>,
     resumed: bool,
 }
 
 impl KvmDestination {
     /// Builds the destination VM for `layout`.
-    pub fn new(layout: &MemoryLayout) -> Result<Self, String> {
+    pub fn new(layout: &MemoryLayout) -> Result<Self, DestError> {
         Ok(KvmDestination {
-            vm: Vm::new_destination(layout).map_err(|e| format!("destination VM: {e}"))?,
+            vm: Vm::new_destination(layout)?,
+            blocks: ram_blocks(layout),
             resumed: false,
         })
     }
@@ -128,79 +126,60 @@ impl KvmDestination {
     }
 }
 
+/// Pages by (region, page index) over the VM's memory, one page per call to the VMM.
+impl GuestRam for KvmDestination {
+    type Error = DestError;
+
+    fn layout(&self) -> &[RamBlockLayout] {
+        &self.blocks
+    }
+
+    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), DestError> {
+        let (first, _) = whole_pages(addr, buf.len())?;
+        let mem = self.vm.memory();
+        for (p, page) in (first..).zip(buf.chunks_exact_mut(PAGE_SIZE)) {
+            mem.read_page(addr.block, p, page)?;
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
+        let (first, _) = whole_pages(addr, data.len())?;
+        let mem = self.vm.memory();
+        for (p, page) in (first..).zip(data.chunks_exact(PAGE_SIZE)) {
+            mem.write_page(addr.block, p, page)?;
+        }
+        Ok(())
+    }
+
+    /// Discards the pages (`MADV_DONTNEED`): they read as zero and give memory back.
+    fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), DestError> {
+        let (first, count) = whole_pages(addr, len)?;
+        Ok(self.vm.memory().discard_pages(addr.block, first, count)?)
+    }
+}
+
 impl Destination for KvmDestination {
-    fn layout(&self) -> &MemoryLayout {
+    fn memory_layout(&self) -> &MemoryLayout {
         self.vm.layout()
     }
 
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
-        self.vm
-            .memory()
-            .write_page(block, page, data)
-            .map_err(|e| e.to_string())
-    }
-
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
-        self.vm
-            .memory()
-            .read_page(block, page, dst)
-            .map_err(|e| e.to_string())
-    }
-
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
-        let vm_state = VmState::from_bytes(vm).map_err(|e| format!("VM state: {e}"))?;
-        let vcpu_state = VcpuState::from_bytes(vcpu).map_err(|e| format!("vCPU state: {e}"))?;
-        self.vm
-            .restore_vm_state(&vm_state)
-            .map_err(|e| format!("restoring VM state: {e}"))?;
-        self.vm
-            .restore_vcpu_state(&vcpu_state)
-            .map_err(|e| format!("restoring vCPU state: {e}"))?;
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+        let vm_state = VmState::from_bytes(vm)?;
+        let vcpu_state = VcpuState::from_bytes(vcpu)?;
+        self.vm.restore_vm_state(&vm_state)?;
+        self.vm.restore_vcpu_state(&vcpu_state)?;
         Ok(vm_state.balloon)
     }
 
-    /// Hashes the blocks in parallel, one thread per block.
-    fn block_digests(
-        &self,
-        ballooned: &[BalloonRun],
-    ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, String> {
-        let mem = self.vm.memory();
-        std::thread::scope(|s| {
-            let hs: Vec<_> = self
-                .vm
-                .layout()
-                .regions
-                .iter()
-                .enumerate()
-                .map(|(b, r)| {
-                    let runs = runs_of(ballooned, b);
-                    let pages = r.pages();
-                    s.spawn(move || {
-                        digest_block(pages, PAGE_SIZE, &runs, |p, buf| mem.read_page(b, p, buf))
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .map_err(|_| "digest thread panicked".to_string())?
-                        .map_err(|e| e.to_string())
-                })
-                .collect()
-        })
-    }
-
-    fn resume(&mut self) -> Result<(), String> {
-        self.vm.resume().map_err(|e| format!("resume: {e}"))?;
+    fn resume(&mut self) -> Result<(), DestError> {
+        self.vm.resume()?;
         self.resumed = true;
         Ok(())
     }
 
-    fn verify(&mut self, timeout: Duration) -> Result<Verification, String> {
-        let v = self
-            .vm
-            .verify_guest(timeout)
-            .map_err(|e| format!("verifying the guest: {e}"))?;
+    fn verify(&mut self, timeout: Duration) -> Result<Verification, DestError> {
+        let v = self.vm.verify_guest(timeout)?;
         Ok(Verification {
             heartbeat_before: v.heartbeat_before,
             heartbeat_after: v.heartbeat_after,
@@ -214,12 +193,4 @@ impl Destination for KvmDestination {
     fn resumed(&self) -> bool {
         self.resumed
     }
-}
-
-/// The balloon runs of block `block`, in block pages.
-fn runs_of(runs: &[BalloonRun], block: usize) -> Vec<PageRun> {
-    runs.iter()
-        .filter(|r| r.region == block)
-        .map(|r| PageRun::new(r.first_page, r.page_count))
-        .collect()
 }

@@ -45,7 +45,7 @@ pub struct ReceiveReport {
     pub zero_skipped: u64,
     /// XBZRLE records applied.
     pub xbzrle: u64,
-    /// PART/END sections.
+    /// `ram` section headers (START, PART, END).
     pub sections: u64,
     /// Balloon records (SPEC.md §9.4) applied.
     pub balloon_records: u64,

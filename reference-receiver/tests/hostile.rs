@@ -13,16 +13,21 @@
 //! hostile stream the test asserts the typed error (with its stream offset, record and block)
 //! and that every byte of both blocks and the slack is what the valid records before the
 //! hostile one wrote, and nothing else. SPEC.md §10.2 lists the classes and their errors.
+//! The refusals of the stream itself come from the loader the receiver runs on
+//! (`RecvErrorKind::Load`, a `ramstream_migrate::Error`).
 
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ramstream_codec::{ErrorKind, RecordKind};
+use ramstream_codec::{ErrorKind, PageAddr, RecordKind};
+use ramstream_migrate::{ErrorKind as LoadKind, GuestRam, LayoutMismatch, RamBlockLayout};
+use ramstream_reference_receiver::dest::ram_blocks;
 use ramstream_reference_receiver::{
-    receive, Destination, ReceiveOptions, RecvError, RecvErrorKind, Verification,
+    receive, DestError, Destination, LayoutRefusal, ReceiveOptions, RecvError, RecvErrorKind,
+    Verification,
 };
-use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
+use ramstream_reference_vmm::{BalloonRun, Error as VmmError, MemoryLayout, VmState};
 use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
 use ramstream_spec::limits;
@@ -118,22 +123,37 @@ impl Drop for GuardedMemory {
 /// A destination over [`GuardedMemory`] that writes where it is told (see the module docs).
 struct GuardedDestination {
     layout: MemoryLayout,
+    blocks: Vec<RamBlockLayout>,
     mem: Rc<GuardedMemory>,
     resumed: bool,
 }
 
-impl Destination for GuardedDestination {
-    fn layout(&self) -> &MemoryLayout {
-        &self.layout
+impl GuardedDestination {
+    /// The mapping offset of the page at `addr`, or a refusal naming the access.
+    fn page_at(&self, addr: PageAddr, len: usize) -> Result<usize, DestError> {
+        let page = addr.offset / PAGE_SIZE as u64;
+        let aligned = addr.offset.is_multiple_of(PAGE_SIZE as u64);
+        aligned
+            .then(|| self.mem.page_at(addr.block, page, len))
+            .flatten()
+            .ok_or(DestError::Vmm(VmmError::PageOutOfRange {
+                region: addr.block.to_string(),
+                first: page,
+                count: 1,
+                pages: BLOCK_PAGES,
+            }))
+    }
+}
+
+impl GuestRam for GuardedDestination {
+    type Error = DestError;
+
+    fn layout(&self) -> &[RamBlockLayout] {
+        &self.blocks
     }
 
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
-        let at = self.mem.page_at(block, page, data.len()).ok_or_else(|| {
-            format!(
-                "receiver wrote {} bytes at block {block} page {page}",
-                data.len()
-            )
-        })?;
+    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
+        let at = self.page_at(addr, data.len())?;
         // SAFETY: `at..at + PAGE_SIZE` lies inside the mapping. If it is in a guard the
         // process dies with SIGSEGV, which is the point of the guard.
         unsafe {
@@ -142,13 +162,8 @@ impl Destination for GuardedDestination {
         Ok(())
     }
 
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
-        let at = self.mem.page_at(block, page, dst.len()).ok_or_else(|| {
-            format!(
-                "receiver read {} bytes at block {block} page {page}",
-                dst.len()
-            )
-        })?;
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), DestError> {
+        let at = self.page_at(addr, dst.len())?;
         // SAFETY: as in `write_page`; a read of a guard also faults.
         unsafe {
             std::ptr::copy_nonoverlapping(
@@ -159,24 +174,34 @@ impl Destination for GuardedDestination {
         };
         Ok(())
     }
+}
 
-    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
-        let state = VmState::from_bytes(vm).map_err(|e| format!("VM state: {e}"))?;
+impl Destination for GuardedDestination {
+    fn memory_layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+        let state = VmState::from_bytes(vm)?;
         let zero = [0u8; PAGE_SIZE];
         for r in &state.balloon {
             for p in r.first_page..r.first_page + r.page_count {
-                self.write_page(r.region, p, &zero)?;
+                let addr = PageAddr {
+                    block: r.region,
+                    offset: p * PAGE_SIZE as u64,
+                };
+                self.write_page(addr, &zero)?;
             }
         }
         Ok(state.balloon)
     }
 
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), DestError> {
         self.resumed = true;
         Ok(())
     }
 
-    fn verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
+    fn verify(&mut self, _timeout: Duration) -> Result<Verification, DestError> {
         Ok(Verification {
             heartbeat_before: 0,
             heartbeat_after: 1,
@@ -205,10 +230,12 @@ fn recv_with(stream: &[u8], opts: &ReceiveOptions) -> (Result<(), RecvError>, Rc
         stream,
         move |l: &MemoryLayout| {
             if *l != layout() {
-                return Err(format!("the test maps only the 8 MiB layout, not {l:?}"));
+                // The test maps only the 8 MiB layout.
+                return Err(DestError::Vmm(VmmError::InvalidLayout(format!("{l:?}"))));
             }
             Ok(GuardedDestination {
                 layout: l.clone(),
+                blocks: ram_blocks(l),
                 mem: m,
                 resumed: false,
             })
@@ -277,20 +304,42 @@ fn refused_with(
     err.kind
 }
 
-/// The decoder's error, which must be at `offset`, in `record`, naming `block`.
+/// The loader's refusal, which must be at `offset`, in `record`, naming `block`.
+fn load_error(
+    kind: RecvErrorKind,
+    offset: u64,
+    record: RecordKind,
+    block: Option<&str>,
+) -> LoadKind {
+    let RecvErrorKind::Load(e) = kind else {
+        panic!("expected the loader's refusal, got {kind}");
+    };
+    assert_eq!(e.offset, offset, "{e}");
+    assert_eq!(e.record, Some(record), "{e}");
+    assert_eq!(e.block.as_deref(), block, "{e}");
+    e.kind
+}
+
+/// The decoder's error (through the loader), which must be at `offset`, in `record`, naming
+/// `block`.
 fn decode_error(
     kind: RecvErrorKind,
     offset: u64,
     record: RecordKind,
     block: Option<&str>,
 ) -> ErrorKind {
-    let RecvErrorKind::Decode(e) = kind else {
-        panic!("expected a decode error, got {kind}");
-    };
-    assert_eq!(e.offset, offset, "{e}");
-    assert_eq!(e.record, Some(record), "{e}");
-    assert_eq!(e.block.as_deref(), block, "{e}");
-    e.kind
+    match load_error(kind, offset, record, block) {
+        LoadKind::Stream(k) => k,
+        k => panic!("expected a decode error, got {k}"),
+    }
+}
+
+/// The decoder's error (through the loader), wherever it is.
+fn stream_error(kind: RecvErrorKind) -> ramstream_migrate::Error {
+    match kind {
+        RecvErrorKind::Load(e) if e.stream_kind().is_some() => e,
+        k => panic!("expected a decode error, got {k}"),
+    }
 }
 
 /// The last valid page of `pc.ram`, right before its guard: written in the preamble of
@@ -330,7 +379,12 @@ fn positive_control_last_page_of_each_block_is_received() {
     ]);
     let kind = refused(&s, &[expect, (1, BLOCK_PAGES - 1, patched)]);
     assert!(
-        matches!(kind, RecvErrorKind::EndedEarly(ref m) if m.contains(reference::VCPU_SECTION_IDSTR)),
+        matches!(
+            kind,
+            RecvErrorKind::MissingSection {
+                idstr: reference::VCPU_SECTION_IDSTR
+            }
+        ),
         "{kind}"
     );
 }
@@ -384,16 +438,15 @@ fn misaligned_offsets_are_flag_bits() {
     for low in [1u64, 0x800, 0xfff] {
         let off = BLOCK - PAGE_SIZE as u64 + low;
         let (s, at) = after_mem_size(&[record(PAGE, off, Some("pc.ram"), &content(1))]);
-        let RecvErrorKind::Decode(e) = refused(&s, &[]) else {
-            panic!("expected a decode error")
-        };
+        let e = stream_error(refused(&s, &[]));
         assert_eq!(e.offset, at[0]);
+        let kind = e.stream_kind().unwrap();
         if low & 0x100 != 0 {
             // QEMU checks the compressed-page bit before any other.
-            assert_eq!(e.kind, ErrorKind::UnexpectedCompressedPage, "{low:#x}");
+            assert_eq!(*kind, ErrorKind::UnexpectedCompressedPage, "{low:#x}");
         } else {
             assert!(
-                matches!(e.kind, ErrorKind::UnknownFlags { flags } if flags.bits() == low | PAGE),
+                matches!(kind, ErrorKind::UnknownFlags { flags } if flags.bits() == low | PAGE),
                 "{low:#x}: {e}"
             );
         }
@@ -455,14 +508,14 @@ fn xbzrle_delta_running_past_the_page() {
     // On the last page of ram1 (the slack follows it): zrun 4095, then a 2-byte literal.
     let last = BLOCK - PAGE_SIZE as u64;
     let (s, at) = after_mem_size(&[xbzrle(last, Some("ram1"), &[0xff, 0x1f, 0x02, 9, 9])]);
-    let RecvErrorKind::Decode(e) = refused(&s, &[]) else {
-        panic!("expected a decode error")
-    };
+    let e = stream_error(refused(&s, &[]));
     assert_eq!((e.offset, e.record), (at[0], Some(RecordKind::Xbzrle)));
     assert!(
         matches!(
-            e.kind,
-            ErrorKind::Xbzrle(ramstream_codec::xbzrle::XbzrleError::LiteralRunPastPage { .. })
+            e.stream_kind(),
+            Some(ErrorKind::Xbzrle(
+                ramstream_codec::xbzrle::XbzrleError::LiteralRunPastPage { .. }
+            ))
         ),
         "{e}"
     );
@@ -541,14 +594,10 @@ fn page_record_before_mem_size() {
     );
 }
 
-/// Replaces the stream's MEM_SIZE by `ms`; asserts the layout error at its offset.
-fn layout_refused(ms: Vec<u8>, first: bool) -> String {
+/// Replaces the stream's first MEM_SIZE by `ms`; asserts the layout refusal at its offset.
+fn layout_refused(ms: Vec<u8>) -> LayoutRefusal {
     let r = real();
-    let (s, at) = if first {
-        r.splice(r.mem_size_at, &[ms])
-    } else {
-        after_mem_size(&[ms])
-    };
+    let (s, at) = r.splice(r.mem_size_at, &[ms]);
     match refused(&s, &[]) {
         RecvErrorKind::LayoutMismatch { offset, reason, .. } => {
             assert_eq!(offset, at[0]);
@@ -560,36 +609,63 @@ fn layout_refused(ms: Vec<u8>, first: bool) -> String {
 
 #[test]
 fn mem_size_that_disagrees_with_the_destination_layout() {
+    let not_reference = |ms| {
+        let reason = layout_refused(ms);
+        assert!(
+            matches!(reason, LayoutRefusal::NotReferenceLayout { ref expected }
+                if *expected == ram_blocks(&layout())),
+            "{reason}"
+        );
+    };
     // Unknown block name.
-    layout_refused(mem_size(RAM, &[("pc.ram", BLOCK), ("evil", BLOCK)]), true);
+    not_reference(mem_size(RAM, &[("pc.ram", BLOCK), ("evil", BLOCK)]));
     // Other used lengths (same total).
-    layout_refused(
-        mem_size(RAM, &[("pc.ram", BLOCK / 2), ("ram1", BLOCK + BLOCK / 2)]),
-        true,
-    );
+    not_reference(mem_size(
+        RAM,
+        &[("pc.ram", BLOCK / 2), ("ram1", BLOCK + BLOCK / 2)],
+    ));
     // Blocks in another order.
-    layout_refused(mem_size(RAM, &[("ram1", BLOCK), ("pc.ram", BLOCK)]), true);
-    // An extra block.
-    layout_refused(
-        mem_size(
-            RAM + BLOCK,
-            &[("pc.ram", BLOCK), ("ram1", BLOCK), ("extra", BLOCK)],
+    not_reference(mem_size(RAM, &[("ram1", BLOCK), ("pc.ram", BLOCK)]));
+    // An extra block (12 MiB: the reference machine lays that out as two blocks).
+    let reason = layout_refused(mem_size(
+        RAM + BLOCK,
+        &[("pc.ram", BLOCK), ("ram1", BLOCK), ("extra", BLOCK)],
+    ));
+    assert!(
+        matches!(reason, LayoutRefusal::NotReferenceLayout { .. }),
+        "{reason}"
+    );
+    // A missing block (4 MiB: too small for the reference machine).
+    let reason = layout_refused(mem_size(BLOCK, &[("pc.ram", BLOCK)]));
+    assert!(
+        matches!(
+            reason,
+            LayoutRefusal::Unplaceable(VmmError::InvalidLayout(_))
         ),
-        true,
+        "{reason}"
     );
-    // A missing block.
-    layout_refused(mem_size(BLOCK, &[("pc.ram", BLOCK)]), true);
     // A total the reference machine cannot lay out at all (above its 16 GiB of page tables).
-    let reason = layout_refused(
-        mem_size(1 << 40, &[("pc.ram", 1 << 39), ("ram1", 1 << 39)]),
-        true,
+    let reason = layout_refused(mem_size(1 << 40, &[("pc.ram", 1 << 39), ("ram1", 1 << 39)]));
+    assert!(
+        matches!(
+            reason,
+            LayoutRefusal::Unplaceable(VmmError::InvalidLayout(_))
+        ),
+        "{reason}"
     );
-    assert!(reason.contains("cannot be laid out"), "{reason}");
+    assert!(
+        reason.to_string().contains("cannot be laid out"),
+        "{reason}"
+    );
     // A second MEM_SIZE growing both blocks: valid for the reference machine, but not the
     // layout the destination was built with; without this check the decoder would accept
-    // pages up to 8 MiB into each 4 MiB block.
-    let reason = layout_refused(mem_size(2 * RAM, &[("pc.ram", RAM), ("ram1", RAM)]), false);
-    assert!(reason.contains("change"), "{reason}");
+    // pages up to 8 MiB into each 4 MiB block. The loader refuses it.
+    let (s, at) = after_mem_size(&[mem_size(2 * RAM, &[("pc.ram", RAM), ("ram1", RAM)])]);
+    let k = load_error(refused(&s, &[]), at[0], RecordKind::MemSize, None);
+    assert!(
+        matches!(k, LoadKind::Layout(LayoutMismatch::Changed)),
+        "{k}"
+    );
 }
 
 #[test]
@@ -674,17 +750,22 @@ fn configuration_with_another_page_size() {
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&16u32.to_be_bytes());
     s.extend_from_slice(&r.stream[r.after_config..]);
-    match refused(&s, &[]) {
-        RecvErrorKind::PageSizeMismatch {
-            offset,
-            page_size,
-            expected,
-        } => assert_eq!(
-            (offset, page_size, expected),
-            (r.config_at as u64, 1 << 16, PAGE_SIZE as u64)
+    let k = load_error(
+        refused(&s, &[]),
+        r.config_at as u64,
+        RecordKind::Configuration,
+        None,
+    );
+    assert!(
+        matches!(
+            k,
+            LoadKind::PageSizeMismatch {
+                stream: 0x10000,
+                guest: 4096
+            }
         ),
-        k => panic!("expected PageSizeMismatch, got {k}"),
-    }
+        "{k}"
+    );
 }
 
 #[test]
@@ -694,30 +775,21 @@ fn page_records_for_a_ballooned_page_are_refused() {
     let c = content(9);
     let delta = [0x00, 0x01, 0xAA]; // unchanged 0, then 1 literal byte
     for (flags, payload, kind) in [
-        (PAGE, c.clone(), "PAGE"),
-        (ZERO, vec![0x5a], "ZERO"),
-        (XBZRLE, vec![], "XBZRLE"),
+        (PAGE, c.clone(), RecordKind::Page),
+        (ZERO, vec![0x5a], RecordKind::Zero),
+        (XBZRLE, vec![], RecordKind::Xbzrle),
     ] {
-        let rec = if kind == "XBZRLE" {
+        let rec = if kind == RecordKind::Xbzrle {
             xbzrle(10 * PAGE_SIZE as u64, Some("pc.ram"), &delta)
         } else {
             record(flags, 10 * PAGE_SIZE as u64, Some("pc.ram"), &payload)
         };
         let (s, at) = after_mem_size(&[balloon_inflate("pc.ram", &[(8, 4)]), rec]);
-        match refused(&s, &[]) {
-            RecvErrorKind::PageOfBallooned {
-                offset,
-                record,
-                block,
-                page,
-            } => {
-                assert_eq!(
-                    (offset, record, block.as_str(), page),
-                    (at[1], kind, "pc.ram", 10)
-                );
-            }
-            other => panic!("{kind}: expected PageOfBallooned, got {other}"),
-        }
+        let k = load_error(refused(&s, &[]), at[1], kind, Some("pc.ram"));
+        assert!(
+            matches!(k, LoadKind::PageOfBallooned { page: 10 }),
+            "{kind}: expected PageOfBallooned, got {k}"
+        );
     }
     // The page right after the ballooned run is accepted (it is written).
     let (s, _) = after_mem_size(&[
@@ -726,7 +798,10 @@ fn page_records_for_a_ballooned_page_are_refused() {
     ]);
     let (r, mem) = recv_with(&s, &recv_opts());
     assert!(
-        !matches!(r, Err(ref e) if matches!(e.kind, RecvErrorKind::PageOfBallooned { .. })),
+        !matches!(r, Err(ref e) if matches!(
+            e.kind,
+            RecvErrorKind::Load(ref l) if matches!(l.kind, LoadKind::PageOfBallooned { .. })
+        )),
         "{r:?}"
     );
     assert_memory(&mem, &[(0, 12, c)]);

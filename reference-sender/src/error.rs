@@ -65,6 +65,45 @@ pub enum SendErrorKind {
     /// An option was invalid.
     #[error("{0}")]
     Config(String),
+    /// The precopy engine refused a call or its input (a bug in the shell).
+    #[error("engine: {0}")]
+    Engine(ramstream_migrate::Error),
+}
+
+/// A guest read failure comes back as the guest's own error; anything else as the engine's.
+impl From<ramstream_migrate::Error> for SendErrorKind {
+    fn from(e: ramstream_migrate::Error) -> Self {
+        let ramstream_migrate::Error {
+            offset,
+            record,
+            block,
+            kind,
+        } = e;
+        let kind = match kind {
+            ramstream_migrate::ErrorKind::Guest { addr, source } => {
+                match source.downcast::<GuestError>() {
+                    Ok(g) => return SendErrorKind::Guest(*g),
+                    Err(source) => ramstream_migrate::ErrorKind::Guest { addr, source },
+                }
+            }
+            ramstream_migrate::ErrorKind::Stream(k) => {
+                return SendErrorKind::Encode(ramstream_codec::Error {
+                    offset,
+                    record,
+                    block,
+                    kind: k,
+                })
+            }
+            ramstream_migrate::ErrorKind::Extension(x) => return SendErrorKind::Extension(x),
+            other => other,
+        };
+        SendErrorKind::Engine(ramstream_migrate::Error {
+            offset,
+            record,
+            block,
+            kind,
+        })
+    }
 }
 
 /// A failed migration: the phase, the iteration, the bytes sent so far, and whether the

@@ -16,13 +16,20 @@
 //!                                       vcpu/vm/layout/digest FULL sections, EOF
 //! ```
 //!
+//! The algorithm and the stream are [`ramstream_migrate::Source`]'s, the sans-IO precopy
+//! engine; this crate is the shell around it ([`migrate`]): it reads the clock and the
+//! guest's KVM dirty log and balloon, feeds them to the engine, writes what the engine
+//! produced to the transport with `write_vectored` (page payloads referenced from the
+//! engine's page buffers, not copied), sleeps when the bandwidth limit says so, and pauses
+//! the guest when the engine asks.
+//!
 //! The guest is a [`GuestSource`]: the real KVM guest of the reference VMM
 //! ([`KvmSource`]), or for tests `ramstream-test-support`'s scripted fake guest. Ballooned
-//! pages are skipped by runs, never read. Pages are read once into a batch buffer and written with
-//! `write_vectored`; the encoder references them, it does not copy them.
+//! pages are skipped by runs, never read.
 //!
-//! The device sections' bodies and the digest (SPEC.md §13) are written with
-//! [`ramstream_codec::extension`], the codec's one implementation of those wire formats.
+//! The device sections' bodies are written with [`ramstream_codec::extension`], the codec's
+//! one implementation of those wire formats; the digests (SPEC.md §13) are hashed by
+//! [`GuestSource::block_digests`] (in parallel for the KVM guest) and sent by the engine.
 //!
 //! If anything fails, the source guest runs again (if it was running) and the
 //! [`SendError`] names the phase and the bytes sent.

@@ -5,7 +5,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use ramstream_reference_receiver::{Destination, Verification};
+use ramstream_codec::PageAddr;
+use ramstream_migrate::{GuestRam, RamBlockLayout};
+use ramstream_reference_receiver::{DestError, Destination, Verification};
 use ramstream_reference_vmm::{BalloonRun, MemoryLayout};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
@@ -34,47 +36,66 @@ impl CheckedDestination {
         }
     }
 
-    /// Panics unless `page` of `block` is inside the layout and `len` is one page.
-    fn check(&self, what: &str, block: usize, page: u64, len: usize) {
-        let pages = self.inner.layout().regions.get(block).map(|r| r.pages());
+    /// Panics unless `len` bytes at `addr` are exactly one page, page-aligned, inside a
+    /// block of the layout.
+    fn check(&self, what: &str, addr: PageAddr, len: usize) {
+        let pages = self
+            .inner
+            .memory_layout()
+            .regions
+            .get(addr.block)
+            .map(|r| r.pages());
+        let page = addr.offset / PAGE_SIZE as u64;
         assert!(
-            pages.is_some_and(|n| page < n) && len == PAGE_SIZE,
-            "receiver bug: {what} of {len} bytes at block {block} page {page}, \
-             outside the layout (block has {pages:?} pages)"
+            pages.is_some_and(|n| page < n)
+                && addr.offset.is_multiple_of(PAGE_SIZE as u64)
+                && len == PAGE_SIZE,
+            "receiver bug: {what} of {len} bytes at block {} offset {:#x}, outside the layout \
+             (block has {pages:?} pages)",
+            addr.block,
+            addr.offset
         );
     }
 }
 
-impl Destination for CheckedDestination {
-    fn layout(&self) -> &MemoryLayout {
+impl GuestRam for CheckedDestination {
+    type Error = DestError;
+
+    fn layout(&self) -> &[RamBlockLayout] {
         self.inner.layout()
     }
 
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
-        self.check("write", block, page, data.len());
-        self.inner.write_page(block, page, data)
+    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), DestError> {
+        self.check("read", addr, buf.len());
+        self.inner.read_page(addr, buf)
     }
 
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
-        self.check("read", block, page, dst.len());
-        self.inner.read_page(block, page, dst)
+    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
+        self.check("write", addr, data.len());
+        self.inner.write_page(addr, data)
+    }
+}
+
+impl Destination for CheckedDestination {
+    fn memory_layout(&self) -> &MemoryLayout {
+        self.inner.memory_layout()
     }
 
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
         self.inner.restore(vcpu, vm)
     }
 
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), DestError> {
         self.inner.resume()?;
         self.resumed.set(true);
         Ok(())
     }
 
-    fn verify(&mut self, timeout: Duration) -> Result<Verification, String> {
-        if self.verify_fails {
-            return Err("the fuzz input asked verification to fail".into());
-        }
-        self.inner.verify(timeout)
+    /// Fails the guest's self-check when the fuzz input asked for it.
+    fn verify(&mut self, timeout: Duration) -> Result<Verification, DestError> {
+        let mut v = self.inner.verify(timeout)?;
+        v.self_check_passed &= !self.verify_fails;
+        Ok(v)
     }
 
     fn resumed(&self) -> bool {

@@ -1,9 +1,13 @@
 //! [`FakeDestination`]: an in-memory destination guest for the reference receiver.
 
+use std::cell::{Cell, Ref, RefCell};
 use std::time::Duration;
 
-use ramstream_reference_receiver::{Destination, Verification};
-use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VmState};
+use ramstream_codec::PageAddr;
+use ramstream_migrate::{GuestRam, RamBlockLayout};
+use ramstream_reference_receiver::dest::{ram_blocks, whole_pages};
+use ramstream_reference_receiver::{DestError, Destination, Verification};
+use ramstream_reference_vmm::{BalloonRun, Error as VmmError, MemoryLayout, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 /// An in-memory destination for tests: dense memory, the blobs it was given, and whether it
@@ -11,11 +15,11 @@ use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 #[derive(Debug, Clone)]
 pub struct FakeDestination {
     layout: MemoryLayout,
-    mem: Vec<Vec<u8>>,
+    blocks: Vec<RamBlockLayout>,
+    mem: RefCell<Vec<Vec<u8>>>,
     /// The vCPU blob restored.
     pub vcpu: Option<Vec<u8>>,
-    /// Pages written (the receiver must not write zero pages that are already zero).
-    pub writes: u64,
+    writes: Cell<u64>,
     resumed: bool,
 }
 
@@ -23,76 +27,117 @@ impl FakeDestination {
     /// Zeroed memory for `layout`.
     pub fn new(layout: &MemoryLayout) -> Self {
         FakeDestination {
-            mem: layout
-                .regions
-                .iter()
-                .map(|r| vec![0u8; r.pages() as usize * PAGE_SIZE])
-                .collect(),
+            mem: RefCell::new(
+                layout
+                    .regions
+                    .iter()
+                    .map(|r| vec![0u8; r.pages() as usize * PAGE_SIZE])
+                    .collect(),
+            ),
+            blocks: ram_blocks(layout),
             layout: layout.clone(),
             vcpu: None,
-            writes: 0,
+            writes: Cell::new(0),
             resumed: false,
         }
     }
 
     /// Block `b`'s memory.
-    pub fn block(&self, b: usize) -> &[u8] {
-        &self.mem[b]
+    pub fn block(&self, b: usize) -> Ref<'_, [u8]> {
+        Ref::map(self.mem.borrow(), |m| &m[b][..])
+    }
+
+    /// Pages written (the receiver must not write zero pages that are already zero).
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    /// The byte range of an access of `len` bytes at `addr`, if it is whole pages inside a
+    /// block.
+    fn span(&self, addr: PageAddr, len: usize) -> Result<std::ops::Range<usize>, DestError> {
+        let (first, count) = whole_pages(addr, len)?;
+        let region = self
+            .layout
+            .regions
+            .get(addr.block)
+            .ok_or_else(|| VmmError::UnknownRegion(addr.block.to_string()))?;
+        if first
+            .checked_add(count)
+            .is_none_or(|end| end > region.pages())
+        {
+            return Err(VmmError::PageOutOfRange {
+                region: region.name.clone(),
+                first,
+                count,
+                pages: region.pages(),
+            }
+            .into());
+        }
+        let start = first as usize * PAGE_SIZE;
+        Ok(start..start + len)
+    }
+}
+
+impl GuestRam for FakeDestination {
+    type Error = DestError;
+
+    fn layout(&self) -> &[RamBlockLayout] {
+        &self.blocks
+    }
+
+    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), DestError> {
+        let r = self.span(addr, buf.len())?;
+        buf.copy_from_slice(&self.mem.borrow()[addr.block][r]);
+        Ok(())
+    }
+
+    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
+        let r = self.span(addr, data.len())?;
+        self.mem.borrow_mut()[addr.block][r].copy_from_slice(data);
+        self.writes
+            .set(self.writes.get() + (data.len() / PAGE_SIZE) as u64);
+        Ok(())
     }
 }
 
 impl Destination for FakeDestination {
-    fn layout(&self) -> &MemoryLayout {
+    fn memory_layout(&self) -> &MemoryLayout {
         &self.layout
     }
 
-    fn write_page(&mut self, block: usize, page: u64, data: &[u8]) -> Result<(), String> {
-        let p = page as usize * PAGE_SIZE;
-        self.mem
-            .get_mut(block)
-            .and_then(|m| m.get_mut(p..p + PAGE_SIZE))
-            .ok_or_else(|| format!("page {page} of block {block} out of range"))?
-            .copy_from_slice(data);
-        self.writes += 1;
-        Ok(())
-    }
-
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), String> {
-        let p = page as usize * PAGE_SIZE;
-        dst.copy_from_slice(
-            self.mem
-                .get(block)
-                .and_then(|m| m.get(p..p + PAGE_SIZE))
-                .ok_or_else(|| format!("page {page} of block {block} out of range"))?,
-        );
-        Ok(())
-    }
-
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, String> {
-        let vm_state = VmState::from_bytes(vm).map_err(|e| format!("VM state: {e}"))?;
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+        let vm_state = VmState::from_bytes(vm)?;
         for r in &vm_state.balloon {
-            let m = self
-                .mem
-                .get_mut(r.region)
-                .ok_or_else(|| format!("balloon run in unknown region {}", r.region))?;
             // Checked, as the KVM VM checks runs against its layout: the blob is untrusted.
+            let region = self
+                .layout
+                .regions
+                .get(r.region)
+                .ok_or_else(|| VmmError::UnknownRegion(r.region.to_string()))?;
             let end = r
                 .first_page
                 .checked_add(r.page_count)
-                .filter(|&end| end <= (m.len() / PAGE_SIZE) as u64)
-                .ok_or_else(|| "balloon run out of range".to_string())?;
-            m[r.first_page as usize * PAGE_SIZE..end as usize * PAGE_SIZE].fill(0);
+                .filter(|&end| end <= region.pages())
+                .ok_or_else(|| VmmError::PageOutOfRange {
+                    region: region.name.clone(),
+                    first: r.first_page,
+                    count: r.page_count,
+                    pages: region.pages(),
+                })?;
+            self.mem.get_mut()[r.region]
+                [r.first_page as usize * PAGE_SIZE..end as usize * PAGE_SIZE]
+                .fill(0);
         }
         self.vcpu = Some(vcpu.to_vec());
         Ok(vm_state.balloon)
     }
 
-    fn resume(&mut self) -> Result<(), String> {
+    fn resume(&mut self) -> Result<(), DestError> {
         self.resumed = true;
         Ok(())
     }
 
-    fn verify(&mut self, _timeout: Duration) -> Result<Verification, String> {
+    fn verify(&mut self, _timeout: Duration) -> Result<Verification, DestError> {
         Ok(Verification {
             heartbeat_before: 0,
             heartbeat_after: 1,

@@ -114,7 +114,7 @@ fn converges_and_arrives_intact() {
     assert!(rep.max_buffered <= 64 * 1024 && stream.len() > 1 << 20);
     assert_same_memory(&g, &d);
     // Zero pages that are already zero are not touched.
-    assert_eq!(d.writes, rep.pages + rep.zero_written + rep.xbzrle);
+    assert_eq!(d.writes(), rep.pages + rep.zero_written + rep.xbzrle);
     assert!(rep.zero_skipped > 1000);
     assert_eq!(r.ram.transferred, stream.len() as u64);
 }

@@ -27,7 +27,18 @@ impl<'a> ExtensionSection<'a> {
     /// malformed body.
     pub fn from_device(section: &DeviceSection<'a>) -> Result<Option<Self>, ExtensionError> {
         let h = &section.header;
-        let (idstr, supported) = match h.idstr {
+        Self::decode(h.idstr, h.version_id, section.body)
+    }
+
+    /// [`from_device`](Self::from_device) from a section's parts: its idstr, version id and
+    /// body, for callers that hold a device blob rather than the decoder's
+    /// [`DeviceSection`] (a destination engine's device events).
+    pub fn decode(
+        idstr: &str,
+        version_id: u32,
+        body: &'a [u8],
+    ) -> Result<Option<Self>, ExtensionError> {
+        let (idstr, supported) = match idstr {
             digest_ids::DIGEST_SECTION_IDSTR => (
                 digest_ids::DIGEST_SECTION_IDSTR,
                 digest_ids::DIGEST_SECTION_VERSION,
@@ -43,14 +54,13 @@ impl<'a> ExtensionSection<'a> {
             }
             _ => return Ok(None),
         };
-        if h.version_id > supported {
+        if version_id > supported {
             return Err(ExtensionError::SectionVersion {
                 idstr,
-                found: h.version_id,
+                found: version_id,
                 supported,
             });
         }
-        let body = section.body;
         Ok(Some(match idstr {
             digest_ids::DIGEST_SECTION_IDSTR => {
                 ExtensionSection::Digest(DigestSection::decode(body)?)

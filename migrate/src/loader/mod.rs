@@ -28,16 +28,20 @@ mod options;
 mod written;
 
 use ramstream_codec::balloon::{BalloonMap, BalloonRecord};
+use ramstream_codec::extension::digest::DigestSection;
 use ramstream_codec::{
-    Decoder, Event, MemSize, PageAddr, RecordKind, Status, StreamConfig, XbzrleDelta, ZeroPage,
+    Decoder, DeviceSection, Event, MemSize, PageAddr, RecordKind, Status, StreamConfig,
+    XbzrleDelta, ZeroPage,
 };
+use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
 
 use crate::device::DeviceBlob;
+use crate::digest::{self, DigestError, DigestReport};
 use crate::error::{Error, ErrorKind, LayoutMismatch};
 use crate::guest::{GuestRam, RamBlockLayout};
 
 pub use event::{LoadStats, LoaderEvent, Progress};
-pub use options::{LoaderOptions, ZeroPages};
+pub use options::{DigestPolicy, LoaderOptions, ZeroPages};
 use written::WrittenPages;
 
 /// The destination loader: feed it the stream, it writes pages into a [`GuestRam`] and
@@ -53,7 +57,9 @@ use written::WrittenPages;
 /// the guest holds through one scratch page; pages of ballooned runs are refused, and pages
 /// that balloon records make ballooned are zeroed if they were written; a MULTIFD_FLUSH
 /// record is refused ([`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]), as is a
-/// mapped-ram file.
+/// mapped-ram file. The RAM digest section (SPEC.md §13) is handed out, or checked against
+/// guest memory at EOF under [`DigestPolicy::Verify`]; [`Loader::verify_digest`] checks it on
+/// request.
 ///
 /// ```
 /// # use ramstream_migrate::{GuestRam, RamBlockLayout};
@@ -93,6 +99,11 @@ pub struct Loader<R> {
     /// One page: XBZRLE decodes here, non-zero fills are built here.
     scratch: Vec<u8>,
     stats: LoadStats,
+    /// Where the record or section of the last event began.
+    event_offset: u64,
+    /// The digest section taken under [`DigestPolicy::Verify`], and its offset.
+    digest: Option<(DigestSection, u64)>,
+    digest_report: Option<DigestReport>,
     awaiting_ram: bool,
     eof: bool,
     poisoned: bool,
@@ -120,6 +131,9 @@ impl<R: GuestRam> Loader<R> {
             written: WrittenPages::default(),
             balloon: BalloonMap::default(),
             stats: LoadStats::default(),
+            event_offset: 0,
+            digest: None,
+            digest_report: None,
             awaiting_ram: false,
             eof: false,
             poisoned: false,
@@ -179,10 +193,11 @@ impl<R: GuestRam> Loader<R> {
                     })
                 }
                 Status::Done => {
+                    self.event_offset = at;
                     return Ok(Progress {
                         consumed: pos,
                         event: Some(LoaderEvent::Done),
-                    })
+                    });
                 }
                 Status::Event { event, consumed } => {
                     pos += consumed;
@@ -192,10 +207,11 @@ impl<R: GuestRam> Loader<R> {
             match self.apply(event, at) {
                 Ok(None) => {}
                 Ok(Some(event)) => {
+                    self.event_offset = at;
                     return Ok(Progress {
                         consumed: pos,
                         event: Some(event),
-                    })
+                    });
                 }
                 Err(e) => {
                     self.poisoned = true;
@@ -210,6 +226,13 @@ impl<R: GuestRam> Loader<R> {
         self.ram.as_ref()
     }
 
+    /// The guest RAM, mutably: for a VMM that restores device state into the object that
+    /// also holds its memory. It must go on listing the same blocks
+    /// ([`GuestRam::layout`]): the loader checked them once, when it was given the RAM.
+    pub fn ram_mut(&mut self) -> Option<&mut R> {
+        self.ram.as_mut()
+    }
+
     /// Takes the guest RAM back.
     pub fn into_ram(self) -> Option<R> {
         self.ram
@@ -218,6 +241,60 @@ impl<R: GuestRam> Loader<R> {
     /// The stream offset of the next byte to load (the bytes consumed so far).
     pub fn offset(&self) -> u64 {
         self.decoder.offset()
+    }
+
+    /// The stream offset where the record or section of the last event began: the
+    /// configuration section, the MEM_SIZE record of [`LoaderEvent::RamNeeded`], a device
+    /// section's header, the EOF byte. For errors that name the stream byte the caller
+    /// refused.
+    pub fn event_offset(&self) -> u64 {
+        self.event_offset
+    }
+
+    /// Checks a RAM digest section (SPEC.md §13) against guest memory: its entries must be
+    /// the MEM_SIZE blocks in order, then each block's sha256-sparse digest is computed
+    /// through [`GuestRam::read_page`], pages of the stream's ballooned runs counted as zero
+    /// without being read. Call it once the stream is loaded (at [`LoaderEvent::Eof`]); the
+    /// report says, block by block, whether memory matches.
+    ///
+    /// Errors ([`ErrorKind::Digest`], or [`ErrorKind::Guest`] for a failed read) are for a
+    /// section that does not fit the stream; a mismatch is in the report.
+    pub fn verify_digest(&self, section: &DigestSection) -> Result<DigestReport, Error> {
+        self.verify_digest_with(section, &self.balloon)
+    }
+
+    /// [`Loader::verify_digest`] with another balloon map (stream block numbering): for a
+    /// VMM that knows more ballooned pages than the stream's balloon records say (from its
+    /// own balloon device's state), which it has discarded and which read as zero. Start
+    /// from a clone of [`Loader::balloon`] and inflate the runs.
+    pub fn verify_digest_with(
+        &self,
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+    ) -> Result<DigestReport, Error> {
+        let at = self.decoder.offset();
+        let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
+            return Err(Error::new(at, ErrorKind::Digest(DigestError::NoBlocks)));
+        };
+        if self.awaiting_ram {
+            return Err(Error::new(at, ErrorKind::RamNotProvided));
+        }
+        digest::verify(
+            ram,
+            section,
+            blocks,
+            &self.to_guest,
+            ballooned,
+            self.opts.page_size,
+            at,
+        )
+    }
+
+    /// The digest verification done at EOF under [`DigestPolicy::Verify`] (every block
+    /// matched, or the loader would have refused the stream); `None` before EOF or when the
+    /// stream had no digest section.
+    pub fn digest_report(&self) -> Option<&DigestReport> {
+        self.digest_report.as_ref()
     }
 
     /// What the loader did so far.
@@ -299,6 +376,19 @@ impl<R: GuestRam> Loader<R> {
                 self.stats.ram_sections += 1;
                 None
             }
+            Event::Device(d) if self.takes_digest(&d) => {
+                let section = DigestSection::from_device(&d)
+                    .map_err(|e| {
+                        Error::new(at, ErrorKind::Digest(DigestError::Section(e)))
+                            .in_record(RecordKind::Device)
+                    })?
+                    .ok_or_else(|| {
+                        // Not reached: `takes_digest` checked the idstr.
+                        Error::new(at, ErrorKind::Digest(DigestError::Missing))
+                    })?;
+                self.digest = Some((section, at));
+                None
+            }
             Event::Device(d) => {
                 self.stats.devices += 1;
                 Some(LoaderEvent::Device(DeviceBlob {
@@ -310,12 +400,47 @@ impl<R: GuestRam> Loader<R> {
             }
             Event::Command(c) => Some(LoaderEvent::Command(c)),
             Event::Eof => {
+                self.check_digest(at)?;
                 self.eof = true;
                 Some(LoaderEvent::Eof)
             }
             Event::VmDescription(json) => Some(LoaderEvent::VmDescription(json)),
             _ => None,
         })
+    }
+
+    /// Whether the loader keeps `d` for itself: the digest section under a verifying policy.
+    fn takes_digest(&self, d: &DeviceSection<'_>) -> bool {
+        self.opts.digest != DigestPolicy::Deliver && d.header.idstr == DIGEST_SECTION_IDSTR
+    }
+
+    /// At EOF, under a verifying [`DigestPolicy`]: checks the digest section taken earlier
+    /// against guest memory, or refuses its absence under [`DigestPolicy::Require`].
+    fn check_digest(&mut self, at: u64) -> Result<(), Error> {
+        if self.opts.digest == DigestPolicy::Deliver {
+            return Ok(());
+        }
+        let Some((section, section_at)) = self.digest.take() else {
+            if self.opts.digest == DigestPolicy::Require {
+                return Err(Error::new(at, ErrorKind::Digest(DigestError::Missing))
+                    .in_record(RecordKind::Eof));
+            }
+            return Ok(());
+        };
+        let report = self.verify_digest(&section).map_err(|mut e| {
+            e.offset = section_at;
+            e.in_record(RecordKind::Device)
+        })?;
+        if let Some(bad) = report.first_mismatch() {
+            return Err(Error::new(
+                section_at,
+                ErrorKind::Digest(DigestError::Mismatch(Box::new(bad.clone()))),
+            )
+            .in_record(RecordKind::Device)
+            .in_block(bad.idstr.clone()));
+        }
+        self.digest_report = Some(report);
+        Ok(())
     }
 
     fn check_page_size(&self, at: u64, record: RecordKind) -> Result<(), Error> {

@@ -19,6 +19,29 @@ pub enum ZeroPages {
     Always,
 }
 
+/// What the loader does with ramstream's RAM digest section (`ramstream/ram-digest`,
+/// SPEC.md §13): a source's per-block digest of its memory at stop time, which a destination
+/// compares with its own memory before it resumes the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DigestPolicy {
+    /// Hand the section out as a [`LoaderEvent::Device`](crate::LoaderEvent::Device) like any
+    /// other; the caller may check it with [`Loader::verify_digest`](crate::Loader::verify_digest).
+    #[default]
+    Deliver,
+    /// Take the section (it is not handed out), and at EOF compare each block's digest with
+    /// guest memory, pages of the stream's ballooned runs counted as zero; a difference, or a
+    /// section that does not match MEM_SIZE, is refused
+    /// ([`ErrorKind::Digest`](crate::ErrorKind::Digest)) instead of
+    /// [`LoaderEvent::Eof`](crate::LoaderEvent::Eof). The report is
+    /// [`Loader::digest_report`](crate::Loader::digest_report). A stream without the section
+    /// loads as before.
+    Verify,
+    /// [`DigestPolicy::Verify`], and a stream that reaches EOF without the section is refused
+    /// ([`DigestError::Missing`](crate::DigestError::Missing)), as SPEC.md §13.4 asks of a
+    /// receiver that knows its source sends one.
+    Require,
+}
+
 /// Options of a [`Loader`](crate::Loader).
 ///
 /// ```
@@ -43,6 +66,8 @@ pub struct LoaderOptions {
     /// they are), as QEMU does; by default they are refused
     /// ([`LayoutMismatch::BlockNotSent`](crate::LayoutMismatch::BlockNotSent)).
     pub allow_unsent_blocks: bool,
+    /// What to do with the RAM digest section (SPEC.md §13); by default it is handed out.
+    pub digest: DigestPolicy,
 }
 
 impl Default for LoaderOptions {
@@ -53,6 +78,7 @@ impl Default for LoaderOptions {
             decoder,
             zero_pages: ZeroPages::default(),
             allow_unsent_blocks: false,
+            digest: DigestPolicy::default(),
         }
     }
 }

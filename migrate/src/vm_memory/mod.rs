@@ -17,6 +17,10 @@
 //!   and the VMM can read them back ([`GuestMemoryRam::read_side_buffer`]);
 //!   [`Unmapped::Refuse`] makes every block of the layout need a mapping instead.
 //!
+//! Over a `GuestMemoryMmap<AtomicBitmap>` (vm-memory's `backend-bitmap`),
+//! [`GuestMemoryRam::dirty_log`] is a [`DirtyPageSource`](crate::DirtyPageSource) for the
+//! [`Source`](crate::Source): the pages written through vm-memory since the last sync.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use ramstream_migrate::vm_memory::{GpaRange, GuestMemoryRam};
@@ -35,6 +39,7 @@
 //! assert_eq!(ram.read_side_buffer(1, |b| b[0]), Some(1));
 //! ```
 
+mod dirty;
 mod mapping;
 
 use core::fmt;
@@ -46,6 +51,7 @@ use ::vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
 use crate::guest::{GuestRam, RamBlockLayout};
 use crate::PageAddr;
 
+pub use dirty::DirtyLog;
 pub use mapping::{GpaRange, GuestMemoryRamBuilder, MappingError, Unmapped};
 
 /// A failed access through a [`GuestMemoryRam`].

@@ -311,7 +311,7 @@ impl StreamBuilder {
     }
 
     /// A FULL device section (id `id`) with its footer.
-    pub fn device(&mut self, id: u32, idstr: &'static str, body: &'static [u8]) -> &mut Self {
+    pub fn device(&mut self, id: u32, idstr: &str, body: &[u8]) -> &mut Self {
         let d = DeviceSection {
             header: SectionHeader {
                 section_type: SectionType::FULL,

@@ -1,0 +1,153 @@
+//! The end of the stream, with the guest stopped: the device sections the caller handed in,
+//! the RAM digest section (SPEC.md §13), EOF and the optional VMDESCRIPTION.
+
+use std::time::Instant;
+
+use ramstream_codec::extension::digest::{digest_block, BlockDigest, DigestSection};
+use ramstream_codec::{DeviceSection, PageAddr, RecordKind, SectionHeader, Sink};
+use ramstream_spec::extension::digest::{
+    DIGEST_SECTION_IDSTR, DIGEST_SECTION_INSTANCE_ID, DIGEST_SECTION_VERSION,
+};
+use ramstream_spec::stream::SectionType;
+
+use super::counted::Counted;
+use super::{Phase, Source, Stage, Transmit, RAM_SECTION_ID};
+use crate::error::{Error, ErrorKind};
+use crate::GuestRam;
+
+impl Source {
+    /// Computes (or takes the caller's) block digests and encodes the digest section's body.
+    pub(super) fn prepare_completion<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+    ) -> Result<(), Error> {
+        if !self.opts.digest {
+            return Ok(());
+        }
+        let sums = match self.given_digests.take() {
+            Some(sums) => sums,
+            None => self.hash_blocks(ram)?,
+        };
+        let digest = DigestSection {
+            blocks: self
+                .blocks
+                .iter()
+                .zip(sums)
+                .map(|(b, sha256)| BlockDigest {
+                    idstr: b.idstr.clone(),
+                    used_length: b.used_length,
+                    sha256,
+                })
+                .collect(),
+        };
+        self.digest_body.clear();
+        digest
+            .encode(&mut self.digest_body)
+            .map_err(|e| self.error(ErrorKind::Extension(e)))?;
+        self.digest = Some(digest);
+        Ok(())
+    }
+
+    /// Every block's sha256-sparse digest, read through `ram`, ballooned pages not read.
+    fn hash_blocks<R: GuestRam + ?Sized>(
+        &self,
+        ram: &R,
+    ) -> Result<Vec<[u8; ramstream_spec::extension::digest::DIGEST_SHA256_LEN]>, Error> {
+        let ps = self.opts.page_size;
+        (0..self.blocks.len())
+            .map(|block| {
+                let runs = self.balloon.runs(block);
+                digest_block(self.block_pages[block], ps, runs, |p, buf| {
+                    let addr = PageAddr {
+                        block,
+                        offset: p * ps as u64,
+                    };
+                    ram.read_page(addr, buf).map_err(|e| (addr, e))
+                })
+                .map_err(|(addr, e)| {
+                    self.error(ErrorKind::Guest {
+                        addr,
+                        source: Box::new(e),
+                    })
+                    .in_record(RecordKind::Device)
+                    .in_block(self.blocks[block].idstr.clone())
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the device sections (ids from 1), the digest section, EOF and the
+    /// VMDESCRIPTION, bodies referenced from the source.
+    pub(super) fn emit_completion<'s, S: Sink<'s>>(
+        &'s mut self,
+        now: Instant,
+        mut out: Counted<'_, S>,
+    ) -> Result<Transmit, Error> {
+        let Source {
+            enc,
+            devices,
+            digest_body,
+            vm_description,
+            opts,
+            stats,
+            stage,
+            phase,
+            clock,
+            ..
+        } = self;
+        let digest = opts.digest.then_some(DeviceSection {
+            header: SectionHeader {
+                section_type: SectionType::FULL,
+                section_id: 0,
+                idstr: DIGEST_SECTION_IDSTR,
+                instance_id: DIGEST_SECTION_INSTANCE_ID,
+                version_id: DIGEST_SECTION_VERSION,
+            },
+            body_offset: 0,
+            body: digest_body.as_slice(),
+        });
+        let sections = devices
+            .iter()
+            .map(|d| DeviceSection {
+                header: SectionHeader {
+                    section_type: SectionType::FULL,
+                    section_id: 0,
+                    idstr: &d.idstr,
+                    instance_id: d.instance_id,
+                    version_id: d.version_id,
+                },
+                body_offset: 0,
+                body: &d.body,
+            })
+            .chain(digest);
+        let mut written = Ok(());
+        for (mut section, id) in sections.zip(RAM_SECTION_ID + 1..) {
+            section.header.section_id = id;
+            written = enc.device(&section, &mut out);
+            if written.is_err() {
+                break;
+            }
+            enc.footer(id, &mut out);
+        }
+        if written.is_ok() {
+            enc.eof(&mut out);
+            if let Some(json) = vm_description {
+                written = enc.vmdesc(json, &mut out);
+            }
+        }
+        if let Err(e) = written {
+            *stage = Stage::Failed;
+            let mut e = Error::from(e);
+            e.offset = stats.produced;
+            return Err(e);
+        }
+        stats.produced += out.n as u64;
+        stats.remaining = 0;
+        if let Some(t) = clock.stopped {
+            stats.downtime = now.saturating_duration_since(t);
+        }
+        *stage = Stage::Done;
+        *phase = Phase::Completed;
+        Ok(Transmit::Send { bytes: out.n })
+    }
+}

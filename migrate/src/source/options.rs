@@ -1,0 +1,64 @@
+//! What a source decides before it starts: machine type, page size, XBZRLE, bandwidth,
+//! downtime, the balloon and digest extensions.
+
+use std::time::Duration;
+
+use ramstream_spec::extension::reference;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86;
+
+/// Options of a [`Source`](crate::Source), named after QEMU's migration parameters.
+///
+/// ```
+/// use std::time::Duration;
+/// use ramstream_migrate::SourceOptions;
+/// let opts = SourceOptions {
+///     xbzrle_cache_size: Some(64 << 20),        // XBZRLE after the bulk pass
+///     max_bandwidth: Some(128 << 20),           // bytes per second
+///     downtime_limit: Duration::from_millis(300),
+///     ..SourceOptions::default()
+/// };
+/// assert_eq!(opts.page_size, 4096);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// The configuration section's machine type. A QEMU destination refuses any other than
+    /// its own; the default is the reference machine's, `ramstream-ref-v1`.
+    pub machine_type: String,
+    /// The target page size in bytes (4096 on x86); another is announced in the
+    /// configuration's `target-page-bits`.
+    pub page_size: usize,
+    /// XBZRLE with a cache of this many bytes (a power of two, QEMU `xbzrle-cache-size`),
+    /// used from the first dirty iteration on (SPEC.md §7.7); `None`: no XBZRLE.
+    pub xbzrle_cache_size: Option<u64>,
+    /// Bandwidth limit in bytes per second (QEMU `max-bandwidth`), enforced in 100 ms
+    /// windows as QEMU's rate limiter does, lifted for stop-and-copy; `None`: unlimited.
+    pub max_bandwidth: Option<u64>,
+    /// Ask for the guest to stop once the remaining dirty bytes can be sent within this at
+    /// the measured bandwidth (QEMU `downtime-limit`).
+    pub downtime_limit: Duration,
+    /// Ask for the guest to stop after this many dirty iterations even if not converged.
+    pub max_iterations: u32,
+    /// The balloon extension (SPEC.md §9): announce `x-ramstream-balloon-v1`, send the
+    /// ballooned runs as full maps, and never read, test or send a ballooned page. A QEMU
+    /// destination refuses such a stream at its configuration. Off by default.
+    pub balloon: bool,
+    /// End the device state with the RAM digest section (SPEC.md §13), so the destination
+    /// can refuse to resume on memory that differs. A QEMU destination refuses such a
+    /// stream ("Unknown savevm section"). On by default.
+    pub digest: bool,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            machine_type: reference::MACHINE_TYPE.to_string(),
+            page_size: TARGET_PAGE_SIZE_X86,
+            xbzrle_cache_size: None,
+            max_bandwidth: None,
+            downtime_limit: Duration::from_millis(300),
+            max_iterations: 30,
+            balloon: false,
+            digest: true,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! One round over RAM (the bulk pass, a dirty iteration, or the stop-and-copy pass): its
+//! pages, how far it got, and how it is cut into `ram` sections.
+
+use ramstream_spec::stream::SectionType;
+
+use super::page_set::PageSet;
+
+/// Pages per PART section at most.
+pub(crate) const PAGES_PER_PART: u64 = 8192;
+/// Pages read and encoded per poll at most.
+pub(crate) const BATCH: usize = 64;
+
+/// Which round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoundKind {
+    /// Every page that is not ballooned; no XBZRLE.
+    Bulk,
+    /// The pages dirtied before the sync that started it.
+    Dirty,
+    /// The last pages, with the guest stopped: its last section is END and the XBZRLE
+    /// cache is no longer updated.
+    Final,
+}
+
+/// A round in progress.
+#[derive(Clone, Debug)]
+pub(crate) struct Round {
+    pub(crate) kind: RoundKind,
+    pages: PageSet,
+    /// Pages in the round.
+    pub(crate) total: u64,
+    /// Pages done.
+    pub(crate) done: u64,
+    cursor: (usize, u64),
+    /// Whether a section is open (its header written, its EOS not yet).
+    pub(crate) part_open: bool,
+    part_pages: u64,
+    /// Sections opened so far.
+    pub(crate) parts: u64,
+}
+
+impl Round {
+    pub(crate) fn new(kind: RoundKind, pages: PageSet) -> Self {
+        Round {
+            kind,
+            total: pages.count(),
+            pages,
+            done: 0,
+            cursor: (0, 0),
+            part_open: false,
+            part_pages: 0,
+            parts: 0,
+        }
+    }
+
+    /// Opens a section: the type of its header. Only the very last section of the final
+    /// round is END.
+    pub(crate) fn open_part(&mut self) -> SectionType {
+        self.part_open = true;
+        self.part_pages = 0;
+        self.parts += 1;
+        if self.kind == RoundKind::Final && self.total - self.done <= PAGES_PER_PART {
+            SectionType::END
+        } else {
+            SectionType::PART
+        }
+    }
+
+    /// The next pages of the open section, at most [`BATCH`] and `max`, into `out` as
+    /// `(block, page)`. Returns whether the section is full or the round done after them
+    /// (its EOS is due).
+    pub(crate) fn next_batch(&mut self, max: u64, out: &mut Vec<(usize, u64)>) -> bool {
+        out.clear();
+        let room = (PAGES_PER_PART - self.part_pages)
+            .min(BATCH as u64)
+            .min(max);
+        while (out.len() as u64) < room {
+            let Some((b, p)) = self.pages.next_from(self.cursor) else {
+                break;
+            };
+            out.push((b, p));
+            self.cursor = (b, p + 1);
+        }
+        self.part_pages += out.len() as u64;
+        self.done += out.len() as u64;
+        let closes = self.part_pages == PAGES_PER_PART || self.is_done();
+        if closes {
+            self.part_open = false;
+        }
+        closes
+    }
+
+    /// Whether every page was taken.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done == self.total
+    }
+}

@@ -1,0 +1,70 @@
+//! A source's figures, named as QEMU's `query-migrate` names them.
+
+use std::time::Duration;
+
+/// What a [`Source`](crate::Source) did: the `ram` object of `query-migrate`, the balloon
+/// figures ramstream adds, and one [`RoundStats`] per round. Times are differences of the
+/// instants the caller passed in.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SendStats {
+    /// Bytes written into the caller's sinks.
+    pub produced: u64,
+    /// Bytes the caller reported sent ([`Source::handle_sent`](crate::Source::handle_sent)).
+    pub sent: u64,
+    /// Dirty bytes left at the last sync (0 when completed).
+    pub remaining: u64,
+    /// Guest RAM in bytes.
+    pub total: u64,
+    /// Zero pages sent as ZERO records.
+    pub duplicate: u64,
+    /// Pages sent whole (PAGE records).
+    pub normal: u64,
+    /// Bytes of PAGE payloads.
+    pub normal_bytes: u64,
+    /// Pages sent as XBZRLE records.
+    pub xbzrle_pages: u64,
+    /// Pages dirtied per second, measured over the last round.
+    pub dirty_pages_rate: u64,
+    /// Throughput of the last round, megabits per second.
+    pub mbps: f64,
+    /// Dirty syncs (the setup sync included).
+    pub dirty_sync_count: u64,
+    /// Ballooned pages skipped without being read (bulk pass and dirty syncs).
+    pub ballooned_skipped: u64,
+    /// Balloon records (SPEC.md §9.4) written: full maps of blocks whose runs changed.
+    pub balloon_records: u64,
+    /// Pages read from guest memory and looked at.
+    pub pages_visited: u64,
+    /// Dirty iterations after the bulk pass.
+    pub iterations: u32,
+    /// Whether the expected downtime met the limit (false: stopped at `max_iterations`).
+    pub converged: bool,
+    /// The expected downtime at the decision to stop.
+    pub expected_downtime: Duration,
+    /// From the first poll to the end of the setup sync.
+    pub setup_time: Duration,
+    /// From [`Source::handle_stopped`](crate::Source::handle_stopped) to the last poll that
+    /// wrote bytes.
+    pub downtime: Duration,
+    /// The bulk pass (iteration 0) and each dirty iteration.
+    pub rounds: Vec<RoundStats>,
+}
+
+/// One round: the bulk pass (iteration 0) or a dirty iteration.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RoundStats {
+    /// 0 for the bulk pass.
+    pub iteration: u32,
+    /// Pages the round had to look at (after skipping ballooned ones).
+    pub pages: u64,
+    /// Bytes reported sent during the round.
+    pub bytes: u64,
+    /// From the sync that started the round to the sync that ended it.
+    pub duration: Duration,
+    /// Dirty pages found at the sync that ended the round.
+    pub dirty_after: u64,
+    /// The expected downtime computed at that sync.
+    pub expected_downtime: Duration,
+}
