@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 
 use ramstream_codec::balloon::BalloonMapError;
 
-use crate::digest::DigestError;
+use crate::digest_report::DigestError;
 use ramstream_codec::{PageAddr, RecordKind};
 
 /// A refused stream or a failed guest access, with its context.

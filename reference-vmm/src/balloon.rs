@@ -2,8 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::error::{Error, Result};
-use crate::memory::{AtomicBitmap, GuestMemory, MemoryLayout};
+use crate::memory::{GuestMemory, MemoryLayout};
 
 /// A run of ballooned pages inside one region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +16,51 @@ pub struct BalloonRun {
     pub first_page: u64,
     /// Pages in the run (never 0).
     pub page_count: u64,
+}
+
+/// A page bitmap, one bit per 4 KiB page, set from any thread.
+#[derive(Debug)]
+struct AtomicBitmap {
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBitmap {
+    fn new(pages: u64) -> Self {
+        Self {
+            words: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn set_range(&self, first: u64, count: u64) {
+        for page in first..first + count {
+            if let Some(w) = self.words.get((page / 64) as usize) {
+                w.fetch_or(1 << (page % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn clear_range(&self, first: u64, count: u64) {
+        for page in first..first + count {
+            if let Some(w) = self.words.get((page / 64) as usize) {
+                w.fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Clears the bitmap.
+    fn clear(&self) {
+        for w in &self.words {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns a copy of the bitmap.
+    fn snapshot(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect()
+    }
 }
 
 /// The host's record of ballooned pages: one bitmap per region.
@@ -87,7 +134,7 @@ impl Balloon {
     /// Records runs restored from a saved state (discarding the memory under them).
     pub(crate) fn restore(&self, mem: &GuestMemory, runs: &[BalloonRun]) -> Result<()> {
         for b in &self.bitmaps {
-            b.take();
+            b.clear();
         }
         for run in runs {
             let ram_first = self.layout.ram_page(run.region, run.first_page)?;

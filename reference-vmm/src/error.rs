@@ -31,6 +31,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// vm-memory refused an access to a region's memory.
+    #[error("guest memory {op} in region {region:?} failed: {source}")]
+    Access {
+        /// `read` or `write`.
+        op: &'static str,
+        /// The region's name.
+        region: String,
+        /// What vm-memory (through `ramstream-migrate`'s adapter) reported.
+        #[source]
+        source: ramstream_migrate::vm_memory::AccessError,
+    },
     /// A memory layout is not usable (overlap, misalignment, too large, empty…).
     #[error("invalid memory layout: {0}")]
     InvalidLayout(String),

@@ -46,9 +46,12 @@
 //! not a guest-physical address in `ram1`). The layout is `serde`-serializable so that the
 //! receiver can build the same one.
 //!
-//! Memory is an anonymous `MAP_NORESERVE` mapping per region: sparse until touched.
-//! [`GuestMemory`] reads and writes whole pages by `(region index, page in region)` and
-//! discards ranges with `MADV_DONTNEED`. *RAM page numbers* count pages over the regions in
+//! Memory is a vm-memory `GuestMemoryMmap` ([`memory::GuestMemoryMmap`]) with one anonymous
+//! `MAP_NORESERVE` region per layout region: sparse until touched. [`GuestMemory`] reads and
+//! writes whole pages by `(region index, page in region)` through vm-memory's `Bytes` API
+//! (via `ramstream-migrate`'s `GuestMemoryRam`, which is also its
+//! [`GuestRam`](ramstream_migrate::GuestRam), [`GuestMemory::ram`]) and discards ranges with
+//! `MADV_DONTNEED`; vm-memory's dirty bitmap records the pages the VMM changed. *RAM page numbers* count pages over the regions in
 //! layout order (region 0's pages first); the guest program and the balloon commands use them.
 //!
 //! # Guest memory map (all in region 0)
@@ -155,7 +158,8 @@
 //! [`Vm::start_dirty_log`] sets `KVM_MEM_LOG_DIRTY_PAGES` on every slot (only while
 //! migrating: it slows the guest's writes down); [`Vm::dirty_log`] does `KVM_GET_DIRTY_LOG`
 //! (get and clear) for one region and merges the pages the VMM wrote or discarded itself since
-//! the previous call (KVM does not log those), as a [`DirtyBitmap`].
+//! the previous call (KVM does not log those; vm-memory's dirty bitmap does), as a
+//! [`DirtyBitmap`].
 //!
 //! # State blobs
 //!
@@ -193,9 +197,10 @@
 //!
 //! # Unsafe code
 //!
-//! All of it is in the private `sys` module (mmap, raw copies, memory slots, `set_xsave`,
-//! `kvm_run` union access), each block with a `// SAFETY:` comment; every other module is
-//! `#![forbid(unsafe_code)]`.
+//! All of it is in the private `sys` module (`madvise` for the balloon, memory slots,
+//! `set_xsave`, `kvm_run` union access), each block with a `// SAFETY:` comment; every other
+//! module is `#![forbid(unsafe_code)]`. Mapping guest memory and copying in and out of it is
+//! vm-memory's business.
 
 pub mod balloon;
 pub mod boot;

@@ -1,14 +1,23 @@
-//! Guest RAM: the [`MemoryLayout`] description and the [`GuestMemory`] mappings behind it.
+//! Guest RAM: the [`MemoryLayout`] description and the [`GuestMemory`] behind it, a vm-memory
+//! `GuestMemoryMmap` accessed through `Bytes` (no raw pointers here).
 
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use ramstream_migrate::vm_memory::{AccessError, GpaRange, GuestMemoryRam, Unmapped};
+use ramstream_migrate::{GuestRam, PageAddr, RamBlockLayout};
 use serde::{Deserialize, Serialize};
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress,
+};
 
 use crate::error::{Error, Result};
 use crate::guest_abi::{param, MAX_PDS, PAGE_SIZE};
-use crate::sys::Mapping;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -225,98 +234,68 @@ fn reserved_bytes(total_pages: u64) -> u64 {
     end.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
 }
 
-/// A page bitmap, one bit per 4 KiB page, set from any thread.
-#[derive(Debug)]
-pub(crate) struct AtomicBitmap {
-    words: Vec<AtomicU64>,
-}
+/// The vm-memory guest memory behind a [`GuestMemory`]: one anonymous `MAP_NORESERVE` region
+/// per layout region, with a dirty bitmap that marks every write made through `Bytes`.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<AtomicBitmap>;
 
-impl AtomicBitmap {
-    pub(crate) fn new(pages: u64) -> Self {
-        Self {
-            words: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
+/// A [`GuestRam`] over the regions of a [`GuestMemory`]: block `i` is region `i` (idstr = its
+/// name), laid over the region's guest-physical range.
+pub type RegionRam = GuestMemoryRam<Arc<GuestMemoryMmap>>;
 
-    pub(crate) fn set_range(&self, first: u64, count: u64) {
-        for page in first..first + count {
-            if let Some(w) = self.words.get((page / 64) as usize) {
-                w.fetch_or(1 << (page % 64), Ordering::Relaxed);
-            }
-        }
-    }
-
-    pub(crate) fn clear_range(&self, first: u64, count: u64) {
-        for page in first..first + count {
-            if let Some(w) = self.words.get((page / 64) as usize) {
-                w.fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Returns the bitmap and clears it.
-    pub(crate) fn take(&self) -> Vec<u64> {
-        self.words
-            .iter()
-            .map(|w| w.swap(0, Ordering::Relaxed))
-            .collect()
-    }
-
-    /// Returns a copy of the bitmap.
-    pub(crate) fn snapshot(&self) -> Vec<u64> {
-        self.words
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-#[derive(Debug)]
-struct Region {
-    spec: RegionSpec,
-    map: Mapping,
-    /// Pages the VMM changed itself (writes, discards): KVM does not log those.
-    vmm_dirty: AtomicBitmap,
-}
-
-/// Guest RAM: one sparse anonymous mapping per region of a [`MemoryLayout`].
+/// Guest RAM: a vm-memory [`GuestMemoryMmap`] with one region per region of a
+/// [`MemoryLayout`], read and written through vm-memory's `Bytes` API.
 ///
 /// Pages are addressed by `(region index, page index within the region)`. Every method takes
 /// `&self` and is safe to call while the guest runs; copies of pages the guest is writing may
-/// be torn, which dirty tracking repairs (such a page is logged dirty again).
+/// be torn, which dirty tracking repairs (such a page is logged dirty again). Writes and
+/// discards made here are recorded in the regions' vm-memory dirty bitmaps, because KVM
+/// does not log them.
 #[derive(Debug)]
 pub struct GuestMemory {
     layout: MemoryLayout,
-    regions: Vec<Region>,
+    ram: RegionRam,
 }
 
 impl GuestMemory {
     /// Maps zeroed memory for every region of `layout` (nothing is committed until touched).
     pub fn new(layout: &MemoryLayout) -> Result<Self> {
         layout.validate()?;
-        let regions = layout
+        let mut regions = layout
             .regions
             .iter()
             .map(|spec| {
-                let map = usize::try_from(spec.size)
-                    .map_err(|_| Error::InvalidLayout(format!("region {:?} too large", spec.name)))
-                    .and_then(|len| {
-                        Mapping::new(len).map_err(|source| Error::Memory {
-                            op: "mmap",
-                            region: spec.name.clone(),
-                            source,
-                        })
-                    })?;
-                Ok(Region {
-                    spec: spec.clone(),
-                    map,
-                    vmm_dirty: AtomicBitmap::new(spec.pages()),
+                let len = usize::try_from(spec.size).map_err(|_| {
+                    Error::InvalidLayout(format!("region {:?} too large", spec.name))
+                })?;
+                GuestRegionMmap::from_range(GuestAddress(spec.gpa), len, None).map_err(|e| {
+                    Error::Memory {
+                        op: "mmap",
+                        region: spec.name.clone(),
+                        source: io::Error::other(e),
+                    }
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        regions.sort_by_key(|r| r.start_addr());
+        let mmap = GuestMemoryMmap::from_regions(regions)
+            .map_err(|e| Error::InvalidLayout(e.to_string()))?;
+        let blocks: Vec<RamBlockLayout> = layout
+            .regions
+            .iter()
+            .map(|r| RamBlockLayout::new(r.name.clone(), r.size))
+            .collect();
+        let ram = layout
+            .regions
+            .iter()
+            .fold(
+                GuestMemoryRam::builder(Arc::new(mmap)).unmapped(Unmapped::Refuse),
+                |b, r| b.map(r.name.clone(), [GpaRange::new(GuestAddress(r.gpa), r.size)]),
+            )
+            .build(&blocks)
+            .map_err(|e| Error::InvalidLayout(e.to_string()))?;
         Ok(Self {
             layout: layout.clone(),
-            regions,
+            ram,
         })
     }
 
@@ -325,57 +304,90 @@ impl GuestMemory {
         &self.layout
     }
 
-    fn region(&self, region: usize) -> Result<&Region> {
-        self.regions
+    /// The regions as RAM blocks of a [`GuestRam`] (vm-memory accesses through
+    /// `ramstream-migrate`'s adapter, which the page methods use too).
+    pub fn ram(&self) -> &RegionRam {
+        &self.ram
+    }
+
+    /// The vm-memory guest memory (for `Bytes` accesses by guest-physical address).
+    pub fn mmap(&self) -> &Arc<GuestMemoryMmap> {
+        self.ram.memory()
+    }
+
+    fn spec(&self, region: usize) -> Result<&RegionSpec> {
+        self.layout
+            .regions
             .get(region)
             .ok_or_else(|| Error::UnknownRegion(region.to_string()))
     }
 
-    /// Byte offset of pages `first..first + count` in `region`, checked.
-    fn page_offset(&self, region: usize, first: u64, count: u64) -> Result<(&Region, usize)> {
-        let r = self.region(region)?;
-        let pages = r.spec.pages();
+    /// The vm-memory region of layout region `region` (it starts at the region's GPA).
+    pub(crate) fn mmap_region(&self, region: usize) -> Result<&GuestRegionMmap<AtomicBitmap>> {
+        let spec = self.spec(region)?;
+        self.mmap()
+            .find_region(GuestAddress(spec.gpa))
+            .ok_or_else(|| Error::UnknownRegion(spec.name.clone()))
+    }
+
+    /// The block address of pages `first..first + count` in `region`, checked.
+    fn page_addr(&self, region: usize, first: u64, count: u64) -> Result<PageAddr> {
+        let spec = self.spec(region)?;
+        let pages = spec.pages();
         if first.checked_add(count).is_none_or(|end| end > pages) {
             return Err(Error::PageOutOfRange {
-                region: r.spec.name.clone(),
+                region: spec.name.clone(),
                 first,
                 count,
                 pages,
             });
         }
-        Ok((r, first as usize * PAGE_SIZE))
+        Ok(PageAddr {
+            block: region,
+            offset: first * PAGE_SIZE as u64,
+        })
+    }
+
+    fn access_error(&self, op: &'static str, region: usize) -> impl FnOnce(AccessError) -> Error {
+        let region = self.layout.regions[region].name.clone();
+        move |source| Error::Access { op, region, source }
     }
 
     /// Copies page `page` of `region` into `dst` (exactly [`PAGE_SIZE`] bytes).
     pub fn read_page(&self, region: usize, page: u64, dst: &mut [u8]) -> Result<()> {
         check_len(dst.len())?;
-        let (r, off) = self.page_offset(region, page, 1)?;
-        r.map.read(off, dst).map_err(|_| out_of_range(r, page))
+        let addr = self.page_addr(region, page, 1)?;
+        self.ram
+            .read_page(addr, dst)
+            .map_err(self.access_error("read", region))
     }
 
-    /// Writes `src` (exactly [`PAGE_SIZE`] bytes) into page `page` of `region` and records the
-    /// page as dirtied by the VMM.
+    /// Writes `src` (exactly [`PAGE_SIZE`] bytes) into page `page` of `region`; vm-memory's
+    /// bitmap records the page as dirtied by the VMM.
     pub fn write_page(&self, region: usize, page: u64, src: &[u8]) -> Result<()> {
         check_len(src.len())?;
-        let (r, off) = self.page_offset(region, page, 1)?;
-        r.map.write(off, src).map_err(|_| out_of_range(r, page))?;
-        r.vmm_dirty.set_range(page, 1);
-        Ok(())
+        let addr = self.page_addr(region, page, 1)?;
+        self.ram
+            .write_page(addr, src)
+            .map_err(self.access_error("write", region))
     }
 
     /// Writes zeroes over `count` pages from `first`: `MADV_DONTNEED` gives the memory back to
     /// the host and the pages read as zero afterwards. Recorded as dirtied by the VMM.
     pub fn discard_pages(&self, region: usize, first: u64, count: u64) -> Result<()> {
-        let (r, off) = self.page_offset(region, first, count)?;
-        r.map
-            .discard(off, count as usize * PAGE_SIZE)
-            .map_err(|_| out_of_range(r, first))?
-            .map_err(|source| Error::Memory {
-                op: "madvise",
-                region: r.spec.name.clone(),
-                source,
-            })?;
-        r.vmm_dirty.set_range(first, count);
+        let addr = self.page_addr(region, first, count)?;
+        let r = self.mmap_region(region)?;
+        let (offset, len) = (addr.offset as usize, count as usize * PAGE_SIZE);
+        let memory_error = |source| Error::Memory {
+            op: "madvise",
+            region: self.layout.regions[region].name.clone(),
+            source,
+        };
+        let slice = r
+            .get_slice(MemoryRegionAddress(addr.offset), len)
+            .map_err(|e| memory_error(io::Error::other(e)))?;
+        crate::sys::discard(&slice).map_err(memory_error)?;
+        (**r).bitmap().set_addr_range(offset, len);
         Ok(())
     }
 
@@ -386,46 +398,32 @@ impl GuestMemory {
         Ok(buf.iter().all(|&b| b == 0))
     }
 
-    /// The region holding guest-physical byte `gpa`, and the byte offset in it.
-    fn locate_gpa(&self, gpa: u64) -> Option<(&Region, usize)> {
-        self.regions
-            .iter()
-            .find(|r| r.spec.gpa <= gpa && gpa < r.spec.gpa + r.spec.size)
-            .map(|r| (r, (gpa - r.spec.gpa) as usize))
-    }
-
     /// Reads the u64 word at guest-physical `gpa` (8-byte aligned) atomically.
     pub(crate) fn load_u64(&self, gpa: u64) -> Result<u64> {
-        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
-        r.map.load_u64(off).map_err(|_| gpa_error(gpa))
+        self.mmap()
+            .load(GuestAddress(gpa), Ordering::Acquire)
+            .map_err(|_| gpa_error(gpa))
     }
 
-    /// Writes the u64 word at guest-physical `gpa` (8-byte aligned) atomically; the page is
-    /// recorded as dirtied by the VMM.
+    /// Writes the u64 word at guest-physical `gpa` (8-byte aligned) atomically; vm-memory's
+    /// bitmap records the page as dirtied by the VMM.
     pub(crate) fn store_u64(&self, gpa: u64, value: u64) -> Result<()> {
-        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
-        r.map.store_u64(off, value).map_err(|_| gpa_error(gpa))?;
-        r.vmm_dirty.set_range((off / PAGE_SIZE) as u64, 1);
-        Ok(())
+        self.mmap()
+            .store(value, GuestAddress(gpa), Ordering::Release)
+            .map_err(|_| gpa_error(gpa))
     }
 
     /// Copies bytes to guest-physical `gpa` (used for loading the program and page tables).
     pub(crate) fn write_gpa(&self, gpa: u64, src: &[u8]) -> Result<()> {
-        let (r, off) = self.locate_gpa(gpa).ok_or_else(|| gpa_error(gpa))?;
-        r.map.write(off, src).map_err(|_| gpa_error(gpa))?;
-        let first = (off / PAGE_SIZE) as u64;
-        let last = ((off + src.len().max(1) - 1) / PAGE_SIZE) as u64;
-        r.vmm_dirty.set_range(first, last - first + 1);
-        Ok(())
+        self.mmap()
+            .write_slice(src, GuestAddress(gpa))
+            .map_err(|_| gpa_error(gpa))
     }
 
-    pub(crate) fn mapping(&self, region: usize) -> Result<&Mapping> {
-        Ok(&self.region(region)?.map)
-    }
-
-    /// Takes (and clears) the pages of `region` the VMM dirtied itself.
+    /// Takes (and clears) the pages of `region` the VMM dirtied itself: its vm-memory bitmap,
+    /// in the layout of `KVM_GET_DIRTY_LOG`.
     pub(crate) fn take_vmm_dirty(&self, region: usize) -> Result<Vec<u64>> {
-        Ok(self.region(region)?.vmm_dirty.take())
+        Ok((**self.mmap_region(region)?).bitmap().get_and_reset())
     }
 }
 
@@ -437,15 +435,6 @@ fn check_len(len: usize) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn out_of_range(r: &Region, page: u64) -> Error {
-    Error::PageOutOfRange {
-        region: r.spec.name.clone(),
-        first: page,
-        count: 1,
-        pages: r.spec.pages(),
-    }
 }
 
 fn gpa_error(gpa: u64) -> Error {
@@ -486,6 +475,18 @@ mod tests {
         mem.write_page(1, 5, &page).unwrap();
         let mut back = [0u8; PAGE_SIZE];
         mem.read_page(1, 5, &mut back).unwrap();
+        assert_eq!(back, page);
+        let gpa = GuestAddress(MemoryLayout::HIGH_GPA + 5 * PAGE_SIZE as u64);
+        assert_eq!(
+            mem.mmap().read_obj::<u8>(gpa).unwrap(),
+            0xA5,
+            "ram1 lies at 4 GiB"
+        );
+        let addr = PageAddr {
+            block: 1,
+            offset: 5 * PAGE_SIZE as u64,
+        };
+        mem.ram().read_page(addr, &mut back).unwrap();
         assert_eq!(back, page);
         mem.discard_pages(1, 4, 2).unwrap();
         assert!(mem.is_zero_page(1, 5).unwrap());

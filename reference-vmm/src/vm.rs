@@ -149,8 +149,8 @@ impl Vm {
             .map_err(k("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip().map_err(k("KVM_CREATE_IRQCHIP"))?;
         let mem = Arc::new(GuestMemory::new(layout)?);
-        for (slot, r) in layout.regions.iter().enumerate() {
-            crate::sys::set_memory_slot(&vm, slot as u32, r.gpa, mem.mapping(slot)?, false)
+        for slot in 0..layout.regions.len() {
+            crate::sys::set_memory_slot(&vm, slot as u32, mem.mmap_region(slot)?, false)
                 .map_err(k("KVM_SET_USER_MEMORY_REGION"))?;
         }
         let vcpu = vm.create_vcpu(0).map_err(k("KVM_CREATE_VCPU"))?;
@@ -491,8 +491,8 @@ impl Vm {
     }
 
     fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
-        for (slot, r) in self.layout().regions.iter().enumerate() {
-            crate::sys::set_memory_slot(&self.vm, slot as u32, r.gpa, self.mem.mapping(slot)?, on)
+        for slot in 0..self.layout().regions.len() {
+            crate::sys::set_memory_slot(&self.vm, slot as u32, self.mem.mmap_region(slot)?, on)
                 .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         }
         self.dirty_logging = on;

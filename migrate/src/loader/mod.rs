@@ -36,7 +36,8 @@ use ramstream_codec::{
 use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
 
 use crate::device::DeviceBlob;
-use crate::digest::{self, DigestError, DigestReport};
+use crate::digest;
+use crate::digest_report::{DigestError, DigestReport};
 use crate::error::{Error, ErrorKind, LayoutMismatch};
 use crate::guest::{GuestRam, RamBlockLayout};
 
