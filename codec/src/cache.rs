@@ -129,8 +129,9 @@ pub enum PageDecision<'a> {
 
 /// The `xbzrle-cache` counters of QMP `query-migrate`; serialized with QMP's kebab-case
 /// names (`cache-size`, `cache-miss-rate`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub struct XbzrleCacheStats {
     /// `cache-size`: the cache size in bytes.
     pub cache_size: u64,

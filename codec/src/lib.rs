@@ -35,6 +35,16 @@
 //! let events = decode_all(stream, DecoderOptions::default()).unwrap();
 //! assert!(matches!(events[1].1, Event::Configuration(ref c) if c.machine_type == "pc-i440fx-7.2"));
 //! ```
+//!
+//! ## Cargo features
+//!
+//! - `serde` (off by default): `serde::Serialize` for the report types, for callers that
+//!   print JSON: [`summary::StreamSummary`] and its parts, [`mapped_ram::MappedRamSummary`],
+//!   [`cache::XbzrleCacheStats`] (QMP's kebab-case names),
+//!   [`extension::digest::DigestSection`] (digests as hex), [`vmdesc::SplitCheck`], and decoded
+//!   device state ([`vmdesc::DecodedDevice`], [`vmdesc::Value`]) in analyze-migration.py's
+//!   JSON style. Parsing needs no feature: the VMDESCRIPTION trailer is JSON on the wire, so
+//!   [`vmdesc::VmDescription::parse`] always uses `serde`'s `Deserialize` and `serde_json`.
 
 // The modules in layers; each uses only the layers listed before it:
 // - ground: `addr`, `kind`, `options`, `sink`, `xbzrle`, `zero`; then `error`, then `cursor`;

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use ramstream_spec::stream::SectionType;
-use serde::Serialize;
-
 use crate::balloon::{BalloonMap, BalloonRecord, KolheBalloon};
 use crate::event::Event;
 use crate::ram::RamBlock;
+use ramstream_spec::stream::SectionType;
 
 /// Record counts of the `ram` section.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecordCounts {
     /// MEM_SIZE records.
     pub mem_size: u64,
@@ -24,7 +23,7 @@ pub struct RecordCounts {
     /// EOS records.
     pub eos: u64,
     /// Page records that used CONTINUE.
-    #[serde(rename = "continue")]
+    #[cfg_attr(feature = "serde", serde(rename = "continue"))]
     pub continued: u64,
     /// MULTIFD_FLUSH records.
     pub multifd_flush: u64,
@@ -33,7 +32,8 @@ pub struct RecordCounts {
 }
 
 /// Per-block page record counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BlockCounts {
     /// PAGE records.
     pub page: u64,
@@ -44,17 +44,18 @@ pub struct BlockCounts {
 }
 
 /// A RAM block as summarised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BlockSummary {
     /// The idstr.
     pub idstr: String,
     /// The used length.
     pub used_length: u64,
     /// The `mr_addr` field, when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub mr_addr: Option<u64>,
     /// The `page_size` field, when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub page_size: Option<u64>,
 }
 
@@ -70,7 +71,8 @@ impl From<&RamBlock> for BlockSummary {
 }
 
 /// The `ram` part of a summary.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RamSummary {
     /// The blocks of the last MEM_SIZE.
     pub blocks: Vec<BlockSummary>,
@@ -89,7 +91,8 @@ pub struct RamSummary {
 }
 
 /// A device (FULL) section as summarised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DeviceSummary {
     /// The idstr.
     pub idstr: String,
@@ -106,7 +109,8 @@ pub struct DeviceSummary {
 }
 
 /// A command as summarised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CommandSummary {
     /// The command name (or hex id).
     pub command: String,
@@ -117,20 +121,21 @@ pub struct CommandSummary {
 }
 
 /// One balloon record as summarised (SPEC.md §9).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BalloonRecordSummary {
     /// Stream offset of the record word.
     pub offset: u64,
     /// `full-map`, `incremental`, `kolhe-2016` or `kolhe-2016 disabled`.
     pub kind: String,
     /// The block (v1 records).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub block: Option<String>,
     /// Whether the record used CONTINUE (v1 records).
-    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "core::ops::Not::not"))]
     pub continued: bool,
     /// The bitmap size, start and limit (kolhe-2016 records).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub kolhe: Option<KolheRange>,
     /// Inflate runs (kolhe-2016: all runs).
     pub inflate_runs: u64,
@@ -143,7 +148,8 @@ pub struct BalloonRecordSummary {
 }
 
 /// The header fields of a kolhe-2016 record (SPEC.md §9.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct KolheRange {
     /// The bitmap size in 4 KiB pages.
     pub bitmap_pages: u64,
@@ -154,7 +160,8 @@ pub struct KolheRange {
 }
 
 /// Balloon records and the balloon map they build (SPEC.md §9).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BalloonSummary {
     /// The dialect the stream was read with, when the caller set it (`ramstream inspect`
     /// does); otherwise the dialect of the first balloon record.
@@ -164,7 +171,7 @@ pub struct BalloonSummary {
     /// Ballooned target pages per block after the last record, for every block a record
     /// touched.
     pub ballooned_pages: BTreeMap<String, u64>,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     map: BalloonMap,
 }
 
@@ -258,7 +265,8 @@ impl BalloonSummary {
 /// assert_eq!(s.machine_type.as_deref(), Some("pc-i440fx-7.2"));
 /// assert!(s.eof);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StreamSummary {
     /// The stream version (3).
     pub stream_version: Option<u32>,
@@ -267,7 +275,7 @@ pub struct StreamSummary {
     /// Capabilities listed by the configuration.
     pub capabilities: Vec<String>,
     /// Target page bits from the configuration, when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub target_page_bits: Option<u32>,
     /// Commands, in order.
     pub commands: Vec<CommandSummary>,
@@ -282,12 +290,16 @@ pub struct StreamSummary {
     /// Total bytes decoded.
     pub stream_len: u64,
     /// Balloon records (SPEC.md §9); left out of the JSON when empty.
-    #[serde(skip_serializing_if = "BalloonSummary::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(skip_serializing_if = "BalloonSummary::is_empty")
+    )]
     pub balloon: BalloonSummary,
 }
 
 /// The oldest QEMU version that can have written a stream, and the evidence (SPEC.md §8.2).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WriterEvidence {
     /// (major, minor).
     pub version: (u16, u16),

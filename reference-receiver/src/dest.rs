@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ramstream_codec::PageAddr;
-use ramstream_migrate::{GuestRam, RamBlockLayout};
-use ramstream_reference_vmm::{BalloonRun, MemoryLayout, VcpuState, Vm, VmState};
+use ramstream_migrate::{GuestRam, PageRun, RamBlockLayout};
+use ramstream_reference_vmm::{MemoryLayout, VcpuState, Vm, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use serde::{Deserialize, Serialize};
 
@@ -69,8 +69,9 @@ pub trait Destination: GuestRam<Error = DestError> {
     /// The layout the destination was built with.
     fn memory_layout(&self) -> &MemoryLayout;
     /// Restores the vCPU and VM state blobs (the VM blob's balloon runs are discarded: they
-    /// read as zero); returns the balloon runs.
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError>;
+    /// read as zero); returns the balloon runs as [`VmState::balloon`] lists them:
+    /// `(region, run)` pairs, the run in 4 KiB target pages counted from the region's start.
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError>;
     /// Starts the guest.
     fn resume(&mut self) -> Result<(), DestError>;
     /// Reports whether the resumed guest runs: its heartbeat and its self-check.
@@ -88,9 +89,11 @@ pub fn ram_blocks(layout: &MemoryLayout) -> Vec<RamBlockLayout> {
         .collect()
 }
 
-/// The pages `first..first + count` that an access of `len` bytes at `addr` covers, if it
-/// covers whole pages from a page-aligned offset.
-pub fn whole_pages(addr: PageAddr, len: usize) -> Result<(u64, u64), DestError> {
+/// The run of target pages ([`TARGET_PAGE_SIZE_X86`](ramstream_spec::ram::TARGET_PAGE_SIZE_X86)
+/// bytes each, counted from the block's start) that an access of `len` bytes at `addr` (a byte
+/// offset, as the codec addresses pages) covers, if it covers whole pages from a page-aligned
+/// offset.
+pub fn whole_pages(addr: PageAddr, len: usize) -> Result<PageRun, DestError> {
     let page = PAGE_SIZE as u64;
     if !addr.offset.is_multiple_of(page) || len == 0 || !len.is_multiple_of(PAGE_SIZE) {
         return Err(DestError::NotWholePages {
@@ -99,7 +102,7 @@ pub fn whole_pages(addr: PageAddr, len: usize) -> Result<(u64, u64), DestError> 
             len,
         });
     }
-    Ok((addr.offset / page, (len / PAGE_SIZE) as u64))
+    Ok(PageRun::new(addr.offset / page, (len / PAGE_SIZE) as u64))
 }
 
 /// The real destination: a reference-VMM VM built with [`Vm::new_destination`].
@@ -135,18 +138,18 @@ impl GuestRam for KvmDestination {
     }
 
     fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), DestError> {
-        let (first, _) = whole_pages(addr, buf.len())?;
+        let run = whole_pages(addr, buf.len())?;
         let mem = self.vm.memory();
-        for (p, page) in (first..).zip(buf.chunks_exact_mut(PAGE_SIZE)) {
+        for (p, page) in run.range().zip(buf.chunks_exact_mut(PAGE_SIZE)) {
             mem.read_page(addr.block, p, page)?;
         }
         Ok(())
     }
 
     fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
-        let (first, _) = whole_pages(addr, data.len())?;
+        let run = whole_pages(addr, data.len())?;
         let mem = self.vm.memory();
-        for (p, page) in (first..).zip(data.chunks_exact(PAGE_SIZE)) {
+        for (p, page) in run.range().zip(data.chunks_exact(PAGE_SIZE)) {
             mem.write_page(addr.block, p, page)?;
         }
         Ok(())
@@ -154,8 +157,11 @@ impl GuestRam for KvmDestination {
 
     /// Discards the pages (`MADV_DONTNEED`): they read as zero and give memory back.
     fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), DestError> {
-        let (first, count) = whole_pages(addr, len)?;
-        Ok(self.vm.memory().discard_pages(addr.block, first, count)?)
+        let run = whole_pages(addr, len)?;
+        Ok(self
+            .vm
+            .memory()
+            .discard_pages(addr.block, run.start, run.count)?)
     }
 }
 
@@ -164,7 +170,7 @@ impl Destination for KvmDestination {
         self.vm.layout()
     }
 
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
         let vm_state = VmState::from_bytes(vm)?;
         let vcpu_state = VcpuState::from_bytes(vcpu)?;
         self.vm.restore_vm_state(&vm_state)?;

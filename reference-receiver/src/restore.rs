@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::extension::digest::DigestSection;
 use ramstream_codec::extension::ExtensionSection;
-use ramstream_migrate::{DeviceBlob, Loader};
-use ramstream_reference_vmm::{BalloonRun, MemoryLayout};
+use ramstream_migrate::{DeviceBlob, Loader, PageRun};
+use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::{digest, reference};
 
 use crate::dest::Destination;
@@ -92,7 +92,7 @@ pub(crate) fn finish<D: Destination>(
         return Err(RecvErrorKind::LayoutSectionMismatch { offset: layout_at });
     }
     let runs = dest.restore(&vcpu, &vm).map_err(RecvErrorKind::Restore)?;
-    report.ballooned_pages = runs.iter().map(|r| r.page_count).sum();
+    report.ballooned_pages = runs.iter().map(|(_, r)| r.count).sum();
     // The digest counts every ballooned page as zero: the stream's and the VM state's.
     let ballooned = ballooned_pages(loader, &runs)?;
     let t = Instant::now();
@@ -121,30 +121,25 @@ pub(crate) fn finish<D: Destination>(
     Ok(())
 }
 
-/// The stream's balloon map with the VM state's `runs` added, after checking that the two
-/// agree when the stream carries balloon records.
+/// The stream's balloon map with the VM state's `runs` (`(guest region, run)`) added, after
+/// checking that the two agree when the stream carries balloon records. Both count 4 KiB
+/// target pages from the block's start; only the block numbering differs.
 fn ballooned_pages<D: Destination>(
     loader: &Loader<D>,
-    runs: &[BalloonRun],
+    runs: &[(usize, PageRun)],
 ) -> Result<ramstream_codec::balloon::BalloonMap, RecvErrorKind> {
     let wire = loader.balloon();
-    let state_pages = runs.iter().map(|r| r.page_count).sum();
+    let state_pages = runs.iter().map(|(_, r)| r.count).sum();
     // Stream block `s` is guest region `loader.guest_block_of(s)`.
     let stream_block =
         |region| (0..wire.block_count()).find(|&s| loader.guest_block_of(s) == Some(region));
     if loader.stats().balloon_records > 0 {
-        let mut listed: Vec<(usize, u64, u64)> = (0..wire.block_count())
-            .flat_map(|s| wire.runs(s).map(move |r| (s, r.start, r.count)))
+        let mut listed: Vec<(usize, PageRun)> = (0..wire.block_count())
+            .flat_map(|s| wire.runs(s).map(move |r| (s, r)))
             .collect();
-        let mut state: Vec<(usize, u64, u64)> = runs
+        let mut state: Vec<(usize, PageRun)> = runs
             .iter()
-            .map(|r| {
-                (
-                    stream_block(r.region).unwrap_or(usize::MAX),
-                    r.first_page,
-                    r.page_count,
-                )
-            })
+            .map(|&(region, r)| (stream_block(region).unwrap_or(usize::MAX), r))
             .collect();
         listed.sort_unstable();
         state.sort_unstable();
@@ -156,13 +151,10 @@ fn ballooned_pages<D: Destination>(
         }
     }
     let mut map = wire.clone();
-    for r in runs {
-        let block = stream_block(r.region).unwrap_or(usize::MAX);
-        map.inflate(
-            block,
-            r.first_page..r.first_page.saturating_add(r.page_count),
-        )
-        .map_err(RecvErrorKind::StateBalloon)?;
+    for &(region, r) in runs {
+        let block = stream_block(region).unwrap_or(usize::MAX);
+        map.inflate(block, r.range())
+            .map_err(RecvErrorKind::StateBalloon)?;
     }
     Ok(map)
 }

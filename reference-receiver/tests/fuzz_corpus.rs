@@ -9,6 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ramstream_codec::balloon::PageRun;
 use ramstream_codec::{decode_all, DecoderOptions};
 use ramstream_reference_receiver::{DestError, RecvErrorKind};
 use ramstream_reference_vmm::Error as VmmError;
@@ -191,8 +192,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 AFTER_MEM_SIZE,
                 &[
                     record(zero, last, Some("ram1"), &[9]),
-                    balloon_inflate("ram1", &[(1023, 1)]),
-                    balloon_inflate("ram1", &[(1020, 5)]),
+                    balloon_inflate("ram1", &[PageRun::new(1023, 1)]),
+                    balloon_inflate("ram1", &[PageRun::new(1020, 5)]),
                 ],
             ),
         ),
@@ -201,7 +202,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             hostile(
                 AFTER_MEM_SIZE,
                 &[
-                    balloon_inflate("pc.ram", &[(8, 4)]),
+                    balloon_inflate("pc.ram", &[PageRun::new(8, 4)]),
                     record(zero, 10 * PAGE_SIZE as u64, Some("pc.ram"), &[0x5a]),
                 ],
             ),

@@ -21,13 +21,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ramstream_codec::{ErrorKind, PageAddr, RecordKind};
-use ramstream_migrate::{ErrorKind as LoadKind, GuestRam, LayoutMismatch, RamBlockLayout};
+use ramstream_migrate::{ErrorKind as LoadKind, GuestRam, LayoutMismatch, PageRun, RamBlockLayout};
 use ramstream_reference_receiver::dest::ram_blocks;
 use ramstream_reference_receiver::{
     receive, DestError, Destination, LayoutRefusal, ReceiveOptions, RecvError, RecvErrorKind,
     Verification,
 };
-use ramstream_reference_vmm::{BalloonRun, Error as VmmError, MemoryLayout, VmState};
+use ramstream_reference_vmm::{Error as VmmError, MemoryLayout, VmState};
 use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
 use ramstream_spec::limits;
@@ -181,13 +181,13 @@ impl Destination for GuardedDestination {
         &self.layout
     }
 
-    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
         let state = VmState::from_bytes(vm)?;
         let zero = [0u8; PAGE_SIZE];
-        for r in &state.balloon {
-            for p in r.first_page..r.first_page + r.page_count {
+        for &(block, r) in &state.balloon {
+            for p in r.range() {
                 let addr = PageAddr {
-                    block: r.region,
+                    block,
                     offset: p * PAGE_SIZE as u64,
                 };
                 self.write_page(addr, &zero)?;
@@ -718,8 +718,8 @@ fn balloon_runs_past_the_block() {
     for (start, count) in [(BLOCK_PAGES - 4, 5), (u64::MAX - 1, 3)] {
         let (s, at) = after_mem_size(&[
             record(PAGE, last * PAGE_SIZE as u64, Some("ram1"), &c),
-            balloon_inflate("ram1", &[(last, 1)]),
-            balloon_inflate("ram1", &[(start, count)]),
+            balloon_inflate("ram1", &[PageRun::new(last, 1)]),
+            balloon_inflate("ram1", &[PageRun::new(start, count)]),
         ]);
         // Each run is 16 bytes after the 8-byte word, the idstr and the 10-byte header.
         let run_at = at[2] + 8 + 5 + 10;
@@ -784,7 +784,7 @@ fn page_records_for_a_ballooned_page_are_refused() {
         } else {
             record(flags, 10 * PAGE_SIZE as u64, Some("pc.ram"), &payload)
         };
-        let (s, at) = after_mem_size(&[balloon_inflate("pc.ram", &[(8, 4)]), rec]);
+        let (s, at) = after_mem_size(&[balloon_inflate("pc.ram", &[PageRun::new(8, 4)]), rec]);
         let k = load_error(refused(&s, &[]), at[1], kind, Some("pc.ram"));
         assert!(
             matches!(k, LoadKind::PageOfBallooned { page: 10 }),
@@ -793,7 +793,7 @@ fn page_records_for_a_ballooned_page_are_refused() {
     }
     // The page right after the ballooned run is accepted (it is written).
     let (s, _) = after_mem_size(&[
-        balloon_inflate("pc.ram", &[(8, 4)]),
+        balloon_inflate("pc.ram", &[PageRun::new(8, 4)]),
         record(PAGE, 12 * PAGE_SIZE as u64, Some("pc.ram"), &c),
     ]);
     let (r, mem) = recv_with(&s, &recv_opts());

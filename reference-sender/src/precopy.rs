@@ -14,7 +14,7 @@ use ramstream_spec::extension::reference;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 use crate::error::{GuestError, Phase, SendError, SendErrorKind};
-use crate::source::{runs_of, GuestSource, StateBlobs};
+use crate::source::{GuestSource, StateBlobs};
 use crate::stats::{IterationReport, MigrationReport, RamStats};
 
 /// How to migrate.
@@ -260,7 +260,7 @@ fn update_balloon<G: GuestSource>(guest: &G, source: &mut Source) -> Result<(), 
     }
     let runs = guest.ballooned_runs();
     for block in 0..guest.layout().regions.len() {
-        source.handle_balloon(block, &runs_of(&runs, block))?;
+        source.handle_balloon(block, runs.get(block).map_or(&[], Vec::as_slice))?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::extension::digest::digest_block;
-use ramstream_reference_vmm::{BalloonRun, DirtyBitmap, GuestMemory, MemoryLayout, RunStatus, Vm};
+use ramstream_reference_vmm::{DirtyBitmap, GuestMemory, MemoryLayout, RunStatus, Vm};
 use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
@@ -45,8 +45,11 @@ pub trait GuestSource {
     /// Gets and clears the pages dirtied since the previous call, one bitmap per block.
     fn sync_dirty(&mut self) -> Result<Vec<DirtyBitmap>, GuestError>;
 
-    /// The ballooned pages as runs; their contents are zero and need not be sent.
-    fn ballooned_runs(&self) -> Vec<BalloonRun>;
+    /// The ballooned pages: one list of runs per block (indexed by block, one per region of
+    /// [`GuestSource::layout`]), each sorted by first page, in target pages counted from the
+    /// block's start (the unit of a v1 balloon record, SPEC.md §9.5). Their contents are zero
+    /// and need not be sent.
+    fn ballooned_runs(&self) -> Vec<Vec<PageRun>>;
 
     /// Stops the vCPU.
     fn pause(&mut self) -> Result<(), GuestError>;
@@ -68,23 +71,13 @@ pub trait GuestSource {
         (0..layout.regions.len())
             .map(|b| {
                 let pages = layout.regions[b].pages();
-                digest_block(pages, PAGE_SIZE, &runs_of(&runs, b), |p, buf| {
+                let ballooned = runs.get(b).map_or(&[][..], Vec::as_slice);
+                digest_block(pages, PAGE_SIZE, ballooned, |p, buf| {
                     self.read_page(b, p, buf)
                 })
             })
             .collect()
     }
-}
-
-/// The runs of block `block`, in block pages, sorted by first page.
-pub fn runs_of(runs: &[BalloonRun], block: usize) -> Vec<PageRun> {
-    let mut v: Vec<PageRun> = runs
-        .iter()
-        .filter(|r| r.region == block)
-        .map(|r| PageRun::new(r.first_page, r.page_count))
-        .collect();
-    v.sort_unstable();
-    v
 }
 
 /// The real guest: a source [`Vm`] of the reference VMM.
@@ -142,7 +135,7 @@ impl GuestSource for KvmSource {
         Ok(self.vm.dirty_logs()?)
     }
 
-    fn ballooned_runs(&self) -> Vec<BalloonRun> {
+    fn ballooned_runs(&self) -> Vec<Vec<PageRun>> {
         self.vm.balloon_runs()
     }
 
@@ -179,10 +172,10 @@ impl GuestSource for KvmSource {
                 .enumerate()
                 .map(|(b, r)| {
                     let mem = &mem;
-                    let runs = runs_of(&runs, b);
+                    let runs = runs.get(b).map_or(&[][..], Vec::as_slice);
                     let pages = r.pages();
                     s.spawn(move || {
-                        digest_block(pages, PAGE_SIZE, &runs, |p, buf| mem.read_page(b, p, buf))
+                        digest_block(pages, PAGE_SIZE, runs, |p, buf| mem.read_page(b, p, buf))
                     })
                 })
                 .collect();

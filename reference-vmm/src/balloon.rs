@@ -1,22 +1,19 @@
 //! The balloon device's host side: which guest pages the guest has given back.
+//!
+//! Runs are the codec's [`PageRun`]: 4 KiB x86 target pages
+//! ([`TARGET_PAGE_SIZE_X86`](ramstream_spec::ram::TARGET_PAGE_SIZE_X86)) counted from the start
+//! of one region (RAM block), the unit of SPEC.md §9.5's v1 balloon records. Where runs of
+//! several regions travel in one list, each is paired with its region index:
+//! `(region, run)`.
 
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ramstream_migrate::PageRun;
+
 use crate::error::{Error, Result};
 use crate::memory::{GuestMemory, MemoryLayout};
-
-/// A run of ballooned pages inside one region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BalloonRun {
-    /// Region index in the [`MemoryLayout`].
-    pub region: usize,
-    /// First page of the run, counted from the region's start.
-    pub first_page: u64,
-    /// Pages in the run (never 0).
-    pub page_count: u64,
-}
 
 /// A page bitmap, one bit per 4 KiB page, set from any thread.
 #[derive(Debug)]
@@ -87,7 +84,7 @@ impl Balloon {
         layout: &MemoryLayout,
         ram_first: u64,
         count: u64,
-    ) -> Result<Vec<BalloonRun>> {
+    ) -> Result<Vec<(usize, PageRun)>> {
         let total = layout.total_pages();
         if count == 0 || ram_first.checked_add(count).is_none_or(|e| e > total) {
             return Err(Error::InvalidConfig(format!(
@@ -101,11 +98,7 @@ impl Balloon {
                 .locate(next)
                 .ok_or_else(|| Error::InvalidConfig(format!("RAM page {next} outside RAM")))?;
             let n = left.min(layout.regions[region].pages() - page);
-            runs.push(BalloonRun {
-                region,
-                first_page: page,
-                page_count: n,
-            });
+            runs.push((region, PageRun::new(page, n)));
             next += n;
             left -= n;
         }
@@ -114,9 +107,9 @@ impl Balloon {
 
     /// The guest gave `ram_first..+count` back: discard the memory and record it.
     pub(crate) fn inflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
-        for run in Self::split(&self.layout, ram_first, count)? {
-            mem.discard_pages(run.region, run.first_page, run.page_count)?;
-            self.bitmaps[run.region].set_range(run.first_page, run.page_count);
+        for (region, run) in Self::split(&self.layout, ram_first, count)? {
+            mem.discard_pages(region, run.start, run.count)?;
+            self.bitmaps[region].set_range(run.start, run.count);
         }
         Ok(())
     }
@@ -124,29 +117,31 @@ impl Balloon {
     /// The guest takes `ram_first..+count` back. The pages were discarded on inflate, so they
     /// read as zero; they are discarded again in case someone wrote them meanwhile.
     pub(crate) fn deflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
-        for run in Self::split(&self.layout, ram_first, count)? {
-            mem.discard_pages(run.region, run.first_page, run.page_count)?;
-            self.bitmaps[run.region].clear_range(run.first_page, run.page_count);
+        for (region, run) in Self::split(&self.layout, ram_first, count)? {
+            mem.discard_pages(region, run.start, run.count)?;
+            self.bitmaps[region].clear_range(run.start, run.count);
         }
         Ok(())
     }
 
     /// Records runs restored from a saved state (discarding the memory under them).
-    pub(crate) fn restore(&self, mem: &GuestMemory, runs: &[BalloonRun]) -> Result<()> {
+    pub(crate) fn restore(&self, mem: &GuestMemory, runs: &[(usize, PageRun)]) -> Result<()> {
         for b in &self.bitmaps {
             b.clear();
         }
-        for run in runs {
-            let ram_first = self.layout.ram_page(run.region, run.first_page)?;
-            self.inflate(mem, ram_first, run.page_count)?;
+        for &(region, run) in runs {
+            let ram_first = self.layout.ram_page(region, run.start)?;
+            self.inflate(mem, ram_first, run.count)?;
         }
         Ok(())
     }
 
-    /// The ballooned pages as runs, region by region, in ascending order.
-    pub(crate) fn runs(&self) -> Vec<BalloonRun> {
-        let mut runs = Vec::new();
+    /// The ballooned pages as runs, one list per region (indexed by region), each in
+    /// ascending order.
+    pub(crate) fn runs(&self) -> Vec<Vec<PageRun>> {
+        let mut all = Vec::with_capacity(self.bitmaps.len());
         for (region, bitmap) in self.bitmaps.iter().enumerate() {
+            let mut runs = Vec::new();
             let pages = self.layout.regions[region].pages();
             let mut start: Option<u64> = None;
             for (w, word) in bitmap.snapshot().into_iter().enumerate() {
@@ -159,11 +154,7 @@ impl Balloon {
                     match (set, start) {
                         (true, None) => start = Some(page),
                         (false, Some(s)) => {
-                            runs.push(BalloonRun {
-                                region,
-                                first_page: s,
-                                page_count: page - s,
-                            });
+                            runs.push(PageRun::new(s, page - s));
                             start = None;
                         }
                         _ => {}
@@ -171,14 +162,11 @@ impl Balloon {
                 }
             }
             if let Some(s) = start {
-                runs.push(BalloonRun {
-                    region,
-                    first_page: s,
-                    page_count: pages - s,
-                });
+                runs.push(PageRun::new(s, pages - s));
             }
+            all.push(runs);
         }
-        runs
+        all
     }
 }
 
@@ -196,21 +184,10 @@ mod tests {
         b.inflate(&mem, low + 10, 100).unwrap();
         assert_eq!(
             b.runs(),
-            vec![
-                BalloonRun {
-                    region: 0,
-                    first_page: low - 10,
-                    page_count: 10
-                },
-                BalloonRun {
-                    region: 1,
-                    first_page: 0,
-                    page_count: 110
-                },
-            ]
+            vec![vec![PageRun::new(low - 10, 10)], vec![PageRun::new(0, 110)]]
         );
         b.deflate(&mem, low + 50, 10).unwrap();
-        assert_eq!(b.runs().len(), 3);
+        assert_eq!(b.runs().iter().map(Vec::len).sum::<usize>(), 3);
         assert!(Balloon::split(&layout, layout.total_pages() - 1, 2).is_err());
         assert!(Balloon::split(&layout, 0, 0).is_err());
     }

@@ -140,8 +140,10 @@
 //!    discards it again), then sets the table entries back to 0: the pages are usable and
 //!    read as zero until the guest writes them.
 //!
-//! [`Vm::balloon_runs`] lists the ballooned pages as [`BalloonRun`]s (region, first page,
-//! count); they travel in the VM state blob. Discards are VMM changes to memory and appear
+//! [`Vm::balloon_runs`] lists the ballooned pages per region as the codec's one run type,
+//! [`PageRun`](ramstream_migrate::PageRun) (first page and count, in 4 KiB pages from the
+//! region's start, the unit of a v1 balloon record); they travel in the VM state blob as
+//! `(region, run)` pairs ([`VmState::balloon`]). Discards are VMM changes to memory and appear
 //! once in the merged dirty log, so a sender that copies dirty pages also zeroes them on the
 //! destination; a sender that understands the balloon can skip them instead.
 //!
@@ -214,7 +216,6 @@ mod sys;
 pub mod vcpu;
 pub mod vm;
 
-pub use balloon::BalloonRun;
 pub use boot::GuestConfig;
 pub use dirty::DirtyBitmap;
 pub use error::{Error, Result};

@@ -16,9 +16,9 @@ use kvm_bindings::{
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
+use ramstream_migrate::PageRun;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::balloon::BalloonRun;
 use crate::error::{Error, Result};
 
 /// Version byte of both blobs.
@@ -62,7 +62,8 @@ pub mod vm_tag {
     pub const PIC_SLAVE: u32 = 3;
     /// `struct kvm_irqchip` of the IOAPIC, 520 bytes.
     pub const IOAPIC: u32 = 4;
-    /// Balloon: `u64 runs`, then per run `u64 region, u64 first_page, u64 page_count`.
+    /// Balloon: `u64 runs`, then per run `u64 region, u64 start, u64 count` (a
+    /// [`PageRun`](ramstream_migrate::PageRun) in 4 KiB pages of the region).
     pub const BALLOON: u32 = 5;
 }
 
@@ -328,8 +329,10 @@ pub struct VmState {
     pub clock: kvm_clock_data,
     /// Master PIC, slave PIC and IOAPIC, in that order.
     pub irqchips: [kvm_irqchip; 3],
-    /// The balloon device: pages the guest has given back.
-    pub balloon: Vec<BalloonRun>,
+    /// The balloon device: pages the guest has given back, as `(region, run)` pairs in the
+    /// blob's order (the run in 4 KiB pages counted from the region's start). Only the shape
+    /// is checked when parsing: the region and run may lie outside the layout.
+    pub balloon: Vec<(usize, PageRun)>,
 }
 
 const CHIPS: [(u32, u32); 3] = [
@@ -340,7 +343,7 @@ const CHIPS: [(u32, u32); 3] = [
 
 impl VmState {
     /// Reads the VM's clock and interrupt controllers; the balloon runs come from the caller.
-    pub(crate) fn capture(vm: &VmFd, balloon: Vec<BalloonRun>) -> Result<Self> {
+    pub(crate) fn capture(vm: &VmFd, balloon: Vec<(usize, PageRun)>) -> Result<Self> {
         let mut irqchips = [kvm_irqchip::default(); 3];
         for (chip, (id, _)) in irqchips.iter_mut().zip(CHIPS) {
             chip.chip_id = id;
@@ -375,10 +378,10 @@ impl VmState {
             w.record(tag, chip.as_bytes());
         }
         let mut b = (self.balloon.len() as u64).to_le_bytes().to_vec();
-        for r in &self.balloon {
-            b.extend_from_slice(&(r.region as u64).to_le_bytes());
-            b.extend_from_slice(&r.first_page.to_le_bytes());
-            b.extend_from_slice(&r.page_count.to_le_bytes());
+        for &(region, r) in &self.balloon {
+            b.extend_from_slice(&(region as u64).to_le_bytes());
+            b.extend_from_slice(&r.start.to_le_bytes());
+            b.extend_from_slice(&r.count.to_le_bytes());
         }
         w.record(vm_tag::BALLOON, &b);
         w.finish()
@@ -403,10 +406,9 @@ impl VmState {
         let balloon = match n {
             Some(n) if Some(b.payload.len() as u64 - 8) == n.checked_mul(24) => b.payload[8..]
                 .chunks_exact(24)
-                .map(|c| BalloonRun {
-                    region: le_u64(&c[..8]) as usize,
-                    first_page: le_u64(&c[8..16]),
-                    page_count: le_u64(&c[16..]),
+                .map(|c| {
+                    let region = le_u64(&c[..8]) as usize;
+                    (region, PageRun::new(le_u64(&c[8..16]), le_u64(&c[16..])))
                 })
                 .collect(),
             _ => {
@@ -709,11 +711,7 @@ mod tests {
                 ..Default::default()
             },
             irqchips,
-            balloon: vec![BalloonRun {
-                region: 1,
-                first_page: 10,
-                page_count: 20,
-            }],
+            balloon: vec![(1, PageRun::new(10, 20))],
         };
         let b = s.to_bytes();
         let back = VmState::from_bytes(&b).unwrap();

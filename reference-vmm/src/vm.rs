@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use ramstream_migrate::PageRun;
 
-use crate::balloon::{Balloon, BalloonRun};
+use crate::balloon::Balloon;
 use crate::boot::{self, GuestConfig};
 use crate::dirty::DirtyBitmap;
 use crate::error::{Error, Result};
@@ -444,8 +445,9 @@ impl Vm {
     }
 
     /// Inflates the balloon to `percent` of RAM, taking the highest RAM pages first (those of
-    /// the last region), never the guest's own pages. Returns the ballooned runs.
-    pub fn balloon_inflate_percent(&mut self, percent: u8) -> Result<Vec<BalloonRun>> {
+    /// the last region), never the guest's own pages. Returns the ballooned runs as
+    /// [`Vm::balloon_runs`] does.
+    pub fn balloon_inflate_percent(&mut self, percent: u8) -> Result<Vec<Vec<PageRun>>> {
         let layout = self.layout();
         let total = layout.total_pages();
         let target =
@@ -458,15 +460,19 @@ impl Vm {
 
     /// Deflates every ballooned run.
     pub fn balloon_deflate_all(&mut self) -> Result<()> {
-        for run in self.balloon_runs() {
-            let first = self.layout().ram_page(run.region, run.first_page)?;
-            self.balloon_deflate(first, run.page_count)?;
+        for (region, runs) in self.balloon_runs().into_iter().enumerate() {
+            for run in runs {
+                let first = self.layout().ram_page(region, run.start)?;
+                self.balloon_deflate(first, run.count)?;
+            }
         }
         Ok(())
     }
 
-    /// The pages currently in the balloon, as runs per region.
-    pub fn balloon_runs(&self) -> Vec<BalloonRun> {
+    /// The pages currently in the balloon: one list of runs per region (indexed by region, as
+    /// the [`MemoryLayout`]'s regions are), each sorted, in 4 KiB pages counted from the
+    /// region's start.
+    pub fn balloon_runs(&self) -> Vec<Vec<PageRun>> {
         self.balloon.runs()
     }
 
@@ -537,16 +543,18 @@ impl Vm {
     /// running, so that the balloon cannot change underneath.
     pub fn save_vm_state(&self) -> Result<VmState> {
         self.vcpu()?;
-        VmState::capture(&self.vm, self.balloon.runs())
+        let runs = self.balloon.runs().into_iter().enumerate();
+        let flat = runs.flat_map(|(region, runs)| runs.into_iter().map(move |r| (region, r)));
+        VmState::capture(&self.vm, flat.collect())
     }
 
     /// Loads VM-wide state: clock, interrupt controllers, and the balloon's runs (whose pages
     /// are discarded). The vCPU must not be running.
     pub fn restore_vm_state(&self, state: &VmState) -> Result<()> {
         self.vcpu()?;
-        for run in &state.balloon {
-            let first = self.layout().ram_page(run.region, run.first_page)?;
-            Balloon::split(self.layout(), first, run.page_count)?;
+        for &(region, run) in &state.balloon {
+            let first = self.layout().ram_page(region, run.start)?;
+            Balloon::split(self.layout(), first, run.count)?;
         }
         state.restore(&self.vm)?;
         self.balloon.restore(&self.mem, &state.balloon)

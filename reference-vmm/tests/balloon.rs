@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use ramstream_reference_vmm::{BalloonRun, Error};
+use ramstream_migrate::PageRun;
+use ramstream_reference_vmm::Error;
 
 #[test]
 fn inflate_and_deflate_across_regions() {
@@ -25,16 +26,8 @@ fn inflate_and_deflate_across_regions() {
     assert_eq!(
         runs,
         vec![
-            BalloonRun {
-                region: 0,
-                first_page: first,
-                page_count: low_pages - first
-            },
-            BalloonRun {
-                region: 1,
-                first_page: 0,
-                page_count: count - (low_pages - first)
-            },
+            vec![PageRun::new(first, low_pages - first)],
+            vec![PageRun::new(0, count - (low_pages - first))],
         ]
     );
     assert_eq!(vm.counters().unwrap().balloon_pages, count);
@@ -45,14 +38,13 @@ fn inflate_and_deflate_across_regions() {
     std::thread::sleep(Duration::from_millis(300));
     vm.pause().unwrap();
     let logs = vm.dirty_logs().unwrap();
-    for run in &runs {
-        for page in run.first_page..run.first_page + run.page_count {
+    for (region, runs) in runs.iter().enumerate() {
+        for page in runs.iter().flat_map(PageRun::range) {
             assert!(
-                !logs[run.region].is_dirty(page),
-                "ballooned page {page} of region {} written",
-                run.region
+                !logs[region].is_dirty(page),
+                "ballooned page {page} of region {region} written"
             );
-            assert!(vm.memory().is_zero_page(run.region, page).unwrap());
+            assert!(vm.memory().is_zero_page(region, page).unwrap());
         }
     }
     let written: u64 = logs.iter().map(|l| l.count()).sum();
@@ -76,7 +68,7 @@ fn inflate_and_deflate_across_regions() {
     // Deflate with the writer stopped: the pages come back zero.
     vm.set_rate(0, 0).unwrap();
     vm.balloon_deflate(first, count).unwrap();
-    assert!(vm.balloon_runs().is_empty());
+    assert!(vm.balloon_runs().iter().all(Vec::is_empty));
     assert_eq!(vm.counters().unwrap().balloon_pages, 0);
     let check = vm.self_check().unwrap();
     assert!(check.passed(), "{check:?}");
@@ -104,13 +96,15 @@ fn inflate_by_percent_takes_the_top_of_ram() {
     let total = layout.total_pages();
     assert_eq!(
         runs,
-        vec![BalloonRun {
-            region: 1,
-            first_page: layout.regions[1].pages() - total / 4,
-            page_count: total / 4
-        }]
+        vec![
+            vec![],
+            vec![PageRun::new(
+                layout.regions[1].pages() - total / 4,
+                total / 4
+            )]
+        ]
     );
     vm.balloon_deflate_all().unwrap();
-    assert!(vm.balloon_runs().is_empty());
+    assert!(vm.balloon_runs().iter().all(Vec::is_empty));
     assert!(vm.self_check().unwrap().passed());
 }

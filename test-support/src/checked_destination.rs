@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ramstream_codec::PageAddr;
-use ramstream_migrate::{GuestRam, RamBlockLayout};
+use ramstream_migrate::{GuestRam, PageRun, RamBlockLayout};
 use ramstream_reference_receiver::{DestError, Destination, Verification};
-use ramstream_reference_vmm::{BalloonRun, MemoryLayout};
+use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 use crate::FakeDestination;
@@ -81,7 +81,7 @@ impl Destination for CheckedDestination {
         self.inner.memory_layout()
     }
 
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
         self.inner.restore(vcpu, vm)
     }
 

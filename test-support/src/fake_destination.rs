@@ -4,10 +4,10 @@ use std::cell::{Cell, Ref, RefCell};
 use std::time::Duration;
 
 use ramstream_codec::PageAddr;
-use ramstream_migrate::{GuestRam, RamBlockLayout};
+use ramstream_migrate::{GuestRam, PageRun, RamBlockLayout};
 use ramstream_reference_receiver::dest::{ram_blocks, whole_pages};
 use ramstream_reference_receiver::{DestError, Destination, Verification};
-use ramstream_reference_vmm::{BalloonRun, Error as VmmError, MemoryLayout, VmState};
+use ramstream_reference_vmm::{Error as VmmError, MemoryLayout, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 /// An in-memory destination for tests: dense memory, the blobs it was given, and whether it
@@ -55,7 +55,10 @@ impl FakeDestination {
     /// The byte range of an access of `len` bytes at `addr`, if it is whole pages inside a
     /// block.
     fn span(&self, addr: PageAddr, len: usize) -> Result<std::ops::Range<usize>, DestError> {
-        let (first, count) = whole_pages(addr, len)?;
+        let PageRun {
+            start: first,
+            count,
+        } = whole_pages(addr, len)?;
         let region = self
             .layout
             .regions
@@ -105,27 +108,26 @@ impl Destination for FakeDestination {
         &self.layout
     }
 
-    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<BalloonRun>, DestError> {
+    fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
         let vm_state = VmState::from_bytes(vm)?;
-        for r in &vm_state.balloon {
+        for &(block, r) in &vm_state.balloon {
             // Checked, as the KVM VM checks runs against its layout: the blob is untrusted.
             let region = self
                 .layout
                 .regions
-                .get(r.region)
-                .ok_or_else(|| VmmError::UnknownRegion(r.region.to_string()))?;
+                .get(block)
+                .ok_or_else(|| VmmError::UnknownRegion(block.to_string()))?;
             let end = r
-                .first_page
-                .checked_add(r.page_count)
+                .start
+                .checked_add(r.count)
                 .filter(|&end| end <= region.pages())
                 .ok_or_else(|| VmmError::PageOutOfRange {
                     region: region.name.clone(),
-                    first: r.first_page,
-                    count: r.page_count,
+                    first: r.start,
+                    count: r.count,
                     pages: region.pages(),
                 })?;
-            self.mem.get_mut()[r.region]
-                [r.first_page as usize * PAGE_SIZE..end as usize * PAGE_SIZE]
+            self.mem.get_mut()[block][r.start as usize * PAGE_SIZE..end as usize * PAGE_SIZE]
                 .fill(0);
         }
         self.vcpu = Some(vcpu.to_vec());

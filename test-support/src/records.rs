@@ -1,6 +1,7 @@
 //! Builders for hand-made `ram` records (SPEC.md §6, §7, §9.4): the bytes a test or a fuzz
 //! seed splices into a real stream, written byte by byte so that they can be wrong on purpose.
 
+use ramstream_codec::balloon::PageRun;
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 
@@ -45,18 +46,18 @@ pub fn mem_size(total: u64, blocks: &[(&str, u64)]) -> Vec<u8> {
     v
 }
 
-/// A ramstream balloon v1 incremental record (SPEC.md §9.4) with inflate runs
-/// (`first page`, `count`) only.
-pub fn balloon_inflate(name: &str, runs: &[(u64, u64)]) -> Vec<u8> {
+/// A ramstream balloon v1 incremental record (SPEC.md §9.4) with inflate runs only, in
+/// target pages of the block (SPEC.md §9.5).
+pub fn balloon_inflate(name: &str, runs: &[PageRun]) -> Vec<u8> {
     let mut v = word(RamFlags::BALLOON.bits());
     v.push(name.len() as u8);
     v.extend_from_slice(name.as_bytes());
     v.extend_from_slice(&[1, 1]);
     v.extend_from_slice(&(runs.len() as u32).to_be_bytes());
     v.extend_from_slice(&0u32.to_be_bytes());
-    for (s, c) in runs {
-        v.extend(word(*s));
-        v.extend(word(*c));
+    for r in runs {
+        v.extend(word(r.start));
+        v.extend(word(r.count));
     }
     v
 }

@@ -3,8 +3,9 @@
 
 use std::cell::Cell;
 
+use ramstream_migrate::PageRun;
 use ramstream_reference_sender::{GuestError, GuestSource, StateBlobs};
-use ramstream_reference_vmm::{BalloonRun, DirtyBitmap, MemoryLayout, VmState};
+use ramstream_reference_vmm::{DirtyBitmap, MemoryLayout, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 use crate::script::{pattern_page, ScriptStep};
@@ -212,9 +213,10 @@ impl GuestSource for ScriptedGuest {
         Ok(maps)
     }
 
-    fn ballooned_runs(&self) -> Vec<BalloonRun> {
-        let mut runs = Vec::new();
-        for (b, bits) in self.balloon.iter().enumerate() {
+    fn ballooned_runs(&self) -> Vec<Vec<PageRun>> {
+        let mut all = Vec::with_capacity(self.balloon.len());
+        for bits in &self.balloon {
+            let mut runs = Vec::new();
             let mut p = 0;
             while p < bits.len() {
                 if bits[p] {
@@ -222,17 +224,14 @@ impl GuestSource for ScriptedGuest {
                     while p < bits.len() && bits[p] {
                         p += 1;
                     }
-                    runs.push(BalloonRun {
-                        region: b,
-                        first_page: start as u64,
-                        page_count: (p - start) as u64,
-                    });
+                    runs.push(PageRun::new(start as u64, (p - start) as u64));
                 } else {
                     p += 1;
                 }
             }
+            all.push(runs);
         }
-        runs
+        all
     }
 
     fn pause(&mut self) -> Result<(), GuestError> {
@@ -254,7 +253,9 @@ impl GuestSource for ScriptedGuest {
         let mut vm = VmState {
             clock: Default::default(),
             irqchips: Default::default(),
-            balloon: self.ballooned_runs(),
+            balloon: (self.ballooned_runs().into_iter().enumerate())
+                .flat_map(|(b, runs)| runs.into_iter().map(move |r| (b, r)))
+                .collect(),
         };
         for (i, chip) in vm.irqchips.iter_mut().enumerate() {
             chip.chip_id = i as u32;

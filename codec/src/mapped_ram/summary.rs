@@ -1,12 +1,11 @@
 //! A serialisable summary of a mapped-ram file's layout: what `ramstream inspect` prints
 //! beside the stream summary, and what the conformance snapshots pin (SPEC.md §7.9).
 
-use serde::Serialize;
-
 use crate::mapped_ram::MappedBlock;
 
 /// One block of a mapped-ram file as summarised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MappedBlockSummary {
     /// The block's idstr.
     pub idstr: String,
@@ -30,7 +29,7 @@ pub struct MappedBlockSummary {
     /// Pages the bitmap marks present (the rest are zero).
     pub pages_present: u64,
     /// Whether `x-ignore-shared` leaves the block out (both offsets 0).
-    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "core::ops::Not::not"))]
     pub ignored: bool,
 }
 
@@ -54,7 +53,8 @@ impl From<&MappedBlock<'_>> for MappedBlockSummary {
 }
 
 /// The mapped-ram layout of a file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MappedRamSummary {
     /// The blocks, in MEM_SIZE order.
     pub blocks: Vec<MappedBlockSummary>,

@@ -115,6 +115,7 @@
 //! let decoded = decode_device(&desc.devices[0], &body)?;
 //! assert_eq!(decoded.consumed, 24);
 //! assert_eq!(decoded.state.get("cpu_clock_offset").and_then(|v| v.as_i64()), Some(0x1234));
+//! # #[cfg(feature = "serde")]
 //! assert_eq!(
 //!     serde_json::to_string(&decoded)?,
 //!     r#"{"cpu_ticks_offset":"0xfffffffffffffffb (-5)","unused":"00 00 00 00 00 00 00 00","cpu_clock_offset":"0x0000000000001234"}"#
@@ -136,8 +137,6 @@ pub use error::{Location, VmdescError};
 pub use splits::{check_splits, SplitCheck, SplitFinding};
 pub use value::{Struct, Subsection, Value};
 
-use serde::Serialize;
-
 /// Deepest nesting of vmsds (structs, subsections) the walker follows:
 /// [`ramstream_spec::limits::MAX_VMDESC_DEPTH`].
 pub const MAX_DEPTH: usize = ramstream_spec::limits::MAX_VMDESC_DEPTH;
@@ -155,10 +154,11 @@ pub struct DecodedDevice<'a> {
     pub state: Struct<'a>,
 }
 
-impl Serialize for DecodedDevice<'_> {
+#[cfg(feature = "serde")]
+impl serde::Serialize for DecodedDevice<'_> {
     /// Serialises the state only, as analyze-migration.py prints a device.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.state.serialize(serializer)
+        serde::Serialize::serialize(&self.state, serializer)
     }
 }
 

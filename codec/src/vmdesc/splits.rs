@@ -5,13 +5,12 @@
 //! body can be walked with its description: a body the description consumes exactly is a
 //! confirmed split.
 
-use serde::Serialize;
-
 use super::{decode_device, DeviceDescription, VmDescription, VmdescError};
 use crate::event::DeviceSection;
 
 /// What [`check_splits`] found, section by section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SplitCheck {
     /// Sections whose body the description consumed exactly.
     pub confirmed: usize,
@@ -31,7 +30,8 @@ impl SplitCheck {
 }
 
 /// One section that was not confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SplitFinding {
     /// The section's idstr.
     pub idstr: String,

@@ -1,13 +1,15 @@
-//! Decoded field values, serialised in analyze-migration.py's JSON style.
+//! Decoded field values, serialised (feature `serde`) in analyze-migration.py's JSON style.
 
+#[cfg(feature = "serde")]
 use core::fmt;
 
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+#[cfg(feature = "serde")]
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 /// One decoded field value. Byte slices borrow from the section body.
 ///
-/// [`Serialize`] writes what analyze-migration.py prints for the same value:
+/// With the `serde` feature, [`Serialize`](serde::Serialize) writes what analyze-migration.py
+/// prints for the same value:
 ///
 /// | value | JSON |
 /// |---|---|
@@ -24,6 +26,7 @@ use serde::{Serialize, Serializer};
 /// ```
 /// use ramstream_codec::vmdesc::Value;
 /// let v = Value::Int { bytes: 4, value: -2 };
+/// # #[cfg(feature = "serde")]
 /// assert_eq!(serde_json::to_string(&v).unwrap(), r#""0xfffffffe (-2)""#);
 /// assert_eq!(v.as_i64(), Some(-2));
 /// ```
@@ -195,8 +198,10 @@ fn unsigned_bits(bytes: u8, value: i64) -> u64 {
 }
 
 /// Hex like analyze-migration.py's `"0x%0*x"` with 2 × `bytes` digits.
+#[cfg(feature = "serde")]
 struct Hex(u8, u64);
 
+#[cfg(feature = "serde")]
 impl fmt::Display for Hex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0x{:0width$x}", self.1, width = usize::from(self.0) * 2)
@@ -204,8 +209,10 @@ impl fmt::Display for Hex {
 }
 
 /// Bytes as `"xx xx ..."`.
+#[cfg(feature = "serde")]
 struct SpacedHex<'a>(&'a [u8]);
 
+#[cfg(feature = "serde")]
 impl fmt::Display for SpacedHex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, b) in self.0.iter().enumerate() {
@@ -218,6 +225,7 @@ impl fmt::Display for SpacedHex<'_> {
     }
 }
 
+#[cfg(feature = "serde")]
 impl Serialize for Value<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -243,6 +251,7 @@ impl Serialize for Value<'_> {
     }
 }
 
+#[cfg(feature = "serde")]
 impl Serialize for Struct<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.fields.len() + self.subsections.len()))?;

@@ -8,13 +8,13 @@ use ramstream_spec::extension::digest::{
     DIGEST_V1_VERSION,
 };
 use ramstream_spec::limits::MAX_RAM_BLOCKS;
-use serde::{Serialize, Serializer};
 
 use crate::extension::{ExtensionError, ExtensionSection};
 use crate::DeviceSection;
 
 /// One block's entry of the digest section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BlockDigest {
     /// The block's idstr, as in MEM_SIZE.
     pub idstr: String,
@@ -22,12 +22,13 @@ pub struct BlockDigest {
     pub used_length: u64,
     /// The block's sha256-sparse digest ([`digest_block`](super::digest_block)); serialised
     /// as hex.
-    #[serde(serialize_with = "hex")]
+    #[cfg_attr(feature = "serde", serde(serialize_with = "hex"))]
     pub sha256: [u8; DIGEST_SHA256_LEN],
 }
 
 /// The digest section's body, version 1, algorithm sha256-sparse (SPEC.md §13.2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DigestSection {
     /// One entry per RAM block, MEM_SIZE order.
     pub blocks: Vec<BlockDigest>,
@@ -182,7 +183,8 @@ impl<'a> Body<'a> {
     }
 }
 
-fn hex<S: Serializer>(digest: &[u8; DIGEST_SHA256_LEN], s: S) -> Result<S::Ok, S::Error> {
+#[cfg(feature = "serde")]
+fn hex<S: serde::Serializer>(digest: &[u8; DIGEST_SHA256_LEN], s: S) -> Result<S::Ok, S::Error> {
     let mut text = String::with_capacity(2 * DIGEST_SHA256_LEN);
     for byte in digest {
         text.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
