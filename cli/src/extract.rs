@@ -10,7 +10,7 @@ use clap::Args;
 use ramstream_codec::mapped_ram::block_views;
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, SplitFinding, VmDescription};
 use ramstream_codec::{
-    apply_event, Decoder, DeviceSection, Event, MemSize, RamImage, SectionHeader, Status,
+    apply_event, DeviceSection, Event, Events, MemSize, RamImage, SectionHeader,
 };
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
@@ -284,27 +284,16 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
     let (file, out, decode) = (a.file.as_path(), a.out.as_path(), &a.decode);
     let bytes = read_stream(file)?;
     let opts = file_options(decode);
-    let mut dec = Decoder::new(opts.clone());
-    dec.finish();
-    let mut c = Collector::new(dec.page_size());
-    let mut pos = 0usize;
-    loop {
-        let at = dec.offset();
-        match dec
-            .decode(&bytes[pos..])
-            .with_context(|| format!("{}", file.display()))?
-        {
-            Status::Event { event, consumed } => {
-                c.observe(at, &event)
-                    .with_context(|| format!("{}", file.display()))?;
-                if let Event::MemSize(ms) = &event {
-                    c.apply_mapped_ram(&bytes, opts.file_offset, ms)
-                        .with_context(|| format!("{}", file.display()))?;
-                }
-                pos += consumed;
-            }
-            Status::NeedMore { .. } => unreachable!("finished decoder"),
-            Status::Done => break,
+    let file_offset = opts.file_offset;
+    let events = Events::new(&bytes, opts);
+    let mut c = Collector::new(events.decoder().page_size());
+    let in_file = || format!("{}", file.display());
+    for item in events {
+        let (at, event) = item.with_context(in_file)?;
+        c.observe(at, &event).with_context(in_file)?;
+        if let Event::MemSize(ms) = &event {
+            c.apply_mapped_ram(&bytes, file_offset, ms)
+                .with_context(in_file)?;
         }
     }
     let splits = c.write(out)?;

@@ -7,7 +7,7 @@ use clap::Args;
 use ramstream_codec::mapped_ram::{block_views, MappedRamSummary};
 use ramstream_codec::summary::{StreamSummary, WriterEvidence};
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, VmDescription};
-use ramstream_codec::{Decoder, Event, Status};
+use ramstream_codec::{Event, Events};
 use serde::Serialize;
 
 use crate::input::{file_options, read_stream};
@@ -58,37 +58,29 @@ pub struct Inspection {
 /// (SPEC.md §7.9).
 pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
     let opts = file_options(decode);
-    let mut dec = Decoder::new(opts.clone());
-    dec.finish();
+    let file_offset = opts.file_offset;
+    let mut events = Events::new(bytes, opts);
     let mut mapped_ram = None;
     let mut summary = StreamSummary::default();
     summary.balloon.dialect = Some(decode.dialect.name().to_string());
     let mut devices = Vec::new();
     let mut vmdesc = None;
-    let mut pos = 0usize;
-    loop {
-        let at = dec.offset();
-        match dec.decode(&bytes[pos..])? {
-            Status::Event { event, consumed } => {
-                summary.observe(at, &event);
-                if let Event::MemSize(ms) = &event {
-                    if !ms.mapped_ram.is_empty() {
-                        let blocks = block_views(bytes, opts.file_offset, ms, dec.page_size())?;
-                        mapped_ram = Some(MappedRamSummary::of(&blocks));
-                    }
-                }
-                match event {
-                    Event::Device(d) => devices.push(d),
-                    Event::VmDescription(j) => vmdesc = Some(j),
-                    _ => {}
-                }
-                pos += consumed;
+    while let Some((at, event)) = events.next().transpose()? {
+        summary.observe(at, &event);
+        if let Event::MemSize(ms) = &event {
+            if !ms.mapped_ram.is_empty() {
+                let page_size = events.decoder().page_size();
+                let blocks = block_views(bytes, file_offset, ms, page_size)?;
+                mapped_ram = Some(MappedRamSummary::of(&blocks));
             }
-            Status::NeedMore { .. } => unreachable!("finished decoder"),
-            Status::Done => break,
+        }
+        match event {
+            Event::Device(d) => devices.push(d),
+            Event::VmDescription(j) => vmdesc = Some(j),
+            _ => {}
         }
     }
-    summary.stream_len = pos as u64;
+    summary.stream_len = events.consumed() as u64;
     let splits = match vmdesc {
         Some(j) => Some(check_splits(
             &VmDescription::parse(j).context("the VMDESCRIPTION trailer")?,

@@ -16,7 +16,6 @@ mod addr;
 mod guest;
 mod input;
 mod policy;
-mod pump;
 mod side_channels;
 
 use std::process::ExitCode;

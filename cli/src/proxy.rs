@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ramstream_codec::{apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage};
+use ramstream_codec::io::StreamReader;
+use ramstream_codec::{
+    apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage, StreamBuffer,
+};
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
 use crate::addr::{Addr, Listener};
 use crate::policy::check_policy;
-use crate::pump::pump;
 use crate::side_channels::SideChannels;
 use crate::DecodeArgs;
 
@@ -180,14 +182,16 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let mut re = Reencoder::new();
     let mut out = Vec::with_capacity(1 << 16);
     let mut last_print = Instant::now();
-    let mut result = pump(&mut *src, &mut dec, |offset, event, raw| {
+    let buffer = StreamBuffer::for_limits(&dec.options().limits);
+    let mut input = StreamReader::new(&mut *src, buffer);
+    let mut result = input.decode(&mut dec, |offset, event, raw| {
         extra.check(offset)?;
-        check_policy(event, offset, true)?;
+        check_policy(&event, offset, true)?;
         rep.bytes_in += raw.len() as u64;
         if let Some(r) = rec.as_mut() {
             r.write_all(raw)?;
         }
-        match event {
+        match &event {
             Event::SectionStart(_) => rep.ram_sections += 1,
             Event::SectionPart { section_type, .. } => {
                 rep.ram_sections += 1;
@@ -203,7 +207,7 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         }
         if reencode {
             out.clear();
-            re.encode(offset, event, &mut out, &mut rep)?;
+            re.encode(offset, &event, &mut out, &mut rep)?;
             dst.write_all(&out)?;
             rep.bytes_out += out.len() as u64;
         } else {

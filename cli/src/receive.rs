@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ramstream_codec::{Decoder, Event};
+use ramstream_codec::io::StreamReader;
+use ramstream_codec::{Decoder, Event, StreamBuffer};
 use ramstream_reference_receiver::{receive, KvmDestination, ReceiveOptions, ReceiveReport};
 
 use crate::addr::{Addr, Forms, Listener};
 use crate::extract::Collector;
 use crate::guest::check_kvm;
 use crate::policy::check_policy;
-use crate::pump::pump;
 use crate::side_channels::SideChannels;
 use crate::DecodeArgs;
 
@@ -133,9 +133,11 @@ fn extract(
     };
     let mut bytes = 0u64;
     let mut pages = 0u64;
-    let mut result = pump(&mut *conn, &mut dec, |offset, event, raw| {
+    let buffer = StreamBuffer::for_limits(&dec.options().limits);
+    let mut input = StreamReader::new(&mut *conn, buffer);
+    let mut result = input.decode(&mut dec, |offset, event, raw| {
         extra.check(offset)?;
-        check_policy(event, offset, allow_untested)?;
+        check_policy(&event, offset, allow_untested)?;
         if let Some(s) = saver.as_mut() {
             s.write_all(raw)?;
         }
@@ -143,7 +145,7 @@ fn extract(
         if matches!(event, Event::Page(_) | Event::Zero(_) | Event::Xbzrle(_)) {
             pages += 1;
         }
-        c.observe(offset, event)
+        c.observe(offset, &event)
     });
     // The main connection may end (or be shut down by the watcher) before an event shows
     // the extra connection: that connection is the error then, not a short read.

@@ -6,13 +6,13 @@
 //! `--from-ram` conversions. The QEMU parts skip with a printed reason when that QEMU is
 //! missing, unless `RAMSTREAM_REQUIRE_QEMU=1`.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use ramstream_codec::transcode;
-use ramstream_codec::DecoderOptions;
+use common::{extract_hashes, json_file, ok, ramstream};
 use ramstream_conformance_vectors::qemu::{
     adapt_accel, linux_guest_or_skip, load_and_resave_with, version_or_skip, Qemu, QemuVersion,
 };
@@ -30,27 +30,7 @@ fn mapped_vectors() -> Vec<Vector> {
 }
 
 fn vector(name: &str) -> Vector {
-    all()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.manifest.name == name)
-        .unwrap_or_else(|| panic!("vector {name} missing"))
-}
-
-fn ramstream<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ramstream"))
-        .args(args)
-        .output()
-        .expect("run ramstream")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "ramstream failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ramstream_conformance_vectors::vector(name).unwrap()
 }
 
 /// The vector's file as committed (`ramstream` decompresses `.zst`).
@@ -58,40 +38,9 @@ fn file_of(v: &Vector) -> PathBuf {
     v.dir.join(&v.manifest.stream_file)
 }
 
-/// `(idstr, sha256)` of every block of an extract's manifest.json.
-fn extract_hashes(dir: &Path) -> Vec<(String, String)> {
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    m["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["idstr"].as_str().unwrap().to_string(),
-                b["sha256"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn manifest_hashes(v: &Vector) -> Vec<(String, String)> {
-    v.manifest
-        .blocks
-        .iter()
-        .map(|b| (b.idstr.clone(), b.sha256.clone()))
-        .collect()
-}
-
 /// `(idstr, sha256)` of the blocks a plain stream rebuilds to.
 fn stream_hashes(bytes: &[u8]) -> Vec<(String, String)> {
-    let image = transcode::rebuild(bytes, &DecoderOptions::default()).unwrap();
-    image
-        .blocks()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.idstr.clone(), hex::encode(image.sha256(i))))
-        .collect()
+    ramstream_conformance_vectors::stream_block_hashes(bytes).unwrap()
 }
 
 #[test]
@@ -166,12 +115,14 @@ fn extract_gives_the_ram_qemus_destination_held() {
         ]));
         assert_eq!(
             extract_hashes(&out),
-            manifest_hashes(&v),
+            v.block_hashes(),
             "{}: extracted blocks",
             v.manifest.name
         );
-        for b in &v.manifest.blocks {
-            let f = out.join(ramstream_file_name(&b.idstr));
+        // Each block's image, under the file name the manifest gives it.
+        let files = json_file(&out.join("manifest.json"))["blocks"].clone();
+        for (b, f) in v.manifest.blocks.iter().zip(files.as_array().unwrap()) {
+            let f = out.join(f["file"].as_str().unwrap());
             assert_eq!(std::fs::metadata(&f).unwrap().len(), b.used_length);
         }
         eprintln!(
@@ -180,22 +131,6 @@ fn extract_gives_the_ram_qemus_destination_held() {
             v.manifest.blocks.len()
         );
     }
-}
-
-/// The image file name `extract` gives a block (as `extract.rs` `file_name`).
-fn ramstream_file_name(idstr: &str) -> String {
-    let clean: String = idstr
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{clean}.ram")
 }
 
 #[test]
@@ -222,7 +157,7 @@ fn reencode_refuses_a_verbatim_copy_and_converts_from_ram() {
     ]));
     let bytes = std::fs::read(&out).unwrap();
     // An ordinary stream: the default decoder (which refuses mapped-ram) reads it.
-    assert_eq!(stream_hashes(&bytes), manifest_hashes(&v));
+    assert_eq!(stream_hashes(&bytes), v.block_hashes());
 }
 
 fn caps(names: &[&str], on: bool) -> Value {
@@ -354,7 +289,7 @@ fn recordings_convert(version: QemuVersion) {
             .unwrap_or_else(|e| panic!("{}: {version} did not load it: {e}", v.manifest.name));
         assert_eq!(
             stream_hashes(&held),
-            manifest_hashes(&v),
+            v.block_hashes(),
             "{}",
             v.manifest.name
         );

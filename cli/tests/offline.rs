@@ -3,25 +3,16 @@
 //! stream that is cut short or an output directory that is in use; and the address forms each
 //! option refuses, before anything is bound or run.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use ramstream_conformance_vectors::{all, Vector};
+use std::path::{Path, PathBuf};
+
+use common::{extract_hashes, json_file, ok, ramstream};
+use ramstream_conformance_vectors::Vector;
 use serde_json::Value;
 
 fn vector(name: &str) -> Vector {
-    all()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.manifest.name == name)
-        .unwrap_or_else(|| panic!("vector {name}"))
-}
-
-fn ramstream(args: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ramstream"))
-        .args(args)
-        .output()
-        .expect("run ramstream")
+    ramstream_conformance_vectors::vector(name).unwrap()
 }
 
 /// The vector's uncompressed stream in `dir`.
@@ -31,22 +22,17 @@ fn stream_file(v: &Vector, dir: &Path) -> PathBuf {
     p
 }
 
-fn json_file(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+/// What `ramstream inspect --json` says of the stream file `s`.
+fn inspect_json(s: &Path) -> Value {
+    let out = ok(&ramstream(&[Path::new("inspect"), Path::new("--json"), s]));
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]
 fn inspect_json_confirms_every_device_split_of_a_qemu_stream() {
     let v = vector("q35-noos");
     let tmp = tempfile::tempdir().unwrap();
-    let s = stream_file(&v, tmp.path());
-    let out = ramstream(&[Path::new("inspect"), Path::new("--json"), &s]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = inspect_json(&stream_file(&v, tmp.path()));
     let splits = &j["vmdesc_splits"];
     let devices = j["devices"].as_array().expect("devices listed").len();
     assert!(devices > 20, "{devices}");
@@ -72,25 +58,12 @@ fn extract_writes_qemus_ram_and_a_manifest_with_the_split_check() {
         stderr.contains("confirmed by the VMDESCRIPTION, 0 disagree"),
         "{stderr}"
     );
+    assert_eq!(
+        extract_hashes(&dir),
+        v.block_hashes(),
+        "every block has QEMU's sha256"
+    );
     let m = json_file(&dir.join("manifest.json"));
-    let got: Vec<(String, String)> = m["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["idstr"].as_str().unwrap().into(),
-                b["sha256"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    let want: Vec<(String, String)> = v
-        .manifest
-        .blocks
-        .iter()
-        .map(|b| (b.idstr.clone(), b.sha256.clone()))
-        .collect();
-    assert_eq!(got, want, "every block has QEMU's sha256");
     let devices = m["devices"].as_array().unwrap();
     assert_eq!(
         m["vmdesc_splits"]["confirmed"].as_u64(),
@@ -139,13 +112,7 @@ fn inspect_tells_the_writer_version_of_7_2_and_11_1_streams_without_options() {
         let v = vector(name);
         let tmp = tempfile::tempdir().unwrap();
         let s = stream_file(&v, tmp.path());
-        let out = ramstream(&[Path::new("inspect"), Path::new("--json"), &s]);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let j = inspect_json(&s);
         assert_eq!(j["dialect"], "qemu", "{name}");
         assert_eq!(
             j["min_writer"]["version"],
@@ -172,12 +139,7 @@ fn an_address_an_option_cannot_take_is_refused_with_the_forms_it_takes() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("vm.mig");
     let out = tmp.path().join("out");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_ramstream"))
-            .args(args)
-            .output()
-            .expect("run ramstream")
-    };
+    let run = |args: &[&str]| ramstream(args);
     let file_addr = format!("file:{}", file.display());
     let o = run(&[
         "receive",

@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::extract_hashes;
 use ramstream_codec::summary::StreamSummary;
-use ramstream_codec::transcode::rebuild;
 use ramstream_codec::{Decoder, DecoderOptions, Encoder, Event, Status};
 use ramstream_conformance_vectors::qemu::{
     adapt_accel, linux_guest_or_skip, load_and_resave_with, qemu_or_skip, version_or_skip,
     LinuxGuest, Qemu, QemuVersion,
 };
-use ramstream_conformance_vectors::{all, Vector};
+use ramstream_conformance_vectors::{stream_block_hashes, Vector};
 use serde_json::{json, Value};
 
 /// The source QEMUs share the guest's disk image, which QEMU locks: one scenario at a time.
@@ -31,11 +33,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn vector(name: &str) -> Vector {
-    all()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.manifest.name == name)
-        .unwrap_or_else(|| panic!("vector {name}"))
+    ramstream_conformance_vectors::vector(name).unwrap()
 }
 
 /// The no-OS guest that keeps incrementing one byte in each of 128 pages (its boot.img).
@@ -335,32 +333,6 @@ fn dirty_syncs(q: &Value) -> u64 {
     q["ram"]["dirty-sync-count"].as_u64().unwrap_or(0)
 }
 
-fn manifest_hashes(dir: &Path) -> Vec<(String, String)> {
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    m["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["idstr"].as_str().unwrap().to_string(),
-                b["sha256"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn hashes_of_stream(bytes: &[u8]) -> Vec<(String, String)> {
-    let image = rebuild(bytes, &DecoderOptions::default()).unwrap();
-    image
-        .blocks()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.idstr.clone(), hex::encode(image.sha256(i))))
-        .collect()
-}
-
 /// Receives a live migration from `src` into `ramstream receive`, checks the receiver's
 /// extract against what a fresh QEMU destination (`dst_args`) holds after loading the saved
 /// stream, and returns (final query-migrate, the saved stream's summary).
@@ -384,11 +356,11 @@ fn receive_live(
         "ramstream receive failed: {:?}",
         out.stderr
     );
-    let ours = manifest_hashes(&extract);
+    let ours = extract_hashes(&extract);
     // What a fresh real QEMU destination holds after loading the same bytes.
     let stream = std::fs::read(&saved).unwrap();
     let resaved = load_and_resave_with(version, dst_args, dst_cwd, &saved).unwrap();
-    let theirs = hashes_of_stream(&resaved);
+    let theirs = stream_block_hashes(&resaved).unwrap();
     assert!(!ours.is_empty());
     assert_eq!(ours, theirs, "extract differs from QEMU's destination");
     let sum = summarise(&stream);
@@ -765,7 +737,7 @@ fn an_untested_machine_type_is_refused_unless_allowed() {
     assert_eq!(q["status"], "completed");
     let out = recv.wait();
     assert!(out.status.success(), "{:?}", out.stderr);
-    assert!(manifest_hashes(&extract).iter().any(|(b, _)| b == "pc.ram"));
+    assert!(extract_hashes(&extract).iter().any(|(b, _)| b == "pc.ram"));
     src.quit();
 }
 

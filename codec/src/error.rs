@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use ramstream_spec::multifd::{Compression, PacketFlags};
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::stream::{Command, SectionType};
 
@@ -11,7 +12,9 @@ use crate::xbzrle::XbzrleError;
 /// A decoding or encoding error with its context.
 ///
 /// `offset` is the byte offset in the stream of the record (or field) that was wrong;
-/// `record` the kind of record being read; `block` the RAM block idstr where known.
+/// `record` the kind of record being read; `block` the RAM block idstr where known. For a
+/// multifd channel (SPEC.md §14), `offset` counts from the channel's first byte and
+/// `channel` is its id once its initial packet was read.
 ///
 /// ```
 /// use ramstream_codec::{Decoder, ErrorKind};
@@ -33,6 +36,9 @@ pub struct Error {
     pub block: Option<String>,
     /// What was wrong.
     pub kind: ErrorKind,
+    /// The multifd channel id, for an error in a multifd channel whose initial packet was
+    /// read (SPEC.md §14); `offset` is then an offset in that channel.
+    pub channel: Option<u8>,
 }
 
 impl Error {
@@ -43,6 +49,7 @@ impl Error {
             record: None,
             block: None,
             kind,
+            channel: None,
         }
     }
 
@@ -57,17 +64,52 @@ impl Error {
         self.block = Some(block.into());
         self
     }
+
+    /// Adds the multifd channel id (SPEC.md §14).
+    pub fn in_channel(mut self, channel: u8) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+
+    /// Writes the context every ramstream error starts with, the same for the codec's
+    /// errors and the engines' (`ramstream-migrate`'s `Error`): `at offset 0x2b`, then the
+    /// record and the block where known, as in `at offset 0x2b (ram PAGE record, block
+    /// "pc.ram")`. The caller writes `: ` and what was wrong after it.
+    ///
+    /// ```
+    /// use core::fmt;
+    /// use ramstream_codec::{Error, RecordKind};
+    /// struct Refusal;
+    /// impl fmt::Display for Refusal {
+    ///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    ///         Error::write_context(f, 0x2b, Some(RecordKind::Page), Some("pc.ram"))?;
+    ///         f.write_str(": refused")
+    ///     }
+    /// }
+    /// assert_eq!(Refusal.to_string(), "at offset 0x2b (ram PAGE record, block \"pc.ram\"): refused");
+    /// ```
+    pub fn write_context(
+        f: &mut fmt::Formatter<'_>,
+        offset: u64,
+        record: Option<RecordKind>,
+        block: Option<&str>,
+    ) -> fmt::Result {
+        write!(f, "at offset {offset:#x}")?;
+        match (record, block) {
+            (Some(r), Some(b)) => write!(f, " ({r}, block {b:?})"),
+            (Some(r), None) => write!(f, " ({r})"),
+            (None, Some(b)) => write!(f, " (block {b:?})"),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at offset {:#x}", self.offset)?;
-        match (&self.record, &self.block) {
-            (Some(r), Some(b)) => write!(f, " ({r}, block {b:?})")?,
-            (Some(r), None) => write!(f, " ({r})")?,
-            (None, Some(b)) => write!(f, " (block {b:?})")?,
-            (None, None) => {}
+        if let Some(channel) = self.channel {
+            write!(f, "multifd channel {channel}: ")?;
         }
+        Self::write_context(f, self.offset, self.record, self.block.as_deref())?;
         write!(f, ": {}", self.kind)
     }
 }
@@ -461,6 +503,113 @@ pub enum ErrorKind {
         /// How many bytes follow.
         count: usize,
     },
+    /// A multifd initial packet or packet that does not start with the multifd magic
+    /// `0x11223344` ("multifd: received packet magic %x expected %x") (SPEC.md §14.1, §14.2).
+    MultifdMagic {
+        /// The be32 found.
+        found: u32,
+    },
+    /// A multifd initial packet or packet with a version other than 1 ("multifd: received
+    /// packet version %u expected %u") (SPEC.md §14.1, §14.2).
+    MultifdVersion {
+        /// The be32 found.
+        found: u32,
+    },
+    /// A multifd channel whose uuid is not the migration's ("multifd: received uuid '%s'
+    /// and expected uuid '%s' for channel %hhd"): a channel of another migration
+    /// (SPEC.md §14.1, §14.6).
+    MultifdUuid {
+        /// The uuid the channel sent.
+        found: [u8; 16],
+        /// The migration's uuid.
+        expected: [u8; 16],
+    },
+    /// A multifd channel id not below the number of channels (SPEC.md §14.1, §14.6).
+    MultifdChannelId {
+        /// The id found.
+        id: u8,
+        /// The number of channels.
+        channels: u8,
+    },
+    /// A second multifd channel with an id already taken ("multifd: received id '%d'
+    /// already setup'") (SPEC.md §14.6).
+    MultifdDuplicateChannel {
+        /// The id.
+        id: u8,
+    },
+    /// A RAM packet whose `pages_alloc` exceeds the pages of one packet
+    /// (`MULTIFD_PACKET_SIZE` over the page size) (SPEC.md §14.3).
+    MultifdPagesAlloc {
+        /// The `pages_alloc` found.
+        pages_alloc: u32,
+        /// The pages of one packet.
+        limit: u32,
+    },
+    /// A RAM packet with more normal pages than `pages_alloc` (SPEC.md §14.3).
+    MultifdNormalPages {
+        /// The `normal_pages` found.
+        normal_pages: u32,
+        /// The packet's `pages_alloc`.
+        pages_alloc: u32,
+    },
+    /// A RAM packet whose zero pages do not fit beside its normal pages in `pages_alloc`
+    /// (SPEC.md §14.3).
+    MultifdZeroPages {
+        /// The `zero_pages` found.
+        zero_pages: u32,
+        /// `pages_alloc - normal_pages`.
+        room: u32,
+    },
+    /// A RAM packet with pages whose `next_packet_size` is not its normal pages' size
+    /// (SPEC.md §14.3).
+    MultifdNextPacketSize {
+        /// The `next_packet_size` found.
+        found: u32,
+        /// `normal_pages` times the page size.
+        expected: u64,
+    },
+    /// A RAM packet with pages whose `ramblock` field has no NUL in its 256 bytes
+    /// (SPEC.md §14.3).
+    MultifdRamblockUnterminated,
+    /// A multifd page offset that is not a multiple of the page size (SPEC.md §14.3).
+    UnalignedOffset {
+        /// The offset.
+        offset: u64,
+        /// The page size.
+        page_size: usize,
+    },
+    /// A multifd packet compressed with a method ramstream does not decompress (QEMU's
+    /// `multifd-compression` other than `none`) (SPEC.md §14.2).
+    MultifdCompression {
+        /// The method (the flags under the compression mask).
+        method: Compression,
+    },
+    /// A multifd device-state packet (QEMU 10.0+, VFIO with `x-migration-multifd-transfer`):
+    /// device state ramstream does not load (SPEC.md §14.4).
+    MultifdDeviceState {
+        /// The device's idstr (up to its NUL, lossy UTF-8).
+        idstr: String,
+        /// Its instance id.
+        instance_id: u32,
+        /// The announced length of its state.
+        len: u32,
+    },
+    /// A multifd packet with flag bits no QEMU version up to 11.1 assigns (SPEC.md §14.2).
+    MultifdUnknownFlags {
+        /// The flags.
+        flags: PacketFlags,
+    },
+    /// A multifd channel decoder configured with a packet size that is not a positive
+    /// multiple of the page size, or holds more pages than
+    /// `Limits::max_multifd_packet_pages` (SPEC.md §10.1, §14.3).
+    MultifdPacketPages {
+        /// The packet size.
+        packet_size: u32,
+        /// The page size.
+        page_size: usize,
+        /// The limit on pages per packet.
+        limit: u32,
+    },
     /// The decoder was used after it reported an error.
     Poisoned,
     /// An encoder was asked to write a record it cannot represent.
@@ -548,8 +697,41 @@ impl fmt::Display for ErrorKind {
             DeviceSectionWithoutFooters => write!(f, "device sections cannot be framed without section footers"),
             VmdescTooLarge { len, limit } => write!(f, "VMDESCRIPTION of {len} bytes exceeds the limit {limit}"),
             TrailingBytes { count } => write!(f, "{count} byte(s) after the end of the stream"),
+            MultifdMagic { found } => write!(f, "multifd packet magic {found:#010x}, expected {:#010x}", ramstream_spec::multifd::MAGIC),
+            MultifdVersion { found } => write!(f, "multifd packet version {found}, expected {}", ramstream_spec::multifd::VERSION),
+            MultifdUuid { found, expected } => write!(f, "multifd channel of another migration: uuid {}, expected {}", Uuid(found), Uuid(expected)),
+            MultifdChannelId { id, channels } => write!(f, "multifd channel id {id} out of range: the migration has {channels} channel(s)"),
+            MultifdDuplicateChannel { id } => write!(f, "a second multifd channel with id {id}"),
+            MultifdPagesAlloc { pages_alloc, limit } => write!(f, "multifd packet with pages_alloc {pages_alloc}, more than the {limit} pages of a packet"),
+            MultifdNormalPages { normal_pages, pages_alloc } => write!(f, "multifd packet with {normal_pages} normal pages, more than its pages_alloc {pages_alloc}"),
+            MultifdZeroPages { zero_pages, room } => write!(f, "multifd packet with {zero_pages} zero pages, more than the {room} left beside its normal pages"),
+            MultifdNextPacketSize { found, expected } => write!(f, "multifd packet with next_packet_size {found}, expected {expected} (its normal pages)"),
+            MultifdRamblockUnterminated => write!(f, "multifd packet ramblock field without a NUL in its 256 bytes"),
+            UnalignedOffset { offset, page_size } => write!(f, "page offset {offset:#x} not a multiple of the page size {page_size}"),
+            MultifdCompression { method } => match method.qemu_name() {
+                Some(name) => write!(f, "multifd packet compressed with {name} (multifd-compression={name}, flags {:#x}): ramstream does not decompress multifd channels; migrate with multifd-compression none", method.0),
+                None => write!(f, "multifd packet with unknown compression bits {:#x}", method.0),
+            },
+            MultifdDeviceState { idstr, instance_id, len } => write!(f, "multifd device-state packet for {idstr:?} instance {instance_id} ({len} bytes): device state on multifd channels (QEMU 10.0+, VFIO x-migration-multifd-transfer) is not supported"),
+            MultifdUnknownFlags { flags } => write!(f, "multifd packet with unknown flags {:#x} ({flags})", flags.bits()),
+            MultifdPacketPages { packet_size, page_size, limit } => write!(f, "multifd packet size {packet_size} is not a positive multiple of the page size {page_size} of at most {limit} pages"),
             Poisoned => write!(f, "the decoder already failed"),
             Encode { reason } => write!(f, "cannot encode: {reason}"),
         }
+    }
+}
+
+/// A uuid in its usual text form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`), as QEMU prints it.
+struct Uuid<'a>(&'a [u8; 16]);
+
+impl fmt::Display for Uuid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
     }
 }

@@ -29,6 +29,9 @@
 //!
 //! ## Decoding a whole buffer
 //!
+//! [`Events`] iterates over the events of a complete stream in memory; [`decode_all`]
+//! collects them.
+//!
 //! ```
 //! use ramstream_codec::{decode_all, DecoderOptions, Event};
 //! let stream = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\x00";
@@ -36,8 +39,18 @@
 //! assert!(matches!(events[1].1, Event::Configuration(ref c) if c.machine_type == "pc-i440fx-7.2"));
 //! ```
 //!
+//! ## Decoding a stream as it arrives
+//!
+//! A receiver reads into a [`StreamBuffer`] (the unread window, compacted and grown up to a
+//! cap, with the counters of bytes read and the most buffered) and feeds its window to a
+//! [`Decoder`]. With the `io` feature, `io::StreamReader` is that loop over any
+//! `std::io::Read`.
+//!
 //! ## Cargo features
 //!
+//! - `io` (off by default): `io::StreamReader`, which fills a [`StreamBuffer`] from a
+//!   `std::io::Read` and hands the unread bytes to a decoder or any consumer. Without it
+//!   the codec does no IO at all.
 //! - `serde` (off by default): `serde::Serialize` for the report types, for callers that
 //!   print JSON: [`summary::StreamSummary`] and its parts, [`mapped_ram::MappedRamSummary`],
 //!   [`cache::XbzrleCacheStats`] (QMP's kebab-case names),
@@ -54,21 +67,28 @@
 // - over events: `frame` (where each section and record ends; it hands a `ram` record to
 //   its family), `encoder` (leaving balloon records' checks and bodies to `balloon`),
 //   `image`, `summary`, `vmdesc`, `extension`; apart, over `xbzrle` and `zero`: `cache`;
-// - `decoder` over `frame`; then `mapped_ram` and `transcode` over the decoder.
+// - `decoder` over `frame`; then `events` (a whole input's events) over the decoder, and
+//   `mapped_ram` and `transcode` over `events`; `buffer` (the streaming input buffer) beside
+//   them over `options`, and `io` (the `io` feature) over `buffer` and the decoder.
 
 mod addr;
 pub mod balloon;
+mod buffer;
 pub mod cache;
 mod cursor;
 mod decoder;
 mod encoder;
 mod error;
 mod event;
+mod events;
 pub mod extension;
 mod frame;
 mod image;
+#[cfg(feature = "io")]
+pub mod io;
 mod kind;
 pub mod mapped_ram;
+pub mod multifd;
 mod options;
 mod ram;
 mod sink;
@@ -79,34 +99,22 @@ pub mod xbzrle;
 pub mod zero;
 
 pub use addr::PageAddr;
+pub use buffer::{ItemTooLarge, StreamBuffer};
 pub use decoder::{Decoder, Status, StreamConfig};
 pub use encoder::Encoder;
 pub use error::{Error, ErrorKind};
 pub use event::{CommandRecord, Configuration, DeviceSection, Event, SectionHeader};
+pub use events::Events;
 pub use image::{apply_event, PageStore, RamImage};
 pub use kind::RecordKind;
 pub use options::{DecoderOptions, FieldPresence, Limits, MappedRam, ZeroFill};
 pub use ram::{BareRecord, MemSize, PageRecord, RamBlock, XbzrleDelta, ZeroPage};
 pub use sink::{BufSink, Sink, Vectored};
 
-/// Decodes a complete stream held in memory into `(offset, event)` pairs.
+/// Decodes a complete stream held in memory into `(offset, event)` pairs: [`Events`],
+/// collected.
 ///
-/// A convenience over [`Decoder`] for tools; a receiver should feed a [`Decoder`] as bytes
-/// arrive instead.
+/// A convenience for tools; a receiver should feed a [`Decoder`] as bytes arrive instead.
 pub fn decode_all(input: &[u8], opts: DecoderOptions) -> Result<Vec<(u64, Event<'_>)>, Error> {
-    let mut dec = Decoder::new(opts);
-    dec.finish();
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    loop {
-        let at = dec.offset();
-        match dec.decode(&input[pos..])? {
-            Status::Event { event, consumed } => {
-                pos += consumed;
-                out.push((at, event));
-            }
-            Status::NeedMore { .. } => unreachable!("a finished decoder never asks for more"),
-            Status::Done => return Ok(out),
-        }
-    }
+    Events::new(input, opts).collect()
 }

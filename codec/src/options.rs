@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_device_section_len: usize,
     /// Most runs in one balloon record.
     pub max_balloon_runs: u64,
+    /// Most pages one multifd packet may hold, so most page offsets a
+    /// [`multifd::ChannelDecoder`](crate::multifd::ChannelDecoder) buffers (SPEC.md §14.3).
+    pub max_multifd_packet_pages: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_vmdesc_len: limits::MAX_VMDESC_LEN,
             max_device_section_len: limits::MAX_DEVICE_SECTION_LEN,
             max_balloon_runs: limits::MAX_BALLOON_RUNS,
+            max_multifd_packet_pages: ramstream_spec::multifd::MAX_PACKET_PAGES,
         }
     }
 }

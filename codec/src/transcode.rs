@@ -5,10 +5,10 @@ use ramstream_spec::stream::SectionType;
 
 use crate::addr::PageAddr;
 use crate::decode_all;
-use crate::decoder::{Decoder, Status};
 use crate::encoder::Encoder;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Configuration, Event};
+use crate::events::Events;
 use crate::image::{apply_event, RamImage};
 use crate::kind::RecordKind;
 use crate::mapped_ram::block_views;
@@ -39,33 +39,25 @@ pub enum Mode {
 /// assert!(image.blocks().is_empty());
 /// ```
 pub fn rebuild(bytes: &[u8], opts: &DecoderOptions) -> Result<RamImage, Error> {
-    let mut dec = Decoder::new(opts.clone());
-    dec.finish();
-    let mut image = RamImage::new(dec.page_size());
-    let mut pos = 0usize;
-    loop {
-        let at = dec.offset();
-        match dec.decode(&bytes[pos..])? {
-            Status::Event { event, consumed } => {
-                if let Event::MemSize(ms) = &event {
-                    if image.page_size() != dec.page_size() {
-                        image = RamImage::new(dec.page_size());
-                    }
-                    image.set_blocks(&ms.blocks);
-                    for (i, b) in block_views(bytes, opts.file_offset, ms, dec.page_size())?
-                        .iter()
-                        .enumerate()
-                    {
-                        b.apply_to(&mut image, i);
-                    }
-                }
-                apply_event(&mut image, &event, at)?;
-                pos += consumed;
+    let mut events = Events::new(bytes, opts.clone());
+    let mut image = RamImage::new(events.decoder().page_size());
+    while let Some((at, event)) = events.next().transpose()? {
+        if let Event::MemSize(ms) = &event {
+            let page_size = events.decoder().page_size();
+            if image.page_size() != page_size {
+                image = RamImage::new(page_size);
             }
-            Status::NeedMore { .. } => unreachable!("a finished decoder never asks for more"),
-            Status::Done => return Ok(image),
+            image.set_blocks(&ms.blocks);
+            for (i, b) in block_views(bytes, opts.file_offset, ms, page_size)?
+                .iter()
+                .enumerate()
+            {
+                b.apply_to(&mut image, i);
+            }
         }
+        apply_event(&mut image, &event, at)?;
     }
+    Ok(image)
 }
 
 /// Re-encodes a complete stream.

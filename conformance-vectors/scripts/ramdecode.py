@@ -19,6 +19,7 @@ import struct
 
 PAGE = 4096
 F_ZERO, F_MEM_SIZE, F_PAGE, F_EOS, F_CONTINUE, F_XBZRLE = 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
+F_MULTIFD_FLUSH = 0x200   # QEMU 8.1+ with multifd: a sync point, no payload
 
 CMD_NAMES = {1: "OPEN_RETURN_PATH", 2: "PING", 3: "POSTCOPY_ADVISE", 4: "POSTCOPY_LISTEN",
              5: "POSTCOPY_RUN", 6: "POSTCOPY_RAM_DISCARD", 7: "PACKAGED", 8: "ENABLE_COLO",
@@ -124,7 +125,7 @@ class StreamInfo:
         self.mem_size_fields = {}   # idstr -> dict(used_length, mr_addr)
         self.received = {}          # idstr -> set of page indices
         self.counts = {"ZERO": 0, "PAGE": 0, "XBZRLE": 0, "MEM_SIZE": 0, "EOS": 0,
-                       "CONTINUE": 0, "with_idstr": 0}
+                       "CONTINUE": 0, "with_idstr": 0, "MULTIFD_FLUSH": 0}
         self.xbzrle_payload_bytes = 0
         self.xbzrle_record_bytes = 0
         self.first_full_offset = None
@@ -212,9 +213,11 @@ def mapped_ram_block(r, info, name, used, x_ignore_shared):
     r.p = end
 
 
-def decode(data, x_ignore_shared=None):
+def decode(data, x_ignore_shared=None, on_marker=None):
     """Decode the stream `data` (bytes). x_ignore_shared: None = take it from the configuration
-    capabilities subsection."""
+    capabilities subsection. on_marker(info, "EOS" | "FLUSH", pages): called at every RAM EOS
+    and MULTIFD_FLUSH record with the set of (block, page index) the stream wrote since the
+    previous call (multifd.py applies the side channels' pages there)."""
     r = Reader(data)
     info = StreamInfo()
     if r.be32() != 0x5145564D:
@@ -243,6 +246,7 @@ def decode(data, x_ignore_shared=None):
     mapped_ram = "mapped-ram" in info.config_caps
     ram_id = None
     last_block = None
+    seg = set()
     while True:
         t = r.u8()
         if t == 0x08:
@@ -270,7 +274,16 @@ def decode(data, x_ignore_shared=None):
                 prim = flags & ~F_CONTINUE
                 if prim == F_EOS:
                     info.counts["EOS"] += 1
+                    if on_marker:
+                        on_marker(info, "EOS", seg)
+                        seg = set()
                     break
+                if flags == F_MULTIFD_FLUSH and addr == 0:
+                    info.counts["MULTIFD_FLUSH"] += 1
+                    if on_marker:
+                        on_marker(info, "FLUSH", seg)
+                        seg = set()
+                    continue
                 nrec += 1
                 if prim == F_MEM_SIZE:
                     info.counts["MEM_SIZE"] += 1
@@ -311,6 +324,8 @@ def decode(data, x_ignore_shared=None):
                 if addr + PAGE > len(blk):
                     raise DecodeError("offset 0x%x beyond block %s" % (addr, last_block))
                 info.received[last_block].add(addr // PAGE)
+                if on_marker:
+                    seg.add((last_block, addr // PAGE))
                 if prim == F_ZERO:
                     info.counts["ZERO"] += 1
                     fill = r.u8()

@@ -17,7 +17,11 @@ For every vector: build the guest, run the source QEMU, migrate it to a file (or
 recording proxy to a real destination for postcopy-ram), then load the recording into a fresh
 destination QEMU (must reach status 'completed'), make that destination migrate itself to a
 second file, rebuild every RAM block from that second stream with an independent decoder
-(ramdecode.py) and hash it. Cross-checks (any disagreement aborts):
+(ramdecode.py) and hash it. multifd vectors migrate over TCP through a recording relay
+(multifd.py) to a real destination, whose RAM (re-migrated the same way) gives the hashes; a
+fresh destination fed the recorded connections must then hold the same RAM, and so must the
+main stream and the channels decoded together (multifd.py). Cross-checks (any disagreement
+aborts):
   * pmemsave of the guest-physical ranges where the main RAM block(s) are mapped 1:1,
   * the recorded stream itself decoded (PAGE/ZERO/XBZRLE) onto zeroed blocks,
   * `info ramblock` block names and used lengths vs. the MEM_SIZE block list,
@@ -40,6 +44,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guests  # noqa: E402
+import multifd  # noqa: E402
 import ramdecode  # noqa: E402
 from qmp import Qemu, QMPError  # noqa: E402
 
@@ -282,6 +287,72 @@ MAPPED_RAM_DEF = [
 VECTORS_DEF += MAPPED_RAM_DEF
 
 
+# multifd: capability multifd and parameter multifd-channels N on both sides; the source
+# migrates to `tcp:` through a recording relay (multifd.py) to a real destination QEMU
+# (`-incoming defer`, then `migrate-incoming tcp:127.0.0.1:0`). The relay saves what the source
+# sent on each of its N + 1 connections: the main stream (stream.bin.zst) and channel K
+# (channel-K.bin.zst). Afterwards a fresh destination is fed the recorded connections (replay)
+# and must hold the same RAM. Modes "multifd-stopped" (source stopped first) and
+# "multifd-live". `optional`: skip the vector if this QEMU refuses its parameters (a build
+# without zstd).
+def multifd_def(name, description, channels, guest="noos-idle", mode="multifd-stopped",
+                extra_params=None, dest_extra=None, **kw):
+    d = dict(name=name, description=description, guest=guest,
+             accel="tcg" if guest == "linux" else "kvm", machine="pc-i440fx-7.2",
+             args=noos(), mode=mode, settle=1.5,
+             caps={"multifd": True}, dest_caps={"multifd": True},
+             params=dict({"multifd-channels": channels}, **(extra_params or {})),
+             dest_params=dict({"multifd-channels": channels}, **(dest_extra or {})),
+             ram_map=[("pc.ram", 0)])
+    d.update(kw)
+    return d
+
+
+RELAYED = ("recorded by a TCP relay between the source and a real destination QEMU: the main "
+           "stream is stream.bin.zst, what the source sent on channel K is channel-K.bin.zst.")
+
+MULTIFD_DEF = [
+    multifd_def("multifd-2-live",
+                "Live multifd migration (capability multifd, 2 channels) of the no-OS KVM guest "
+                "that keeps incrementing one byte in each of 128 pages, with max-bandwidth "
+                "1 MB/s and downtime-limit 1 ms so that it keeps doing dirty rounds until the "
+                "script lets it converge (the cap did not hold the channels to 1 MB/s); "
+                + RELAYED,
+                2, guest="noos-dirty", mode="multifd-live", settle=1.0,
+                extra_params={"max-bandwidth": 1000000, "downtime-limit": 1},
+                controller=converge_when(min_seconds=2, max_seconds=30)),
+    multifd_def("multifd-4",
+                "Idle no-OS guest (KVM, 64 MiB, pc-i440fx-7.2), stopped, then migrated with "
+                "capability multifd and 4 channels; " + RELAYED,
+                4),
+    multifd_def("multifd-4-zero-legacy",
+                "Idle no-OS guest (KVM, 64 MiB, pc-i440fx-7.2), stopped, then migrated with "
+                "capability multifd, 4 channels and zero-page-detection=legacy (zero pages as "
+                "ZERO records on the main stream instead of in the channels' packets); "
+                + RELAYED,
+                4, min_version="9.0",
+                extra_params={"zero-page-detection": "legacy"},
+                dest_extra={"zero-page-detection": "legacy"}),
+    multifd_def("multifd-2-zstd",
+                "Idle no-OS guest (KVM, 64 MiB, pc-i440fx-7.2), stopped, then migrated with "
+                "capability multifd, 2 channels and multifd-compression=zstd (the channels carry "
+                "one zstd stream each instead of pages); " + RELAYED,
+                2, optional=True,
+                extra_params={"multifd-compression": "zstd"},
+                dest_extra={"multifd-compression": "zstd"}),
+    multifd_def("multifd-2-live-linux",
+                "Live multifd migration (2 channels) of a Linux guest (TCG, 128 MiB) whose init "
+                "keeps changing a few bytes in every 8th page of a 2 MiB tmpfs file, with "
+                "max-bandwidth 5 MB/s and downtime-limit 1 ms so that it keeps doing dirty "
+                "rounds until the script lets it converge; " + RELAYED,
+                2, guest="linux", mode="multifd-live", settle=3.0, min_version="11.1",
+                args=linux(128, "dirty"), dest_serial=True, marker="RAMSTREAM-DIRTYING",
+                extra_params={"max-bandwidth": 5000000, "downtime-limit": 1},
+                controller=converge_when(min_seconds=10, max_seconds=90)),
+]
+VECTORS_DEF += MULTIFD_DEF
+
+
 # ----------------------------------------------------------------------------------------------
 # Helpers
 
@@ -393,6 +464,85 @@ class Proxy:
         self.srv.close()
 
 
+def incoming_port(q):
+    """The TCP port a destination listens on after `migrate-incoming tcp:127.0.0.1:0`."""
+    addrs = q.cmd("query-migrate").get("socket-address", [])
+    ports = [int(a["port"]) for a in addrs if a.get("type") == "inet"]
+    check(len(ports) == 1, "destination listens on %s" % addrs)
+    return ports[0]
+
+
+def write_zst(raw_path, out, data):
+    subprocess.run(["zstd", "-q", "-19", "-f", raw_path, "-o", out], check=True)
+    back = subprocess.run(["zstd", "-dc", out], check=True, stdout=subprocess.PIPE).stdout
+    check(back == data, "zstd round trip of %s" % out)
+
+
+def resave_destination(dst, v, work, tag):
+    """A destination that completed its incoming migration: checks it is paused, reads `info
+    ramblock`, makes it migrate itself (stopped, capabilities off) to a plain file and rebuilds
+    every RAM block from that with ramdecode.py (every page exactly once), and checks
+    `pmemsave` of the 1:1-mapped ranges of the main RAM against it. Returns (StreamInfo,
+    [(block, used length)], {(block, lo, hi): bytes}, the QEMU log)."""
+    st = dst.cmd("query-status")
+    check(not st["running"], "%s is running after load: %s" % (tag, st))
+    ramblocks = parse_ramblock(dst.hmp("info ramblock"))
+    dest_caps = v.get("dest_caps", {})
+    if dest_caps:
+        dst.cmd("migrate-set-capabilities",
+                capabilities=caps_list({k: False for k in dest_caps}))
+    verify_path = os.path.join(work, "verify-%s.bin" % tag)
+    dst.cmd("migrate", uri="exec:cat > %s" % verify_path)
+    dst.wait_migration(timeout=300)
+    # pmemsave cross-check of the main RAM
+    pm = {}
+    for blk, gpa in v["ram_map"]:
+        size = dict(ramblocks)[blk]
+        ranges = []
+        for a, b in ((gpa, gpa + size),):
+            for lo, hi in ((a, min(b, 0xa0000)), (max(a, 0x100000), b)):
+                if hi > lo:
+                    ranges.append((lo, hi))
+        for lo, hi in ranges:
+            path = os.path.join(work, "pmem-%s-%s-%x.bin" % (tag, blk, lo))
+            dst.cmd("pmemsave", val=lo, size=hi - lo, filename=path)
+            with open(path, "rb") as f:
+                pm[(blk, lo - gpa, hi - gpa)] = f.read()
+            os.unlink(path)
+    dlog = dst.log_text()
+    with open(verify_path, "rb") as f:
+        vstream = f.read()
+    os.unlink(verify_path)
+    ver = ramdecode.decode(vstream)
+    check(ver.counts["XBZRLE"] == 0 and not ver.config_caps, "verify stream not plain")
+    # every page of every block exactly once
+    for b in ver.block_order:
+        check(len(ver.received[b]) == len(ver.blocks[b]) // ramdecode.PAGE,
+              "verify stream does not cover block %s" % b)
+    # info ramblock vs MEM_SIZE list
+    check([(b, len(ver.blocks[b])) for b in ver.block_order] == ramblocks,
+          "info ramblock %s != MEM_SIZE list %s"
+          % (ramblocks, [(b, len(ver.blocks[b])) for b in ver.block_order]))
+    for (blk, lo, hi), data in pm.items():
+        check(ver.blocks[blk][lo:hi] == data,
+              "pmemsave of %s [0x%x,0x%x) disagrees with the re-migrated stream" % (blk, lo, hi))
+    return ver, ramblocks, pm, dlog
+
+
+def wait_noos_dirtying(q, work, timeout=60):
+    """Waits until the dirtying boot sector runs: its last page (GPA 0x8f000) is non-zero."""
+    path = os.path.join(work, "probe.bin")
+    deadline = time.time() + timeout
+    while True:
+        q.cmd("pmemsave", val=0x8F000, size=4096, filename=path)
+        with open(path, "rb") as f:
+            if any(f.read()):
+                os.unlink(path)
+                return
+        check(time.time() < deadline, "the dirtying guest did not start in %ds" % timeout)
+        time.sleep(0.2)
+
+
 def run_migration(q, uri, v, state):
     q.cmd("migrate", uri=uri)
     t0 = time.time()
@@ -447,6 +597,10 @@ def record(v, scratch, linux_files):
     if v["guest"] == "linux":
         wait_marker(os.path.join(srcdir, "serial.log"), v.get("marker", "RAMSTREAM-GUEST-READY"),
                     src)
+    if v["mode"] == "multifd-live" and v["guest"] == "noos-dirty":
+        # a multifd migration of this small guest can be over before SeaBIOS has booted it:
+        # wait until its loop has written the last of its 128 pages
+        wait_noos_dirtying(src, work)
     time.sleep(v.get("settle", 1.0))
     if v.get("balloon_target"):
         target = v["balloon_target"]
@@ -463,10 +617,20 @@ def record(v, scratch, linux_files):
     if caps:
         src.cmd("migrate-set-capabilities", capabilities=caps_list(caps))
     if params:
-        src.cmd("migrate-set-parameters", **params)
+        try:
+            src.cmd("migrate-set-parameters", **params)
+        except QMPError as e:
+            if not v.get("optional"):
+                raise
+            # e.g. multifd-compression=zstd in a QEMU built without zstd
+            log("%s: SKIPPED, this QEMU refuses its parameters: %s" % (name, e))
+            stop_qemu(src)
+            shutil.rmtree(vdir)
+            return {"skipped": str(e)}
     state = {}
     proxy = None
     pdst = None
+    mf = None  # multifd: the recorded connections
     if v["mode"] == "stopped":
         src.cmd("stop")
         info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
@@ -476,6 +640,41 @@ def record(v, scratch, linux_files):
         info = run_migration(src, "file:%s" % stream_path, v, state)
     elif v["mode"] == "live":
         info = run_migration(src, "exec:cat > %s" % stream_path, v, state)
+    elif v["mode"] in ("multifd-stopped", "multifd-live"):
+        pdst = start_qemu("pdst", subst(dest_args_of(v), values) + ["-incoming", "defer"],
+                          work, dstdir, os.path.join(work, "pdst.log"))
+        pdst.cmd("migrate-set-capabilities", capabilities=caps_list(dest_caps))
+        pdst.cmd("migrate-set-parameters", **v["dest_params"])
+        pdst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+        nconn = params["multifd-channels"] + 1
+        relay = multifd.Relay(("127.0.0.1", incoming_port(pdst)), nconn)
+        log("%s: relay on port %d, %d connections to the destination" % (name, relay.port, nconn))
+        if v["mode"] == "multifd-stopped":
+            src.cmd("stop")
+        try:
+            info = run_migration(src, "tcp:127.0.0.1:%d" % relay.port, v, state)
+            conns = relay.wait()
+        finally:
+            relay.close()
+        pinfo = pdst.wait_migration(timeout=120)
+        check(pinfo["status"] == "completed", "relayed destination: %s" % pinfo)
+        main, channels, inits = multifd.classify(conns)
+        check(len(channels) == params["multifd-channels"],
+              "%d channels recorded, %d configured" % (len(channels), params["multifd-channels"]))
+        with open(stream_path, "wb") as f:
+            f.write(main)
+        for k, data in channels.items():
+            with open(os.path.join(work, "channel-%d.bin" % k), "wb") as f:
+                f.write(data)
+        mf = {"conns": [(c["index"], "main" if bytes(c["sent"][:4]) == multifd.QEVM
+                         else "channel %d" % c["sent"][24], len(c["sent"]), c["returned"])
+                        for c in conns],
+              "inits": inits, "channels": channels}
+        log("%s: relayed connections (index, kind, bytes from source, bytes back): %s"
+            % (name, mf["conns"]))
+        # the destination that received the live migration: what it holds
+        pdst_view = resave_destination(pdst, v, work, "pdst")
+        stop_qemu(pdst)
     elif v["mode"] == "live-proxy":
         dsock = os.path.join(work, "pdst.sock")
         psock = os.path.join(work, "proxy.sock")
@@ -500,7 +699,47 @@ def record(v, scratch, linux_files):
     log("%s: recorded %d bytes; source query-migrate ram: %s" % (name, len(stream), info["ram"]))
 
     # --- decode the recorded stream itself ---
-    rec = ramdecode.decode(stream)
+    if mf:
+        # main stream and channels together, each channel's packets at the main stream's
+        # sync points (multifd.py)
+        sync_on = "EOS" if Qemu.VERSION == "7.2" else "FLUSH"
+        rec, mstats = multifd.rebuild(stream, mf["channels"], sync_on)
+        mf["summaries"] = [multifd.channel_summary(mf["channels"][k])
+                           for k in sorted(mf["channels"])]
+        log("%s: channels: %s; %d sync points (%s); %d duplicate page writes %s"
+            % (name, json.dumps(mf["summaries"]), mstats["sync_points"], sync_on,
+               mstats["duplicate_writes"], mstats["duplicates"]))
+        check(rec.counts["PAGE"] == 0 and rec.counts["XBZRLE"] == 0,
+              "page records on a multifd main stream")
+        check(rec.counts["ZERO"] + mstats["zero"] == info["ram"]["duplicate"],
+              "ZERO records %d + channel zero pages %d != source duplicate %d"
+              % (rec.counts["ZERO"], mstats["zero"], info["ram"]["duplicate"]))
+        # (a page sent again with the same contents within one segment is counted once by
+        # QEMU 7.2's `normal`)
+        check(mstats["normal"] - mstats["duplicate_writes"] == info["ram"]["normal"],
+              "channel normal pages %d (%d sent twice) != source normal %d"
+              % (mstats["normal"], mstats["duplicate_writes"], info["ram"]["normal"]))
+        check(sync_on != "FLUSH" or rec.counts["MULTIFD_FLUSH"] > 0, "no MULTIFD_FLUSH record")
+        if params.get("zero-page-detection") == "legacy" or Qemu.VERSION == "7.2":
+            check(mstats["zero"] == 0, "zero pages in the channels with legacy detection")
+        else:
+            check(rec.counts["ZERO"] == 0, "ZERO records with multifd zero-page detection")
+        comp = params.get("multifd-compression", "none")
+        check(all(s["compression"] in ([comp], []) for s in mf["summaries"]),
+              "channel compression %s, expected %s" % (mf["summaries"], comp))
+        chan_bytes = sum(len(b) for b in mf["channels"].values())
+        # the source's multifd-bytes: every channel byte (7.2: but the 64-byte initial packets)
+        init_bytes = multifd.INIT_LEN * len(mf["channels"]) if Qemu.VERSION == "7.2" else 0
+        check(info["ram"]["multifd-bytes"] == chan_bytes - init_bytes,
+              "source multifd-bytes %d, the channels carried %d"
+              % (info["ram"]["multifd-bytes"], chan_bytes))
+        if comp == "none":
+            # the channels carry the pages: at least 4 KiB per normal page
+            check(chan_bytes >= info["ram"]["normal"] * ramdecode.PAGE,
+                  "channels carry %d bytes for %d normal pages" % (chan_bytes,
+                                                                  info["ram"]["normal"]))
+    else:
+        rec = ramdecode.decode(stream)
     log("%s: stream: %s" % (name, json.dumps(rec.summary())))
     mapped = caps.get("mapped-ram", False)
     if mapped:
@@ -516,7 +755,7 @@ def record(v, scratch, linux_files):
         check(absent == info["ram"]["duplicate"],
               "mapped-ram pages absent %d != source duplicate %d"
               % (absent, info["ram"]["duplicate"]))
-    else:
+    elif not mf:
         check(rec.counts["ZERO"] == info["ram"]["duplicate"],
               "ZERO records %d != source duplicate %d"
               % (rec.counts["ZERO"], info["ram"]["duplicate"]))
@@ -540,60 +779,32 @@ def record(v, scratch, linux_files):
         dst.cmd("migrate-set-parameters", **v["dest_params"])
     if v["mode"] == "stopped-file":
         dst.cmd("migrate-incoming", uri="file:%s" % stream_path)
+    elif mf:
+        # replay the recorded connections: main stream first, then the channels by id
+        dst.cmd("migrate-incoming", uri="tcp:127.0.0.1:0")
+        multifd.replay(incoming_port(dst),
+                       [stream] + [mf["channels"][k] for k in sorted(mf["channels"])])
     else:
         dst.cmd("migrate-incoming", uri="exec:cat %s" % stream_path)
     dst.wait_migration(timeout=300)
-    st = dst.cmd("query-status")
-    check(not st["running"], "destination is running after load: %s" % st)
-    ramblocks = parse_ramblock(dst.hmp("info ramblock"))
-    if dest_caps:
-        dst.cmd("migrate-set-capabilities",
-                capabilities=caps_list({k: False for k in dest_caps}))
-    verify_path = os.path.join(work, "verify.bin")
-    dst.cmd("migrate", uri="exec:cat > %s" % verify_path)
-    dst.wait_migration(timeout=300)
-    # pmemsave cross-check of the main RAM
-    pm = {}
-    for blk, gpa in v["ram_map"]:
-        size = dict(ramblocks)[blk]
-        ranges = []
-        for a, b in ((gpa, gpa + size),):
-            for lo, hi in ((a, min(b, 0xa0000)), (max(a, 0x100000), b)):
-                if hi > lo:
-                    ranges.append((lo, hi))
-        for lo, hi in ranges:
-            path = os.path.join(work, "pmem-%s-%x.bin" % (blk, lo))
-            dst.cmd("pmemsave", val=lo, size=hi - lo, filename=path)
-            with open(path, "rb") as f:
-                pm[(blk, lo - gpa, hi - gpa)] = f.read()
-            os.unlink(path)
-    dlog = dst.log_text()
+    ver, ramblocks, pm, dlog = resave_destination(dst, v, work, "dst")
     stop_qemu(dst)
 
-    with open(verify_path, "rb") as f:
-        vstream = f.read()
-    ver = ramdecode.decode(vstream)
-    check(ver.counts["XBZRLE"] == 0 and not ver.config_caps, "verify stream not plain")
-    # every page of every block exactly once
-    for b in ver.block_order:
-        check(len(ver.received[b]) == len(ver.blocks[b]) // ramdecode.PAGE,
-              "verify stream does not cover block %s" % b)
-    # info ramblock vs MEM_SIZE list
-    check([(b, len(ver.blocks[b])) for b in ver.block_order] == ramblocks,
-          "info ramblock %s != MEM_SIZE list %s" % (ramblocks,
-                                                    [(b, len(ver.blocks[b])) for b in ver.block_order]))
     check(rec.block_order == ver.block_order, "block order differs")
     if caps.get("x-ignore-shared"):
         check(all("mr_addr" in f for f in rec.mem_size_fields.values()), "no mr_addr fields")
     checks = ["destination reached 'completed' and stayed paused",
               "re-migrated stream covers every page of every block",
-              "info ramblock matches MEM_SIZE"]
-    # pmemsave
-    for (blk, lo, hi), data in pm.items():
-        check(ver.blocks[blk][lo:hi] == data,
-              "pmemsave of %s [0x%x,0x%x) disagrees with the re-migrated stream" % (blk, lo, hi))
-    checks.append("pmemsave of %s agrees" % ", ".join(
-        "%s[0x%x,0x%x)" % k for k in pm))
+              "info ramblock matches MEM_SIZE",
+              "pmemsave of %s agrees" % ", ".join("%s[0x%x,0x%x)" % k for k in pm)]
+    if mf:
+        pver = pdst_view[0]
+        check(pver.block_order == ver.block_order
+              and all(pver.blocks[b] == ver.blocks[b] for b in ver.block_order),
+              "the relayed destination and the replayed one hold different RAM")
+        checks.append("the destination of the relayed migration and a fresh one fed the "
+                      "recorded connections hold the same RAM")
+        ver = pver  # the manifest's hashes: the relayed migration's destination
     # recorded stream decode
     shared = v.get("shared_blocks", [])
     for b in rec.block_order:
@@ -606,18 +817,26 @@ def record(v, scratch, linux_files):
             check(len(rec.received[b]) == npages, "recorded stream does not cover block %s" % b)
         check(rec.blocks[b] == ver.blocks[b],
               "recorded stream decode of %s disagrees with the destination" % b)
-    checks.append("decoding the recorded stream gives the same blocks" +
+    checks.append("decoding the recorded stream%s gives the same blocks"
+                  % (" and channels (pages applied at the sync points)" if mf else "") +
                   (" (except x-ignore-shared %s)" % shared if shared else ""))
     log("%s: cross-checks OK: %s" % (name, "; ".join(checks)))
 
     # --- write outputs ---
     stream_file = "stream.bin"
-    if len(stream) > COMPRESS_ABOVE:
+    if mf:
         stream_file = "stream.bin.zst"
-        out = os.path.join(vdir, stream_file)
-        subprocess.run(["zstd", "-q", "-19", "-f", stream_path, "-o", out], check=True)
-        back = subprocess.run(["zstd", "-dc", out], check=True, stdout=subprocess.PIPE).stdout
-        check(back == stream, "zstd round trip")
+        write_zst(stream_path, os.path.join(vdir, stream_file), stream)
+        mf["files"] = []
+        for k in sorted(mf["channels"]):
+            data = mf["channels"][k]
+            raw = os.path.join(work, "channel-%d.bin" % k)
+            fname = "channel-%d.bin.zst" % k
+            write_zst(raw, os.path.join(vdir, fname), data)
+            mf["files"].append((k, fname, data))
+    elif len(stream) > COMPRESS_ABOVE:
+        stream_file = "stream.bin.zst"
+        write_zst(stream_path, os.path.join(vdir, stream_file), stream)
     else:
         shutil.copyfile(stream_path, os.path.join(vdir, stream_file))
     version = subprocess.run([Qemu.BINARY, "--version"], check=True,
@@ -654,12 +873,33 @@ def record(v, scratch, linux_files):
         manifest["incoming"] = "file"
         manifest["destination_capabilities"] = dest_caps
         manifest["destination_parameters"] = v.get("dest_params", {})
+    if mf:
+        manifest["destination_capabilities"] = dest_caps
+        manifest["destination_parameters"] = v.get("dest_params", {})
+        summaries = {s["id"]: s for s in mf["summaries"]}
+        manifest["multifd"] = {
+            "channels": len(mf["files"]),
+            "compression": params.get("multifd-compression", "none"),
+            "uuid": mf["inits"][0]["uuid"],
+            "sync_points": mstats["sync_points"],
+            "duplicate_page_writes": mstats["duplicate_writes"],
+            "channel_files": [dict({"id": k, "file": fname, "len": len(data),
+                                    "sha256": sha256(data)},
+                                   **{key: summaries[k][key] for key in
+                                      ("packets", "sync_packets", "normal_pages", "zero_pages")})
+                              for k, fname, data in mf["files"]],
+        }
     with open(os.path.join(vdir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     summ = rec.summary()
     summ["stream_len"] = len(stream)
     summ["file_size"] = os.path.getsize(os.path.join(vdir, stream_file))
+    if mf:
+        summ["multifd"] = manifest["multifd"]
+        summ["channel_file_sizes"] = [os.path.getsize(os.path.join(vdir, f))
+                                      for _, f, _ in mf["files"]]
+        summ["source_ram"] = info["ram"]
     summ["converge"] = state.get("converge")
     summ["dest_log"] = dlog.strip()
     return summ
@@ -727,6 +967,7 @@ def main():
                    if (a.qemu == "7.2" or not v.get("only_7_2"))
                    and version_tuple(a.qemu) >= version_tuple(v.get("min_version", "7.2"))]
     Qemu.BINARY = qemu_command(a.qemu)
+    Qemu.VERSION = a.qemu
     names = [v["name"] for v in VECTORS_DEF]
     if a.list:
         print("\n".join(names))

@@ -11,6 +11,9 @@ pub mod qemu;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ramstream_codec::transcode;
+use ramstream_codec::DecoderOptions;
+use ramstream_spec::Dialect;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -23,6 +26,57 @@ pub struct BlockManifest {
     pub used_length: u64,
     /// sha256 of its contents, hex.
     pub sha256: String,
+}
+
+/// One recorded multifd channel of a [`MultifdManifest`].
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChannelManifest {
+    /// The channel id from its initial packet (0 to channels - 1).
+    pub id: u8,
+    /// The file holding what the source sent on it, relative to the vector directory
+    /// (`channel-<id>.bin.zst`).
+    pub file: String,
+    /// Length of the (uncompressed) channel bytes.
+    pub len: u64,
+    /// sha256 of the (uncompressed) channel bytes, hex.
+    pub sha256: String,
+    /// Packets after the initial packet, SYNC packets included (counted by `record.py`).
+    #[serde(default)]
+    pub packets: Option<u64>,
+    /// Packets with the SYNC flag.
+    #[serde(default)]
+    pub sync_packets: Option<u64>,
+    /// Normal pages (with contents) over all packets.
+    #[serde(default)]
+    pub normal_pages: Option<u64>,
+    /// Zero pages (QEMU 9.0+ with `zero-page-detection` `multifd`) over all packets.
+    #[serde(default)]
+    pub zero_pages: Option<u64>,
+}
+
+/// A multifd recording (`record.py` mode `multifd-*`): the main stream is the vector's
+/// stream file, and what the source sent on each side channel is in its own file.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MultifdManifest {
+    /// The number of channels (`multifd-channels`).
+    pub channels: u8,
+    /// `multifd-compression`: `none`, `zstd`, ...
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// The uuid every channel's initial packet carried, hex.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// The sync points of the main stream the destination waits at for the channels: RAM EOS
+    /// for QEMU 7.2, `MULTIFD_FLUSH` records for 8.1+ machine types; each channel has as many
+    /// SYNC packets.
+    #[serde(default)]
+    pub sync_points: Option<u64>,
+    /// Pages a channel sent again with the same contents before the next sync point (QEMU
+    /// 7.2 does this; its `normal` counter counts them once).
+    #[serde(default)]
+    pub duplicate_page_writes: Option<u64>,
+    /// The channels, by id.
+    pub channel_files: Vec<ChannelManifest>,
 }
 
 /// A vector's `manifest.json`.
@@ -91,6 +145,10 @@ pub struct Manifest {
     /// Parameters the destination needs set before `migrate-incoming`.
     #[serde(default)]
     pub destination_parameters: serde_json::Map<String, serde_json::Value>,
+    /// A multifd recording: the stream file holds only the main stream, the pages travel in
+    /// the channels ([`Vector::channel`]). Absent for every other vector.
+    #[serde(default)]
+    pub multifd: Option<MultifdManifest>,
 }
 
 fn default_stream_file() -> String {
@@ -148,7 +206,51 @@ pub fn all() -> Result<Vec<Vector>, LoadError> {
     Ok(out)
 }
 
+/// The vector named `name` (its directory's name).
+pub fn vector(name: &str) -> Result<Vector, LoadError> {
+    all()?
+        .into_iter()
+        .find(|v| v.manifest.name == name)
+        .ok_or_else(|| LoadError(format!("no vector named {name:?}")))
+}
+
+/// `(idstr, sha256 hex)` of every RAM block that `stream` rebuilds to with the codec's
+/// default options (`transcode::rebuild`): what a QEMU destination that loaded it holds, in
+/// the form of [`Vector::block_hashes`].
+pub fn stream_block_hashes(stream: &[u8]) -> Result<Vec<(String, String)>, LoadError> {
+    let image = transcode::rebuild(stream, &DecoderOptions::default())
+        .map_err(|e| LoadError(format!("rebuilding RAM: {e}")))?;
+    Ok(image
+        .blocks()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.idstr.clone(), hex::encode(image.sha256(i))))
+        .collect())
+}
+
 impl Vector {
+    /// The dialect to decode with, from the manifest ([`Dialect::Qemu`], the default, when
+    /// absent).
+    pub fn dialect(&self) -> Result<Dialect, LoadError> {
+        self.manifest
+            .dialect
+            .as_deref()
+            .map_or(Ok(Dialect::default()), |d| {
+                d.parse()
+                    .map_err(|e| LoadError(format!("{}: dialect {d:?}: {e}", self.manifest.name)))
+            })
+    }
+
+    /// `(idstr, sha256 hex)` of every RAM block as a real QEMU destination held it, in
+    /// manifest order.
+    pub fn block_hashes(&self) -> Vec<(String, String)> {
+        self.manifest
+            .blocks
+            .iter()
+            .map(|b| (b.idstr.clone(), b.sha256.clone()))
+            .collect()
+    }
+
     /// The QEMU version that recorded this vector (from the manifest's `qemu_version`), `None`
     /// for hand-built vectors.
     pub fn qemu(&self) -> Option<qemu::QemuVersion> {
@@ -164,32 +266,122 @@ impl Vector {
         self.manifest.capabilities.get("mapped-ram") == Some(&true)
     }
 
-    /// The uncompressed stream, checked against the manifest's length and sha256.
+    /// Whether the vector is a multifd recording (its stream file is the main stream only;
+    /// the pages are in the channels, [`Vector::channel`]).
+    pub fn is_multifd(&self) -> bool {
+        self.manifest.multifd.is_some()
+    }
+
+    /// The uncompressed stream, checked against the manifest's length and sha256. For a
+    /// multifd recording, the main stream.
     pub fn stream(&self) -> Result<Vec<u8>, LoadError> {
-        let path = self.dir.join(&self.manifest.stream_file);
+        self.read_checked(
+            &self.manifest.stream_file,
+            self.manifest.stream_len,
+            &self.manifest.stream_sha256,
+        )
+    }
+
+    /// The uncompressed bytes the source sent on multifd channel `id` (its initial packet
+    /// and its packets), checked against the manifest's length and sha256. An error if the
+    /// vector is not a multifd recording or has no such channel.
+    pub fn channel(&self, id: u8) -> Result<Vec<u8>, LoadError> {
+        let m =
+            self.manifest.multifd.as_ref().ok_or_else(|| {
+                LoadError(format!("{}: not a multifd recording", self.manifest.name))
+            })?;
+        let c = m.channel_files.iter().find(|c| c.id == id).ok_or_else(|| {
+            LoadError(format!(
+                "{}: no multifd channel {id} (has {})",
+                self.manifest.name, m.channels
+            ))
+        })?;
+        self.read_checked(&c.file, c.len, &c.sha256)
+    }
+
+    /// Every multifd channel's bytes, by id (empty for other vectors).
+    pub fn channels(&self) -> Result<Vec<Vec<u8>>, LoadError> {
+        let Some(m) = self.manifest.multifd.as_ref() else {
+            return Ok(Vec::new());
+        };
+        (0..m.channels).map(|id| self.channel(id)).collect()
+    }
+
+    /// A file of the vector, decompressed if it ends in `.zst`, checked against `len` and
+    /// `sha256`.
+    fn read_checked(&self, file: &str, len: u64, sha256: &str) -> Result<Vec<u8>, LoadError> {
+        let path = self.dir.join(file);
         let raw =
             std::fs::read(&path).map_err(|e| LoadError(format!("{}: {e}", path.display())))?;
-        let bytes = if self.manifest.stream_file.ends_with(".zst") {
+        let bytes = if file.ends_with(".zst") {
             zstd::stream::decode_all(&raw[..])
                 .map_err(|e| LoadError(format!("{}: {e}", path.display())))?
         } else {
             raw
         };
-        if bytes.len() as u64 != self.manifest.stream_len {
+        if bytes.len() as u64 != len {
             return Err(LoadError(format!(
-                "{}: {} bytes, manifest says {}",
+                "{} {file}: {} bytes, manifest says {len}",
                 self.manifest.name,
                 bytes.len(),
-                self.manifest.stream_len
             )));
         }
         let sha = hex::encode(Sha256::digest(&bytes));
-        if sha != self.manifest.stream_sha256 {
+        if sha != sha256 {
             return Err(LoadError(format!(
-                "{}: sha256 {sha}, manifest says {}",
-                self.manifest.name, self.manifest.stream_sha256
+                "{} {file}: sha256 {sha}, manifest says {sha256}",
+                self.manifest.name
             )));
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every multifd recording's files load and are what the manifest says: the main stream
+    /// starts with the QEMU file magic, each channel with the multifd initial packet (magic
+    /// 0x11223344, version 1, the manifest's uuid, its own id), as set in the capabilities and
+    /// parameters.
+    #[test]
+    fn multifd_recordings_have_their_channels() {
+        let mut vectors = 0;
+        for v in all().unwrap() {
+            let Some(m) = &v.manifest.multifd else {
+                assert!(v.channel(0).is_err(), "{}", v.manifest.name);
+                continue;
+            };
+            let name = &v.manifest.name;
+            assert_eq!(
+                v.manifest.capabilities.get("multifd"),
+                Some(&true),
+                "{name}"
+            );
+            assert_eq!(
+                v.manifest.parameters["multifd-channels"].as_u64(),
+                Some(u64::from(m.channels)),
+                "{name}"
+            );
+            assert_eq!(m.channel_files.len(), usize::from(m.channels), "{name}");
+            assert!(v.stream().unwrap().starts_with(b"QEVM"), "{name}");
+            let channels = v.channels().unwrap();
+            assert_eq!(channels.len(), usize::from(m.channels), "{name}");
+            for (id, c) in channels.iter().enumerate() {
+                assert_eq!(
+                    &c[..8],
+                    &[0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1],
+                    "{name} {id}"
+                );
+                if let Some(uuid) = &m.uuid {
+                    assert_eq!(&hex::encode(&c[8..24]), uuid, "{name} {id}");
+                }
+                assert_eq!(usize::from(c[24]), id, "{name}");
+            }
+            assert!(v.channel(m.channels).is_err(), "{name}");
+            vectors += 1;
+        }
+        assert!(vectors >= 11, "{vectors} multifd vectors");
     }
 }

@@ -150,6 +150,20 @@ pub fn kvm_usable() -> bool {
         .is_ok()
 }
 
+/// Whether a test can use KVM, given what trying it gave (`probe`: opening /dev/kvm, or
+/// creating a VM). When it cannot, prints why the test is skipped and returns false; with
+/// `RAMSTREAM_REQUIRE_KVM=1` (CI) it panics instead.
+pub fn kvm_or_skip<E: std::fmt::Display>(probe: Result<(), E>) -> bool {
+    let Err(e) = probe else {
+        return true;
+    };
+    if std::env::var("RAMSTREAM_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("RAMSTREAM_REQUIRE_KVM=1 but /dev/kvm is not usable: {e}");
+    }
+    eprintln!("skipping: /dev/kvm not usable: {e}");
+    false
+}
+
 /// Replaces `accel=kvm` / `-accel kvm` with TCG when /dev/kvm is not usable.
 pub fn adapt_accel(args: &[String]) -> Vec<String> {
     if kvm_usable() {

@@ -5,15 +5,7 @@
 use ramstream_codec::transcode::{self, Mode};
 use ramstream_codec::DecoderOptions;
 use ramstream_conformance_vectors::qemu::{load_and_resave_with, version_or_skip, QemuVersion};
-use ramstream_conformance_vectors::{all, Vector};
-
-fn vector(name: &str) -> Vector {
-    all()
-        .unwrap()
-        .into_iter()
-        .find(|v| v.manifest.name == name)
-        .unwrap_or_else(|| panic!("vector {name} missing"))
-}
+use ramstream_conformance_vectors::{stream_block_hashes, vector, Vector};
 
 /// Writes `bytes` to a temp file, has a fresh QEMU load it, and returns what that QEMU holds
 /// (its own re-save of the loaded state, rebuilt by our decoder) as block sha256s.
@@ -22,13 +14,7 @@ fn qemu_holds(version: QemuVersion, v: &Vector, bytes: &[u8]) -> Vec<(String, St
     std::fs::write(file.path(), bytes).unwrap();
     let resaved = load_and_resave_with(version, &v.manifest.destination_args, &v.dir, file.path())
         .unwrap_or_else(|e| panic!("{}: QEMU did not load our stream: {e}", v.manifest.name));
-    let image = transcode::rebuild(&resaved, &DecoderOptions::default()).unwrap();
-    image
-        .blocks()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.idstr.clone(), hex::encode(image.sha256(i))))
-        .collect()
+    stream_block_hashes(&resaved).unwrap()
 }
 
 fn check_from_ram(name: &str) {
@@ -41,18 +27,13 @@ fn check_from_ram_with(version: QemuVersion, base: &str) {
         return;
     };
     let name = &version.vector_name(base);
-    let v = vector(name);
+    let v = vector(name).unwrap();
     let original = v.stream().unwrap();
     let ours = transcode::reencode(&original, Mode::FromRam, &DecoderOptions::default()).unwrap();
     let held = qemu_holds(version, &v, &ours);
-    let expected: Vec<_> = v
-        .manifest
-        .blocks
-        .iter()
-        .map(|b| (b.idstr.clone(), b.sha256.clone()))
-        .collect();
     assert_eq!(
-        held, expected,
+        held,
+        v.block_hashes(),
         "{name}: QEMU's RAM after loading our re-encoding"
     );
     eprintln!(

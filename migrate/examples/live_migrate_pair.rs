@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use std::{error::Error, io::Read, io::Write, os::unix::net::UnixStream, thread};
+use std::{error::Error, os::unix::net::UnixStream, thread};
 
 use ramstream_migrate::vm_memory::{GpaRange, GuestMemoryRam};
 use ramstream_migrate::{DigestPolicy, GuestRam, Loader, LoaderOptions, RamBlockLayout};
@@ -28,41 +28,14 @@ fn guest_ram(mem: &Mem) -> Res<GuestMemoryRam<&Mem>> {
     Ok(ram.build(&[RamBlockLayout::new("pc.ram", RAM)])?)
 }
 
-/// Polls the source with the time now until it asks to stop the guest, or is done.
-fn drive(source: &mut Source, ram: &GuestMemoryRam<&Mem>, out: &mut UnixStream) -> Res<Transmit> {
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let now = Instant::now();
-        match source.poll_transmit(now, ram, &mut buf)? {
-            Transmit::Send { bytes } => out.write_all(&buf).map(|()| source.handle_sent(bytes))?,
-            Transmit::Wait(until) => thread::sleep(until - now),
-            Transmit::SyncDirty => source.sync_dirty(now, &mut ram.dirty_log(4096))?,
-            next => return Ok(next), // StopGuest or Done
-        }
-    }
-}
-
-/// The destination: feeds what the socket gives to the loader until the stream is done.
-fn receive(mem: &Mem, mut input: UnixStream) -> Res<()> {
+/// The destination: loads what the socket gives until the stream is done.
+fn receive(mem: &Mem, input: UnixStream) -> Res<()> {
     let opts = LoaderOptions {
         digest: DigestPolicy::Require, // EOF only if memory matches the source's digest
         ..LoaderOptions::default()
     };
-    let (mut loader, mut buf, mut pos) = (Loader::new(guest_ram(mem)?, opts), Vec::new(), 0);
-    let mut chunk = vec![0; 64 << 10];
-    while !loader.is_done() {
-        let p = loader.handle(&buf[pos..])?;
-        pos += p.consumed;
-        if p.event.is_none() {
-            buf.drain(..std::mem::take(&mut pos)); // keep only the part of a record
-            match input.read(&mut chunk)? {
-                0 => loader.finish(),
-                n => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-    Ok(())
+    let mut loader = Loader::new(guest_ram(mem)?, opts);
+    loader.receive_from(input, |_, _| Ok(())) // no device state to restore here
 }
 
 fn main() -> Res<()> {
@@ -75,18 +48,19 @@ fn main() -> Res<()> {
         max_iterations: 3,
         ..SourceOptions::default()
     };
-    let mut source = Source::new(ram.layout(), opts)?;
+    let (mut source, dirty) = (Source::new(ram.layout(), opts)?, &mut ram.dirty_log(4096));
     thread::scope(|s| {
         let destination = s.spawn(|| receive(&dst, rx));
         let guest = s.spawn(|| {
             let mut writes = (0..20_000_000u64).take_while(|_| !stopped.load(Relaxed));
             writes.try_for_each(|i| src.write_obj(i, GuestAddress(i % 64 * 5 * 4096)))
         });
-        assert_eq!(drive(&mut source, &ram, &mut out)?, Transmit::StopGuest);
+        // Bytes go out, Waits sleep, dirty syncs read the AtomicBitmap, time is Instant::now().
+        assert_eq!(source.send_to(&ram, dirty, &mut out)?, Transmit::StopGuest);
         stopped.store(true, Relaxed);
         guest.join().expect("guest thread")?; // the vCPUs are stopped: no more writes
         source.handle_stopped(Instant::now(), &mut Vec::new())?; // no device state here
-        assert_eq!(drive(&mut source, &ram, &mut out)?, Transmit::Done);
+        assert_eq!(source.send_to(&ram, dirty, &mut out)?, Transmit::Done);
         drop(out); // EOF for the destination (also when an error returns early)
         destination.join().expect("destination thread")
     })?;

@@ -34,22 +34,17 @@ fn guest_ram(blocks: &[RamBlockLayout]) -> Result<Ram, Box<dyn Error>> {
     Ok(ram.build(blocks)?) // every other block in a side buffer
 }
 
-/// Loads `stream` as it would arrive from a socket, 64 KiB at a time.
+/// Loads `stream` as it would arrive from a socket: any `Read` does.
 fn receive(stream: &[u8]) -> Result<(Ram, Vec<OwnedDeviceBlob>), Box<dyn Error>> {
-    let mut loader = Loader::without_ram(LoaderOptions::default());
-    let (mut pos, mut end, mut devices) = (0, 0, Vec::new());
-    loop {
-        let p = loader.handle(&stream[pos..end])?;
-        pos += p.consumed;
-        match p.event {
-            None if end == stream.len() => loader.finish(),
-            None => end = (end + (64 << 10)).min(stream.len()), // "read" more
-            Some(LoaderEvent::RamNeeded(blocks)) => loader.provide_ram(guest_ram(&blocks)?)?,
-            Some(LoaderEvent::Device(d)) => devices.push(d.to_owned()), // for the devices
-            Some(LoaderEvent::Done) => break,
-            Some(_) => {}
+    let (mut loader, mut devices) = (Loader::without_ram(LoaderOptions::default()), Vec::new());
+    loader.receive_from(stream, |loader, event| {
+        match event {
+            LoaderEvent::RamNeeded(blocks) => loader.provide_ram(guest_ram(&blocks)?)?,
+            LoaderEvent::Device(d) => devices.push(d.to_owned()), // for the devices
+            _ => {}
         }
-    }
+        Ok::<_, Box<dyn Error>>(())
+    })?;
     Ok((loader.into_ram().ok_or("the stream had no RAM")?, devices))
 }
 

@@ -27,12 +27,9 @@ pub fn block_digest<R: GuestRam + ?Sized>(
     page_size: usize,
     ballooned: &[PageRun],
 ) -> Result<[u8; DIGEST_SHA256_LEN], (PageAddr, R::Error)> {
-    let pages = used_length / page_size as u64;
+    let pages = PageRun::of_block(used_length, page_size).count;
     digest_block(pages, page_size, ballooned, |p, buf| {
-        let addr = PageAddr {
-            block,
-            offset: p * page_size as u64,
-        };
+        let addr = PageAddr::of_page(block, p, page_size);
         ram.read_page(addr, buf).map_err(|e| (addr, e))
     })
 }

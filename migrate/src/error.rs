@@ -61,9 +61,38 @@ impl Error {
         self
     }
 
-    /// The codec's kind, when the stream itself was malformed or refused by the decoder.
-    pub fn stream_kind(&self) -> Option<&ramstream_codec::ErrorKind> {
+    /// Marks the error as one of multifd channel `channel` (SPEC.md §14): `offset` is then
+    /// an offset in that channel's bytes ([`ErrorKind::Channel`]).
+    pub fn in_channel(mut self, channel: u8) -> Self {
+        if !matches!(self.kind, ErrorKind::Channel { .. }) {
+            self.kind = ErrorKind::Channel {
+                channel,
+                kind: Box::new(self.kind),
+            };
+        }
+        self
+    }
+
+    /// The multifd channel the error is about, if it is one's.
+    pub fn channel(&self) -> Option<u8> {
         match &self.kind {
+            ErrorKind::Channel { channel, .. } => Some(*channel),
+            _ => None,
+        }
+    }
+
+    /// What was wrong, without the channel wrapper of [`ErrorKind::Channel`].
+    pub fn inner_kind(&self) -> &ErrorKind {
+        match &self.kind {
+            ErrorKind::Channel { kind, .. } => kind,
+            k => k,
+        }
+    }
+
+    /// The codec's kind, when the stream (or a multifd channel) itself was malformed or
+    /// refused by the decoder.
+    pub fn stream_kind(&self) -> Option<&ramstream_codec::ErrorKind> {
+        match self.inner_kind() {
             ErrorKind::Stream(k) => Some(k),
             _ => None,
         }
@@ -83,26 +112,24 @@ impl From<ramstream_codec::Error> for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at offset {:#x}", self.offset)?;
-        match (&self.record, &self.block) {
-            (Some(r), Some(b)) => write!(f, " ({r}, block {b:?})")?,
-            (Some(r), None) => write!(f, " ({r})")?,
-            (None, Some(b)) => write!(f, " (block {b:?})")?,
-            (None, None) => {}
+        if let Some(channel) = self.channel() {
+            write!(f, "multifd channel {channel}: ")?;
         }
-        write!(f, ": {}", self.kind)
+        ramstream_codec::Error::write_context(f, self.offset, self.record, self.block.as_deref())?;
+        write!(f, ": {}", self.inner_kind())
     }
 }
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
+        match self.inner_kind() {
             ErrorKind::Guest { source, .. } => Some(&**source),
             ErrorKind::Balloon(e) => Some(e),
             ErrorKind::DirtyLog(e) | ErrorKind::DeviceState(e) => Some(&**e),
             ErrorKind::XbzrleCache(e) => Some(e),
             ErrorKind::Extension(e) => Some(e),
             ErrorKind::Digest(DigestError::Section(e)) => Some(e),
+            ErrorKind::Multifd(e) => Some(e),
             _ => None,
         }
     }
@@ -198,6 +225,17 @@ pub enum ErrorKind {
     },
     /// An extension section's body (SPEC.md §13) could not be written.
     Extension(ramstream_codec::extension::ExtensionError),
+    /// A multifd sync rule across the main stream and the channels was broken (SPEC.md
+    /// §14.5, §14.8), or the multifd engines were misused.
+    Multifd(crate::multifd::MultifdError),
+    /// An error on multifd channel `channel` (SPEC.md §14): the [`Error::offset`] is an
+    /// offset in that channel's bytes. Printed `multifd channel N: at offset …: …`.
+    Channel {
+        /// The channel id (from its initial packet).
+        channel: u8,
+        /// What was wrong.
+        kind: Box<ErrorKind>,
+    },
     /// A source method was called in a phase where it has no meaning (e.g.
     /// `handle_stopped` before [`Transmit::StopGuest`](crate::Transmit::StopGuest)).
     UnexpectedCall {
@@ -262,6 +300,8 @@ impl fmt::Display for ErrorKind {
                 write!(f, "{found} block digests given for {expected} blocks")
             }
             ErrorKind::Extension(e) => write!(f, "extension section: {e}"),
+            ErrorKind::Multifd(e) => write!(f, "{e}"),
+            ErrorKind::Channel { channel, kind } => write!(f, "multifd channel {channel}: {kind}"),
             ErrorKind::UnexpectedCall { call, phase } => {
                 write!(f, "{call} has no meaning in phase {phase}")
             }

@@ -145,18 +145,28 @@ pub trait GuestRam {
     /// [`GuestRam::write_page`] in 4 KiB pieces; an implementation may discard the range
     /// instead (`madvise(MADV_DONTNEED)` on anonymous memory reads back as zeros).
     fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), Self::Error> {
-        let mut done = 0usize;
-        while done < len {
-            let n = (len - done).min(ZEROS.len());
-            let at = PageAddr {
-                block: addr.block,
-                offset: addr.offset + done as u64,
-            };
-            self.write_page(at, &ZEROS[..n])?;
-            done += n;
-        }
-        Ok(())
+        write_zeros(self, addr, len)
     }
+}
+
+/// Zeroes `len` bytes at `addr` through [`GuestRam::write_page`], 4 KiB at a time: the
+/// default [`GuestRam::zero_page`], and the fallback of implementations that can discard
+/// only some of their memory.
+pub(crate) fn write_zeros<R: GuestRam + ?Sized>(
+    ram: &R,
+    addr: PageAddr,
+    len: usize,
+) -> Result<(), R::Error> {
+    let mut done = 0usize;
+    while done < len {
+        let n = (len - done).min(ZEROS.len());
+        ram.write_page(
+            PageAddr::new(addr.block, addr.offset + done as u64),
+            &ZEROS[..n],
+        )?;
+        done += n;
+    }
+    Ok(())
 }
 
 macro_rules! forward_guest_ram {

@@ -26,6 +26,11 @@
 //!   [`Source::handle_dirty_bitmap`]), stop the guest and hand over its device state
 //!   ([`DeviceStateSource`]). The balloon extension ([`BalloonSource`]), XBZRLE after the
 //!   bulk pass, the RAM digest and the convergence decision are inside; no clock, no sleep.
+//! - With the `io` feature, the `io` module: the blocking IO a VMM would otherwise write
+//!   around the engines. `Loader::receive_from` loads from any `std::io::Read` through the
+//!   codec's one read loop (`StreamReader` over a `StreamBuffer`), calling back for
+//!   `RamNeeded`, `Device`, ...; `Source::send_to` runs the source into any
+//!   `std::io::Write`, reading `Instant::now()` and sleeping there, never in the engine.
 //!
 //! ## Where a page goes
 //!
@@ -91,21 +96,32 @@
 //! Implement [`GuestRam`] over your guest memory (or enable `vm-memory` and wrap your
 //! `GuestMemoryMmap`), read from your transport into a buffer, and call [`Loader::handle`]
 //! with the unconsumed bytes until [`LoaderEvent::Eof`]; restore each
-//! [`LoaderEvent::Device`] blob with your device model. `examples/receive_qemu_stream.rs`
-//! receives a recorded QEMU stream into a `GuestMemoryMmap` in under 60 lines.
+//! [`LoaderEvent::Device`] blob with your device model. With a blocking transport (a
+//! `std::io::Read`), the `io` feature's `Loader::receive_from` is that loop.
+//! `examples/receive_qemu_stream.rs` receives a recorded QEMU stream into a
+//! `GuestMemoryMmap` in under 60 lines.
 //!
 //! To send, make a [`Source`] for your blocks and loop on [`Source::poll_transmit`]:
 //! write what it produced and report it ([`Source::handle_sent`]), sync your dirty log
 //! when it asks (with the `vm-memory` feature, `GuestMemoryRam::dirty_log` reads vm-memory's
 //! `AtomicBitmap`), stop your vCPUs when it says so and hand over their state.
 //! `examples/send_guest_memory.rs` sends a `GuestMemoryMmap` through three precopy rounds
-//! to a file in under 60 lines.
+//! to a file in under 60 lines; with the `io` feature, `Source::send_to` is that loop
+//! against a `std::io::Write`.
 //!
 //! `examples/live_migrate_pair.rs` puts both together: two `GuestMemoryMmap`s, a socket
 //! pair, a guest thread writing while the [`Source`] runs its rounds, the guest stopped at
 //! [`Transmit::StopGuest`], and a [`Loader`] with [`DigestPolicy::Require`] on the other
 //! thread; the memories are compared at the end. The repository's README ("For VMM authors")
 //! and ARCHITECTURE.md follow one page through both engines.
+//!
+//! ## Cargo features
+//!
+//! - `vm-memory` (off by default): `GuestRam` for any `vm_memory::GuestMemory`
+//!   (`vm_memory::GuestMemoryRam`), with vm-memory's `AtomicBitmap` as the dirty log.
+//! - `io` (off by default; enables the codec's `io`): the blocking helpers of the `io`
+//!   module, `Loader::receive_from` / `receive_with` and `Source::send_to`. Without it
+//!   the crate does no IO.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -115,7 +131,10 @@ mod digest;
 mod digest_report;
 mod error;
 mod guest;
+#[cfg(feature = "io")]
+pub mod io;
 mod loader;
+pub mod multifd;
 mod source;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
@@ -126,7 +145,7 @@ pub use digest_report::{BlockDigestCheck, DigestError, DigestReport};
 pub use error::{Error, ErrorKind, LayoutMismatch};
 pub use guest::{GuestRam, RamBlockLayout};
 pub use loader::{
-    DigestPolicy, LoadStats, Loader, LoaderEvent, LoaderOptions, Progress, ZeroPages,
+    DigestPolicy, LoadStats, Loader, LoaderEvent, LoaderOptions, Multifd, Progress, ZeroPages,
 };
 /// The run type every layer uses: `count` pages from `start`.
 pub use ramstream_codec::balloon::PageRun;

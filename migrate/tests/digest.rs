@@ -19,7 +19,7 @@ use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
 use ramstream_spec::Dialect;
 use support::*;
 
-const PAGE: usize = 4096;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 /// `pc.ram` of 64 pages, `pc.bios` of 4.
 const BLOCKS: [(&str, u64); 2] = [("pc.ram", 64 * PAGE as u64), ("pc.bios", 4 * PAGE as u64)];
 

@@ -14,7 +14,7 @@ use ramstream_spec::config::capability;
 use ramstream_spec::Dialect;
 use support::*;
 
-const PAGE: usize = 4096;
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 
 fn layout(blocks: &[(&str, u64)]) -> Vec<RamBlockLayout> {
     blocks

@@ -11,7 +11,6 @@ use ramstream_codec::balloon::{BalloonMap, PageRun};
 use ramstream_codec::{decode_all, Event, PageAddr, RamBlock};
 use ramstream_migrate::{GuestRam, RamBlockLayout, Source, SourceOptions, Transmit};
 use source_support::*;
-use support::{VecRam, VecRamError};
 
 /// Which pages are ballooned, and how many times one was read.
 struct Ballooned {
@@ -21,36 +20,37 @@ struct Ballooned {
 
 /// Guest memory that counts reads of ballooned pages.
 struct Counting<'a> {
-    ram: &'a VecRam,
+    ram: &'a ScriptedGuest,
     ballooned: &'a Ballooned,
 }
 
+type GuestError = <ScriptedGuest as GuestRam>::Error;
+
 impl GuestRam for Counting<'_> {
-    type Error = VecRamError;
+    type Error = GuestError;
     fn layout(&self) -> &[RamBlockLayout] {
         self.ram.layout()
     }
-    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), VecRamError> {
-        let page = addr.offset / PAGE as u64;
+    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), GuestError> {
         let b = self.ballooned;
         if b.runs
             .iter()
-            .any(|(block, r)| *block == addr.block && r.range().contains(&page))
+            .any(|(block, r)| *block == addr.block && r.contains(addr, PAGE))
         {
             b.reads.set(b.reads.get() + 1);
         }
         self.ram.read_page(addr, buf)
     }
-    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), VecRamError> {
+    fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), GuestError> {
         self.ram.write_page(addr, data)
     }
 }
 
 #[test]
 fn ballooned_pages_are_announced_by_runs_and_never_read() {
-    let mut g = ScriptedGuest::new(vec![]);
-    g.apply(w(0, 0, 256, 1));
-    g.apply(w(1, 0, 64, 2));
+    let mut g = guest(vec![]);
+    g.apply(&w(0, 0, 256, 1));
+    g.apply(&w(1, 0, 64, 2));
     g.steady = vec![w(0, 0, 4, 3)];
     let opts = SourceOptions {
         balloon: true,
@@ -84,7 +84,7 @@ fn ballooned_pages_are_announced_by_runs_and_never_read() {
     loop {
         now += Duration::from_millis(1);
         let ram = Counting {
-            ram: &g.ram,
+            ram: &g,
             ballooned: &ballooned,
         };
         match source.poll_transmit(now, &ram, &mut stream).unwrap() {
@@ -102,18 +102,16 @@ fn ballooned_pages_are_announced_by_runs_and_never_read() {
                         (1, PageRun::new(10, 10)),
                     ];
                     // Deflated pages come back from the host zeroed.
-                    for p in 140..150 {
-                        let addr = PageAddr {
-                            block: 0,
-                            offset: p * PAGE as u64,
-                        };
-                        g.ram.zero_page(addr, PAGE).unwrap();
-                    }
+                    g.apply(&ScriptStep::Zero {
+                        block: 0,
+                        first: 140,
+                        count: 10,
+                    });
                     g.steady = vec![w(0, 140, 2, 5)];
                 }
                 g.run_until_sync();
                 source.update_balloon(&map).unwrap();
-                source.sync_dirty(now, &mut g.log).unwrap();
+                source.sync_dirty(now, &mut g).unwrap();
             }
             Transmit::StopGuest => source.handle_stopped(now, &mut devices()).unwrap(),
             Transmit::Done => break,
@@ -146,13 +144,13 @@ fn ballooned_pages_are_announced_by_runs_and_never_read() {
         (1, vec![PageRun::new(10, 10)]),
     ];
     for (block, runs) in ballooned_at_end {
-        let (src, dst) = (g.ram.contents(block), dest.contents(block));
-        for p in 0..layout()[block].used_length() / PAGE as u64 {
-            let r = p as usize * PAGE..(p as usize + 1) * PAGE;
-            if runs.iter().any(|x| x.range().contains(&p)) {
-                assert!(dst[r].iter().all(|&b| b == 0), "ballooned {block}/{p}");
+        let (src, dst) = (g.block(block), dest.contents(block));
+        let addrs = PageRun::of_block(src.len() as u64, PAGE).addrs(block, PAGE);
+        for ((s, d), addr) in src.chunks(PAGE).zip(dst.chunks(PAGE)).zip(addrs) {
+            if runs.iter().any(|x| x.contains(addr, PAGE)) {
+                assert!(d.iter().all(|&b| b == 0), "ballooned {addr:?}");
             } else {
-                assert!(src[r.clone()] == dst[r], "block {block} page {p} differs");
+                assert!(s == d, "page {addr:?} differs");
             }
         }
     }

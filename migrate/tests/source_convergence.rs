@@ -11,8 +11,8 @@ use source_support::*;
 
 /// A guest that dirties the same 10 pages (40 KiB) before every sync.
 fn steady_guest() -> ScriptedGuest {
-    let mut g = ScriptedGuest::new(vec![]);
-    g.apply(w(0, 0, 200, 1));
+    let mut g = guest(vec![]);
+    g.apply(&w(0, 0, 200, 1));
     g.steady = vec![w(0, 0, 10, 2)];
     g
 }
@@ -110,8 +110,8 @@ fn the_bandwidth_limit_is_a_not_before_instant() {
 #[test]
 fn stop_and_copy_is_not_rate_limited() {
     // A big END section: 200 pages dirtied at the sync that decides to stop.
-    let mut g = ScriptedGuest::new(vec![vec![], vec![w(0, 0, 200, 3)]]);
-    g.apply(w(0, 0, 200, 1));
+    let mut g = guest(vec![vec![], vec![w(0, 0, 200, 3)]]);
+    g.apply(&w(0, 0, 200, 1));
     let o = SourceOptions {
         max_bandwidth: Some(1_000_000),
         downtime_limit: Duration::ZERO,

@@ -13,11 +13,11 @@ use ramstream_migrate::{
     Transmit,
 };
 use source_support::*;
-use support::{VecRam, VecRamError};
+use support::VecRamError;
 
 /// Guest memory whose read of one page fails.
 struct FailingRead<'a> {
-    ram: &'a VecRam,
+    ram: &'a ScriptedGuest,
     at: PageAddr,
 }
 
@@ -30,21 +30,18 @@ impl GuestRam for FailingRead<'_> {
         if addr == self.at {
             return Err(VecRamError::Injected(addr));
         }
-        self.ram.read_page(addr, buf)
+        (self.ram.read_page(addr, buf)).map_err(|_| VecRamError::OutOfBlock(addr, buf.len()))
     }
     fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), VecRamError> {
-        self.ram.write_page(addr, data)
+        (self.ram.write_page(addr, data)).map_err(|_| VecRamError::OutOfBlock(addr, data.len()))
     }
 }
 
 #[test]
 fn a_guest_read_error_surfaces_typed() {
-    let g = ScriptedGuest::new(vec![]);
-    let at = PageAddr {
-        block: 1,
-        offset: 7 * PAGE as u64,
-    };
-    let ram = FailingRead { ram: &g.ram, at };
+    let g = guest(vec![]);
+    let at = PageAddr::of_page(1, 7, PAGE);
+    let ram = FailingRead { ram: &g, at };
     let mut source = Source::new(&layout(), SourceOptions::default()).unwrap();
     let (mut out, mut now) = (Vec::new(), Instant::now());
     let err = loop {
@@ -78,7 +75,7 @@ fn a_guest_read_error_surfaces_typed() {
         "{err}"
     );
     // The source is unusable afterwards.
-    let again = source.poll_transmit(now, &g.ram, &mut out).unwrap_err();
+    let again = source.poll_transmit(now, &g, &mut out).unwrap_err();
     assert!(matches!(again.kind, ErrorKind::Poisoned), "{again}");
 }
 
@@ -105,7 +102,7 @@ impl DirtyPageSource for BrokenLog {
 
 #[test]
 fn calls_out_of_order_and_bad_input_are_refused() {
-    let g = ScriptedGuest::new(vec![]);
+    let g = guest(vec![]);
     let mut source = Source::new(&layout(), SourceOptions::default()).unwrap();
     let now = Instant::now();
     let kind = |r: Result<(), ramstream_migrate::Error>| r.unwrap_err().kind;
@@ -145,11 +142,11 @@ fn calls_out_of_order_and_bad_input_are_refused() {
     // Refused input changes nothing: the stream goes on.
     let mut out = Vec::new();
     assert!(matches!(
-        source.poll_transmit(now, &g.ram, &mut out),
+        source.poll_transmit(now, &g, &mut out),
         Ok(Transmit::Send { .. })
     ));
     assert!(matches!(
-        source.poll_transmit(now, &g.ram, &mut out),
+        source.poll_transmit(now, &g, &mut out),
         Ok(Transmit::SyncDirty)
     ));
     let e = source.sync_dirty(now, &mut BrokenLog).unwrap_err();

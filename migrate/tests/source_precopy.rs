@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::extension::digest::digest_block;
 use ramstream_codec::{DecoderOptions, PageAddr, Vectored};
-use ramstream_migrate::{DigestPolicy, GuestRam, LoaderOptions, Phase, SourceOptions, Transmit};
+use ramstream_migrate::{
+    DigestPolicy, GuestRam, LoaderOptions, PageRun, Phase, SourceOptions, Transmit,
+};
 use source_support::*;
 
 fn iterating(max_iterations: u32) -> SourceOptions {
@@ -22,14 +24,14 @@ fn iterating(max_iterations: u32) -> SourceOptions {
 
 /// A guest with data in both blocks whose script dirties pages at every sync.
 fn busy_guest() -> ScriptedGuest {
-    let mut g = ScriptedGuest::new(vec![
+    let mut g = guest(vec![
         // At the setup sync: before the bulk pass reads them.
         vec![w(0, 0, 100, 1)],
         // After the bulk pass, and after each dirty iteration.
         vec![w(0, 10, 20, 2), w(1, 5, 3, 3)],
         vec![
             w(0, 50, 5, 4),
-            Step::Zero {
+            ScriptStep::Zero {
                 block: 0,
                 first: 0,
                 count: 2,
@@ -39,18 +41,9 @@ fn busy_guest() -> ScriptedGuest {
         // At the sync that decides to stop: these go in the END section.
         vec![w(0, 200, 8, 6)],
     ]);
-    g.apply(w(0, 100, 50, 9));
-    g.apply(w(1, 0, 64, 10));
+    g.apply(&w(0, 100, 50, 9));
+    g.apply(&w(1, 0, 64, 10));
     g
-}
-
-fn assert_same_memory(a: &support::VecRam, b: &support::VecRam) {
-    for block in 0..layout().len() {
-        let (x, y) = (a.contents(block), b.contents(block));
-        for (p, (pa, pb)) in x.chunks(PAGE).zip(y.chunks(PAGE)).enumerate() {
-            assert!(pa == pb, "block {block} page {p} differs");
-        }
-    }
 }
 
 #[test]
@@ -103,7 +96,7 @@ fn bulk_pass_three_dirty_rounds_and_stop_and_copy_arrive_intact() {
 
     // The Loader rebuilds the same memory and hands back the device state.
     let (dest, blobs) = load(&m.stream, DecoderOptions::default());
-    assert_same_memory(&g.ram, &dest);
+    assert_same_memory(&g, &dest);
     dest.check_guards();
     assert_eq!(&blobs[..2], &devices()[..]);
 
@@ -114,18 +107,12 @@ fn bulk_pass_three_dirty_rounds_and_stop_and_copy_arrive_intact() {
         ..LoaderOptions::default()
     };
     let (checked, _) = load_with(&m.stream, require);
-    assert_same_memory(&g.ram, &checked);
+    assert_same_memory(&g, &checked);
     let digest = m.source.digest().expect("a digest section");
     for (block, entry) in digest.blocks.iter().enumerate() {
-        let pages = layout()[block].used_length() / PAGE as u64;
+        let pages = PageRun::of_block(layout()[block].used_length(), PAGE).count;
         let sum = digest_block(pages, PAGE, &[], |p, buf| {
-            dest.read_page(
-                PageAddr {
-                    block,
-                    offset: p * PAGE as u64,
-                },
-                buf,
-            )
+            dest.read_page(PageAddr::of_page(block, p, PAGE), buf)
         })
         .unwrap();
         assert_eq!(entry.sha256, sum, "block {block}");
@@ -137,7 +124,7 @@ fn xbzrle_only_after_the_bulk_pass() {
     // The same 32 pages change a little at every sync.
     let touches = (0..8)
         .map(|i| {
-            vec![Step::Touch {
+            vec![ScriptStep::Touch {
                 block: 0,
                 first: 0,
                 count: 32,
@@ -149,8 +136,8 @@ fn xbzrle_only_after_the_bulk_pass() {
         xbzrle_cache_size: Some(1 << 20),
         ..o
     };
-    let mut g = ScriptedGuest::new(touches);
-    g.apply(w(0, 0, 64, 1));
+    let mut g = guest(touches);
+    g.apply(&w(0, 0, 64, 1));
     let m = migrate(&mut g, xbzrle(iterating(4)));
     let kinds = kinds(&m.stream, DecoderOptions::default());
     let first_xbzrle = kinds
@@ -174,12 +161,12 @@ fn xbzrle_only_after_the_bulk_pass() {
         "deltas of an 8-byte change are tiny"
     );
     let (dest, _) = load(&m.stream, DecoderOptions::default());
-    assert_same_memory(&g.ram, &dest);
+    assert_same_memory(&g, &dest);
 
     // Converging right after the bulk pass: the cache never held a page, no XBZRLE.
-    let mut g = ScriptedGuest::new(vec![]);
-    g.apply(w(0, 0, 64, 1));
-    g.steady = vec![Step::Touch {
+    let mut g = guest(vec![]);
+    g.apply(&w(0, 0, 64, 1));
+    g.steady = vec![ScriptStep::Touch {
         block: 0,
         first: 0,
         count: 32,
@@ -195,7 +182,7 @@ fn xbzrle_only_after_the_bulk_pass() {
     assert_eq!(m.source.stats().iterations, 0);
     assert_eq!(m.source.stats().xbzrle_pages, 0);
     let (dest, _) = load(&m.stream, DecoderOptions::default());
-    assert_same_memory(&g.ram, &dest);
+    assert_same_memory(&g, &dest);
 }
 
 /// A vectored sink gets the same bytes as a `Vec<u8>`, with page payloads referenced.
@@ -209,7 +196,7 @@ fn a_vectored_sink_gets_the_same_stream() {
     loop {
         now += Duration::from_millis(1);
         let mut v = Vectored::default();
-        let t = source.poll_transmit(now, &g.ram, &mut v).unwrap();
+        let t = source.poll_transmit(now, &g, &mut v).unwrap();
         most_slices = most_slices.max(v.io_slices().len());
         stream.extend_from_slice(&v.to_vec());
         drop(v);
@@ -217,10 +204,10 @@ fn a_vectored_sink_gets_the_same_stream() {
             Transmit::Send { bytes } => source.handle_sent(bytes),
             Transmit::SyncDirty => {
                 g.run_until_sync();
-                source.sync_dirty(now, &mut g.log).unwrap();
+                source.sync_dirty(now, &mut g).unwrap();
             }
             Transmit::StopGuest => {
-                g.running = false;
+                g.stop();
                 source.handle_stopped(now, &mut devices()).unwrap();
             }
             Transmit::Done => break,

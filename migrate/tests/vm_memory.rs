@@ -162,12 +162,7 @@ fn the_builder_checks_every_mapping() {
 #[test]
 fn a_recorded_stream_loads_into_split_guest_memory() {
     for (v, stream) in vectors(&["idle-noos", "11.1-live-xbzrle"]) {
-        let layout: Vec<_> = v
-            .manifest
-            .blocks
-            .iter()
-            .map(|b| RamBlockLayout::new(b.idstr.clone(), b.used_length))
-            .collect();
+        let layout = layout_of(&v);
         // pc.ram (64 MiB) around a hole at [16 MiB, 20 MiB); pc.bios mapped below 4 GiB as
         // on real hardware; the other ROMs aside.
         let m = mem(&[(0, 16 << 20), (20 << 20, 48 << 20), (0xfffc_0000, 256 * K)]);

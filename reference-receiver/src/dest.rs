@@ -94,15 +94,15 @@ pub fn ram_blocks(layout: &MemoryLayout) -> Vec<RamBlockLayout> {
 /// offset, as the codec addresses pages) covers, if it covers whole pages from a page-aligned
 /// offset.
 pub fn whole_pages(addr: PageAddr, len: usize) -> Result<PageRun, DestError> {
-    let page = PAGE_SIZE as u64;
-    if !addr.offset.is_multiple_of(page) || len == 0 || !len.is_multiple_of(PAGE_SIZE) {
-        return Err(DestError::NotWholePages {
+    addr.offset
+        .checked_add(len as u64)
+        .and_then(|end| PageRun::of_bytes(addr.offset..end, PAGE_SIZE))
+        .filter(|run| run.count > 0)
+        .ok_or(DestError::NotWholePages {
             block: addr.block,
             offset: addr.offset,
             len,
-        });
-    }
-    Ok(PageRun::new(addr.offset / page, (len / PAGE_SIZE) as u64))
+        })
 }
 
 /// The real destination: a reference-VMM VM built with [`Vm::new_destination`].
@@ -129,7 +129,7 @@ impl KvmDestination {
     }
 }
 
-/// Pages by (region, page index) over the VM's memory, one page per call to the VMM.
+/// Pages by address over the VM's memory, one page per call to the VMM.
 impl GuestRam for KvmDestination {
     type Error = DestError;
 
@@ -140,8 +140,11 @@ impl GuestRam for KvmDestination {
     fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), DestError> {
         let run = whole_pages(addr, buf.len())?;
         let mem = self.vm.memory();
-        for (p, page) in run.range().zip(buf.chunks_exact_mut(PAGE_SIZE)) {
-            mem.read_page(addr.block, p, page)?;
+        for (at, page) in run
+            .addrs(addr.block, PAGE_SIZE)
+            .zip(buf.chunks_exact_mut(PAGE_SIZE))
+        {
+            mem.read_page(at, page)?;
         }
         Ok(())
     }
@@ -149,8 +152,11 @@ impl GuestRam for KvmDestination {
     fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), DestError> {
         let run = whole_pages(addr, data.len())?;
         let mem = self.vm.memory();
-        for (p, page) in run.range().zip(data.chunks_exact(PAGE_SIZE)) {
-            mem.write_page(addr.block, p, page)?;
+        for (at, page) in run
+            .addrs(addr.block, PAGE_SIZE)
+            .zip(data.chunks_exact(PAGE_SIZE))
+        {
+            mem.write_page(at, page)?;
         }
         Ok(())
     }
@@ -158,10 +164,7 @@ impl GuestRam for KvmDestination {
     /// Discards the pages (`MADV_DONTNEED`): they read as zero and give memory back.
     fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), DestError> {
         let run = whole_pages(addr, len)?;
-        Ok(self
-            .vm
-            .memory()
-            .discard_pages(addr.block, run.start, run.count)?)
+        Ok(self.vm.memory().discard_pages(addr.block, run)?)
     }
 }
 

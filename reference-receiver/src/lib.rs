@@ -5,7 +5,8 @@
 //! machine's glue) around [`ramstream_migrate::Loader`], the sans-IO destination engine:
 //!
 //! 1. reads the stream through a fixed-size buffer (1 MiB by default, compacted as the
-//!    loader consumes it; the whole stream is never held) and feeds it to
+//!    loader consumes it; the whole stream is never held: the codec's [`StreamReader`]
+//!    over a [`StreamBuffer`]) and feeds it to
 //!    [`Loader::handle`](ramstream_migrate::Loader::handle);
 //! 2. when MEM_SIZE arrives ([`LoaderEvent::RamNeeded`]), builds the destination for the
 //!    reference machine's layout of that size; the loader then writes every PAGE straight
@@ -31,10 +32,11 @@ mod error;
 mod options;
 mod restore;
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::time::Instant;
 
-use ramstream_codec::DecoderOptions;
+use ramstream_codec::io::{ReadError, Step, StreamReader, Window};
+use ramstream_codec::{DecoderOptions, StreamBuffer};
 use ramstream_migrate::{Loader, LoaderEvent, LoaderOptions, RamBlockLayout};
 use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::reference;
@@ -92,6 +94,24 @@ fn loader_options(opts: &ReceiveOptions) -> LoaderOptions {
     }
 }
 
+/// Why the read loop stopped: the reader's error, or the receiver's.
+enum Stop {
+    Read(ReadError),
+    Receiver(RecvErrorKind),
+}
+
+impl From<ReadError> for Stop {
+    fn from(e: ReadError) -> Self {
+        Stop::Read(e)
+    }
+}
+
+impl From<RecvErrorKind> for Stop {
+    fn from(kind: RecvErrorKind) -> Self {
+        Stop::Receiver(kind)
+    }
+}
+
 struct Receiver<D, F> {
     loader: Loader<D>,
     make: Option<F>,
@@ -102,68 +122,23 @@ struct Receiver<D, F> {
 impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, DestError>> Receiver<D, F> {
     fn run(&mut self, input: &mut impl Read, opts: &ReceiveOptions) -> Result<(), RecvErrorKind> {
         let cap = opts.buffer_size.max(MIN_BUFFER);
-        let mut buf = vec![0u8; cap];
-        let (mut start, mut end) = (0usize, 0usize);
-        let mut ended = false;
-        loop {
-            // The stream offset of `buf[start]`: device bodies are views into the buffer.
-            let base = self.loader.offset();
-            let window = &buf[start..end];
-            let p = self
-                .loader
-                .handle(window)
-                .map_err(|e| match e.stream_kind() {
-                    Some(
-                        ramstream_codec::ErrorKind::Truncated { .. }
-                        | ramstream_codec::ErrorKind::EndedBeforeEof,
-                    ) if ended => RecvErrorKind::EndedEarly(e),
-                    _ => RecvErrorKind::Load(e),
-                })?;
-            start += p.consumed;
-            match p.event {
-                Some(LoaderEvent::Done) => break,
-                Some(event) => {
-                    let body_offset = |body: &[u8]| {
-                        base + (body.as_ptr() as usize).saturating_sub(window.as_ptr() as usize)
-                            as u64
-                    };
-                    self.event(event, body_offset)?;
-                }
-                None if ended => {
-                    // Not reached: once the input ended the loader finishes or refuses.
-                    return Err(RecvErrorKind::EndedEarly(ramstream_migrate::Error::new(
-                        self.loader.offset(),
-                        ramstream_migrate::ErrorKind::Stream(
-                            ramstream_codec::ErrorKind::EndedBeforeEof,
-                        ),
-                    )));
-                }
-                None => {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                    if end == cap {
-                        return Err(RecvErrorKind::ItemTooLarge {
-                            offset: self.loader.offset(),
-                            buffer: cap,
-                        });
-                    }
-                    let n = loop {
-                        match input.read(&mut buf[end..]) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            r => break r?,
-                        }
-                    };
-                    if n == 0 {
-                        ended = true;
-                        self.loader.finish();
-                    }
-                    end += n;
-                    self.report.bytes_received += n as u64;
-                    self.report.max_buffered = self.report.max_buffered.max(end);
-                }
-            }
-        }
+        let mut reader = StreamReader::new(input, StreamBuffer::new(cap, cap));
+        let loaded = reader.run(|w| self.step(w));
+        self.report.bytes_received = reader.buffer().bytes_read();
+        self.report.max_buffered = reader.buffer().high_water();
+        loaded.map_err(|stop| match stop {
+            Stop::Receiver(kind) => kind,
+            Stop::Read(ReadError::Io { source, .. }) => RecvErrorKind::Io(source),
+            Stop::Read(ReadError::ItemTooLarge(e)) => RecvErrorKind::ItemTooLarge {
+                offset: e.offset,
+                buffer: e.cap,
+            },
+            // `EndedEarly`, not reached: once the input ended the loader finishes or refuses.
+            Stop::Read(e) => RecvErrorKind::EndedEarly(ramstream_migrate::Error::new(
+                e.offset(),
+                ramstream_migrate::ErrorKind::Stream(ramstream_codec::ErrorKind::EndedBeforeEof),
+            )),
+        })?;
         let eof = Instant::now();
         let s = self.loader.stats();
         self.report.pages = s.pages;
@@ -180,6 +155,36 @@ impl<D: Destination, F: FnOnce(&MemoryLayout) -> Result<D, DestError>> Receiver<
             opts.verify_timeout,
             eof,
         )
+    }
+
+    /// Loads what the window holds up to the next event, and acts on it.
+    fn step(&mut self, w: Window<'_>) -> Result<Step, Stop> {
+        if w.ended {
+            self.loader.finish();
+        }
+        let p = self
+            .loader
+            .handle(w.bytes)
+            .map_err(|e| match e.stream_kind() {
+                Some(
+                    ramstream_codec::ErrorKind::Truncated { .. }
+                    | ramstream_codec::ErrorKind::EndedBeforeEof,
+                ) if w.ended => RecvErrorKind::EndedEarly(e),
+                _ => RecvErrorKind::Load(e),
+            })?;
+        Ok(match p.event {
+            None => Step::NeedMore(p.consumed),
+            Some(LoaderEvent::Done) => Step::Done(p.consumed),
+            Some(event) => {
+                // Device bodies are views into the window, which starts at `w.offset`.
+                let body_offset = |body: &[u8]| {
+                    w.offset
+                        + (body.as_ptr() as usize).saturating_sub(w.bytes.as_ptr() as usize) as u64
+                };
+                self.event(event, body_offset)?;
+                Step::Continue(p.consumed)
+            }
+        })
     }
 
     /// Acts on one loader event; `body_offset` gives the stream offset of a slice of it.

@@ -6,7 +6,8 @@
 //! | guard | pc.ram (used_length) | guard | ram1 (used_length) | slack page | guard |
 //! ```
 //!
-//! where every guard is `PROT_NONE`. [`GuardedDestination`] writes a page exactly where the
+//! where every guard is `PROT_NONE`. [`GuardedRam`], the memory of the tests' destination
+//! (test-support's `FakeDestination` over it), writes a page exactly where the
 //! receiver tells it to, without a bounds check of its own: a page the receiver writes past
 //! `pc.ram`'s used length hits a guard and kills this test process with SIGSEGV, and one past
 //! `ram1`'s lands in the slack page, which [`assert_memory`] checks is still zero. After each
@@ -18,16 +19,14 @@
 
 use std::ptr::NonNull;
 use std::rc::Rc;
-use std::time::Duration;
 
 use ramstream_codec::{ErrorKind, PageAddr, RecordKind};
 use ramstream_migrate::{ErrorKind as LoadKind, GuestRam, LayoutMismatch, PageRun, RamBlockLayout};
 use ramstream_reference_receiver::dest::ram_blocks;
 use ramstream_reference_receiver::{
-    receive, DestError, Destination, LayoutRefusal, ReceiveOptions, RecvError, RecvErrorKind,
-    Verification,
+    receive, DestError, LayoutRefusal, ReceiveOptions, RecvError, RecvErrorKind,
 };
-use ramstream_reference_vmm::{Error as VmmError, MemoryLayout, VmState};
+use ramstream_reference_vmm::{Error as VmmError, MemoryLayout};
 use ramstream_spec::config::SUBSECTION_TARGET_PAGE_BITS;
 use ramstream_spec::extension::reference;
 use ramstream_spec::limits;
@@ -37,8 +36,9 @@ use ramstream_spec::stream::SectionType;
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 use ramstream_test_support::real_stream::{layout, real_stream as real, source_guest, BLOCK, RAM};
 use ramstream_test_support::records::{balloon_inflate, mem_size, record, xbzrle};
+use ramstream_test_support::FakeDestination;
 
-const BLOCK_PAGES: u64 = BLOCK / PAGE_SIZE as u64;
+const BLOCK_PAGES: u64 = PageRun::of_block(BLOCK, PAGE_SIZE).count;
 /// Guard size on each side of a block.
 const GUARD: usize = 16 * PAGE_SIZE;
 /// Readable and writable bytes mapped after `ram1`'s used length, before its guard.
@@ -120,20 +120,18 @@ impl Drop for GuardedMemory {
     }
 }
 
-/// A destination over [`GuardedMemory`] that writes where it is told (see the module docs).
-struct GuardedDestination {
-    layout: MemoryLayout,
+/// Guest memory over [`GuardedMemory`] that writes where it is told (see the module docs);
+/// the tests' destination is a [`FakeDestination`] over it.
+struct GuardedRam {
     blocks: Vec<RamBlockLayout>,
     mem: Rc<GuardedMemory>,
-    resumed: bool,
 }
 
-impl GuardedDestination {
+impl GuardedRam {
     /// The mapping offset of the page at `addr`, or a refusal naming the access.
     fn page_at(&self, addr: PageAddr, len: usize) -> Result<usize, DestError> {
-        let page = addr.offset / PAGE_SIZE as u64;
-        let aligned = addr.offset.is_multiple_of(PAGE_SIZE as u64);
-        aligned
+        let page = addr.page_index(PAGE_SIZE);
+        addr.is_page_aligned(PAGE_SIZE)
             .then(|| self.mem.page_at(addr.block, page, len))
             .flatten()
             .ok_or(DestError::Vmm(VmmError::PageOutOfRange {
@@ -145,7 +143,7 @@ impl GuardedDestination {
     }
 }
 
-impl GuestRam for GuardedDestination {
+impl GuestRam for GuardedRam {
     type Error = DestError;
 
     fn layout(&self) -> &[RamBlockLayout] {
@@ -176,45 +174,6 @@ impl GuestRam for GuardedDestination {
     }
 }
 
-impl Destination for GuardedDestination {
-    fn memory_layout(&self) -> &MemoryLayout {
-        &self.layout
-    }
-
-    fn restore(&mut self, _vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
-        let state = VmState::from_bytes(vm)?;
-        let zero = [0u8; PAGE_SIZE];
-        for &(block, r) in &state.balloon {
-            for p in r.range() {
-                let addr = PageAddr {
-                    block,
-                    offset: p * PAGE_SIZE as u64,
-                };
-                self.write_page(addr, &zero)?;
-            }
-        }
-        Ok(state.balloon)
-    }
-
-    fn resume(&mut self) -> Result<(), DestError> {
-        self.resumed = true;
-        Ok(())
-    }
-
-    fn verify(&mut self, _timeout: Duration) -> Result<Verification, DestError> {
-        Ok(Verification {
-            heartbeat_before: 0,
-            heartbeat_after: 1,
-            self_check_passed: true,
-            ..Default::default()
-        })
-    }
-
-    fn resumed(&self) -> bool {
-        self.resumed
-    }
-}
-
 fn recv_opts() -> ReceiveOptions {
     ReceiveOptions {
         buffer_size: 64 * 1024,
@@ -233,12 +192,11 @@ fn recv_with(stream: &[u8], opts: &ReceiveOptions) -> (Result<(), RecvError>, Rc
                 // The test maps only the 8 MiB layout.
                 return Err(DestError::Vmm(VmmError::InvalidLayout(format!("{l:?}"))));
             }
-            Ok(GuardedDestination {
-                layout: l.clone(),
+            let ram = GuardedRam {
                 blocks: ram_blocks(l),
                 mem: m,
-                resumed: false,
-            })
+            };
+            Ok(FakeDestination::with_ram(l, ram))
         },
         opts,
     );
@@ -717,7 +675,12 @@ fn balloon_runs_past_the_block() {
     let last = BLOCK_PAGES - 1;
     for (start, count) in [(BLOCK_PAGES - 4, 5), (u64::MAX - 1, 3)] {
         let (s, at) = after_mem_size(&[
-            record(PAGE, last * PAGE_SIZE as u64, Some("ram1"), &c),
+            record(
+                PAGE,
+                PageRun::new(last, 1).byte_range(PAGE_SIZE).start,
+                Some("ram1"),
+                &c,
+            ),
             balloon_inflate("ram1", &[PageRun::new(last, 1)]),
             balloon_inflate("ram1", &[PageRun::new(start, count)]),
         ]);

@@ -14,7 +14,8 @@ pub enum GuestError {
     Other(String),
 }
 
-/// The phase of a migration, as QEMU's `query-migrate` would name the moment.
+/// The phase of a migration, as QEMU's `query-migrate` would name the moment: the engine's
+/// [`ramstream_migrate::Phase`] and, before it, connecting to the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -32,16 +33,41 @@ pub enum Phase {
     Completed,
 }
 
+impl Phase {
+    /// The engine's phase, `None` for [`Phase::Connect`] (before the engine runs).
+    pub fn engine(self) -> Option<ramstream_migrate::Phase> {
+        use ramstream_migrate::Phase as P;
+        Some(match self {
+            Phase::Connect => return None,
+            Phase::Setup => P::Setup,
+            Phase::Bulk => P::Bulk,
+            Phase::Iterate => P::Iterate,
+            Phase::StopAndCopy => P::StopAndCopy,
+            Phase::Completed => P::Completed,
+        })
+    }
+}
+
+impl From<ramstream_migrate::Phase> for Phase {
+    fn from(p: ramstream_migrate::Phase) -> Self {
+        use ramstream_migrate::Phase as P;
+        match p {
+            P::Setup => Phase::Setup,
+            P::Bulk => Phase::Bulk,
+            P::Iterate => Phase::Iterate,
+            P::StopAndCopy => Phase::StopAndCopy,
+            _ => Phase::Completed,
+        }
+    }
+}
+
+/// The engine's names (`bulk stage`, `dirty iteration`, ...), and `connect`.
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Phase::Connect => "connect",
-            Phase::Setup => "setup",
-            Phase::Bulk => "bulk stage",
-            Phase::Iterate => "dirty iteration",
-            Phase::StopAndCopy => "stop-and-copy",
-            Phase::Completed => "completed",
-        })
+        match self.engine() {
+            Some(p) => p.fmt(f),
+            None => f.write_str("connect"),
+        }
     }
 }
 
@@ -87,12 +113,9 @@ impl From<ramstream_migrate::Error> for SendErrorKind {
                 }
             }
             ramstream_migrate::ErrorKind::Stream(k) => {
-                return SendErrorKind::Encode(ramstream_codec::Error {
-                    offset,
-                    record,
-                    block,
-                    kind: k,
-                })
+                let mut e = ramstream_codec::Error::new(offset, k);
+                (e.record, e.block) = (record, block);
+                return SendErrorKind::Encode(e);
             }
             ramstream_migrate::ErrorKind::Extension(x) => return SendErrorKind::Extension(x),
             other => other,

@@ -80,7 +80,7 @@ pub struct Progress {
     pub round_total: u64,
 }
 
-/// The guest's pages as the engine reads them: [`GuestSource::read_page`] by block and page.
+/// The guest's pages as the engine reads them: [`GuestSource::read_page`], by address too.
 struct GuestPages<'g, G> {
     guest: &'g G,
     blocks: &'g [RamBlockLayout],
@@ -94,8 +94,7 @@ impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
     }
 
     fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), GuestError> {
-        self.guest
-            .read_page(addr.block, addr.offset / PAGE_SIZE as u64, buf)
+        self.guest.read_page(addr, buf)
     }
 
     fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
@@ -170,7 +169,7 @@ pub fn migrate<G: GuestSource, W: Write>(
                 let _ = guest.resume();
             }
             Err(SendError {
-                phase: phase(source.phase()),
+                phase: source.phase().into(),
                 iteration: source.iteration(),
                 bytes_sent: out.written,
                 guest_running: guest.is_running(),
@@ -214,7 +213,7 @@ fn run<G: GuestSource, W: Write>(
                 source.handle_sent(bytes);
                 let p = source.progress();
                 progress(&Progress {
-                    phase: phase(p.phase),
+                    phase: p.phase.into(),
                     iteration: p.iteration,
                     transferred: out.written,
                     round_done: p.round_done,
@@ -285,16 +284,6 @@ fn device_sections(blobs: StateBlobs) -> Result<Vec<OwnedDeviceBlob>, SendErrorK
         })
     })
     .collect()
-}
-
-fn phase(p: ramstream_migrate::Phase) -> Phase {
-    match p {
-        ramstream_migrate::Phase::Setup => Phase::Setup,
-        ramstream_migrate::Phase::Bulk => Phase::Bulk,
-        ramstream_migrate::Phase::Iterate => Phase::Iterate,
-        ramstream_migrate::Phase::StopAndCopy => Phase::StopAndCopy,
-        _ => Phase::Completed,
-    }
 }
 
 fn ms(d: Duration) -> f64 {

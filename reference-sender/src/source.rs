@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::extension::digest::digest_block;
+use ramstream_codec::PageAddr;
 use ramstream_reference_vmm::{DirtyBitmap, GuestMemory, MemoryLayout, RunStatus, Vm};
 use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
@@ -27,14 +28,16 @@ pub struct StateBlobs {
 /// device state.
 ///
 /// Blocks are the regions of the guest's [`MemoryLayout`], in layout order; a block's idstr
-/// is its region name. Pages are addressed `(block index, page index in the block)`.
+/// is its region name. Pages are addressed by [`PageAddr`] (block index, byte offset in the
+/// block); runs of pages (the balloon's) are [`PageRun`]s.
 pub trait GuestSource {
     /// The memory layout (one RAM block per region).
     fn layout(&self) -> &MemoryLayout;
 
-    /// Copies page `page` of block `block` into `dst` (one x86 target page,
-    /// [`TARGET_PAGE_SIZE_X86`](ramstream_spec::ram::TARGET_PAGE_SIZE_X86) bytes).
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), GuestError>;
+    /// Copies the page at `addr` into `dst` (one x86 target page,
+    /// [`TARGET_PAGE_SIZE_X86`](ramstream_spec::ram::TARGET_PAGE_SIZE_X86) bytes, at a
+    /// page-aligned offset).
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError>;
 
     /// Turns dirty logging on (only while migrating: it slows the guest's writes).
     fn start_dirty_log(&mut self) -> Result<(), GuestError>;
@@ -73,7 +76,7 @@ pub trait GuestSource {
                 let pages = layout.regions[b].pages();
                 let ballooned = runs.get(b).map_or(&[][..], Vec::as_slice);
                 digest_block(pages, PAGE_SIZE, ballooned, |p, buf| {
-                    self.read_page(b, p, buf)
+                    self.read_page(PageAddr::of_page(b, p, PAGE_SIZE), buf)
                 })
             })
             .collect()
@@ -119,8 +122,8 @@ impl GuestSource for KvmSource {
         &self.layout
     }
 
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), GuestError> {
-        Ok(self.vm.memory().read_page(block, page, dst)?)
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
+        Ok(self.vm.memory().read_page(addr, dst)?)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), GuestError> {
@@ -175,7 +178,9 @@ impl GuestSource for KvmSource {
                     let runs = runs.get(b).map_or(&[][..], Vec::as_slice);
                     let pages = r.pages();
                     s.spawn(move || {
-                        digest_block(pages, PAGE_SIZE, runs, |p, buf| mem.read_page(b, p, buf))
+                        digest_block(pages, PAGE_SIZE, runs, |p, buf| {
+                            mem.read_page(PageAddr::of_page(b, p, PAGE_SIZE), buf)
+                        })
                     })
                 })
                 .collect();

@@ -28,16 +28,16 @@ impl AtomicBitmap {
         }
     }
 
-    fn set_range(&self, first: u64, count: u64) {
-        for page in first..first + count {
+    fn set_range(&self, run: PageRun) {
+        for page in run.range() {
             if let Some(w) = self.words.get((page / 64) as usize) {
                 w.fetch_or(1 << (page % 64), Ordering::Relaxed);
             }
         }
     }
 
-    fn clear_range(&self, first: u64, count: u64) {
-        for page in first..first + count {
+    fn clear_range(&self, run: PageRun) {
+        for page in run.range() {
             if let Some(w) = self.words.get((page / 64) as usize) {
                 w.fetch_and(!(1 << (page % 64)), Ordering::Relaxed);
             }
@@ -79,47 +79,34 @@ impl Balloon {
         }
     }
 
-    /// Splits RAM pages `ram_first..ram_first + count` into per-region runs.
-    pub(crate) fn split(
-        layout: &MemoryLayout,
-        ram_first: u64,
-        count: u64,
-    ) -> Result<Vec<(usize, PageRun)>> {
+    /// Splits the RAM pages of `ram` (a run of RAM page numbers) into per-region runs;
+    /// refuses an empty run or one past the end of RAM.
+    pub(crate) fn split(layout: &MemoryLayout, ram: PageRun) -> Result<Vec<(usize, PageRun)>> {
         let total = layout.total_pages();
-        if count == 0 || ram_first.checked_add(count).is_none_or(|e| e > total) {
+        if ram.count == 0 || ram.start.checked_add(ram.count).is_none_or(|e| e > total) {
             return Err(Error::InvalidConfig(format!(
-                "balloon range {ram_first}+{count} is not inside RAM pages 0..{total}"
+                "balloon range {}+{} is not inside RAM pages 0..{total}",
+                ram.start, ram.count
             )));
         }
-        let mut runs = Vec::new();
-        let (mut next, mut left) = (ram_first, count);
-        while left > 0 {
-            let (region, page) = layout
-                .locate(next)
-                .ok_or_else(|| Error::InvalidConfig(format!("RAM page {next} outside RAM")))?;
-            let n = left.min(layout.regions[region].pages() - page);
-            runs.push((region, PageRun::new(page, n)));
-            next += n;
-            left -= n;
-        }
-        Ok(runs)
+        Ok(layout.split(ram))
     }
 
-    /// The guest gave `ram_first..+count` back: discard the memory and record it.
-    pub(crate) fn inflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
-        for (region, run) in Self::split(&self.layout, ram_first, count)? {
-            mem.discard_pages(region, run.start, run.count)?;
-            self.bitmaps[region].set_range(run.start, run.count);
+    /// The guest gave the RAM pages of `ram` back: discard the memory and record it.
+    pub(crate) fn inflate(&self, mem: &GuestMemory, ram: PageRun) -> Result<()> {
+        for (region, run) in Self::split(&self.layout, ram)? {
+            mem.discard_pages(region, run)?;
+            self.bitmaps[region].set_range(run);
         }
         Ok(())
     }
 
-    /// The guest takes `ram_first..+count` back. The pages were discarded on inflate, so they
-    /// read as zero; they are discarded again in case someone wrote them meanwhile.
-    pub(crate) fn deflate(&self, mem: &GuestMemory, ram_first: u64, count: u64) -> Result<()> {
-        for (region, run) in Self::split(&self.layout, ram_first, count)? {
-            mem.discard_pages(region, run.start, run.count)?;
-            self.bitmaps[region].clear_range(run.start, run.count);
+    /// The guest takes the RAM pages of `ram` back. The pages were discarded on inflate, so
+    /// they read as zero; they are discarded again in case someone wrote them meanwhile.
+    pub(crate) fn deflate(&self, mem: &GuestMemory, ram: PageRun) -> Result<()> {
+        for (region, run) in Self::split(&self.layout, ram)? {
+            mem.discard_pages(region, run)?;
+            self.bitmaps[region].clear_range(run);
         }
         Ok(())
     }
@@ -130,8 +117,7 @@ impl Balloon {
             b.clear();
         }
         for &(region, run) in runs {
-            let ram_first = self.layout.ram_page(region, run.start)?;
-            self.inflate(mem, ram_first, run.count)?;
+            self.inflate(mem, self.layout.ram_run(region, run)?)?;
         }
         Ok(())
     }
@@ -180,15 +166,16 @@ mod tests {
         let mem = GuestMemory::new(&layout).unwrap();
         let b = Balloon::new(&layout);
         let low = layout.regions[0].pages();
-        b.inflate(&mem, low - 10, 20).unwrap();
-        b.inflate(&mem, low + 10, 100).unwrap();
+        b.inflate(&mem, PageRun::new(low - 10, 20)).unwrap();
+        b.inflate(&mem, PageRun::new(low + 10, 100)).unwrap();
         assert_eq!(
             b.runs(),
             vec![vec![PageRun::new(low - 10, 10)], vec![PageRun::new(0, 110)]]
         );
-        b.deflate(&mem, low + 50, 10).unwrap();
+        b.deflate(&mem, PageRun::new(low + 50, 10)).unwrap();
         assert_eq!(b.runs().iter().map(Vec::len).sum::<usize>(), 3);
-        assert!(Balloon::split(&layout, layout.total_pages() - 1, 2).is_err());
-        assert!(Balloon::split(&layout, 0, 0).is_err());
+        let total = layout.total_pages();
+        assert!(Balloon::split(&layout, PageRun::new(total - 1, 2)).is_err());
+        assert!(Balloon::split(&layout, PageRun::new(0, 0)).is_err());
     }
 }

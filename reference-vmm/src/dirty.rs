@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+use ramstream_migrate::PageAddr;
+
+use crate::guest_abi::PAGE_SIZE;
+
 /// Which pages of one region changed since the previous fetch.
 ///
 /// Bit `i` of word `i / 64` (bit `i % 64`) stands for page `i` of the region, the layout of
@@ -77,6 +81,12 @@ impl DirtyBitmap {
         }
         // Re-apply the tail mask.
         *self = Self::new(self.region, self.pages, std::mem::take(&mut self.words));
+    }
+
+    /// The addresses of the dirty pages (block = the region), ascending.
+    pub fn addrs(&self) -> impl Iterator<Item = PageAddr> + '_ {
+        self.iter()
+            .map(|p| PageAddr::of_page(self.region, p, PAGE_SIZE))
     }
 
     /// The dirty page indices, ascending; skips clean words without looking at their bits.

@@ -63,6 +63,14 @@ pub enum Error {
         /// The region's size in pages.
         pages: u64,
     },
+    /// A page address that is not the start of a page.
+    #[error("offset {offset:#x} in region {region:?} is not the start of a page")]
+    Unaligned {
+        /// The region's name.
+        region: String,
+        /// The byte offset asked for.
+        offset: u64,
+    },
     /// A caller's buffer has the wrong size.
     #[error("buffer is {actual} bytes, expected {expected}")]
     BufferSize {

@@ -10,6 +10,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use ramstream_reference_vmm::guest_abi::PAGE_SIZE;
 //! use ramstream_reference_vmm::{GuestConfig, MemoryLayout, Vm, VcpuState, VmState};
 //!
 //! # fn main() -> ramstream_reference_vmm::Result<()> {
@@ -18,13 +19,13 @@
 //! src.resume()?;
 //! src.start_dirty_log()?;
 //! let mut dst = Vm::new_destination(src.layout())?;
-//! let mut page = [0u8; 4096];
+//! let mut page = [0u8; PAGE_SIZE];
 //! // ... full copy and dirty rounds, then the final round with the source paused:
 //! src.pause()?;
 //! for log in src.dirty_logs()? {
-//!     for p in log.iter() {
-//!         src.memory().read_page(log.region(), p, &mut page)?;
-//!         dst.memory().write_page(log.region(), p, &page)?;
+//!     for addr in log.addrs() {
+//!         src.memory().read_page(addr, &mut page)?;
+//!         dst.memory().write_page(addr, &page)?;
 //!     }
 //! }
 //! let vcpu = src.save_vcpu_state()?.to_bytes();
@@ -48,7 +49,8 @@
 //!
 //! Memory is a vm-memory `GuestMemoryMmap` ([`memory::GuestMemoryMmap`]) with one anonymous
 //! `MAP_NORESERVE` region per layout region: sparse until touched. [`GuestMemory`] reads and
-//! writes whole pages by `(region index, page in region)` through vm-memory's `Bytes` API
+//! writes whole pages by [`PageAddr`](ramstream_migrate::PageAddr) (region index as the block,
+//! byte offset in the region) through vm-memory's `Bytes` API
 //! (via `ramstream-migrate`'s `GuestMemoryRam`, which is also its
 //! [`GuestRam`](ramstream_migrate::GuestRam), [`GuestMemory::ram`]) and discards ranges with
 //! `MADV_DONTNEED`; vm-memory's dirty bitmap records the pages the VMM changed. *RAM page numbers* count pages over the regions in

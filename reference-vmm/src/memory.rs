@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ramstream_migrate::vm_memory::{AccessError, GpaRange, GuestMemoryRam, Unmapped};
-use ramstream_migrate::{GuestRam, PageAddr, RamBlockLayout};
+use ramstream_migrate::{GuestRam, PageAddr, PageRun, RamBlockLayout};
 use serde::{Deserialize, Serialize};
 use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{
@@ -40,7 +40,12 @@ pub struct RegionSpec {
 impl RegionSpec {
     /// Size in 4 KiB pages.
     pub fn pages(&self) -> u64 {
-        self.size / PAGE_SIZE as u64
+        self.run().count
+    }
+
+    /// Every page of the region, as a run from its first page.
+    pub fn run(&self) -> PageRun {
+        PageRun::of_block(self.size, PAGE_SIZE)
     }
 }
 
@@ -139,10 +144,10 @@ impl MemoryLayout {
             }
         }
         let r0 = &self.regions[0];
-        if r0.gpa != 0 || r0.size < reserved_bytes(self.total_pages()) + REGION_ALIGN {
+        let needed = reserved(self.total_pages()).byte_range(PAGE_SIZE).end + REGION_ALIGN;
+        if r0.gpa != 0 || r0.size < needed {
             return bad(format!(
-                "region 0 must start at 0 and hold the guest program, its tables and 2 MiB more ({:#x} bytes)",
-                reserved_bytes(self.total_pages()) + REGION_ALIGN
+                "region 0 must start at 0 and hold the guest program, its tables and 2 MiB more ({needed:#x} bytes)"
             ));
         }
         Ok(())
@@ -166,42 +171,75 @@ impl MemoryLayout {
             .ok_or_else(|| Error::UnknownRegion(name.into()))
     }
 
-    /// The RAM page number of page `page` of region `region`.
-    pub fn ram_page(&self, region: usize, page: u64) -> Result<u64> {
+    /// The run of RAM page numbers that `run` of region `region` is: RAM page numbers count
+    /// pages over the regions in layout order (region 0's first), as the guest program and
+    /// its balloon commands do.
+    pub fn ram_run(&self, region: usize, run: PageRun) -> Result<PageRun> {
         let r = self
             .regions
             .get(region)
             .ok_or_else(|| Error::UnknownRegion(region.to_string()))?;
-        if page >= r.pages() {
+        if run
+            .start
+            .checked_add(run.count)
+            .is_none_or(|end| end > r.pages())
+        {
             return Err(Error::PageOutOfRange {
                 region: r.name.clone(),
-                first: page,
-                count: 1,
+                first: run.start,
+                count: run.count,
                 pages: r.pages(),
             });
         }
-        Ok(self.regions[..region]
-            .iter()
-            .map(RegionSpec::pages)
-            .sum::<u64>()
-            + page)
+        let base: u64 = self.regions[..region].iter().map(RegionSpec::pages).sum();
+        Ok(PageRun::new(base + run.start, run.count))
     }
 
-    /// The `(region, page)` of a RAM page number.
-    pub fn locate(&self, mut ram_page: u64) -> Option<(usize, u64)> {
-        for (i, r) in self.regions.iter().enumerate() {
-            if ram_page < r.pages() {
-                return Some((i, ram_page));
-            }
-            ram_page -= r.pages();
+    /// The RAM page number of the page at `addr` (a page-aligned byte offset in region
+    /// `addr.block`).
+    pub fn ram_page(&self, addr: PageAddr) -> Result<u64> {
+        let r = self
+            .regions
+            .get(addr.block)
+            .ok_or_else(|| Error::UnknownRegion(addr.block.to_string()))?;
+        if !addr.is_page_aligned(PAGE_SIZE) {
+            return Err(Error::Unaligned {
+                region: r.name.clone(),
+                offset: addr.offset,
+            });
         }
-        None
+        let run = PageRun::new(addr.page_index(PAGE_SIZE), 1);
+        Ok(self.ram_run(addr.block, run)?.start)
+    }
+
+    /// The address of RAM page number `ram_page`: its region and byte offset there.
+    pub fn locate(&self, ram_page: u64) -> Option<PageAddr> {
+        self.split(PageRun::new(ram_page, 1))
+            .first()
+            .map(|&(region, run)| run.first_addr(region, PAGE_SIZE))
+    }
+
+    /// The pieces of a run of RAM page numbers in each region it crosses, in layout order:
+    /// `(region, run)` with the run counted from the region's first page. Pages past the
+    /// last region are in none.
+    pub fn split(&self, ram: PageRun) -> Vec<(usize, PageRun)> {
+        let mut out = Vec::new();
+        let mut base = 0u64;
+        for (i, r) in self.regions.iter().enumerate() {
+            let end = base + r.pages();
+            let (lo, hi) = (ram.start.max(base), ram.end().min(end));
+            if lo < hi {
+                out.push((i, PageRun::from_range(lo - base..hi - base)));
+            }
+            base = end;
+        }
+        out
     }
 
     /// The first RAM page number the guest program does not use itself: pages below it hold
     /// page tables, GDT, parameter block, code, stack and generation table.
     pub fn reserved_pages(&self) -> u64 {
-        reserved_bytes(self.total_pages()) / PAGE_SIZE as u64
+        reserved(self.total_pages()).count
     }
 }
 
@@ -227,11 +265,11 @@ impl Default for MemoryLayout {
     }
 }
 
-/// Bytes at the start of region 0 owned by the guest program: up to the end of the generation
-/// table (8 bytes per RAM page), rounded up to a page.
-fn reserved_bytes(total_pages: u64) -> u64 {
+/// The pages at the start of region 0 owned by the guest program: up to the end of the
+/// generation table (8 bytes per RAM page), the last one partly.
+fn reserved(total_pages: u64) -> PageRun {
     let end = crate::guest_abi::GEN_TABLE_GPA + total_pages * 8;
-    end.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+    PageRun::covering(0..end, PAGE_SIZE)
 }
 
 /// The vm-memory guest memory behind a [`GuestMemory`]: one anonymous `MAP_NORESERVE` region
@@ -245,7 +283,8 @@ pub type RegionRam = GuestMemoryRam<Arc<GuestMemoryMmap>>;
 /// Guest RAM: a vm-memory [`GuestMemoryMmap`] with one region per region of a
 /// [`MemoryLayout`], read and written through vm-memory's `Bytes` API.
 ///
-/// Pages are addressed by `(region index, page index within the region)`. Every method takes
+/// Pages are addressed by [`PageAddr`]: the region index as the block and a page-aligned byte
+/// offset in the region (runs of pages, to discard, are [`PageRun`]s). Every method takes
 /// `&self` and is safe to call while the guest runs; copies of pages the guest is writing may
 /// be torn, which dirty tracking repairs (such a page is logged dirty again). Writes and
 /// discards made here are recorded in the regions' vm-memory dirty bitmaps, because KVM
@@ -330,22 +369,34 @@ impl GuestMemory {
             .ok_or_else(|| Error::UnknownRegion(spec.name.clone()))
     }
 
-    /// The block address of pages `first..first + count` in `region`, checked.
-    fn page_addr(&self, region: usize, first: u64, count: u64) -> Result<PageAddr> {
+    /// Checks that `run` lies in `region`.
+    fn check_run(&self, region: usize, run: PageRun) -> Result<()> {
         let spec = self.spec(region)?;
         let pages = spec.pages();
-        if first.checked_add(count).is_none_or(|end| end > pages) {
+        if run
+            .start
+            .checked_add(run.count)
+            .is_none_or(|end| end > pages)
+        {
             return Err(Error::PageOutOfRange {
                 region: spec.name.clone(),
-                first,
-                count,
+                first: run.start,
+                count: run.count,
                 pages,
             });
         }
-        Ok(PageAddr {
-            block: region,
-            offset: first * PAGE_SIZE as u64,
-        })
+        Ok(())
+    }
+
+    /// Checks that `addr` is the start of a page in its region.
+    fn check_page(&self, addr: PageAddr) -> Result<()> {
+        if !addr.is_page_aligned(PAGE_SIZE) {
+            return Err(Error::Unaligned {
+                region: self.spec(addr.block)?.name.clone(),
+                offset: addr.offset,
+            });
+        }
+        self.check_run(addr.block, PageRun::new(addr.page_index(PAGE_SIZE), 1))
     }
 
     fn access_error(&self, op: &'static str, region: usize) -> impl FnOnce(AccessError) -> Error {
@@ -353,48 +404,52 @@ impl GuestMemory {
         move |source| Error::Access { op, region, source }
     }
 
-    /// Copies page `page` of `region` into `dst` (exactly [`PAGE_SIZE`] bytes).
-    pub fn read_page(&self, region: usize, page: u64, dst: &mut [u8]) -> Result<()> {
+    /// Copies the page at `addr` into `dst` (exactly [`PAGE_SIZE`] bytes).
+    pub fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<()> {
         check_len(dst.len())?;
-        let addr = self.page_addr(region, page, 1)?;
+        self.check_page(addr)?;
         self.ram
             .read_page(addr, dst)
-            .map_err(self.access_error("read", region))
+            .map_err(self.access_error("read", addr.block))
     }
 
-    /// Writes `src` (exactly [`PAGE_SIZE`] bytes) into page `page` of `region`; vm-memory's
+    /// Writes `src` (exactly [`PAGE_SIZE`] bytes) into the page at `addr`; vm-memory's
     /// bitmap records the page as dirtied by the VMM.
-    pub fn write_page(&self, region: usize, page: u64, src: &[u8]) -> Result<()> {
+    pub fn write_page(&self, addr: PageAddr, src: &[u8]) -> Result<()> {
         check_len(src.len())?;
-        let addr = self.page_addr(region, page, 1)?;
+        self.check_page(addr)?;
         self.ram
             .write_page(addr, src)
-            .map_err(self.access_error("write", region))
+            .map_err(self.access_error("write", addr.block))
     }
 
-    /// Writes zeroes over `count` pages from `first`: `MADV_DONTNEED` gives the memory back to
-    /// the host and the pages read as zero afterwards. Recorded as dirtied by the VMM.
-    pub fn discard_pages(&self, region: usize, first: u64, count: u64) -> Result<()> {
-        let addr = self.page_addr(region, first, count)?;
+    /// Writes zeroes over the pages of `run` in `region`: `MADV_DONTNEED` gives the memory
+    /// back to the host and the pages read as zero afterwards. Recorded as dirtied by the
+    /// VMM.
+    pub fn discard_pages(&self, region: usize, run: PageRun) -> Result<()> {
+        self.check_run(region, run)?;
         let r = self.mmap_region(region)?;
-        let (offset, len) = (addr.offset as usize, count as usize * PAGE_SIZE);
+        let bytes = run.byte_range(PAGE_SIZE);
         let memory_error = |source| Error::Memory {
             op: "madvise",
             region: self.layout.regions[region].name.clone(),
             source,
         };
+        let too_large = || memory_error(io::Error::from(io::ErrorKind::InvalidInput));
+        let offset = usize::try_from(bytes.start).map_err(|_| too_large())?;
+        let len = usize::try_from(bytes.end - bytes.start).map_err(|_| too_large())?;
         let slice = r
-            .get_slice(MemoryRegionAddress(addr.offset), len)
+            .get_slice(MemoryRegionAddress(bytes.start), len)
             .map_err(|e| memory_error(io::Error::other(e)))?;
         crate::sys::discard(&slice).map_err(memory_error)?;
         (**r).bitmap().set_addr_range(offset, len);
         Ok(())
     }
 
-    /// True if page `page` of `region` is all zero bytes.
-    pub fn is_zero_page(&self, region: usize, page: u64) -> Result<bool> {
+    /// True if the page at `addr` is all zero bytes.
+    pub fn is_zero_page(&self, addr: PageAddr) -> Result<bool> {
         let mut buf = [0u8; PAGE_SIZE];
-        self.read_page(region, page, &mut buf)?;
+        self.read_page(addr, &mut buf)?;
         Ok(buf.iter().all(|&b| b == 0))
     }
 
@@ -452,8 +507,23 @@ mod tests {
         assert_eq!(l.regions[0].name, "pc.ram");
         assert_eq!(l.regions[1].gpa, 4 * GIB);
         assert_eq!(l.total_bytes(), GIB);
-        assert_eq!(l.locate(l.regions[0].pages()), Some((1, 0)));
-        assert_eq!(l.ram_page(1, 3).unwrap(), l.regions[0].pages() + 3);
+        let low = l.regions[0].pages();
+        assert_eq!(l.locate(low), Some(PageAddr::new(1, 0)));
+        assert_eq!(l.locate(low + 3), Some(PageAddr::of_page(1, 3, PAGE_SIZE)));
+        assert_eq!(l.locate(l.total_pages()), None);
+        let addr = PageAddr::of_page(1, 3, PAGE_SIZE);
+        assert_eq!(l.ram_page(addr).unwrap(), low + 3);
+        assert!(l.ram_page(PageAddr::new(1, 0x3001)).is_err());
+        assert_eq!(
+            l.ram_run(1, PageRun::new(3, 5)).unwrap(),
+            PageRun::new(low + 3, 5)
+        );
+        assert!(l.ram_run(1, PageRun::new(low - 1, 2)).is_err());
+        assert_eq!(
+            l.split(PageRun::new(low - 2, 5)),
+            [(0, PageRun::new(low - 2, 2)), (1, PageRun::new(0, 3))]
+        );
+        assert!(l.split(PageRun::new(l.total_pages(), 4)).is_empty());
         assert_eq!(MemoryLayout::default(), l);
     }
 
@@ -472,27 +542,30 @@ mod tests {
     fn pages_round_trip_and_discard_to_zero() {
         let mem = GuestMemory::new(&MemoryLayout::with_ram_size(16 * MIB).unwrap()).unwrap();
         let page = [0xA5u8; PAGE_SIZE];
-        mem.write_page(1, 5, &page).unwrap();
+        let addr = PageAddr::of_page(1, 5, PAGE_SIZE);
+        mem.write_page(addr, &page).unwrap();
         let mut back = [0u8; PAGE_SIZE];
-        mem.read_page(1, 5, &mut back).unwrap();
+        mem.read_page(addr, &mut back).unwrap();
         assert_eq!(back, page);
-        let gpa = GuestAddress(MemoryLayout::HIGH_GPA + 5 * PAGE_SIZE as u64);
+        let gpa = GuestAddress(MemoryLayout::HIGH_GPA + addr.offset);
         assert_eq!(
             mem.mmap().read_obj::<u8>(gpa).unwrap(),
             0xA5,
             "ram1 lies at 4 GiB"
         );
-        let addr = PageAddr {
-            block: 1,
-            offset: 5 * PAGE_SIZE as u64,
-        };
         mem.ram().read_page(addr, &mut back).unwrap();
         assert_eq!(back, page);
-        mem.discard_pages(1, 4, 2).unwrap();
-        assert!(mem.is_zero_page(1, 5).unwrap());
-        assert!(mem.read_page(1, 1 << 20, &mut back).is_err());
-        assert!(mem.read_page(2, 0, &mut back).is_err());
-        assert!(mem.read_page(0, 0, &mut back[..10]).is_err());
+        mem.discard_pages(1, PageRun::new(4, 2)).unwrap();
+        assert!(mem.is_zero_page(addr).unwrap());
+        assert!(mem.discard_pages(1, PageRun::new(u64::MAX, 2)).is_err());
+        let far = PageAddr::of_page(1, 1 << 20, PAGE_SIZE);
+        assert!(mem.read_page(far, &mut back).is_err());
+        assert!(mem.read_page(PageAddr::new(2, 0), &mut back).is_err());
+        assert!(mem.read_page(PageAddr::new(0, 0), &mut back[..10]).is_err());
+        assert!(matches!(
+            mem.read_page(PageAddr::new(1, 0x5001), &mut back),
+            Err(Error::Unaligned { offset: 0x5001, .. })
+        ));
         let dirty = mem.take_vmm_dirty(1).unwrap();
         assert_eq!(dirty[0], 0b11_0000);
     }

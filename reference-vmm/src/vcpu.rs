@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use libc::{c_int, c_void, siginfo_t};
+use ramstream_migrate::PageRun;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::balloon::Balloon;
@@ -184,12 +185,12 @@ fn handle_port(p: u16, value: u32, ctx: &RunContext) -> Result<Step> {
         port::STOPPED => return Ok(Step::End(ThreadEnd::Stopped)),
         port::BALLOON_INFLATE => {
             let (first, count) = report()?;
-            ctx.balloon.inflate(&ctx.mem, first, count)?;
+            ctx.balloon.inflate(&ctx.mem, PageRun::new(first, count))?;
             ctx.shared.balloon_reports.fetch_add(1, Ordering::Relaxed);
         }
         port::BALLOON_DEFLATE => {
             let (first, count) = report()?;
-            ctx.balloon.deflate(&ctx.mem, first, count)?;
+            ctx.balloon.deflate(&ctx.mem, PageRun::new(first, count))?;
             ctx.shared.balloon_reports.fetch_add(1, Ordering::Relaxed);
         }
         port::CHECK_DONE => {

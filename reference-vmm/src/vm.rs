@@ -417,29 +417,29 @@ impl Vm {
         }
     }
 
-    /// Balloon inflate: asks the guest to give back RAM pages `ram_first..ram_first + count`
-    /// (RAM page numbers, see [`MemoryLayout`]). When this returns, the guest no longer uses
-    /// them and the host has discarded them.
-    pub fn balloon_inflate(&mut self, ram_first: u64, count: u64) -> Result<()> {
-        Balloon::split(self.layout(), ram_first, count)?;
+    /// Balloon inflate: asks the guest to give back the RAM pages of `ram` (a run of RAM
+    /// page numbers, see [`MemoryLayout`]). When this returns, the guest no longer uses them
+    /// and the host has discarded them.
+    pub fn balloon_inflate(&mut self, ram: PageRun) -> Result<()> {
+        Balloon::split(self.layout(), ram)?;
         self.command(
             "balloon-inflate",
             cmd::INFLATE,
-            ram_first,
-            count,
+            ram.start,
+            ram.count,
             DEFAULT_COMMAND_TIMEOUT,
         )
     }
 
-    /// Balloon deflate: the guest takes pages `ram_first..ram_first + count` back; they read
-    /// as zero until it writes them.
-    pub fn balloon_deflate(&mut self, ram_first: u64, count: u64) -> Result<()> {
-        Balloon::split(self.layout(), ram_first, count)?;
+    /// Balloon deflate: the guest takes the RAM pages of `ram` back; they read as zero until
+    /// it writes them.
+    pub fn balloon_deflate(&mut self, ram: PageRun) -> Result<()> {
+        Balloon::split(self.layout(), ram)?;
         self.command(
             "balloon-deflate",
             cmd::DEFLATE,
-            ram_first,
-            count,
+            ram.start,
+            ram.count,
             DEFAULT_COMMAND_TIMEOUT,
         )
     }
@@ -453,7 +453,7 @@ impl Vm {
         let target =
             (total * u64::from(percent.min(100)) / 100).min(total - layout.reserved_pages());
         if target > 0 {
-            self.balloon_inflate(total - target, target)?;
+            self.balloon_inflate(PageRun::new(total - target, target))?;
         }
         Ok(self.balloon_runs())
     }
@@ -462,8 +462,8 @@ impl Vm {
     pub fn balloon_deflate_all(&mut self) -> Result<()> {
         for (region, runs) in self.balloon_runs().into_iter().enumerate() {
             for run in runs {
-                let first = self.layout().ram_page(region, run.start)?;
-                self.balloon_deflate(first, run.count)?;
+                let ram = self.layout().ram_run(region, run)?;
+                self.balloon_deflate(ram)?;
             }
         }
         Ok(())
@@ -553,8 +553,7 @@ impl Vm {
     pub fn restore_vm_state(&self, state: &VmState) -> Result<()> {
         self.vcpu()?;
         for &(region, run) in &state.balloon {
-            let first = self.layout().ram_page(region, run.start)?;
-            Balloon::split(self.layout(), first, run.count)?;
+            Balloon::split(self.layout(), self.layout().ram_run(region, run)?)?;
         }
         state.restore(&self.vm)?;
         self.balloon.restore(&self.mem, &state.balloon)

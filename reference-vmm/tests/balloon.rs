@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use ramstream_migrate::PageRun;
+use ramstream_reference_vmm::guest_abi::PAGE_SIZE;
 use ramstream_reference_vmm::Error;
 
 #[test]
@@ -21,7 +22,7 @@ fn inflate_and_deflate_across_regions() {
     let (first, count) = (ws_first + 100, 600); // 412 pages in pc.ram, 188 in ram1
 
     vm.start_dirty_log().unwrap();
-    vm.balloon_inflate(first, count).unwrap();
+    vm.balloon_inflate(PageRun::new(first, count)).unwrap();
     let runs = vm.balloon_runs();
     assert_eq!(
         runs,
@@ -39,12 +40,12 @@ fn inflate_and_deflate_across_regions() {
     vm.pause().unwrap();
     let logs = vm.dirty_logs().unwrap();
     for (region, runs) in runs.iter().enumerate() {
-        for page in runs.iter().flat_map(PageRun::range) {
+        for addr in runs.iter().flat_map(|r| r.addrs(region, PAGE_SIZE)) {
             assert!(
-                !logs[region].is_dirty(page),
-                "ballooned page {page} of region {region} written"
+                !logs[region].is_dirty(addr.page_index(PAGE_SIZE)),
+                "ballooned page {addr:?} written"
             );
-            assert!(vm.memory().is_zero_page(region, page).unwrap());
+            assert!(vm.memory().is_zero_page(addr).unwrap());
         }
     }
     let written: u64 = logs.iter().map(|l| l.count()).sum();
@@ -60,14 +61,16 @@ fn inflate_and_deflate_across_regions() {
 
     // Bad ranges are refused by the guest (reserved pages) or the VMM (beyond RAM).
     assert!(matches!(
-        vm.balloon_inflate(0, 1),
+        vm.balloon_inflate(PageRun::new(0, 1)),
         Err(Error::CommandRejected { status: 2, .. })
     ));
-    assert!(vm.balloon_inflate(layout.total_pages(), 1).is_err());
+    assert!(vm
+        .balloon_inflate(PageRun::new(layout.total_pages(), 1))
+        .is_err());
 
     // Deflate with the writer stopped: the pages come back zero.
     vm.set_rate(0, 0).unwrap();
-    vm.balloon_deflate(first, count).unwrap();
+    vm.balloon_deflate(PageRun::new(first, count)).unwrap();
     assert!(vm.balloon_runs().iter().all(Vec::is_empty));
     assert_eq!(vm.counters().unwrap().balloon_pages, 0);
     let check = vm.self_check().unwrap();

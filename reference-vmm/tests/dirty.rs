@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use ramstream_reference_vmm::guest_abi::PAGE_SIZE;
+
 #[test]
 fn dirty_log_covers_the_working_set_in_both_regions() {
     let Some((layout, config, mut vm)) = common::busy_guest(1024, 16) else {
@@ -24,8 +26,8 @@ fn dirty_log_covers_the_working_set_in_both_regions() {
     let mut in_ws = 0;
     for log in &logs {
         assert!(!log.is_empty(), "region {} has dirty pages", log.region());
-        for page in log.iter() {
-            let ram = layout.ram_page(log.region(), page).unwrap();
+        for addr in log.addrs() {
+            let ram = layout.ram_page(addr).unwrap();
             assert!(
                 ws.contains(&ram) || ram < reserved,
                 "unexpected dirty RAM page {ram}"
@@ -44,10 +46,11 @@ fn dirty_log_covers_the_working_set_in_both_regions() {
     // The VMM's own writes are merged in; a second fetch of an idle region is empty of them.
     vm.pause().unwrap();
     vm.dirty_logs().unwrap();
-    let spot = layout.regions[1].pages() - 1;
-    vm.memory().write_page(1, spot, &[7u8; 4096]).unwrap();
+    let spot = layout.regions[1].run().end() - 1;
+    let addr = ramstream_migrate::PageAddr::of_page(1, spot, PAGE_SIZE);
+    vm.memory().write_page(addr, &[7u8; PAGE_SIZE]).unwrap();
     let log = vm.dirty_log(1).unwrap();
-    assert_eq!(log.iter().collect::<Vec<_>>(), vec![spot]);
+    assert_eq!(log.addrs().collect::<Vec<_>>(), vec![addr]);
     assert!(vm.dirty_log(1).unwrap().is_empty(), "get-and-clear");
 
     vm.stop_dirty_log().unwrap();

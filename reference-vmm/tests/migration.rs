@@ -5,15 +5,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use ramstream_migrate::{PageAddr, PageRun};
+use ramstream_reference_vmm::guest_abi::PAGE_SIZE;
 use ramstream_reference_vmm::{MemoryLayout, VcpuState, Vm, VmState};
 
-/// Copies the pages of `pages` (region, page) from `src` to `dst`; returns pages copied.
-fn copy_pages(src: &Vm, dst: &Vm, pages: impl Iterator<Item = (usize, u64)>) -> u64 {
-    let mut buf = [0u8; 4096];
+/// Copies the pages at `pages` from `src` to `dst`; returns pages copied.
+fn copy_pages(src: &Vm, dst: &Vm, pages: impl Iterator<Item = PageAddr>) -> u64 {
+    let mut buf = [0u8; PAGE_SIZE];
     let mut n = 0;
-    for (region, page) in pages {
-        src.memory().read_page(region, page, &mut buf).unwrap();
-        dst.memory().write_page(region, page, &buf).unwrap();
+    for addr in pages {
+        src.memory().read_page(addr, &mut buf).unwrap();
+        dst.memory().write_page(addr, &buf).unwrap();
         n += 1;
     }
     n
@@ -21,12 +23,13 @@ fn copy_pages(src: &Vm, dst: &Vm, pages: impl Iterator<Item = (usize, u64)>) -> 
 
 fn dirty_round(src: &Vm, dst: &Vm) -> u64 {
     let logs = src.dirty_logs().unwrap();
-    copy_pages(
-        src,
-        dst,
-        logs.iter()
-            .flat_map(|l| l.iter().map(move |p| (l.region(), p))),
-    )
+    copy_pages(src, dst, logs.iter().flat_map(|l| l.addrs()))
+}
+
+/// Every page address of `layout`, region by region.
+fn every_page(layout: &MemoryLayout) -> impl Iterator<Item = PageAddr> + '_ {
+    (layout.regions.iter().enumerate())
+        .flat_map(|(region, spec)| spec.run().addrs(region, PAGE_SIZE))
 }
 
 #[test]
@@ -43,7 +46,8 @@ fn precopy_migration_in_process() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let ws_first = config.working_set_first.unwrap();
-    src.balloon_inflate(ws_first + 500, 40).unwrap();
+    src.balloon_inflate(PageRun::new(ws_first + 500, 40))
+        .unwrap();
 
     // The destination is built from the layout as the receiver would get it.
     let wire_layout: MemoryLayout =
@@ -52,15 +56,13 @@ fn precopy_migration_in_process() {
 
     // Round 0: everything that is not zero (the destination starts zeroed).
     src.start_dirty_log().unwrap();
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; PAGE_SIZE];
     let mut full = 0;
-    for (region, spec) in layout.regions.iter().enumerate() {
-        for page in 0..spec.pages() {
-            src.memory().read_page(region, page, &mut buf).unwrap();
-            if buf.iter().any(|&b| b != 0) {
-                dst.memory().write_page(region, page, &buf).unwrap();
-                full += 1;
-            }
+    for addr in every_page(&layout) {
+        src.memory().read_page(addr, &mut buf).unwrap();
+        if buf.iter().any(|&b| b != 0) {
+            dst.memory().write_page(addr, &buf).unwrap();
+            full += 1;
         }
     }
     // Dirty rounds, with a balloon inflate in the middle: its discards must reach the
@@ -69,7 +71,8 @@ fn precopy_migration_in_process() {
     for round in 0..3 {
         std::thread::sleep(Duration::from_millis(20));
         if round == 1 {
-            src.balloon_inflate(ws_first + 700, 24).unwrap();
+            src.balloon_inflate(PageRun::new(ws_first + 700, 24))
+                .unwrap();
         }
         rounds.push(dirty_round(&src, &dst));
     }
@@ -91,14 +94,12 @@ fn precopy_migration_in_process() {
     let downtime = downtime.elapsed();
 
     // Before the destination runs, its memory must equal the paused source's.
-    let mut a = [0u8; 4096];
+    let mut a = [0u8; PAGE_SIZE];
     let mut differing = 0;
-    for (region, spec) in layout.regions.iter().enumerate() {
-        for page in 0..spec.pages() {
-            src.memory().read_page(region, page, &mut a).unwrap();
-            dst.memory().read_page(region, page, &mut buf).unwrap();
-            differing += u64::from(a != buf);
-        }
+    for addr in every_page(&layout) {
+        src.memory().read_page(addr, &mut a).unwrap();
+        dst.memory().read_page(addr, &mut buf).unwrap();
+        differing += u64::from(a != buf);
     }
     assert_eq!(differing, 0, "pages differ between source and destination");
     assert_eq!(dst.balloon_runs(), src.balloon_runs());

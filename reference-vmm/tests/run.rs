@@ -4,6 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use ramstream_migrate::PageAddr;
+use ramstream_reference_vmm::guest_abi::PAGE_SIZE;
 use ramstream_reference_vmm::{RunStatus, Vm};
 
 #[test]
@@ -75,10 +77,17 @@ fn heartbeat_advances_and_pause_resume_works() {
     // already retires it at exit time, so here the check holds either way.)
     let rip = vm.save_vcpu_state().unwrap().regs.rip;
     let code = ramstream_reference_vmm::guest_abi::CODE_GPA;
-    let mut page = [0u8; 4096];
-    vm.memory().read_page(0, rip / 4096, &mut page).unwrap();
+    let mut page = [0u8; PAGE_SIZE];
+    // Region 0 lies at guest-physical 0: a guest-physical address is its block offset.
+    let at = PageAddr::new(0, rip);
+    let addr = PageAddr::of_page(0, at.page_index(PAGE_SIZE), PAGE_SIZE);
+    vm.memory().read_page(addr, &mut page).unwrap();
     assert!(rip > code, "rip {rip:#x}");
-    assert_eq!(page[(rip % 4096) as usize], 0xF4, "hlt at rip {rip:#x}");
+    assert_eq!(
+        page[(at.offset - addr.offset) as usize],
+        0xF4,
+        "hlt at rip {rip:#x}"
+    );
     assert!(vm.resume().is_err());
 }
 
@@ -97,11 +106,11 @@ fn guest_detects_a_corrupted_page() {
     }
     vm.pause().unwrap();
     let first = config.working_set_first.unwrap();
-    let (region, page) = layout.locate(first + 7).unwrap();
-    let mut buf = [0u8; 4096];
-    vm.memory().read_page(region, page, &mut buf).unwrap();
+    let addr = layout.locate(first + 7).unwrap();
+    let mut buf = [0u8; PAGE_SIZE];
+    vm.memory().read_page(addr, &mut buf).unwrap();
     buf[100] ^= 1;
-    vm.memory().write_page(region, page, &buf).unwrap();
+    vm.memory().write_page(addr, &buf).unwrap();
     // Keep the guest from rewriting it before the check.
     vm.set_rate(0, 0).unwrap();
     vm.resume().unwrap();
@@ -129,8 +138,8 @@ fn fatal_guest_exits_become_typed_errors() {
     let config = common::straddling_config(&layout, 16);
     let mut vm = Vm::new(&layout, &config).unwrap();
     // Replace the program's first page by `int3`s: with no IDT the vCPU cannot survive it.
-    let code_page = ramstream_reference_vmm::guest_abi::CODE_GPA / 4096;
-    vm.memory().write_page(0, code_page, &[0xCC; 4096]).unwrap();
+    let code = PageAddr::new(0, ramstream_reference_vmm::guest_abi::CODE_GPA);
+    vm.memory().write_page(code, &[0xCC; PAGE_SIZE]).unwrap();
     vm.resume().unwrap();
     let start = Instant::now();
     while vm.status() == RunStatus::Running && start.elapsed() < Duration::from_secs(10) {

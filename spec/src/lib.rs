@@ -29,6 +29,7 @@ pub mod dialect;
 pub mod extension;
 pub mod limits;
 pub mod mapped_ram;
+pub mod multifd;
 pub mod ram;
 pub mod stream;
 pub mod xbzrle;

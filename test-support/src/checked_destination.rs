@@ -44,14 +44,13 @@ impl CheckedDestination {
             .memory_layout()
             .regions
             .get(addr.block)
-            .map(|r| r.pages());
-        let page = addr.offset / PAGE_SIZE as u64;
+            .map(|r| r.run());
         assert!(
-            pages.is_some_and(|n| page < n)
-                && addr.offset.is_multiple_of(PAGE_SIZE as u64)
+            pages.is_some_and(|run| run.contains(addr, PAGE_SIZE))
+                && addr.is_page_aligned(PAGE_SIZE)
                 && len == PAGE_SIZE,
             "receiver bug: {what} of {len} bytes at block {} offset {:#x}, outside the layout \
-             (block has {pages:?} pages)",
+             (block pages {pages:?})",
             addr.block,
             addr.offset
         );

@@ -6,8 +6,8 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`ScriptedGuest`], [`ScriptStep`] | a fake source guest for the reference sender: dense memory, dirty log and balloon, changed by a script at each dirty sync |
-//! | [`FakeDestination`] | an in-memory destination for the reference receiver |
+//! | [`ScriptedGuest`], [`ScriptStep`] | a fake source guest for the reference sender and the engine: dense memory, dirty log and balloon, changed by a script at each dirty sync |
+//! | [`FakeDestination`], [`DenseRam`] | an in-memory destination for the reference receiver, over dense memory or the test's own |
 //! | [`CheckedDestination`] | a [`FakeDestination`] that panics when the receiver reaches outside guest memory |
 //! | [`records`] | hand-made `ram` records (PAGE, ZERO, XBZRLE, MEM_SIZE, balloon) |
 //! | [`real_stream`] | the reference sender's stream of a small scripted guest, and where its pieces are |
@@ -28,6 +28,6 @@ mod script;
 mod scripted_guest;
 
 pub use checked_destination::CheckedDestination;
-pub use fake_destination::FakeDestination;
+pub use fake_destination::{DenseRam, FakeDestination};
 pub use script::{pattern_page, ScriptStep};
 pub use scripted_guest::{fake_vcpu_blob, ScriptedGuest};

@@ -87,8 +87,8 @@ impl BuiltMappedRam {
     }
 }
 
-/// The target page size of a hand-built file: 4 KiB (x86).
-pub const PAGE: u64 = 4096;
+/// The target page size of a hand-built file: x86's (SPEC.md §6.1), as a byte count.
+pub const PAGE: u64 = ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as u64;
 
 impl MappedRamFileSpec {
     /// Two small blocks (4 and 70 pages), 4 KiB alignment, no prefix: a few hundred KiB.

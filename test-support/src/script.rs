@@ -1,6 +1,7 @@
 //! The script a [`ScriptedGuest`](crate::ScriptedGuest) follows: what the guest does to its
 //! memory and balloon at each dirty sync, and the page contents it writes.
 
+use ramstream_migrate::PageRun;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 /// One step of a [`ScriptedGuest`](crate::ScriptedGuest)'s script, applied at a dirty sync.
@@ -56,6 +57,41 @@ pub enum ScriptStep {
         /// Pages.
         count: u64,
     },
+}
+
+impl ScriptStep {
+    /// The block the step touches and its pages there.
+    pub fn pages(&self) -> (usize, PageRun) {
+        match *self {
+            ScriptStep::Write {
+                block,
+                first,
+                count,
+                ..
+            }
+            | ScriptStep::Touch {
+                block,
+                first,
+                count,
+                ..
+            }
+            | ScriptStep::Zero {
+                block,
+                first,
+                count,
+            }
+            | ScriptStep::Inflate {
+                block,
+                first,
+                count,
+            }
+            | ScriptStep::Deflate {
+                block,
+                first,
+                count,
+            } => (block, PageRun::new(first, count)),
+        }
+    }
 }
 
 /// The deterministic content of a page written by [`ScriptStep::Write`].

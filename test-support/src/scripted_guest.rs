@@ -1,11 +1,14 @@
-//! [`ScriptedGuest`]: a fake source guest for the reference sender, with dense memory, a
-//! dirty log and a balloon, changed by a script.
+//! [`ScriptedGuest`]: a fake source guest with dense memory, a dirty log and a balloon,
+//! changed by a script; for the reference sender (as a [`GuestSource`]) and for the engine
+//! itself (as a [`GuestRam`] and a [`DirtyPageSource`]).
 
 use std::cell::Cell;
+use std::convert::Infallible;
 
-use ramstream_migrate::PageRun;
+use ramstream_codec::PageAddr;
+use ramstream_migrate::{DirtyPageSource, GuestRam, PageRun, RamBlockLayout};
 use ramstream_reference_sender::{GuestError, GuestSource, StateBlobs};
-use ramstream_reference_vmm::{DirtyBitmap, MemoryLayout, VmState};
+use ramstream_reference_vmm::{DirtyBitmap, MemoryLayout, RegionSpec, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 use crate::script::{pattern_page, ScriptStep};
@@ -15,10 +18,19 @@ use crate::script::{pattern_page, ScriptStep};
 /// `script[i]` is applied at the `i`-th dirty sync after dirty logging started (sync 0 is the
 /// setup sync before the bulk stage); syncs past the script's end apply `steady` (if any),
 /// which lets a test model a guest that never stops dirtying memory.
+///
+/// The reference sender drives it as a [`GuestSource`]; a test of the engine alone passes it
+/// to [`Source::poll_transmit`](ramstream_migrate::Source::poll_transmit) as its
+/// [`GuestRam`] and, after [`ScriptedGuest::run_until_sync`], to
+/// [`Source::sync_dirty`](ramstream_migrate::Source::sync_dirty) as its
+/// [`DirtyPageSource`]. The layout's regions are not checked: any sizes that are whole
+/// pages will do.
 #[derive(Debug, Clone)]
 pub struct ScriptedGuest {
     layout: MemoryLayout,
+    blocks: Vec<RamBlockLayout>,
     mem: Vec<Vec<u8>>,
+    /// Bitmaps, a flag per page of each block.
     dirty: Vec<Vec<bool>>,
     balloon: Vec<Vec<bool>>,
     script: Vec<Vec<ScriptStep>>,
@@ -36,11 +48,20 @@ pub struct ScriptedGuest {
 impl ScriptedGuest {
     /// A running guest with `layout`, all memory zero, and the given script.
     pub fn new(layout: MemoryLayout, script: Vec<Vec<ScriptStep>>) -> Self {
-        let pages: Vec<usize> = layout.regions.iter().map(|r| r.pages() as usize).collect();
+        let runs: Vec<PageRun> = layout.regions.iter().map(|r| r.run()).collect();
+        let flags = || runs.iter().map(|r| vec![false; r.count as usize]).collect();
         ScriptedGuest {
-            mem: pages.iter().map(|&p| vec![0u8; p * PAGE_SIZE]).collect(),
-            dirty: pages.iter().map(|&p| vec![false; p]).collect(),
-            balloon: pages.iter().map(|&p| vec![false; p]).collect(),
+            mem: runs
+                .iter()
+                .map(|r| vec![0u8; r.byte_range(PAGE_SIZE).end as usize])
+                .collect(),
+            dirty: flags(),
+            balloon: flags(),
+            blocks: layout
+                .regions
+                .iter()
+                .map(|r| RamBlockLayout::new(r.name.clone(), r.size))
+                .collect(),
             layout,
             script,
             steady: Vec::new(),
@@ -53,78 +74,97 @@ impl ScriptedGuest {
         }
     }
 
-    /// Runs `write(block, page, bytes)` on each page of `first..first + count` that is not
-    /// ballooned (a guest does not touch pages it gave away) and marks it dirty.
+    /// A running guest whose regions are `blocks` (names and sizes; guest-physical
+    /// addresses 4 GiB apart), all memory zero, with the given script: for tests of the
+    /// engine, which knows RAM blocks rather than a reference machine's layout.
+    pub fn with_blocks(blocks: &[RamBlockLayout], script: Vec<Vec<ScriptStep>>) -> Self {
+        let regions = (blocks.iter().enumerate())
+            .map(|(i, b)| RegionSpec {
+                name: b.idstr().to_string(),
+                gpa: (i as u64) << 32,
+                size: b.used_length(),
+            })
+            .collect();
+        ScriptedGuest::new(MemoryLayout { regions }, script)
+    }
+
+    /// Stops the guest (as [`GuestSource::pause`]): the script no longer runs.
+    pub fn stop(&mut self) {
+        self.running = false;
+    }
+
+    /// The bytes of the page at `addr` (a page of the guest's own: in range).
+    fn page_mut(&mut self, addr: PageAddr) -> &mut [u8] {
+        let start = addr.offset as usize;
+        &mut self.mem[addr.block][start..start + PAGE_SIZE]
+    }
+
+    /// Runs `write(addr, bytes)` on each page of `run` in block `b` that is not ballooned (a
+    /// guest does not touch pages it gave away) and marks it dirty.
     fn write_unballooned(
         &mut self,
         b: usize,
-        first: u64,
-        count: u64,
-        mut write: impl FnMut(usize, usize, &mut [u8]),
+        run: PageRun,
+        mut write: impl FnMut(PageAddr, &mut [u8]),
     ) {
-        for p in first as usize..(first + count) as usize {
+        for addr in run.addrs(b, PAGE_SIZE) {
+            let p = addr.page_index(PAGE_SIZE) as usize;
             if self.balloon[b][p] {
                 continue;
             }
-            write(b, p, &mut self.mem[b][p * PAGE_SIZE..(p + 1) * PAGE_SIZE]);
+            write(addr, self.page_mut(addr));
             self.dirty[b][p] = true;
         }
     }
 
     /// Applies one step now (as the guest would while running).
     pub fn apply(&mut self, step: &ScriptStep) {
-        let range = |b: usize, f: u64, c: u64| (b, f as usize..(f + c) as usize);
+        let (b, run) = step.pages();
         match *step {
-            ScriptStep::Write {
-                block,
-                first,
-                count,
-                seed,
-            } => {
-                self.write_unballooned(block, first, count, |b, p, page| {
-                    page.copy_from_slice(&pattern_page(b, p as u64, seed));
+            ScriptStep::Write { seed, .. } => {
+                self.write_unballooned(b, run, |addr, page| {
+                    page.copy_from_slice(&pattern_page(b, addr.page_index(PAGE_SIZE), seed));
                 });
             }
-            ScriptStep::Touch {
-                block,
-                first,
-                count,
-                seed,
-            } => {
-                self.write_unballooned(block, first, count, |_, _, page| {
+            ScriptStep::Touch { seed, .. } => {
+                self.write_unballooned(b, run, |_, page| {
                     page[..8].copy_from_slice(&(seed | 1).to_le_bytes());
                 });
             }
-            ScriptStep::Zero {
-                block,
-                first,
-                count,
-            } => {
-                let (b, r) = range(block, first, count);
-                for p in r {
-                    self.mem[b][p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
+            ScriptStep::Zero { .. } | ScriptStep::Inflate { .. } | ScriptStep::Deflate { .. } => {
+                let balloon = match step {
+                    ScriptStep::Inflate { .. } => Some(true),
+                    ScriptStep::Deflate { .. } => Some(false),
+                    _ => None,
+                };
+                for addr in run.addrs(b, PAGE_SIZE) {
+                    let p = addr.page_index(PAGE_SIZE) as usize;
+                    self.page_mut(addr).fill(0);
                     self.dirty[b][p] = true;
-                }
-            }
-            ScriptStep::Inflate {
-                block,
-                first,
-                count,
-            }
-            | ScriptStep::Deflate {
-                block,
-                first,
-                count,
-            } => {
-                let inflate = matches!(step, ScriptStep::Inflate { .. });
-                let (b, r) = range(block, first, count);
-                for p in r {
-                    self.mem[b][p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
-                    self.dirty[b][p] = true;
-                    self.balloon[b][p] = inflate;
+                    if let Some(ballooned) = balloon {
+                        self.balloon[b][p] = ballooned;
+                    }
                 }
             }
         }
+    }
+
+    /// What the guest does until a dirty sync: the steps the script has for this sync (or
+    /// `steady` past its end), if the guest runs. [`GuestSource::sync_dirty`] does it before
+    /// it hands out the dirty log; a test driving the engine calls it before
+    /// [`Source::sync_dirty`](ramstream_migrate::Source::sync_dirty).
+    pub fn run_until_sync(&mut self) {
+        if self.running {
+            let steps = self
+                .script
+                .get(self.syncs)
+                .cloned()
+                .unwrap_or_else(|| self.steady.clone());
+            for s in &steps {
+                self.apply(s);
+            }
+        }
+        self.syncs += 1;
     }
 
     /// Block `block`'s memory.
@@ -147,6 +187,22 @@ impl ScriptedGuest {
     pub fn syncs(&self) -> usize {
         self.syncs
     }
+
+    /// Checks that `len` bytes at `addr` are one whole page of a block; returns the page's
+    /// index (into the per-page flags).
+    fn check_page(&self, addr: PageAddr, len: usize) -> Result<usize, GuestError> {
+        let pages = self.dirty.get(addr.block).map(Vec::len);
+        let page = addr.page_index(PAGE_SIZE);
+        match pages {
+            Some(n) if addr.is_page_aligned(PAGE_SIZE) && len == PAGE_SIZE && page < n as u64 => {
+                Ok(page as usize)
+            }
+            _ => Err(GuestError::Other(format!(
+                "{len} bytes at block {} offset {:#x} are not a page of the guest",
+                addr.block, addr.offset
+            ))),
+        }
+    }
 }
 
 impl GuestSource for ScriptedGuest {
@@ -154,21 +210,8 @@ impl GuestSource for ScriptedGuest {
         &self.layout
     }
 
-    fn read_page(&self, block: usize, page: u64, dst: &mut [u8]) -> Result<(), GuestError> {
-        let m = self
-            .mem
-            .get(block)
-            .ok_or_else(|| GuestError::Other(format!("no block {block}")))?;
-        let p = page as usize;
-        let src = m
-            .get(p * PAGE_SIZE..(p + 1) * PAGE_SIZE)
-            .ok_or_else(|| GuestError::Other(format!("page {page} out of block {block}")))?;
-        dst.copy_from_slice(src);
-        self.reads.set(self.reads.get() + 1);
-        if self.balloon[block][p] {
-            self.ballooned_reads.set(self.ballooned_reads.get() + 1);
-        }
-        Ok(())
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
+        GuestRam::read_page(self, addr, dst)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), GuestError> {
@@ -185,17 +228,7 @@ impl GuestSource for ScriptedGuest {
     }
 
     fn sync_dirty(&mut self) -> Result<Vec<DirtyBitmap>, GuestError> {
-        if self.running {
-            let steps = self
-                .script
-                .get(self.syncs)
-                .cloned()
-                .unwrap_or_else(|| self.steady.clone());
-            for s in &steps {
-                self.apply(s);
-            }
-        }
-        self.syncs += 1;
+        self.run_until_sync();
         let maps = self
             .dirty
             .iter_mut()
@@ -214,24 +247,7 @@ impl GuestSource for ScriptedGuest {
     }
 
     fn ballooned_runs(&self) -> Vec<Vec<PageRun>> {
-        let mut all = Vec::with_capacity(self.balloon.len());
-        for bits in &self.balloon {
-            let mut runs = Vec::new();
-            let mut p = 0;
-            while p < bits.len() {
-                if bits[p] {
-                    let start = p;
-                    while p < bits.len() && bits[p] {
-                        p += 1;
-                    }
-                    runs.push(PageRun::new(start as u64, (p - start) as u64));
-                } else {
-                    p += 1;
-                }
-            }
-            all.push(runs);
-        }
-        all
+        self.balloon.iter().map(|bits| runs_of(bits)).collect()
     }
 
     fn pause(&mut self) -> Result<(), GuestError> {
@@ -267,6 +283,69 @@ impl GuestSource for ScriptedGuest {
                 .map_err(|e| GuestError::Other(format!("layout JSON: {e}")))?,
         })
     }
+}
+
+/// The guest's memory as the engine reads it: whole pages by address, each read counted. It
+/// changes only by its script ([`ScriptedGuest::apply`]): a write is refused.
+impl GuestRam for ScriptedGuest {
+    type Error = GuestError;
+
+    fn layout(&self) -> &[RamBlockLayout] {
+        &self.blocks
+    }
+
+    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), GuestError> {
+        let p = self.check_page(addr, buf.len())?;
+        let start = addr.offset as usize;
+        buf.copy_from_slice(&self.mem[addr.block][start..start + PAGE_SIZE]);
+        self.reads.set(self.reads.get() + 1);
+        if self.balloon[addr.block][p] {
+            self.ballooned_reads.set(self.ballooned_reads.get() + 1);
+        }
+        Ok(())
+    }
+
+    fn write_page(&self, addr: PageAddr, _data: &[u8]) -> Result<(), GuestError> {
+        Err(GuestError::Other(format!(
+            "a scripted guest changes only by its script (write at block {} offset {:#x})",
+            addr.block, addr.offset
+        )))
+    }
+}
+
+/// The dirty log as runs, handed out and forgotten by [`DirtyPageSource::take_dirty`].
+impl DirtyPageSource for ScriptedGuest {
+    type Error = Infallible;
+
+    fn take_dirty(
+        &mut self,
+        block: usize,
+        visit: &mut dyn FnMut(PageRun),
+    ) -> Result<(), Infallible> {
+        if let Some(bits) = self.dirty.get_mut(block) {
+            runs_of(bits).into_iter().for_each(visit);
+            bits.fill(false);
+        }
+        Ok(())
+    }
+}
+
+/// The runs of set flags, ascending.
+fn runs_of(bits: &[bool]) -> Vec<PageRun> {
+    let mut runs = Vec::new();
+    let mut p = 0;
+    while p < bits.len() {
+        if bits[p] {
+            let start = p;
+            while p < bits.len() && bits[p] {
+                p += 1;
+            }
+            runs.push(PageRun::from_range(start as u64..p as u64));
+        } else {
+            p += 1;
+        }
+    }
+    runs
 }
 
 /// The vCPU blob of a [`ScriptedGuest`]: `FAKEVCPU` and a be64 counter.

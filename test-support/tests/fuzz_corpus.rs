@@ -56,6 +56,18 @@ replay_tests!(
 );
 
 #[test]
+fn multifd_channel() {
+    let n = replay("multifd_channel", fuzzing::multifd::multifd_channel);
+    assert!(n > 0, "no corpus for multifd_channel");
+}
+
+#[test]
+fn multifd_roundtrip() {
+    let n = replay("multifd_roundtrip", fuzzing::multifd::multifd_roundtrip);
+    assert!(n > 0, "no corpus for multifd_roundtrip");
+}
+
+#[test]
 fn vmdesc() {
     let json = fs::read(fuzz_dir().join("data/vmdesc.json")).unwrap();
     let n = replay("vmdesc", |d| fuzzing::vmdesc(&json, d));
@@ -77,6 +89,8 @@ fn every_target_is_replayed() {
         "vmdesc",
         "balloon_runs",
         "mapped_ram",
+        "multifd_channel",
+        "multifd_roundtrip",
         "receiver",
     ];
     for kind in ["corpus", "regressions"] {

@@ -89,11 +89,8 @@ fn recv(
 fn assert_same_memory(g: &ScriptedGuest, d: &FakeDestination) {
     for b in 0..2 {
         let (a, c) = (g.block(b), d.block(b));
-        for p in 0..a.len() / PAGE_SIZE {
-            assert!(
-                a[p * PAGE_SIZE..(p + 1) * PAGE_SIZE] == c[p * PAGE_SIZE..(p + 1) * PAGE_SIZE],
-                "block {b} page {p} differs"
-            );
+        for (p, (x, y)) in a.chunks(PAGE_SIZE).zip(c.chunks(PAGE_SIZE)).enumerate() {
+            assert!(x == y, "block {b} page {p} differs");
         }
     }
 }

@@ -73,10 +73,31 @@ use ramstream_spec::extension::{
     BALLOON_RUN_LEN, BALLOON_V1_KIND_FULL_MAP, BALLOON_V1_KIND_INCREMENTAL,
 };
 
+use crate::addr::PageAddr;
+
 pub use map::{BalloonMap, BalloonMapError, BalloonedRange, UnballoonedRanges};
 
 /// A run of pages: `count` pages from `start` (SPEC.md §9.5). Units are the record's: target
 /// pages of the block for v1, global 4 KiB pages for kolhe-2016.
+///
+/// The one place, with bitmaps, where ramstream counts pages rather than bytes: an address
+/// is a [`PageAddr`] (a byte offset), and the conversions between the two are the methods
+/// below ([`PageRun::first_addr`], [`PageRun::addrs`], [`PageRun::byte_range`],
+/// [`PageRun::contains`], and the constructors from bytes [`PageRun::of_bytes`],
+/// [`PageRun::covering`], [`PageRun::of_block`]).
+///
+/// ```
+/// use ramstream_codec::balloon::PageRun;
+/// use ramstream_codec::PageAddr;
+/// let run = PageRun::new(2, 3); // pages 2, 3 and 4 of a block
+/// assert_eq!(run.byte_range(4096), 0x2000..0x5000);
+/// assert_eq!(run.first_addr(1, 4096), PageAddr { block: 1, offset: 0x2000 });
+/// assert!(run.contains(PageAddr::new(1, 0x4000), 4096) && !run.contains(PageAddr::new(1, 0x5000), 4096));
+/// assert_eq!(PageRun::of_bytes(0x2000..0x5000, 4096), Some(run));
+/// assert_eq!(PageRun::of_bytes(0x2000..0x4fff, 4096), None);
+/// assert_eq!(PageRun::covering(0x2fff..0x4001, 4096), run);
+/// assert_eq!(PageRun::of_block(64 << 10, 4096), PageRun::new(0, 16));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PageRun {
     /// The first page.
@@ -91,6 +112,69 @@ impl PageRun {
         PageRun { start, count }
     }
 
+    /// The run of the pages `pages.start..pages.end` (empty when the range is).
+    pub const fn from_range(pages: Range<u64>) -> Self {
+        PageRun {
+            start: pages.start,
+            count: pages.end.saturating_sub(pages.start),
+        }
+    }
+
+    /// The pages of `page_size` bytes that the byte range `bytes` is made of exactly, or
+    /// `None` unless both ends are page aligned and `bytes.start <= bytes.end`.
+    ///
+    /// # Panics
+    ///
+    /// If `page_size` is 0 (a page size is a power of two).
+    pub const fn of_bytes(bytes: Range<u64>, page_size: usize) -> Option<Self> {
+        let ps = page_size as u64;
+        if bytes.start > bytes.end
+            || !bytes.start.is_multiple_of(ps)
+            || !bytes.end.is_multiple_of(ps)
+        {
+            return None;
+        }
+        Some(PageRun {
+            start: bytes.start / ps,
+            count: (bytes.end - bytes.start) / ps,
+        })
+    }
+
+    /// Every page of `page_size` bytes that the byte range `bytes` touches: from the page
+    /// holding its first byte to the one holding its last (empty for an empty range).
+    ///
+    /// # Panics
+    ///
+    /// If `page_size` is 0 (a page size is a power of two).
+    pub const fn covering(bytes: Range<u64>, page_size: usize) -> Self {
+        let ps = page_size as u64;
+        if bytes.start >= bytes.end {
+            return PageRun {
+                start: bytes.start / ps,
+                count: 0,
+            };
+        }
+        let start = bytes.start / ps;
+        PageRun {
+            start,
+            count: bytes.end.div_ceil(ps) - start,
+        }
+    }
+
+    /// The whole pages of a block of `used_length` bytes: from page 0, `used_length /
+    /// page_size` of them (a partial last page is not one; MEM_SIZE lengths are page
+    /// multiples, SPEC.md §7.1).
+    ///
+    /// # Panics
+    ///
+    /// If `page_size` is 0 (a page size is a power of two).
+    pub const fn of_block(used_length: u64, page_size: usize) -> Self {
+        PageRun {
+            start: 0,
+            count: used_length / page_size as u64,
+        }
+    }
+
     /// One past the last page (saturating; a valid run never overflows).
     pub const fn end(&self) -> u64 {
         self.start.saturating_add(self.count)
@@ -99,6 +183,35 @@ impl PageRun {
     /// The pages as a range.
     pub const fn range(&self) -> Range<u64> {
         self.start..self.end()
+    }
+
+    /// The run's bytes in its block, pages being `page_size` bytes (saturating, as
+    /// [`PageAddr::of_page`]).
+    pub const fn byte_range(&self, page_size: usize) -> Range<u64> {
+        let ps = page_size as u64;
+        self.start.saturating_mul(ps)..self.end().saturating_mul(ps)
+    }
+
+    /// The address of the run's first page, the run lying in block `block`.
+    pub const fn first_addr(&self, block: usize, page_size: usize) -> PageAddr {
+        PageAddr::of_page(block, self.start, page_size)
+    }
+
+    /// The address of each page of the run, ascending, the run lying in block `block`.
+    pub fn addrs(&self, block: usize, page_size: usize) -> impl Iterator<Item = PageAddr> {
+        self.range()
+            .map(move |p| PageAddr::of_page(block, p, page_size))
+    }
+
+    /// Whether the page holding `addr` is in the run. A run carries no block: the caller
+    /// pairs it with the block it belongs to, and `addr.block` is not looked at.
+    ///
+    /// # Panics
+    ///
+    /// If `page_size` is 0 (a page size is a power of two).
+    pub const fn contains(&self, addr: PageAddr, page_size: usize) -> bool {
+        let page = addr.page_index(page_size);
+        self.start <= page && page < self.end()
     }
 }
 
@@ -417,5 +530,58 @@ impl BalloonRecord<'_> {
             BalloonRecord::Kolhe(KolheBalloon::Bitmap(_)) => "kolhe-2016",
             BalloonRecord::V1(v) => v.kind.name(),
         }
+    }
+}
+
+#[cfg(test)]
+mod page_run_tests {
+    use core::ops::Range;
+
+    use super::PageRun;
+    use crate::addr::PageAddr;
+
+    #[test]
+    fn runs_convert_to_bytes_and_addresses_and_back() {
+        for ps in [1024usize, 4096, 65536] {
+            let p = ps as u64;
+            let run = PageRun::new(5, 3);
+            assert_eq!(run.byte_range(ps), 5 * p..8 * p);
+            assert_eq!(run.first_addr(2, ps), PageAddr::of_page(2, 5, ps));
+            let addrs: Vec<_> = run.addrs(2, ps).collect();
+            assert_eq!(
+                addrs,
+                [5, 6, 7].map(|i| PageAddr::new(2, i * p)).to_vec(),
+                "page size {ps}"
+            );
+            assert_eq!(PageRun::of_bytes(run.byte_range(ps), ps), Some(run));
+            assert_eq!(PageRun::covering(5 * p + 1..8 * p - 1, ps), run);
+            assert_eq!(PageRun::covering(5 * p..7 * p + 1, ps), run);
+            for (off, inside) in [
+                (5 * p - 1, false),
+                (5 * p, true),
+                (8 * p - 1, true),
+                (8 * p, false),
+            ] {
+                assert_eq!(run.contains(PageAddr::new(9, off), ps), inside, "{off:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn edge_cases_neither_wrap_nor_invent_pages() {
+        assert_eq!(
+            PageRun::of_bytes(0x1000..0x1000, 4096),
+            Some(PageRun::new(1, 0))
+        );
+        let reversed = |start, end| Range { start, end };
+        assert_eq!(PageRun::of_bytes(reversed(0x2000, 0x1000), 4096), None);
+        assert_eq!(PageRun::of_bytes(0x1001..0x2000, 4096), None);
+        assert_eq!(PageRun::covering(0x1800..0x1800, 4096).count, 0);
+        assert_eq!(PageRun::of_block(0x3fff, 4096), PageRun::new(0, 3));
+        assert_eq!(PageRun::from_range(4..9), PageRun::new(4, 5));
+        assert_eq!(PageRun::from_range(reversed(9, 4)).count, 0);
+        let huge = PageRun::new(u64::MAX - 1, 5);
+        assert_eq!(huge.byte_range(4096), u64::MAX..u64::MAX);
+        assert!(PageRun::new(0, 0).addrs(0, 4096).next().is_none());
     }
 }

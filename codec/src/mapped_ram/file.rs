@@ -2,9 +2,9 @@
 
 use ramstream_spec::config::capability;
 
-use crate::decoder::{Decoder, Status};
 use crate::error::Error;
 use crate::event::Event;
+use crate::events::Events;
 use crate::image::PageStore;
 use crate::mapped_ram::MappedBlock;
 use crate::options::{DecoderOptions, MappedRam};
@@ -59,29 +59,19 @@ impl<'a> MappedRamFile<'a> {
         let mut opts = opts.clone();
         opts.mapped_ram = MappedRam::Read;
         let file_offset = opts.file_offset;
-        let mut dec = Decoder::new(opts);
-        dec.finish();
-        let mut events = Vec::new();
+        let mut events = Events::new(input, opts);
+        let mut decoded = Vec::new();
         let mut blocks = Vec::new();
-        let mut pos = 0usize;
-        loop {
-            let at = dec.offset();
-            match dec.decode(&input[pos..])? {
-                Status::Event { event, consumed } => {
-                    if let Event::MemSize(ms) = &event {
-                        blocks = block_views(input, file_offset, ms, dec.page_size())?;
-                    }
-                    events.push((at, event));
-                    pos += consumed;
-                }
-                Status::NeedMore { .. } => unreachable!("a finished decoder never asks for more"),
-                Status::Done => break,
+        while let Some((at, event)) = events.next().transpose()? {
+            if let Event::MemSize(ms) = &event {
+                blocks = block_views(input, file_offset, ms, events.decoder().page_size())?;
             }
+            decoded.push((at, event));
         }
         Ok(MappedRamFile {
-            events,
+            events: decoded,
             blocks,
-            page_size: dec.page_size(),
+            page_size: events.decoder().page_size(),
         })
     }
 
@@ -91,17 +81,14 @@ impl<'a> MappedRamFile<'a> {
     pub fn announced(input: &[u8], opts: &DecoderOptions) -> bool {
         let mut opts = opts.clone();
         opts.mapped_ram = MappedRam::Read;
-        let mut dec = Decoder::new(opts);
-        dec.finish();
-        let mut pos = 0usize;
-        for _ in 0..2 {
-            match dec.decode(&input[pos..]) {
-                Ok(Status::Event {
-                    event: Event::Configuration(c),
-                    ..
-                }) => return c.has_capability(capability::MAPPED_RAM),
-                Ok(Status::Event { consumed, .. }) => pos += consumed,
-                _ => return false,
+        // The header, then the configuration.
+        for item in Events::new(input, opts).take(2) {
+            match item {
+                Ok((_, Event::Configuration(c))) => {
+                    return c.has_capability(capability::MAPPED_RAM)
+                }
+                Ok(_) => {}
+                Err(_) => return false,
             }
         }
         false

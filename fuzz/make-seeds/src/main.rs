@@ -1,6 +1,7 @@
 //! Regenerates `fuzz/corpus/*/seed-*`, `fuzz/data/vmdesc.json` and the libFuzzer dictionary
 //! `fuzz/data/stream.dict` (from the spec crate's constants and the vectors' block names)
-//! from the recorded QEMU vectors. Run from the repository root: `cargo run --manifest-path fuzz/make-seeds/Cargo.toml`.
+//! from the recorded QEMU vectors. Run from the repository root: `cargo run --manifest-path fuzz/make-seeds/Cargo.toml`
+//! (`-- multifd` writes only the seeds of the multifd targets).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -31,7 +32,65 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// Seeds of the multifd targets: each recorded channel's start, and its initial packet with
+/// its first packet of pages that fits, cut by the harness's own function; then the
+/// encoder-made seeds.
+fn multifd() {
+    use ramstream_test_support::fuzzing::multifd::{multifd_channel_seed, multifd_seeds};
+    const MAX: usize = 32 << 10;
+    let mut names: Vec<String> = fs::read_dir(VECTORS)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for name in names {
+        let dir = Path::new(VECTORS).join(&name);
+        let Ok(m) = fs::read(dir.join("manifest.json")) else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        let Some(files) = m["multifd"]["channel_files"].as_array() else {
+            continue;
+        };
+        for f in files {
+            let id = f["id"].as_u64().unwrap();
+            let z = fs::read(dir.join(f["file"].as_str().unwrap())).unwrap();
+            let ch = zstd::decode_all(&z[..]).unwrap();
+            let seed = id as u8 | 0x80;
+            write(
+                "multifd_channel",
+                &format!("{name}-{id}-start"),
+                &multifd_channel_seed(&ch, seed, MAX),
+            );
+            // The initial packet and the first packet with pages that fits.
+            let hdr = 1344;
+            let mut p = 64;
+            while p + hdr <= ch.len() {
+                let normal = u32::from_be_bytes(ch[p + 16..p + 20].try_into().unwrap()) as usize;
+                let zero = u32::from_be_bytes(ch[p + 32..p + 36].try_into().unwrap()) as usize;
+                let end = p + hdr + normal * 4096;
+                if normal + zero > 0 && p > 64 && end - p + 64 <= MAX {
+                    let one = cat(&[&ch[..64], &ch[p..end]]);
+                    write(
+                        "multifd_channel",
+                        &format!("{name}-{id}-pages"),
+                        &multifd_channel_seed(&one, 0, MAX),
+                    );
+                    break;
+                }
+                p = end;
+            }
+        }
+    }
+    for (target, name, bytes) in multifd_seeds() {
+        write(target, name, &bytes);
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "multifd") {
+        return multifd();
+    }
     let mut names: Vec<String> = fs::read_dir(VECTORS)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -319,6 +378,7 @@ fn main() {
         b"\0{\"page_size\": 4096, \"devices\": []}",
     );
     dictionary(&idstrs);
+    multifd();
 }
 
 /// One libFuzzer dictionary entry: the bytes, escaped.

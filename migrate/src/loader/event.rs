@@ -22,8 +22,16 @@ pub enum LoaderEvent<'a> {
     /// A command section (e.g. `POSTCOPY_ADVISE`, `SWITCHOVER_START`), for callers that act
     /// on them; a plain precopy destination ignores it.
     Command(CommandRecord<'a>),
+    /// The main stream's k-th multifd sync point (counted from 1; SPEC.md §14.5): a
+    /// MULTIFD_FLUSH record, or a `ram` EOS of a stream whose START section has none. The
+    /// loader takes no more input until [`Loader::release_sync`](crate::Loader::release_sync),
+    /// which refuses unless every channel passed its k-th SYNC packet: wait for them
+    /// (`Loader::sync_with_channels` with the `io` feature), then release. Only with
+    /// [`LoaderOptions::multifd`](crate::LoaderOptions::multifd) on.
+    MultifdSync(u64),
     /// The EOF section: RAM and device state are complete, the guest may be resumed. A
-    /// VMDESCRIPTION may still follow.
+    /// VMDESCRIPTION may still follow. With multifd, RAM is complete once every channel's
+    /// loader also returned [`ChannelLoadEvent::Done`](crate::multifd::ChannelLoadEvent::Done).
     Eof,
     /// The VMDESCRIPTION trailer's JSON, borrowed from the input.
     VmDescription(&'a [u8]),
@@ -62,4 +70,6 @@ pub struct LoadStats {
     pub ram_sections: u64,
     /// Device sections handed out.
     pub devices: u64,
+    /// multifd sync points passed (SPEC.md §14.5).
+    pub sync_points: u64,
 }

@@ -27,7 +27,9 @@ mod layout;
 mod options;
 mod written;
 
-use ramstream_codec::balloon::{BalloonMap, BalloonRecord};
+use std::sync::Arc;
+
+use ramstream_codec::balloon::{BalloonMap, BalloonRecord, PageRun};
 use ramstream_codec::extension::digest::DigestSection;
 use ramstream_codec::{
     Decoder, DeviceSection, Event, MemSize, PageAddr, RecordKind, Status, StreamConfig,
@@ -40,10 +42,11 @@ use crate::digest;
 use crate::digest_report::{DigestError, DigestReport};
 use crate::error::{Error, ErrorKind, LayoutMismatch};
 use crate::guest::{GuestRam, RamBlockLayout};
+use crate::multifd::{Bound, MultifdError, MultifdSession, SyncPoints};
 
 pub use event::{LoadStats, LoaderEvent, Progress};
-pub use options::{DigestPolicy, LoaderOptions, ZeroPages};
-use written::WrittenPages;
+pub use options::{DigestPolicy, LoaderOptions, Multifd, ZeroPages};
+pub(crate) use written::WrittenPages;
 
 /// The destination loader: feed it the stream, it writes pages into a [`GuestRam`] and
 /// hands back device state and progress as [`LoaderEvent`]s.
@@ -57,8 +60,9 @@ use written::WrittenPages;
 /// never written is left alone, it is already zero); XBZRLE deltas are decoded onto the page
 /// the guest holds through one scratch page; pages of ballooned runs are refused, and pages
 /// that balloon records make ballooned are zeroed if they were written; a MULTIFD_FLUSH
-/// record is refused ([`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]), as is a
-/// mapped-ram file. The RAM digest section (SPEC.md §13) is handed out, or checked against
+/// record is refused ([`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]) unless
+/// [`LoaderOptions::multifd`] is on (then the sync points are [`LoaderEvent::MultifdSync`]
+/// and the channels are loaded by the [`crate::multifd`] engines), as is a mapped-ram file. The RAM digest section (SPEC.md §13) is handed out, or checked against
 /// guest memory at EOF under [`DigestPolicy::Verify`]; [`Loader::verify_digest`] checks it on
 /// request.
 ///
@@ -95,8 +99,13 @@ pub struct Loader<R> {
     mem_size_offset: u64,
     /// Stream block index to guest block index, once RAM is bound.
     to_guest: Vec<usize>,
-    written: WrittenPages,
+    written: Arc<WrittenPages>,
     balloon: BalloonMap,
+    /// The multifd session, with multifd on.
+    multifd: Option<MultifdSession>,
+    sync_points: SyncPoints,
+    /// The sync point yielded and not yet released.
+    held_sync: Option<u64>,
     /// One page: XBZRLE decodes here, non-zero fills are built here.
     scratch: Vec<u8>,
     stats: LoadStats,
@@ -121,6 +130,11 @@ impl<R: GuestRam> Loader<R> {
     /// A loader that asks for guest RAM when the MEM_SIZE record arrives
     /// ([`LoaderEvent::RamNeeded`]), for VMMs that size memory from the stream.
     pub fn without_ram(opts: LoaderOptions) -> Self {
+        let multifd = match opts.multifd {
+            Multifd::Off => None,
+            Multifd::Channels(n) => Some(MultifdSession::new(Some(n), opts.zero_pages)),
+            Multifd::Detect => Some(MultifdSession::new(None, opts.zero_pages)),
+        };
         Loader {
             decoder: Decoder::new(opts.decoder.clone()),
             scratch: vec![0; opts.page_size],
@@ -129,8 +143,11 @@ impl<R: GuestRam> Loader<R> {
             stream_blocks: None,
             mem_size_offset: 0,
             to_guest: Vec::new(),
-            written: WrittenPages::default(),
+            written: Arc::default(),
             balloon: BalloonMap::default(),
+            multifd,
+            sync_points: SyncPoints::new(),
+            held_sync: None,
             stats: LoadStats::default(),
             event_offset: 0,
             digest: None,
@@ -176,6 +193,14 @@ impl<R: GuestRam> Loader<R> {
             return Err(Error::new(self.decoder.offset(), ErrorKind::RamNotProvided)
                 .in_record(RecordKind::MemSize));
         }
+        if let Some(index) = self.held_sync {
+            self.poisoned = true;
+            self.abort_multifd();
+            return Err(Error::new(
+                self.decoder.offset(),
+                ErrorKind::Multifd(MultifdError::SyncPending { index }),
+            ));
+        }
         let mut pos = 0usize;
         loop {
             let at = self.decoder.offset();
@@ -183,6 +208,7 @@ impl<R: GuestRam> Loader<R> {
                 Ok(s) => s,
                 Err(e) => {
                     self.poisoned = true;
+                    self.abort_multifd();
                     return Err(e.into());
                 }
             };
@@ -216,10 +242,72 @@ impl<R: GuestRam> Loader<R> {
                 }
                 Err(e) => {
                     self.poisoned = true;
+                    self.abort_multifd();
                     return Err(e);
                 }
             }
         }
+    }
+
+    /// With multifd: the session the channels' loaders share with this loader
+    /// ([`MultifdSession::channel_loader`]). `None` when [`LoaderOptions::multifd`] is off.
+    pub fn multifd(&self) -> Option<&MultifdSession> {
+        self.multifd.as_ref()
+    }
+
+    /// The sync point yielded ([`LoaderEvent::MultifdSync`]) and not yet released.
+    pub fn pending_sync(&self) -> Option<u64> {
+        self.held_sync
+    }
+
+    /// Lets the main stream go on past the sync point it stopped at
+    /// ([`LoaderEvent::MultifdSync`]), and the channels past their SYNC packets for it.
+    /// Refused ([`ErrorKind::Multifd`]) unless every channel passed its SYNC packet for the
+    /// point ([`MultifdError::NotReached`]), when one ended before it
+    /// ([`MultifdError::ChannelEnded`]), or with no point pending. The caller waits for the
+    /// channels first (`Loader::sync_with_channels` with the `io` feature does both).
+    pub fn release_sync(&mut self) -> Result<(), Error> {
+        let at = self.decoder.offset();
+        let (Some(session), Some(k)) = (&self.multifd, self.held_sync) else {
+            return Err(Error::new(at, ErrorKind::Multifd(MultifdError::NoSyncPending)));
+        };
+        session
+            .release(k)
+            .map_err(|e| Error::new(at, ErrorKind::Multifd(e)))?;
+        self.held_sync = None;
+        Ok(())
+    }
+
+    /// With [`Multifd::Detect`]: the number of channels, at the first sync point and before
+    /// releasing it (the channels that connected by then; 0 for none: the stream is then
+    /// loaded as one connection, and a later MULTIFD_FLUSH refused).
+    pub fn set_multifd_channels(&mut self, channels: u8) -> Result<(), Error> {
+        let at = self.decoder.offset();
+        let session = self
+            .multifd
+            .as_ref()
+            .ok_or_else(|| Error::new(at, ErrorKind::Multifd(MultifdError::Off)))?;
+        session
+            .set_channels(channels)
+            .map_err(|e| Error::new(at, ErrorKind::Multifd(e)))
+    }
+
+    /// Stops the channels' waits after an error of the main stream.
+    fn abort_multifd(&self) {
+        if let Some(s) = &self.multifd {
+            s.abort();
+        }
+    }
+
+    /// Whether `event` is a sync point of a multifd migration (SPEC.md §14.5): its index,
+    /// or `None` (also when the migration turned out to have no channel).
+    fn sync_point(&mut self, event: &Event<'_>) -> Option<u64> {
+        let session = self.multifd.as_ref()?;
+        let k = self.sync_points.observe(event)?;
+        if session.channels() == Some(0) {
+            return None;
+        }
+        Some(k)
     }
 
     /// The guest RAM, once given.
@@ -342,6 +430,9 @@ impl<R: GuestRam> Loader<R> {
         Ok(match event {
             Event::Configuration(c) => {
                 self.check_page_size(at, RecordKind::Configuration)?;
+                if let (Some(session), Some(uuid)) = (&self.multifd, c.uuid) {
+                    session.set_migration_uuid(uuid);
+                }
                 Some(LoaderEvent::Configuration(c))
             }
             Event::MemSize(ms) => self.mem_size(ms, at)?,
@@ -350,7 +441,7 @@ impl<R: GuestRam> Loader<R> {
                 ram_of(&self.ram, at, RecordKind::Page)?
                     .write_page(g, p.data)
                     .map_err(|e| self.guest_error(p.addr, g, e, at, RecordKind::Page))?;
-                self.written.mark(p.addr.block, self.page_index(p.addr));
+                self.written.mark(p.addr);
                 self.stats.pages += 1;
                 None
             }
@@ -366,14 +457,26 @@ impl<R: GuestRam> Loader<R> {
                 self.balloon_record(&b, at)?;
                 None
             }
-            Event::MultifdFlush(_) => {
-                return Err(Error::new(
-                    at,
-                    ErrorKind::Stream(ramstream_codec::ErrorKind::PagesOnMultifdChannels),
-                )
-                .in_record(RecordKind::MultifdFlush))
-            }
+            Event::MultifdFlush(_) | Event::Eos(_) => match self.sync_point(&event) {
+                Some(k) => {
+                    if let Some(session) = &self.multifd {
+                        session.main_reached(k);
+                    }
+                    self.held_sync = Some(k);
+                    self.stats.sync_points += 1;
+                    Some(LoaderEvent::MultifdSync(k))
+                }
+                None if matches!(event, Event::MultifdFlush(_)) => {
+                    return Err(Error::new(
+                        at,
+                        ErrorKind::Stream(ramstream_codec::ErrorKind::PagesOnMultifdChannels),
+                    )
+                    .in_record(RecordKind::MultifdFlush))
+                }
+                None => None,
+            },
             Event::SectionStart(_) | Event::SectionPart { .. } => {
+                self.sync_point(&event);
                 self.stats.ram_sections += 1;
                 None
             }
@@ -401,6 +504,11 @@ impl<R: GuestRam> Loader<R> {
             }
             Event::Command(c) => Some(LoaderEvent::Command(c)),
             Event::Eof => {
+                if let Some(session) = &self.multifd {
+                    session.main_ended().map_err(|e| {
+                        Error::new(at, ErrorKind::Multifd(e)).in_record(RecordKind::Eof)
+                    })?;
+                }
                 self.check_digest(at)?;
                 self.eof = true;
                 Some(LoaderEvent::Eof)
@@ -497,15 +605,37 @@ impl<R: GuestRam> Loader<R> {
                     None => e,
                 }
             })?;
-        let bits = self.decoder.page_bits();
-        self.written = WrittenPages::new(blocks.iter().map(|b| b.used_length() >> bits));
+        self.written = Arc::new(WrittenPages::new(
+            blocks.iter().map(RamBlockLayout::used_length),
+            self.decoder.page_size(),
+        ));
+        if let Some(session) = &self.multifd {
+            let table: Vec<ramstream_codec::RamBlock> = blocks
+                .iter()
+                .map(|b| ramstream_codec::RamBlock {
+                    idstr: b.idstr().to_string(),
+                    used_length: b.used_length(),
+                    page_size: None,
+                    mr_addr: None,
+                })
+                .collect();
+            // A second `provide_ram` after MEM_SIZE keeps the first binding: the channels
+            // may already write through it.
+            if !session.is_bound() {
+                session
+                    .bind(Bound {
+                        page_bits: self.decoder.page_bits(),
+                        table: ramstream_codec::multifd::BlockTable::new(&table),
+                        to_guest: map.clone(),
+                        written: Arc::clone(&self.written),
+                        limits: self.opts.decoder.limits.clone(),
+                    })
+                    .map_err(|e| Error::new(at, ErrorKind::Multifd(e)))?;
+            }
+        }
         self.to_guest = map;
         self.awaiting_ram = false;
         Ok(())
-    }
-
-    fn page_index(&self, addr: PageAddr) -> u64 {
-        addr.offset >> self.decoder.page_bits()
     }
 
     fn block_name(&self, stream_block: usize) -> &str {
@@ -518,7 +648,7 @@ impl<R: GuestRam> Loader<R> {
     /// The guest address of a page record, after refusing a ballooned page and checking
     /// that guest RAM is there.
     fn guest_addr(&self, addr: PageAddr, at: u64, record: RecordKind) -> Result<PageAddr, Error> {
-        let page = self.page_index(addr);
+        let page = addr.page_index(self.decoder.page_size());
         if self.balloon.contains(addr.block, page) {
             return Err(Error::new(at, ErrorKind::PageOfBallooned { page })
                 .in_record(record)
@@ -566,7 +696,7 @@ impl<R: GuestRam> Loader<R> {
             let r = ram.write_page(g, &fill);
             self.scratch = fill;
             r.map_err(|e| self.guest_error(z.addr, g, e, at, rec))?;
-            self.written.mark(z.addr.block, self.page_index(z.addr));
+            self.written.mark(z.addr);
             self.stats.zero_written += 1;
             return Ok(());
         }
@@ -582,14 +712,13 @@ impl<R: GuestRam> Loader<R> {
     /// Makes the page at `addr` (stream numbering) zero under the [`ZeroPages`] policy;
     /// returns whether memory was written.
     fn clear_page(&mut self, addr: PageAddr, at: u64, rec: RecordKind) -> Result<bool, Error> {
-        let page = self.page_index(addr);
         let ram = ram_of(&self.ram, at, rec)?;
         let g = PageAddr {
             block: self.to_guest.get(addr.block).copied().unwrap_or(usize::MAX),
             offset: addr.offset,
         };
         let write = match self.opts.zero_pages {
-            ZeroPages::SkipUnwritten => self.written.is_marked(addr.block, page),
+            ZeroPages::SkipUnwritten => self.written.is_marked(addr),
             ZeroPages::Always => true,
             ZeroPages::ZeroIfNonZero => {
                 let mut buf = std::mem::take(&mut self.scratch);
@@ -604,7 +733,7 @@ impl<R: GuestRam> Loader<R> {
             ram.zero_page(g, self.opts.page_size)
                 .map_err(|e| self.guest_error(addr, g, e, at, rec))?;
         }
-        self.written.unmark(addr.block, page);
+        self.written.unmark(addr);
         Ok(write)
     }
 
@@ -629,7 +758,7 @@ impl<R: GuestRam> Loader<R> {
             });
         self.scratch = page;
         r?;
-        self.written.mark(x.addr.block, self.page_index(x.addr));
+        self.written.mark(x.addr);
         self.stats.xbzrle += 1;
         Ok(())
     }
@@ -640,21 +769,18 @@ impl<R: GuestRam> Loader<R> {
             .apply(rec)
             .map_err(|e| Error::new(at, ErrorKind::Balloon(e)).in_record(RecordKind::Balloon))?;
         self.stats.balloon_records += 1;
-        let page_size = self.opts.page_size as u64;
+        let page_size = self.decoder.page_size();
         for r in released {
-            self.stats.ballooned_pages += r.pages.end - r.pages.start;
+            let run = PageRun::from_range(r.pages);
+            self.stats.ballooned_pages += run.count;
             // Pages given to the balloon read as zero (SPEC.md §9.8).
-            let pages: Box<dyn Iterator<Item = u64>> = match self.opts.zero_pages {
+            let addrs: Box<dyn Iterator<Item = PageAddr>> = match self.opts.zero_pages {
                 ZeroPages::SkipUnwritten => {
-                    Box::new(self.written.marked_in(r.block, r.pages.clone()).into_iter())
+                    Box::new(self.written.marked_in(r.block, run).into_iter())
                 }
-                _ => Box::new(r.pages.clone()),
+                _ => Box::new(run.addrs(r.block, page_size)),
             };
-            for p in pages {
-                let addr = PageAddr {
-                    block: r.block,
-                    offset: p * page_size,
-                };
+            for addr in addrs {
                 self.clear_page(addr, at, RecordKind::Balloon)?;
             }
         }

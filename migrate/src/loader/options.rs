@@ -42,6 +42,25 @@ pub enum DigestPolicy {
     Require,
 }
 
+/// Whether the stream's pages may travel on multifd channels (SPEC.md §14), and how many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Multifd {
+    /// One connection: a MULTIFD_FLUSH record is refused
+    /// ([`ramstream_codec::ErrorKind::PagesOnMultifdChannels`]), EOS is no sync point.
+    #[default]
+    Off,
+    /// `n` channels (QEMU's `multifd-channels`), loaded by
+    /// [`ChannelLoader`](crate::multifd::ChannelLoader)s from the loader's
+    /// [`Loader::multifd`](crate::Loader::multifd) session; each sync point is a
+    /// [`LoaderEvent::MultifdSync`](crate::LoaderEvent::MultifdSync).
+    Channels(u8),
+    /// As [`Multifd::Channels`], the number told later: at the first sync point, before
+    /// releasing it, call [`Loader::set_multifd_channels`](crate::Loader::set_multifd_channels)
+    /// with the channels that connected (QEMU connects every channel before it writes that
+    /// point; 0: none, and the stream is loaded as one connection).
+    Detect,
+}
+
 /// Options of a [`Loader`](crate::Loader).
 ///
 /// ```
@@ -68,6 +87,8 @@ pub struct LoaderOptions {
     pub allow_unsent_blocks: bool,
     /// What to do with the RAM digest section (SPEC.md §13); by default it is handed out.
     pub digest: DigestPolicy,
+    /// multifd channels (SPEC.md §14); by default off.
+    pub multifd: Multifd,
 }
 
 impl Default for LoaderOptions {
@@ -79,6 +100,7 @@ impl Default for LoaderOptions {
             zero_pages: ZeroPages::default(),
             allow_unsent_blocks: false,
             digest: DigestPolicy::default(),
+            multifd: Multifd::default(),
         }
     }
 }

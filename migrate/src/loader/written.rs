@@ -1,60 +1,91 @@
 //! Written-page tracking: which pages the loader has written non-zero, so that a ZERO record
 //! for a page that was never written (and so is still zero) costs nothing.
+//!
+//! Pages are named by address ([`PageAddr`]) on the way in and out; the bit index of a page
+//! ([`PageAddr::page_index`]) stays inside the bitmap.
+//!
+//! The bits are atomic so that one bitmap serves the main stream and every multifd channel
+//! of a migration at once (SPEC.md §14.5): each channel thread marks the pages it writes,
+//! and a ZERO record on the main stream (or a zero page in a channel) after a sync point sees
+//! them. Within one epoch the main stream and the channels write disjoint pages; across
+//! epochs the caller's barrier orders them, so relaxed operations suffice.
 
-use core::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ramstream_codec::balloon::PageRun;
+use ramstream_codec::PageAddr;
 
 /// A bit per target page of each block, in the stream's block numbering.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WrittenPages {
-    blocks: Vec<Vec<u64>>,
+    page_size: usize,
+    blocks: Vec<Vec<AtomicU64>>,
+}
+
+impl Default for WrittenPages {
+    /// No block at all (before the MEM_SIZE record).
+    fn default() -> Self {
+        WrittenPages {
+            page_size: ramstream_spec::ram::TARGET_PAGE_SIZE_X86,
+            blocks: Vec::new(),
+        }
+    }
 }
 
 impl WrittenPages {
-    /// No page written, for blocks of `pages[i]` pages each.
-    pub(crate) fn new(pages: impl IntoIterator<Item = u64>) -> Self {
+    /// No page written, for blocks of `used_lengths[i]` bytes each, in pages of `page_size`
+    /// bytes.
+    pub(crate) fn new(used_lengths: impl IntoIterator<Item = u64>, page_size: usize) -> Self {
         WrittenPages {
-            blocks: pages
+            page_size,
+            blocks: used_lengths
                 .into_iter()
-                .map(|p| vec![0u64; p.div_ceil(64) as usize])
+                .map(|len| {
+                    let words = PageRun::of_block(len, page_size).count.div_ceil(64) as usize;
+                    (0..words).map(|_| AtomicU64::new(0)).collect()
+                })
                 .collect(),
         }
     }
 
-    fn word(&self, block: usize, page: u64) -> Option<&u64> {
-        self.blocks.get(block)?.get((page / 64) as usize)
+    /// The word holding `addr`'s bit, and the bit's mask in it.
+    fn bit(&self, addr: PageAddr) -> Option<(&AtomicU64, u64)> {
+        let page = addr.page_index(self.page_size);
+        let word = usize::try_from(page / 64).ok()?;
+        self.blocks
+            .get(addr.block)?
+            .get(word)
+            .map(|w| (w, 1u64 << (page % 64)))
     }
 
-    fn word_mut(&mut self, block: usize, page: u64) -> Option<&mut u64> {
-        self.blocks.get_mut(block)?.get_mut((page / 64) as usize)
-    }
-
-    pub(crate) fn mark(&mut self, block: usize, page: u64) {
-        if let Some(w) = self.word_mut(block, page) {
-            *w |= 1 << (page % 64);
+    pub(crate) fn mark(&self, addr: PageAddr) {
+        if let Some((w, bit)) = self.bit(addr) {
+            w.fetch_or(bit, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn unmark(&mut self, block: usize, page: u64) {
-        if let Some(w) = self.word_mut(block, page) {
-            *w &= !(1 << (page % 64));
+    pub(crate) fn unmark(&self, addr: PageAddr) {
+        if let Some((w, bit)) = self.bit(addr) {
+            w.fetch_and(!bit, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn is_marked(&self, block: usize, page: u64) -> bool {
-        self.word(block, page)
-            .is_some_and(|w| w >> (page % 64) & 1 == 1)
+    pub(crate) fn is_marked(&self, addr: PageAddr) -> bool {
+        self.bit(addr)
+            .is_some_and(|(w, bit)| w.load(Ordering::Relaxed) & bit != 0)
     }
 
-    /// The marked pages of `block` within `pages`, ascending; skips unmarked words whole.
-    pub(crate) fn marked_in(&self, block: usize, pages: Range<u64>) -> Vec<u64> {
+    /// The addresses of the marked pages of `block` within `run`, ascending; skips unmarked
+    /// words whole.
+    pub(crate) fn marked_in(&self, block: usize, run: PageRun) -> Vec<PageAddr> {
         let mut out = Vec::new();
         let Some(words) = self.blocks.get(block) else {
             return out;
         };
-        let end = pages.end.min(words.len() as u64 * 64);
-        let mut p = pages.start;
+        let end = run.end().min(words.len() as u64 * 64);
+        let mut p = run.start;
         while p < end {
-            let w = words[(p / 64) as usize] >> (p % 64);
+            let w = words[(p / 64) as usize].load(Ordering::Relaxed) >> (p % 64);
             if w == 0 {
                 p = (p / 64 + 1) * 64;
                 continue;
@@ -63,7 +94,7 @@ impl WrittenPages {
             if next >= end {
                 break;
             }
-            out.push(next);
+            out.push(PageAddr::of_page(block, next, self.page_size));
             p = next + 1;
         }
         out
@@ -74,21 +105,53 @@ impl WrittenPages {
 mod tests {
     use super::*;
 
+    const PS: usize = 4096;
+
+    fn at(block: usize, page: u64) -> PageAddr {
+        PageAddr::of_page(block, page, PS)
+    }
+
+    fn pages(addrs: Vec<PageAddr>) -> Vec<u64> {
+        addrs.iter().map(|a| a.page_index(PS)).collect()
+    }
+
     #[test]
-    fn marks_and_finds_pages_in_ranges() {
-        let mut w = WrittenPages::new([200, 10]);
+    fn marks_and_finds_pages_in_runs() {
+        let w = WrittenPages::new([200 * PS as u64, 10 * PS as u64], PS);
         for p in [0, 5, 63, 64, 130, 199] {
-            w.mark(0, p);
+            w.mark(at(0, p));
         }
-        w.mark(1, 9);
-        w.mark(1, 10); // past the block: ignored
-        w.mark(2, 0); // no such block: ignored
-        assert!(w.is_marked(0, 63) && !w.is_marked(0, 62) && w.is_marked(1, 9));
-        assert_eq!(w.marked_in(0, 0..200), [0, 5, 63, 64, 130, 199]);
-        assert_eq!(w.marked_in(0, 6..130), [63, 64]);
-        assert_eq!(w.marked_in(0, 131..1000), [199]);
-        assert!(w.marked_in(3, 0..10).is_empty());
-        w.unmark(0, 64);
-        assert_eq!(w.marked_in(0, 60..70), [63]);
+        w.mark(at(1, 9));
+        w.mark(at(1, 64)); // past the block's bits: ignored
+        w.mark(at(2, 0)); // no such block: ignored
+        w.mark(PageAddr::new(0, u64::MAX)); // far past the block: ignored
+        assert!(w.is_marked(at(0, 63)) && !w.is_marked(at(0, 62)) && w.is_marked(at(1, 9)));
+        assert!(!w.is_marked(at(1, 64)) && !w.is_marked(at(2, 0)));
+        assert_eq!(
+            pages(w.marked_in(0, PageRun::new(0, 200))),
+            [0, 5, 63, 64, 130, 199]
+        );
+        assert_eq!(pages(w.marked_in(0, PageRun::from_range(6..130))), [63, 64]);
+        assert_eq!(pages(w.marked_in(0, PageRun::from_range(131..1000))), [199]);
+        assert_eq!(w.marked_in(1, PageRun::new(0, 10)), [at(1, 9)]);
+        assert!(w.marked_in(3, PageRun::new(0, 10)).is_empty());
+        w.unmark(at(0, 64));
+        assert_eq!(pages(w.marked_in(0, PageRun::from_range(60..70))), [63]);
+    }
+
+    #[test]
+    fn threads_marking_neighbouring_pages_of_one_word_lose_no_bit() {
+        let w = WrittenPages::new([64 * PS as u64], PS);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let w = &w;
+                s.spawn(move || {
+                    for p in (t..64).step_by(4) {
+                        w.mark(at(0, p));
+                    }
+                });
+            }
+        });
+        assert_eq!(w.marked_in(0, PageRun::new(0, 64)).len(), 64);
     }
 }

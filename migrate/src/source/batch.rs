@@ -55,13 +55,14 @@ impl Batch {
         }
     }
 
-    /// Reads `pages` (`(block, page)`, at most [`BATCH`]) and decides each: with `cache`
-    /// through the XBZRLE cache (keys from `block_base`, the first global page of each
-    /// block), otherwise ZERO or PAGE by the zero-page test. Stops at the first read error.
+    /// Reads the pages at `pages` (at most [`BATCH`]) and decides each: with `cache` through
+    /// the XBZRLE cache (keys from `block_base`, where each block starts in the blocks laid
+    /// end to end, in bytes), otherwise ZERO or PAGE by the zero-page test. Stops at the
+    /// first read error.
     pub(crate) fn fill<R: GuestRam + ?Sized>(
         &mut self,
         ram: &R,
-        pages: &[(usize, u64)],
+        pages: &[PageAddr],
         block_base: &[u64],
         mut cache: Option<&mut XbzrleCache>,
         last_stage: bool,
@@ -70,11 +71,7 @@ impl Batch {
         let ps = self.page_size;
         self.plan.clear();
         self.deltas.clear();
-        for (slot, &(block, page)) in pages.iter().enumerate() {
-            let addr = PageAddr {
-                block,
-                offset: page * ps as u64,
-            };
+        for (slot, &addr) in pages.iter().enumerate() {
             let span = slot * ps..(slot + 1) * ps;
             ram.read_page(addr, &mut self.pages[span.clone()])
                 .map_err(|e| (addr, e))?;
@@ -82,7 +79,7 @@ impl Batch {
             let buf = &self.pages[span];
             let planned = match cache.as_deref_mut() {
                 Some(cache) => {
-                    let key = (block_base[block] + page) * ps as u64;
+                    let key = block_base[addr.block] + addr.offset;
                     match cache.decide(key, buf, last_stage) {
                         Ok(PageDecision::Zero) => Some(Planned::Zero),
                         Ok(PageDecision::Unchanged) => None,

@@ -58,10 +58,7 @@ impl Source {
             .map(|block| {
                 let runs = self.balloon.runs(block);
                 digest_block(self.block_pages[block], ps, runs, |p, buf| {
-                    let addr = PageAddr {
-                        block,
-                        offset: p * ps as u64,
-                    };
+                    let addr = PageAddr::of_page(block, p, ps);
                     ram.read_page(addr, buf).map_err(|e| (addr, e))
                 })
                 .map_err(|(addr, e)| {

@@ -21,7 +21,7 @@ use std::time::Instant;
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::cache::{XbzrleCache, XbzrleCacheStats};
 use ramstream_codec::extension::digest::DigestSection;
-use ramstream_codec::{Encoder, RamBlock};
+use ramstream_codec::{Encoder, PageAddr, RamBlock};
 use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 
 use crate::device::OwnedDeviceBlob;
@@ -141,7 +141,8 @@ pub struct Source {
     opts: SourceOptions,
     blocks: Vec<RamBlock>,
     block_pages: Vec<u64>,
-    /// The first global page of each block: the XBZRLE cache key is global (SPEC.md §7.7).
+    /// Where each block starts in the blocks laid end to end, in bytes: the XBZRLE cache
+    /// key is a global address (SPEC.md §7.7).
     block_base: Vec<u64>,
     enc: Encoder,
     cache: Option<XbzrleCache>,
@@ -155,7 +156,7 @@ pub struct Source {
     round: Option<Round>,
     balloon: BalloonRuns,
     batch: Batch,
-    batch_pages: Vec<(usize, u64)>,
+    batch_pages: Vec<PageAddr>,
     meter: Meter,
     clock: Clock,
     stats: SendStats,
@@ -197,7 +198,7 @@ impl Source {
         if let Some((block, b)) = layout
             .iter()
             .enumerate()
-            .find(|(_, b)| !b.used_length().is_multiple_of(ps as u64))
+            .find(|(_, b)| PageRun::of_bytes(0..b.used_length(), ps).is_none())
         {
             return Err(Error::new(
                 0,
@@ -214,12 +215,15 @@ impl Source {
             .map(|size| XbzrleCache::new(size, ps))
             .transpose()
             .map_err(|e| Error::new(0, ErrorKind::XbzrleCache(e)))?;
-        let block_pages: Vec<u64> = layout.iter().map(|b| b.used_length() / ps as u64).collect();
-        let block_base = block_pages
+        let block_pages: Vec<u64> = layout
             .iter()
-            .scan(0, |acc, &p| {
+            .map(|b| PageRun::of_block(b.used_length(), ps).count)
+            .collect();
+        let block_base = layout
+            .iter()
+            .scan(0u64, |acc, b| {
                 let base = *acc;
-                *acc += p;
+                *acc = acc.saturating_add(b.used_length());
                 Some(base)
             })
             .collect();

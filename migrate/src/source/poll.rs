@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use ramstream_codec::balloon::PageRun;
 use ramstream_codec::{Configuration, RecordKind, SectionHeader, Sink};
 use ramstream_spec::config::capability;
 use ramstream_spec::ram::{SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION};
@@ -157,10 +158,9 @@ impl Source {
             return Ok(Step::Say(Transmit::Wait(t)));
         }
         // No more pages than the window allows, give or take one (QEMU checks between pages).
-        let max_pages = self
-            .meter
-            .budget(limit)
-            .map_or(u64::MAX, |b| b.div_ceil(self.opts.page_size as u64).max(1));
+        let max_pages = self.meter.budget(limit).map_or(u64::MAX, |b| {
+            PageRun::covering(0..b, self.opts.page_size).count.max(1)
+        });
         if !round.part_open {
             let section_type = round.open_part();
             self.enc.reset_continue();
@@ -170,7 +170,7 @@ impl Source {
                 self.stats.balloon_records += self.balloon.announce(&mut self.enc, out)?;
             }
         }
-        let closes = round.next_batch(max_pages, &mut self.batch_pages);
+        let closes = round.next_batch(max_pages, self.opts.page_size, &mut self.batch_pages);
         let kind = round.kind;
         let done = round.is_done();
         let read = self.batch.fill(

@@ -1,6 +1,7 @@
 //! One round over RAM (the bulk pass, a dirty iteration, or the stop-and-copy pass): its
 //! pages, how far it got, and how it is cut into `ram` sections.
 
+use ramstream_codec::PageAddr;
 use ramstream_spec::stream::SectionType;
 
 use super::page_set::PageSet;
@@ -66,10 +67,15 @@ impl Round {
         }
     }
 
-    /// The next pages of the open section, at most [`BATCH`] and `max`, into `out` as
-    /// `(block, page)`. Returns whether the section is full or the round done after them
-    /// (its EOS is due).
-    pub(crate) fn next_batch(&mut self, max: u64, out: &mut Vec<(usize, u64)>) -> bool {
+    /// The next pages of the open section, at most [`BATCH`] and `max`, into `out` as the
+    /// addresses of pages of `page_size` bytes. Returns whether the section is full or the
+    /// round done after them (its EOS is due).
+    pub(crate) fn next_batch(
+        &mut self,
+        max: u64,
+        page_size: usize,
+        out: &mut Vec<PageAddr>,
+    ) -> bool {
         out.clear();
         let room = (PAGES_PER_PART - self.part_pages)
             .min(BATCH as u64)
@@ -78,7 +84,7 @@ impl Round {
             let Some((b, p)) = self.pages.next_from(self.cursor) else {
                 break;
             };
-            out.push((b, p));
+            out.push(PageAddr::of_page(b, p, page_size));
             self.cursor = (b, p + 1);
         }
         self.part_pages += out.len() as u64;

@@ -235,20 +235,7 @@ impl<AS: GuestAddressSpace> GuestRam for GuestMemoryRam<AS> {
                 side[span.start as usize..span.end as usize].fill(0);
                 Ok(())
             }
-            (Backing::Mapped(_), _) => {
-                static ZEROS: [u8; 4096] = [0; 4096];
-                let mut done = 0usize;
-                while done < len {
-                    let n = (len - done).min(ZEROS.len());
-                    let at = PageAddr {
-                        block: addr.block,
-                        offset: addr.offset + done as u64,
-                    };
-                    self.write_page(at, &ZEROS[..n])?;
-                    done += n;
-                }
-                Ok(())
-            }
+            (Backing::Mapped(_), _) => crate::guest::write_zeros(self, addr, len),
         }
     }
 }

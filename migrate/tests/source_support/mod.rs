@@ -1,59 +1,41 @@
-//! A scripted guest for the source tests: memory in a `VecRam`, a script of writes applied
-//! at each dirty sync, the dirty log those writes leave, a fake clock, and the loop that
-//! drives a `Source` into a `Vec<u8>` and loads the result with the `Loader`.
+//! The source tests' guest and loop: test-support's `ScriptedGuest` (memory changed by a
+//! script at each dirty sync, and the dirty log those writes leave) on a small layout, a
+//! fake clock, and the loop that drives a `Source` into a `Vec<u8>` and loads the result
+//! with the `Loader`.
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use ramstream_codec::{decode_all, DecoderOptions, Event, PageAddr};
+use ramstream_codec::{decode_all, DecoderOptions, Event};
 use ramstream_migrate::{
-    DirtyPageSource, Error, GuestRam, Loader, LoaderEvent, LoaderOptions, OwnedDeviceBlob, PageRun,
-    RamBlockLayout, Source, SourceOptions, Transmit,
+    Error, Loader, LoaderEvent, LoaderOptions, OwnedDeviceBlob, PageRun, RamBlockLayout, Source,
+    SourceOptions, Transmit,
 };
+pub use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE;
 use ramstream_spec::stream::SectionType;
 use ramstream_spec::Dialect;
+pub use ramstream_test_support::{ScriptStep, ScriptedGuest};
 
 use crate::support::VecRam;
 
-pub const PAGE: usize = 4096;
-
 /// `pc.ram` (256 pages) and `ram1` (64 pages).
 pub fn layout() -> Vec<RamBlockLayout> {
-    vec![
-        RamBlockLayout::new("pc.ram", 256 * PAGE as u64),
-        RamBlockLayout::new("ram1", 64 * PAGE as u64),
-    ]
+    let block = |name: &str, pages: u64| {
+        RamBlockLayout::new(name, PageRun::new(0, pages).byte_range(PAGE).end)
+    };
+    vec![block("pc.ram", 256), block("ram1", 64)]
 }
 
-/// What the guest does to some pages.
-#[derive(Clone, Copy, Debug)]
-pub enum Step {
-    /// Writes a whole new pattern (seeded) into `count` pages from `first`.
-    Write {
-        block: usize,
-        first: u64,
-        count: u64,
-        seed: u64,
-    },
-    /// Changes the first 8 bytes of each page (a small delta for XBZRLE).
-    Touch {
-        block: usize,
-        first: u64,
-        count: u64,
-        seed: u64,
-    },
-    /// Zeroes the pages.
-    Zero {
-        block: usize,
-        first: u64,
-        count: u64,
-    },
+/// A running guest with the blocks of [`layout`], changed by `script[i]` at the `i`-th
+/// dirty sync (sync 0 is the setup sync), and past the script by its `steady` steps.
+pub fn guest(script: Vec<Vec<ScriptStep>>) -> ScriptedGuest {
+    ScriptedGuest::with_blocks(&layout(), script)
 }
 
-pub fn w(block: usize, first: u64, count: u64, seed: u64) -> Step {
-    Step::Write {
+/// The guest writes a new pattern (seeded) into `count` pages from `first`.
+pub fn w(block: usize, first: u64, count: u64, seed: u64) -> ScriptStep {
+    ScriptStep::Write {
         block,
         first,
         count,
@@ -61,117 +43,13 @@ pub fn w(block: usize, first: u64, count: u64, seed: u64) -> Step {
     }
 }
 
-/// A page of a recognisable pattern: every 8th byte from a tiny generator, the rest zero
-/// (half the page stays zero, so XBZRLE has runs to skip).
-pub fn pattern(block: usize, page: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed ^ (block as u64) << 32 ^ page.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = vec![0u8; PAGE];
-    for i in (0..PAGE / 2).step_by(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v[i] = x as u8 | 1;
-    }
-    v
-}
-
-/// The dirty log: runs per block, handed out and forgotten by `take_dirty`.
-#[derive(Debug, Default)]
-pub struct DirtyLog(pub Vec<Vec<PageRun>>);
-
-impl DirtyPageSource for DirtyLog {
-    type Error = Infallible;
-
-    fn take_dirty(
-        &mut self,
-        block: usize,
-        visit: &mut dyn FnMut(PageRun),
-    ) -> Result<(), Infallible> {
-        for r in self.0[block].drain(..) {
-            visit(r);
+/// Asserts that the loaded memory `dest` is the guest's, page by page.
+pub fn assert_same_memory(g: &ScriptedGuest, dest: &VecRam) {
+    for block in 0..layout().len() {
+        let (x, y) = (g.block(block), dest.contents(block));
+        for (p, (pa, pb)) in x.chunks(PAGE).zip(y.chunks(PAGE)).enumerate() {
+            assert!(pa == pb, "block {block} page {p} differs");
         }
-        Ok(())
-    }
-}
-
-/// A guest whose memory is a `VecRam`, changed by `script[i]` at the `i`-th dirty sync
-/// (sync 0 is the setup sync), and past the script by `steady`, while it runs.
-pub struct ScriptedGuest {
-    pub ram: VecRam,
-    pub log: DirtyLog,
-    pub script: Vec<Vec<Step>>,
-    pub steady: Vec<Step>,
-    pub syncs: usize,
-    pub running: bool,
-}
-
-impl ScriptedGuest {
-    pub fn new(script: Vec<Vec<Step>>) -> Self {
-        let l = layout();
-        ScriptedGuest {
-            ram: VecRam::new(&l),
-            log: DirtyLog(vec![Vec::new(); l.len()]),
-            script,
-            steady: Vec::new(),
-            syncs: 0,
-            running: true,
-        }
-    }
-
-    /// Applies `step` now, logging the pages it dirtied.
-    pub fn apply(&mut self, step: Step) {
-        let (block, first, count) = match step {
-            Step::Write {
-                block,
-                first,
-                count,
-                ..
-            }
-            | Step::Touch {
-                block,
-                first,
-                count,
-                ..
-            }
-            | Step::Zero {
-                block,
-                first,
-                count,
-            } => (block, first, count),
-        };
-        for p in first..first + count {
-            let addr = PageAddr {
-                block,
-                offset: p * PAGE as u64,
-            };
-            let page = match step {
-                Step::Write { seed, .. } => pattern(block, p, seed),
-                Step::Touch { seed, .. } => {
-                    let mut page = vec![0; PAGE];
-                    self.ram.read_page(addr, &mut page).unwrap();
-                    page[..8].copy_from_slice(&(seed | 1).to_le_bytes());
-                    page
-                }
-                Step::Zero { .. } => vec![0; PAGE],
-            };
-            self.ram.write_page(addr, &page).unwrap();
-        }
-        self.log.0[block].push(PageRun::new(first, count));
-    }
-
-    /// What the guest did since the last sync.
-    pub fn run_until_sync(&mut self) {
-        if self.running {
-            let steps = self
-                .script
-                .get(self.syncs)
-                .cloned()
-                .unwrap_or_else(|| self.steady.clone());
-            for s in steps {
-                self.apply(s);
-            }
-        }
-        self.syncs += 1;
     }
 }
 
@@ -231,7 +109,7 @@ pub fn migrate_with(
     loop {
         clock.now += clock.tick;
         let now = clock.now;
-        match source.poll_transmit(now, &guest.ram, &mut stream)? {
+        match source.poll_transmit(now, &*guest, &mut stream)? {
             Transmit::Send { bytes } if report_sent => source.handle_sent(bytes),
             Transmit::Send { .. } => {}
             Transmit::Wait(until) => {
@@ -241,10 +119,10 @@ pub fn migrate_with(
             Transmit::SyncDirty => {
                 syncs_at.push(stream.len());
                 guest.run_until_sync();
-                source.sync_dirty(now, &mut guest.log)?;
+                source.sync_dirty(now, &mut *guest)?;
             }
             Transmit::StopGuest => {
-                guest.running = false;
+                guest.stop();
                 source.handle_stopped(now, &mut devices())?;
             }
             Transmit::Done => break,

@@ -1,6 +1,6 @@
 //! Test doubles and helpers shared by this crate's tests: a guarded in-memory `GuestRam`,
 //! a small stream builder over the codec's `Encoder`, a split-feeding driver, and the golden
-//! vectors. (To move to the workspace's test-support crate once it exists.)
+//! vectors.
 
 #![allow(dead_code)]
 
@@ -17,7 +17,6 @@ use ramstream_conformance_vectors::Vector;
 use ramstream_migrate::{Error, GuestRam, Loader, LoaderEvent, LoaderOptions, RamBlockLayout};
 use ramstream_spec::ram::RamFlags;
 use ramstream_spec::stream::SectionType;
-use ramstream_spec::Dialect;
 use sha2::{Digest, Sha256};
 
 /// Bytes of guard before and after each block's memory, and their pattern.
@@ -73,7 +72,7 @@ impl VecRam {
                     Mutex::new(v)
                 })
                 .collect(),
-            page_size: 4096,
+            page_size: ramstream_spec::ram::TARGET_PAGE_SIZE_X86,
             strict: true,
             fail_write: None,
             reads: AtomicU64::new(0),
@@ -84,13 +83,7 @@ impl VecRam {
 
     /// The blocks of a vector's manifest.
     pub fn for_manifest(v: &Vector) -> Self {
-        let layout: Vec<_> = v
-            .manifest
-            .blocks
-            .iter()
-            .map(|b| RamBlockLayout::new(b.idstr.clone(), b.used_length))
-            .collect();
-        VecRam::new(&layout)
+        VecRam::new(&layout_of(v))
     }
 
     /// Makes the write at `addr` fail.
@@ -110,9 +103,7 @@ impl VecRam {
             .layout
             .get(addr.block)
             .ok_or(VecRamError::NoBlock(addr))?;
-        if self.strict
-            && (len != self.page_size || !addr.offset.is_multiple_of(self.page_size as u64))
-        {
+        if self.strict && (len != self.page_size || !addr.is_page_aligned(self.page_size)) {
             return Err(VecRamError::NotAPage(addr, len));
         }
         let end = addr.offset.checked_add(len as u64);
@@ -251,11 +242,13 @@ impl StreamBuilder {
         self
     }
 
+    /// The address of page `page` of `block`, in the stream's pages.
+    fn addr(&self, block: usize, page: u64) -> PageAddr {
+        PageAddr::of_page(block, page, self.enc.page_size())
+    }
+
     pub fn page(&mut self, block: usize, page: u64, data: &[u8]) -> &mut Self {
-        let addr = PageAddr {
-            block,
-            offset: page * self.enc.page_size() as u64,
-        };
+        let addr = self.addr(block, page);
         let mut v = Vec::new();
         self.enc.page(addr, data, &mut v).unwrap();
         self.out.extend_from_slice(&v);
@@ -263,19 +256,13 @@ impl StreamBuilder {
     }
 
     pub fn zero(&mut self, block: usize, page: u64, fill: u8) -> &mut Self {
-        let addr = PageAddr {
-            block,
-            offset: page * self.enc.page_size() as u64,
-        };
+        let addr = self.addr(block, page);
         self.enc.zero(addr, fill, &mut self.out).unwrap();
         self
     }
 
     pub fn xbzrle(&mut self, block: usize, page: u64, delta: &[u8]) -> &mut Self {
-        let addr = PageAddr {
-            block,
-            offset: page * self.enc.page_size() as u64,
-        };
+        let addr = self.addr(block, page);
         let mut v = Vec::new();
         self.enc.xbzrle(addr, delta, &mut v).unwrap();
         self.out.extend_from_slice(&v);
@@ -340,16 +327,17 @@ impl StreamBuilder {
     }
 }
 
+/// The RAM blocks of a vector's manifest, as a guest holds them.
+pub fn layout_of(v: &Vector) -> Vec<RamBlockLayout> {
+    (v.manifest.blocks.iter())
+        .map(|b| RamBlockLayout::new(b.idstr.clone(), b.used_length))
+        .collect()
+}
+
 /// The decoder options a vector's manifest asks for.
 pub fn options_for(v: &Vector) -> LoaderOptions {
-    let dialect = v
-        .manifest
-        .dialect
-        .as_deref()
-        .map(|d| d.parse::<Dialect>().expect("manifest dialect"))
-        .unwrap_or_default();
     LoaderOptions {
-        decoder: DecoderOptions::with_dialect(dialect),
+        decoder: DecoderOptions::with_dialect(v.dialect().expect("manifest dialect")),
         ..LoaderOptions::default()
     }
 }
@@ -365,15 +353,10 @@ pub fn is_mapped_ram(v: &Vector) -> bool {
 
 /// The vectors named, with their streams.
 pub fn vectors(names: &[&str]) -> Vec<(Vector, Vec<u8>)> {
-    let all = ramstream_conformance_vectors::all().expect("vectors load");
     names
         .iter()
         .map(|n| {
-            let v = all
-                .iter()
-                .find(|v| v.manifest.name == *n)
-                .unwrap_or_else(|| panic!("no vector {n}"))
-                .clone();
+            let v = ramstream_conformance_vectors::vector(n).expect("the vector loads");
             let s = v.stream().expect("stream matches its manifest");
             (v, s)
         })

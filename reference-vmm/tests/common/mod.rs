@@ -5,16 +5,8 @@ use ramstream_reference_vmm::{GuestConfig, MemoryLayout, Vm};
 /// Opens /dev/kvm and creates a VM. Returns false (after printing why) when the test should be skipped;
 /// panics instead when `RAMSTREAM_REQUIRE_KVM=1`.
 pub fn kvm_usable() -> bool {
-    match kvm_ioctls::Kvm::new().and_then(|kvm| kvm.create_vm().map(drop)) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("RAMSTREAM_REQUIRE_KVM").as_deref() == Ok("1") {
-                panic!("RAMSTREAM_REQUIRE_KVM=1 but /dev/kvm is not usable: {e}");
-            }
-            eprintln!("skipping: /dev/kvm not usable: {e}");
-            false
-        }
-    }
+    let probe = kvm_ioctls::Kvm::new().and_then(|kvm| kvm.create_vm().map(drop));
+    ramstream_conformance_vectors::qemu::kvm_or_skip(probe)
 }
 
 /// 64 MiB guest: `pc.ram` 32 MiB at 0, `ram1` 32 MiB at 4 GiB.

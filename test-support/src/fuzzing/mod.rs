@@ -35,6 +35,7 @@
 
 mod checks;
 mod mapped_ram;
+pub mod multifd;
 mod options;
 mod pages;
 pub mod receiver;
