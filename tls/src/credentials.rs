@@ -1,6 +1,5 @@
 //! QEMU's `tls-creds-x509` directory layout, loaded for one endpoint.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use rustls::InconsistentKeys;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+pub use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::provider;
 use crate::validity;
@@ -29,26 +29,6 @@ pub const CLIENT_KEY: &str = "client-key.pem";
 /// Finite-field Diffie-Hellman parameters of a QEMU server endpoint. Not read: rustls uses
 /// ECDHE only, which QEMU's default GnuTLS priority `NORMAL` also offers and prefers.
 pub const DH_PARAMS: &str = "dh-params.pem";
-
-/// Which end of the migration a set of credentials is for: QEMU's `endpoint=` property.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// The destination, which listens: reads `server-cert.pem`, `server-key.pem`,
-    /// `ca-cert.pem` and, if present, `ca-crl.pem`.
-    Server,
-    /// The source, which connects: reads `ca-cert.pem` and, if present, `client-cert.pem`
-    /// and `client-key.pem`.
-    Client,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Endpoint::Server => "server",
-            Endpoint::Client => "client",
-        })
-    }
-}
 
 /// Credentials read from a directory laid out as QEMU's `tls-creds-x509` object expects,
 /// for one [`Endpoint`]. One directory holding all the files serves both endpoints.

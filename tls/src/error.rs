@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::credentials::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// The end of a TLS session a certificate belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

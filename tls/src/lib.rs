@@ -88,6 +88,7 @@ mod authz;
 mod connector;
 pub mod credentials;
 pub mod dn;
+mod endpoint;
 mod error;
 mod handshake;
 mod provider;
