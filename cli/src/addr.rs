@@ -272,8 +272,12 @@ pub trait Duplex: Read + Write + Send {
     fn try_clone_box(&self) -> Result<Box<dyn Duplex>>;
     /// Shuts both directions down, waking a reader blocked on another handle.
     fn shutdown_both(&self);
+    /// Shuts the writing direction down: the peer reads the end of the stream.
+    fn shutdown_write(&self);
     /// Bounds how long a read may block (`None`: forever).
     fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
+    /// Makes reads and writes non-blocking (or blocking again).
+    fn set_nonblocking(&self, on: bool) -> Result<()>;
 }
 
 impl Duplex for TcpStream {
@@ -283,8 +287,14 @@ impl Duplex for TcpStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
     fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
         Ok(TcpStream::set_read_timeout(self, t)?)
+    }
+    fn set_nonblocking(&self, on: bool) -> Result<()> {
+        Ok(TcpStream::set_nonblocking(self, on)?)
     }
 }
 
@@ -295,8 +305,14 @@ impl Duplex for UnixStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
     fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
         Ok(UnixStream::set_read_timeout(self, t)?)
+    }
+    fn set_nonblocking(&self, on: bool) -> Result<()> {
+        Ok(UnixStream::set_nonblocking(self, on)?)
     }
 }
 
@@ -353,6 +369,36 @@ impl Listener {
     /// The address actually bound (the picked port where `tcp:HOST:0` was asked for).
     pub fn bound(&self) -> &Addr {
         &self.bound
+    }
+
+    /// Accepts a connection that is already waiting, without blocking: `None` when there
+    /// is none (a multifd source connects all its channels before its first sync point, so
+    /// they are waiting by then).
+    pub fn try_accept(&self) -> Result<Option<(Box<dyn Duplex>, String)>> {
+        self.set_nonblocking(true)?;
+        let r = self.accept();
+        self.set_nonblocking(false)?;
+        match r {
+            Ok((conn, peer)) => {
+                conn.set_nonblocking(false)?;
+                Ok(Some((conn, peer)))
+            }
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> Result<()> {
+        match &self.socket {
+            Socket::Tcp(l) => l.set_nonblocking(on)?,
+            Socket::Unix(l) => l.set_nonblocking(on)?,
+        }
+        Ok(())
     }
 
     /// Accepts one connection; returns it with a description of the peer.

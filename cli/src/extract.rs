@@ -4,18 +4,21 @@
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ramstream_codec::mapped_ram::block_views;
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, SplitFinding, VmDescription};
 use ramstream_codec::{
-    apply_event, DeviceSection, Event, Events, MemSize, RamImage, SectionHeader,
+    apply_event, DeviceSection, Event, Events, MemSize, RamBlock, RamImage, SectionHeader,
 };
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
 use crate::input::{file_options, read_stream};
+use crate::multifd::image::SharedImage;
+use crate::multifd::offline::OfflineChannels;
 use crate::DecodeArgs;
 
 /// `ramstream extract`'s arguments.
@@ -74,6 +77,12 @@ pub struct DeviceState {
 /// What a decoded stream leaves behind: RAM, device state, the trailer.
 pub struct Collector {
     pub image: RamImage,
+    /// RAM written by several threads (a multifd migration's channels): the main stream's
+    /// page records go here instead of `image`, which takes its pages at the end
+    /// ([`Collector::take_shared`]).
+    pub shared: Option<Arc<SharedImage>>,
+    /// The first MEM_SIZE record's blocks.
+    blocks: Vec<RamBlock>,
     pub devices: Vec<DeviceState>,
     pub vmdesc: Option<Vec<u8>>,
 }
@@ -82,9 +91,28 @@ impl Collector {
     pub fn new(page_size: usize) -> Self {
         Collector {
             image: RamImage::new(page_size),
+            shared: None,
+            blocks: Vec::new(),
             devices: Vec::new(),
             vmdesc: None,
         }
+    }
+
+    /// A collector whose RAM is `shared` with other threads.
+    pub fn shared(page_size: usize, shared: Arc<SharedImage>) -> Self {
+        Collector {
+            shared: Some(shared),
+            ..Collector::new(page_size)
+        }
+    }
+
+    /// Moves the shared RAM's pages into `image`, once the other threads are done.
+    pub fn take_shared(&mut self) -> Result<()> {
+        if let Some(s) = self.shared.take() {
+            let s = Arc::into_inner(s).context("the RAM image is still shared")?;
+            self.image = s.into_ram_image(&self.blocks);
+        }
+        Ok(())
     }
 
     /// Applies one event.
@@ -95,7 +123,15 @@ impl Collector {
                     self.image = RamImage::new(1 << bits);
                 }
             }
-            Event::MemSize(ms) => self.image.set_blocks(&ms.blocks),
+            Event::MemSize(ms) => {
+                self.image.set_blocks(&ms.blocks);
+                if self.blocks.is_empty() {
+                    self.blocks = ms.blocks.clone();
+                }
+                if let Some(s) = &self.shared {
+                    s.set_blocks(self.image.page_size(), &ms.blocks);
+                }
+            }
             Event::Device(d) => self.devices.push(DeviceState {
                 idstr: d.header.idstr.to_string(),
                 instance_id: d.header.instance_id,
@@ -107,7 +143,13 @@ impl Collector {
             Event::VmDescription(j) => self.vmdesc = Some(j.to_vec()),
             _ => {}
         }
-        apply_event(&mut self.image, event, offset)?;
+        match &self.shared {
+            // A MULTIFD_FLUSH is the multifd side's (a sync point).
+            Some(s) => s.apply(event, offset)?,
+            None => {
+                apply_event(&mut self.image, event, offset)?;
+            }
+        }
         Ok(())
     }
 
@@ -285,19 +327,47 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
     let bytes = read_stream(file)?;
     let opts = file_options(decode);
     let file_offset = opts.file_offset;
-    let events = Events::new(&bytes, opts);
-    let mut c = Collector::new(events.decoder().page_size());
+    let limits = opts.limits.clone();
+    let mut events = Events::new(&bytes, opts);
     let in_file = || format!("{}", file.display());
-    for item in events {
+    // A multifd recording: its channels beside it (SPEC.md §14.9).
+    let shared = Arc::new(SharedImage::default());
+    let mut multifd = OfflineChannels::open(file, Arc::clone(&shared), limits)?;
+    let mut c = match &multifd {
+        Some(_) => Collector::shared(events.decoder().page_size(), shared),
+        None => Collector::new(events.decoder().page_size()),
+    };
+    while let Some(item) = events.next() {
         let (at, event) = item.with_context(in_file)?;
+        if let Some(m) = multifd.as_mut() {
+            let page_bits = events.decoder().page_bits();
+            m.observe(&event, at, page_bits).with_context(in_file)?;
+        } else if let Event::MultifdFlush(_) = event {
+            bail!(
+                "{}: at offset {at:#x}: MULTIFD_FLUSH record: a multifd migration's main stream, whose pages are in its channels; none of them is beside it ({})",
+                file.display(),
+                crate::multifd::recording::channel_path(file, 0).display()
+            );
+        }
         c.observe(at, &event).with_context(in_file)?;
         if let Event::MemSize(ms) = &event {
             c.apply_mapped_ram(&bytes, file_offset, ms)
                 .with_context(in_file)?;
         }
     }
+    let channels = match multifd {
+        Some(m) => m.finish()?,
+        None => Vec::new(),
+    };
+    c.take_shared()?;
     let splits = c.write(out)?;
     report_splits(splits.as_ref());
+    for ch in &channels {
+        eprintln!(
+            "multifd channel {}: {} bytes, {} packets, {} pages, {} zero pages, {} SYNC ({})",
+            ch.id, ch.bytes, ch.packets, ch.pages, ch.zero_pages, ch.syncs, ch.from
+        );
+    }
     eprintln!(
         "extracted {} block(s) and {} device section(s) into {}",
         c.image.blocks().len(),

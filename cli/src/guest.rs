@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ramstream_reference_sender::{
-    migrate, KvmSource, MigrationReport, Phase, Progress, SendOptions,
+    migrate, migrate_multifd, KvmSource, MigrationReport, Phase, Progress, SendOptions,
 };
 use ramstream_reference_vmm::{GuestConfig, MemoryLayout, Vm};
 
@@ -89,6 +89,7 @@ impl GuestArgs {
             downtime_limit: Duration::from_millis(self.downtime_limit),
             max_iterations: self.max_iterations,
             skip_ballooned: true,
+            multifd_channels: None,
         }
     }
 }
@@ -171,7 +172,8 @@ pub fn show_progress(pb: &ProgressBar, p: &Progress) {
     pb.tick();
 }
 
-/// Migrates a running guest to `to`, with a progress bar.
+/// Migrates a running guest to `to` (with multifd, over its channels too: see
+/// [`crate::send::open_connections`]), with a progress bar.
 pub fn migrate_guest(
     vm: Vm,
     to: &Addr,
@@ -179,7 +181,7 @@ pub fn migrate_guest(
     bar: bool,
 ) -> (KvmSource, Result<MigrationReport>) {
     let mut src = KvmSource::new(vm);
-    let out = match to.open_to_send() {
+    let (out, channels) = match crate::send::open_connections(to, opts.multifd_channels) {
         Ok(o) => o,
         Err(e) => {
             let r = Err(e).with_context(|| {
@@ -190,7 +192,7 @@ pub fn migrate_guest(
     };
     let pb = progress_bar(bar);
     let mut round = None;
-    let r = migrate(&mut src, out, opts, &mut |p| {
+    let mut on_progress = |p: &Progress| {
         // One line per round (the bulk stage, each dirty iteration, stop-and-copy).
         if round != Some((p.phase, p.iteration)) {
             round = Some((p.phase, p.iteration));
@@ -207,7 +209,11 @@ pub fn migrate_guest(
             }
         }
         show_progress(&pb, p)
-    });
+    };
+    let r = match channels {
+        None => migrate(&mut src, out, opts, &mut on_progress),
+        Some(c) => migrate_multifd(&mut src, out, c, opts, &mut on_progress),
+    };
     pb.finish_and_clear();
     (src, r.map_err(anyhow::Error::from))
 }

@@ -7,10 +7,13 @@ use clap::Args;
 use ramstream_codec::mapped_ram::{block_views, MappedRamSummary};
 use ramstream_codec::summary::{StreamSummary, WriterEvidence};
 use ramstream_codec::vmdesc::{check_splits, SplitCheck, VmDescription};
-use ramstream_codec::{Event, Events};
+use ramstream_codec::{Event, Events, RamBlock};
+use ramstream_migrate::multifd::{SyncMode, SyncPoints};
 use serde::Serialize;
 
 use crate::input::{file_options, read_stream};
+use crate::multifd::recording::{channel_files, read_channel};
+use crate::multifd::tap::{ChannelCounts, ChannelTap, MainFacts};
 use crate::DecodeArgs;
 
 /// `ramstream inspect`'s arguments.
@@ -40,6 +43,32 @@ struct Report<'a> {
     mapped_ram: Option<&'a MappedRamSummary>,
     /// The oldest QEMU that can have written the stream, and why (SPEC.md §8.2).
     min_writer: Option<WriterEvidence>,
+    /// A multifd recording's channels, from the files beside the stream (SPEC.md §14.9);
+    /// absent without them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multifd: Option<&'a MultifdInspection>,
+}
+
+/// A multifd recording's channels (SPEC.md §14.9).
+#[derive(Debug, Serialize)]
+pub struct MultifdInspection {
+    /// How the main stream synchronises with the channels: `per-section` (every ram EOS,
+    /// QEMU 7.2) or `per-round` (MULTIFD_FLUSH records, 8.1+) (SPEC.md §14.5).
+    pub sync_mode: Option<&'static str>,
+    /// The main stream's sync points; every channel has as many SYNC packets.
+    pub sync_points: u64,
+    /// The migration's uuid (every channel's), hex.
+    pub uuid: Option<String>,
+    /// Per channel file.
+    pub channels: Vec<ChannelFile>,
+}
+
+/// One channel file of a multifd recording.
+#[derive(Debug, Serialize)]
+pub struct ChannelFile {
+    pub file: String,
+    #[serde(flatten)]
+    pub counts: ChannelCounts,
 }
 
 /// What `inspect` learns from a file.
@@ -50,6 +79,12 @@ pub struct Inspection {
     pub splits: Option<SplitCheck>,
     /// The mapped-ram layout, for a mapped-ram file.
     pub mapped_ram: Option<MappedRamSummary>,
+    /// The main stream's MEM_SIZE blocks and page bits, for its channels.
+    pub blocks: Option<(Vec<RamBlock>, u32)>,
+    /// The main stream's sync points, were it a multifd migration's.
+    pub sync: SyncPoints,
+    /// The configuration's uuid.
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// Decodes `bytes` into a summary, failing with the decoder's error; with a VMDESCRIPTION,
@@ -65,8 +100,19 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
     summary.balloon.dialect = Some(decode.dialect.name().to_string());
     let mut devices = Vec::new();
     let mut vmdesc = None;
+    let mut blocks = None;
+    let mut sync = SyncPoints::new();
+    let mut uuid = None;
     while let Some((at, event)) = events.next().transpose()? {
         summary.observe(at, &event);
+        sync.observe(&event);
+        match &event {
+            Event::MemSize(ms) if blocks.is_none() => {
+                blocks = Some((ms.blocks.clone(), events.decoder().page_bits()))
+            }
+            Event::Configuration(c) => uuid = c.uuid,
+            _ => {}
+        }
         if let Event::MemSize(ms) = &event {
             if !ms.mapped_ram.is_empty() {
                 let page_size = events.decoder().page_size();
@@ -92,18 +138,73 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
         summary,
         splits,
         mapped_ram,
+        blocks,
+        sync,
+        uuid,
     })
+}
+
+/// The channel files beside recording `file`, decoded against its main stream (SPEC.md
+/// §14.9): each must name its own id and the migration's uuid; `None` without any.
+pub fn inspect_channels(file: &Path, main: &Inspection) -> Result<Option<MultifdInspection>> {
+    let files = channel_files(file);
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let facts = MainFacts::new();
+    if let Some(uuid) = main.uuid {
+        facts.set_uuid(uuid);
+    }
+    let limits = ramstream_codec::Limits::default();
+    match &main.blocks {
+        Some((blocks, bits)) => facts.set_blocks(*bits, blocks, &limits),
+        None => anyhow::bail!(
+            "{}: no MEM_SIZE record for its multifd channels",
+            file.display()
+        ),
+    }
+    let mut channels = Vec::new();
+    for (id, path) in files {
+        let bytes = read_channel(&path)?;
+        let mut tap = ChannelTap::new(std::sync::Arc::clone(&facts));
+        tap.feed(&bytes)
+            .and_then(|()| tap.finish())
+            .with_context(|| path.display().to_string())?;
+        if tap.counts.id != Some(id) {
+            anyhow::bail!(
+                "{}: its initial packet names channel {:?}, not {id}",
+                path.display(),
+                tap.counts.id
+            );
+        }
+        channels.push(ChannelFile {
+            file: path.display().to_string(),
+            counts: tap.counts,
+        });
+    }
+    Ok(Some(MultifdInspection {
+        sync_mode: main.sync.mode().map(|m| match m {
+            SyncMode::PerSection => "per-section",
+            SyncMode::PerRound => "per-round",
+        }),
+        sync_points: main.sync.count(),
+        uuid: channels.first().and_then(|c| c.counts.uuid.clone()),
+        channels,
+    }))
 }
 
 /// `ramstream inspect`.
 pub fn run(a: &InspectArgs) -> Result<()> {
     let (file, json, decode) = (a.file.as_path(), a.json, &a.decode);
     let bytes = read_stream(file)?;
+    let inspection = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    let multifd = inspect_channels(file, &inspection)?;
     let Inspection {
         summary,
         splits,
         mapped_ram,
-    } = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+        ..
+    } = inspection;
     if json {
         let report = Report {
             file: file.display().to_string(),
@@ -112,6 +213,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             vmdesc_splits: splits.as_ref(),
             mapped_ram: mapped_ram.as_ref(),
             min_writer: summary.min_writer_version(),
+            multifd: multifd.as_ref(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -123,7 +225,38 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     if let Some(c) = &splits {
         print_splits(c);
     }
+    if let Some(m) = &multifd {
+        print_multifd(m);
+    }
     Ok(())
+}
+
+/// A multifd recording's channels: one line each.
+fn print_multifd(m: &MultifdInspection) {
+    println!(
+        "  multifd: {} channels, {} sync points ({}), uuid {}",
+        m.channels.len(),
+        m.sync_points,
+        m.sync_mode.unwrap_or("?"),
+        m.uuid.as_deref().unwrap_or("?")
+    );
+    println!(
+        "    {:>3} {:>12} {:>8} {:>8} {:>8} {:>6}  file",
+        "id", "bytes", "packets", "pages", "zero", "SYNC"
+    );
+    for c in &m.channels {
+        let n = &c.counts;
+        println!(
+            "    {:>3} {:>12} {:>8} {:>8} {:>8} {:>6}  {}",
+            n.id.map_or("?".into(), |i| i.to_string()),
+            n.bytes,
+            n.packets,
+            n.pages,
+            n.zero_pages,
+            n.syncs,
+            c.file
+        );
+    }
 }
 
 fn print_human(file: &Path, s: &StreamSummary, decode: &DecodeArgs) {

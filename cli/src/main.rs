@@ -15,6 +15,7 @@ mod send;
 mod addr;
 mod guest;
 mod input;
+mod multifd;
 mod policy;
 mod side_channels;
 

@@ -41,9 +41,6 @@ pub fn check_policy(event: &Event<'_>, offset: u64, allow_untested: bool) -> Res
                 c.command
             );
         }
-        Event::MultifdFlush(_) => bail!(
-            "at offset {offset:#x}: MULTIFD_FLUSH record: the source uses capability multifd, whose pages travel on other connections; ramstream takes one connection only"
-        ),
         _ => {}
     }
     Ok(())

@@ -1,25 +1,34 @@
 //! `ramstream proxy`: sit between a QEMU source and a QEMU destination, decode the stream
 //! as it passes, show progress, record it, and optionally re-encode it with ramstream's own
-//! ZERO detection and XBZRLE encoder.
+//! ZERO detection and XBZRLE encoder. A multifd migration's channels (SPEC.md §14) are
+//! forwarded each on its own connection, in the order the source opened them, and decoded
+//! as they pass.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ramstream_codec::io::StreamReader;
 use ramstream_codec::{
     apply_event, xbzrle, zero, Decoder, Encoder, Event, PageAddr, RamImage, StreamBuffer,
 };
+use ramstream_migrate::multifd::{SyncMode, SyncPoints};
 use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
-use crate::addr::{Addr, Listener};
+use crate::addr::{Addr, Duplex, Listener};
+use crate::multifd::incoming::{Conn, Kind};
+use crate::multifd::recording::{channel_path, Tee};
+use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
+use crate::multifd::tap::{ChannelCounts, ChannelTap, MainFacts};
 use crate::policy::check_policy;
-use crate::side_channels::SideChannels;
 use crate::DecodeArgs;
 
 /// `ramstream proxy`'s arguments.
@@ -33,7 +42,8 @@ pub struct ProxyArgs {
     /// The destination QEMU's -incoming address: tcp:HOST:PORT or unix:PATH.
     #[arg(long, value_parser = Addr::parse_socket)]
     pub forward: Addr,
-    /// Record the source's stream to this file.
+    /// Record the source's stream to this file (a multifd migration's channels beside it,
+    /// as `FILE.multifd-<id>`).
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// Forward ramstream's own encoding (ZERO detection, XBZRLE against the pages the
@@ -64,6 +74,20 @@ pub struct ProxyReport {
     pub out_xbzrle: u64,
     pub out_skipped_unchanged: u64,
     pub elapsed_ms: u128,
+    /// A multifd migration's channels (absent without multifd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multifd: Option<MultifdReport>,
+}
+
+/// What the channels of a multifd migration carried through the proxy.
+#[derive(Debug, Default, Serialize)]
+pub struct MultifdReport {
+    /// The main stream's sync points (SPEC.md §14.5).
+    pub sync_points: u64,
+    /// Bytes on all channels.
+    pub bytes: u64,
+    /// Per channel, in the order the source connected them.
+    pub channels: Vec<ChannelCounts>,
 }
 
 /// Re-encodes page records against a mirror of what the destination holds.
@@ -144,6 +168,63 @@ impl Reencoder {
     }
 }
 
+/// The acceptor's counting of the migration's connections: at the main stream's first sync
+/// point the main thread asks it to take in every connection already waiting
+/// ([`Counting::count_now`]); later ones are refused (SPEC.md §14.6).
+#[derive(Default)]
+struct Counting {
+    /// (counts asked for, counts served, whether the connections were counted)
+    state: Mutex<(u64, u64, bool)>,
+    served: std::sync::Condvar,
+}
+
+impl Counting {
+    /// Asks the acceptor to take in every waiting connection, and waits until it has.
+    fn count_now(&self, timeout: Duration) -> bool {
+        let mut s = lock(&self.state);
+        s.0 += 1;
+        let asked = s.0;
+        let deadline = Instant::now() + timeout;
+        while s.1 < asked {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self
+                .served
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s.2 = true;
+        true
+    }
+
+    /// The acceptor found no connection waiting: every count asked for so far is served.
+    fn served(&self) {
+        let mut s = lock(&self.state);
+        if s.1 < s.0 {
+            s.1 = s.0;
+            self.served.notify_all();
+        }
+    }
+
+    /// Whether the connections were counted (a new one is then refused).
+    fn is_closed(&self) -> bool {
+        lock(&self.state).2
+    }
+}
+
+/// A multifd channel being forwarded: its counts as they grow, and its thread.
+struct Forward {
+    counts: Arc<Mutex<ChannelCounts>>,
+    thread: JoinHandle<()>,
+    recorded: Option<PathBuf>,
+}
+
+/// What the acceptor hands the main thread: the main stream and its destination connection.
+type MainPair = Result<(Conn, Box<dyn Duplex>)>;
+
 /// `ramstream proxy`: runs the proxy for one migration.
 pub fn run(a: &ProxyArgs) -> Result<()> {
     let (listen, forward, record, reencode, json, decode) = (
@@ -157,13 +238,32 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let started = Instant::now();
     let listener = Listener::bind(listen)?;
     let listen = listener.bound().clone();
-    let (mut src, peer) = listener.accept()?;
-    eprintln!("connection from {peer}");
-    let extra = SideChannels::watch(listener, src.try_clone_box()?);
-    let dst = forward.connect()?;
+    let stop = Stop::new();
+    let facts = MainFacts::new();
+    let forwards: Arc<Mutex<Vec<Forward>>> = Arc::default();
+    let (main_tx, main_rx) = mpsc::channel::<MainPair>();
+    let counting = Arc::new(Counting::default());
+    {
+        let (stop, facts, forwards, forward) = (
+            Arc::clone(&stop),
+            Arc::clone(&facts),
+            Arc::clone(&forwards),
+            forward.clone(),
+        );
+        let record = record.cloned();
+        let counting = Arc::clone(&counting);
+        std::thread::spawn(move || {
+            accept_all(
+                &listener, &forward, reencode, record, &stop, &facts, &forwards, &counting, main_tx,
+            )
+        });
+    }
+    let (src, dst) = main_rx
+        .recv()
+        .map_err(|_| anyhow!("the proxy's acceptor ended"))??;
     // The return path (destination to source) is forwarded raw, in the background.
     let mut back_from = dst.try_clone_box()?;
-    let mut back_to = src.try_clone_box()?;
+    let mut back_to = src.handle()?;
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut back_from, &mut back_to);
     });
@@ -182,16 +282,28 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let mut re = Reencoder::new();
     let mut out = Vec::with_capacity(1 << 16);
     let mut last_print = Instant::now();
-    let buffer = StreamBuffer::for_limits(&dec.options().limits);
-    let mut input = StreamReader::new(&mut *src, buffer);
-    let mut result = input.decode(&mut dec, |offset, event, raw| {
-        extra.check(offset)?;
+    let mut sync = SyncPoints::new();
+    let limits = dec.options().limits.clone();
+    let mut page_bits = dec.options().default_page_bits;
+    let buffer = StreamBuffer::for_limits(&limits);
+    let mut input = StreamReader::new(src.into_reader(), buffer);
+    let result = input.decode(&mut dec, |offset, event, raw| {
+        if stop.is_stopped() {
+            return Err(anyhow!(StoppedByAnother));
+        }
         check_policy(&event, offset, true)?;
         rep.bytes_in += raw.len() as u64;
         if let Some(r) = rec.as_mut() {
             r.write_all(raw)?;
         }
         match &event {
+            Event::Configuration(c) => {
+                page_bits = c.target_page_bits.unwrap_or(page_bits);
+                if let Some(uuid) = c.uuid {
+                    facts.set_uuid(uuid);
+                }
+            }
+            Event::MemSize(ms) => facts.set_blocks(page_bits, &ms.blocks, &limits),
             Event::SectionStart(_) => rep.ram_sections += 1,
             Event::SectionPart { section_type, .. } => {
                 rep.ram_sections += 1;
@@ -204,6 +316,18 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
             Event::Xbzrle(_) => rep.xbzrle += 1,
             Event::Device(_) => rep.devices += 1,
             _ => {}
+        }
+        if let Some(k) = sync.observe(&event) {
+            // QEMU has connected every channel by its first sync point: take them all in
+            // now, so that the proxy waits for each of them at the end.
+            if k == 1 && !counting.count_now(Duration::from_secs(10)) {
+                bail!("at offset {offset:#x}: the connections waiting at the main stream's first sync point were not taken in within 10 s");
+            }
+            if let Event::MultifdFlush(_) = event {
+                if reencode {
+                    bail!("at offset {offset:#x}: MULTIFD_FLUSH record: --reencode does not re-encode a multifd migration (its pages are on the channels); run the proxy without it");
+                }
+            }
         }
         if reencode {
             out.clear();
@@ -224,32 +348,82 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
             last_print = Instant::now();
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             eprintln!(
-                "proxy: iteration {}, {} ram sections, {} PAGE, {} ZERO, {} XBZRLE, {:.1} MB in, {:.1} MB/s",
+                "proxy: iteration {}, {} ram sections, {} PAGE, {} ZERO, {} XBZRLE, {:.1} MB in, {:.1} MB/s{}",
                 rep.iterations,
                 rep.ram_sections,
                 rep.page,
                 rep.zero,
                 rep.xbzrle,
                 rep.bytes_in as f64 / 1e6,
-                rep.bytes_in as f64 / 1e6 / secs
+                rep.bytes_in as f64 / 1e6 / secs,
+                channel_progress(&forwards)
             );
         }
         Ok(())
     });
-    // The source connection may end (or be shut down by the watcher) before an event shows
-    // the side channel: that channel is the error then, not a short read.
-    if let Err(e) = extra.check(dec.offset()) {
-        result = Err(e);
+    let result = result.and_then(|()| {
+        dst.flush().context("writing to the destination")?;
+        if let Some(r) = rec.as_mut() {
+            r.flush()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        if is_consequence(&e) || stop.is_stopped() {
+            stop.consequence(e);
+        } else {
+            stop.fail(e);
+        }
     }
-    result.with_context(|| {
-        format!(
+    // The channels end when the source closes them, after the main stream.
+    let forwards = std::mem::take(&mut *lock(&forwards));
+    let mut channels = Vec::new();
+    let mut recorded = Vec::new();
+    for f in forwards {
+        let _ = f.thread.join();
+        let counts = lock(&f.counts).clone();
+        recorded.push((counts.id, f.recorded));
+        channels.push(counts);
+    }
+    if !stop.is_stopped() && channels.is_empty() && sync.mode() == Some(SyncMode::PerRound) {
+        stop.fail(anyhow!(
+            "the main stream has MULTIFD_FLUSH records (the source uses capability multifd), but no multifd channel connected"
+        ));
+    }
+    if !stop.is_stopped() && !channels.is_empty() {
+        if let Some(c) = channels.iter().find(|c| c.syncs < sync.count()) {
+            stop.fail(anyhow!(
+                "multifd channel {} sent {} SYNC packet(s); the main stream has {} sync points",
+                c.id.map_or("?".into(), |i| i.to_string()),
+                c.syncs,
+                sync.count()
+            ));
+        }
+    }
+    if let Some(e) = stop.take_error() {
+        for (_, p) in &recorded {
+            if let Some(p) = p {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        return Err(e.context(format!(
             "proxying {listen} to {forward}: stopped after {} bytes in",
             rep.bytes_in
-        )
-    })?;
-    dst.flush()?;
-    if let Some(mut r) = rec {
-        r.flush()?;
+        )));
+    }
+    if let Some(main) = record {
+        for (id, p) in &recorded {
+            if let (Some(id), Some(p)) = (id, p) {
+                std::fs::rename(p, channel_path(main, *id))?;
+            }
+        }
+    }
+    if !channels.is_empty() {
+        rep.multifd = Some(MultifdReport {
+            sync_points: sync.count(),
+            bytes: channels.iter().map(|c| c.bytes).sum(),
+            channels,
+        });
     }
     rep.elapsed_ms = started.elapsed().as_millis();
     if json {
@@ -273,6 +447,189 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
                 String::new()
             }
         );
+        if let Some(m) = &rep.multifd {
+            for c in &m.channels {
+                eprintln!(
+                    "proxy: multifd channel {}: {} bytes, {} packets, {} pages, {} zero pages, {} SYNC (main stream: {} sync points)",
+                    c.id.map_or("?".into(), |i| i.to_string()),
+                    c.bytes,
+                    c.packets,
+                    c.pages,
+                    c.zero_pages,
+                    c.syncs,
+                    m.sync_points
+                );
+            }
+        }
     }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The channels' figures for a progress line.
+fn channel_progress(forwards: &Mutex<Vec<Forward>>) -> String {
+    let f = lock(forwards);
+    if f.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = f
+        .iter()
+        .map(|f| {
+            let c = lock(&f.counts);
+            format!(
+                "{}: {:.1} MB {} pages",
+                c.id.map_or("?".into(), |i| i.to_string()),
+                c.bytes as f64 / 1e6,
+                c.pages + c.zero_pages
+            )
+        })
+        .collect();
+    format!("; multifd channels {}", parts.join(", "))
+}
+
+/// Accepts the source's connections in order and opens one to the destination for each,
+/// before accepting the next (so the destination sees the source's order: QEMU 7.2 takes
+/// the first for the main stream). The main stream goes to the main thread; each channel is
+/// forwarded and decoded on a thread of its own.
+#[allow(clippy::too_many_arguments)]
+fn accept_all(
+    listener: &Listener,
+    forward: &Addr,
+    reencode: bool,
+    record: Option<PathBuf>,
+    stop: &Arc<Stop>,
+    facts: &Arc<MainFacts>,
+    forwards: &Mutex<Vec<Forward>>,
+    counting: &Counting,
+    main_tx: mpsc::Sender<MainPair>,
+) {
+    let mut main_tx = Some(main_tx);
+    let mut index = 0usize;
+    loop {
+        let (src, peer) = match listener.try_accept() {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                // Every connection that was waiting is taken in.
+                counting.served();
+                if stop.is_stopped() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            Err(e) => {
+                stop.fail(e);
+                return;
+            }
+        };
+        eprintln!("connection from {peer}");
+        if counting.is_closed() {
+            stop.fail(anyhow!(
+                "a connection from {peer} after the migration's connections were counted at the main stream's first sync point (QEMU connects every channel before it)"
+            ));
+            return;
+        }
+        let pair = forward.connect().and_then(|dst| {
+            stop.watch(src.try_clone_box()?);
+            stop.watch(dst.try_clone_box()?);
+            let conn = Conn::classify(src, peer.clone(), None)?;
+            Ok((conn, dst))
+        });
+        let (conn, dst) = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                match main_tx.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(e));
+                    }
+                    None => stop.fail(e),
+                }
+                return;
+            }
+        };
+        match conn.kind {
+            Kind::Main => match main_tx.take() {
+                Some(tx) => {
+                    let _ = tx.send(Ok((conn, dst)));
+                }
+                None => stop.fail(anyhow!(
+                    "a second migration stream (QEVM) from {peer} while one is being forwarded"
+                )),
+            },
+            Kind::Channel if reencode => stop.fail(anyhow!(
+                "a multifd channel from {peer}: --reencode does not re-encode a multifd migration (its pages are on the channels); run the proxy without it"
+            )),
+            Kind::Channel => {
+                let counts = Arc::new(Mutex::new(ChannelCounts::default()));
+                let recorded = record.as_ref().map(|f| {
+                    let mut name = f.as_os_str().to_owned();
+                    name.push(format!(".partial-conn{index}"));
+                    PathBuf::from(name)
+                });
+                let (stop, facts, shared, rec) = (
+                    Arc::clone(stop),
+                    Arc::clone(facts),
+                    Arc::clone(&counts),
+                    recorded.clone(),
+                );
+                let thread = std::thread::spawn(move || {
+                    if let Err(e) = forward_channel(conn, dst, rec, &facts, &shared) {
+                        stop.fail(e.context(format!("multifd channel from {peer}")));
+                    }
+                });
+                lock(forwards).push(Forward {
+                    counts,
+                    thread,
+                    recorded,
+                });
+                index += 1;
+            }
+        }
+    }
+}
+
+/// Forwards one channel to `dst` as it arrives, decoding it on the way.
+fn forward_channel(
+    conn: Conn,
+    mut dst: Box<dyn Duplex>,
+    record: Option<PathBuf>,
+    facts: &Arc<MainFacts>,
+    counts: &Mutex<ChannelCounts>,
+) -> Result<()> {
+    let mut back_from = dst.try_clone_box()?;
+    let mut back_to = conn.handle()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut back_from, &mut back_to);
+    });
+    let reader = conn.into_reader();
+    let mut input: Box<dyn Read + Send> = match &record {
+        Some(p) => Box::new(Tee::new(reader, p)?),
+        None => Box::new(reader),
+    };
+    let mut tap = ChannelTap::new(Arc::clone(facts));
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the channel"),
+        };
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])
+            .context("writing the channel to the destination")?;
+        let r = tap.feed(&buf[..n]);
+        *lock(counts) = tap.counts.clone();
+        r?;
+    }
+    dst.flush()?;
+    dst.shutdown_write();
+    let r = tap.finish();
+    *lock(counts) = tap.counts.clone();
+    r?;
     Ok(())
 }

@@ -5,18 +5,25 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ramstream_codec::io::StreamReader;
 use ramstream_codec::{Decoder, Event, StreamBuffer};
-use ramstream_reference_receiver::{receive, KvmDestination, ReceiveOptions, ReceiveReport};
+use ramstream_reference_receiver::{
+    receive, receive_multifd, KvmDestination, ReceiveOptions, ReceiveReport,
+};
 
 use crate::addr::{Addr, Forms, Listener};
 use crate::extract::Collector;
 use crate::guest::check_kvm;
+use crate::multifd::image::SharedImage;
+use crate::multifd::incoming::{accept_main, gather_channels, Conn};
+use crate::multifd::receive::{MultifdReceive, CONNECT_TIMEOUT};
+use crate::multifd::recording::channel_path;
+use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
 use crate::policy::check_policy;
-use crate::side_channels::SideChannels;
 use crate::DecodeArgs;
 
 /// `ramstream receive`'s arguments.
@@ -39,6 +46,13 @@ pub struct ReceiveArgs {
     /// QEMU mode: accept machine types the conformance vectors do not cover.
     #[arg(long, requires = "extract")]
     pub allow_untested_machine: bool,
+    /// The source's multifd-channels (1 to 255). With --extract: wait for exactly N
+    /// channels at the main stream's first sync point; without it, a multifd source is
+    /// recognised by its channels' connections (magic 0x11223344) and its channels are those
+    /// connected by that point (QEMU connects them all before writing it). Into the
+    /// reference guest: accept the main stream and N channels before loading.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..))]
+    pub multifd_channels: Option<u8>,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -57,21 +71,43 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             out,
             a.save_stream.as_ref(),
             a.allow_untested_machine,
+            a.multifd_channels,
             &a.decode,
         ),
-        None => into_guest(&a.listen, a.json, a.buffer_size),
+        None => into_guest(&a.listen, a.json, a.buffer_size, a.multifd_channels),
     }
 }
 
-/// Receives one stream from `listen` into a reference KVM guest, checks it and resumes it.
-fn into_guest(listen: &Addr, json: bool, buffer_size: usize) -> Result<()> {
+/// Receives one stream from `listen` into a reference KVM guest, checks it and resumes it;
+/// with `multifd_channels`, a multifd migration (the main stream and that many channels).
+fn into_guest(
+    listen: &Addr,
+    json: bool,
+    buffer_size: usize,
+    multifd_channels: Option<u8>,
+) -> Result<()> {
     check_kvm()?;
-    let input = listen.open_to_receive()?;
     let opts = ReceiveOptions {
         buffer_size,
         ..Default::default()
     };
-    match receive(input, KvmDestination::new, &opts) {
+    let received = match multifd_channels {
+        None => receive(listen.open_to_receive()?, KvmDestination::new, &opts),
+        Some(n) => {
+            if let Addr::File(_) = listen {
+                bail!(
+                    "--listen {listen}: a multifd migration comes over sockets ({})",
+                    Forms::Socket
+                );
+            }
+            let listener = Listener::bind(listen)?;
+            let (main, early) = accept_main(&listener)?;
+            let channels = gather_channels(&listener, early, Some(n), CONNECT_TIMEOUT)?;
+            let readers = channels.into_iter().map(Conn::into_reader).collect();
+            receive_multifd(main.into_reader(), readers, KvmDestination::new, &opts)
+        }
+    };
+    match received {
         Ok((_dest, report)) => {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -98,12 +134,14 @@ fn into_guest(listen: &Addr, json: bool, buffer_size: usize) -> Result<()> {
     }
 }
 
-/// Receives one QEMU stream on `listen` and extracts it into `out`.
+/// Receives one QEMU migration on `listen` (its main stream and, with capability multifd,
+/// its channels) and extracts it into `out`.
 fn extract(
     listen: &Addr,
     out: &Path,
     save_stream: Option<&PathBuf>,
     allow_untested: bool,
+    multifd_channels: Option<u8>,
     decode: &DecodeArgs,
 ) -> Result<()> {
     if let Addr::File(file) = listen {
@@ -119,11 +157,23 @@ fn extract(
     }
     let listener = Listener::bind(listen)?;
     let listen = listener.bound().clone();
-    let (mut conn, peer) = listener.accept()?;
-    eprintln!("connection from {peer}");
-    let extra = SideChannels::watch(listener, conn.try_clone_box()?);
-    let mut dec = Decoder::new(decode.options());
-    let mut c = Collector::new(dec.page_size());
+    let (main, early) = accept_main(&listener)?;
+    let stop = Stop::new();
+    stop.watch(main.handle()?);
+    let opts = decode.options();
+    let mut page_bits = opts.default_page_bits;
+    let mut dec = Decoder::new(opts.clone());
+    let shared = Arc::new(SharedImage::default());
+    let mut c = Collector::shared(dec.page_size(), Arc::clone(&shared));
+    let mut multifd = MultifdReceive::new(
+        listener,
+        early,
+        multifd_channels,
+        shared,
+        Arc::clone(&stop),
+        save_stream.cloned(),
+        opts.limits.clone(),
+    );
     let partial = save_stream.map(|p| p.with_extension("partial"));
     let mut saver = match &partial {
         Some(p) => Some(BufWriter::new(
@@ -133,10 +183,12 @@ fn extract(
     };
     let mut bytes = 0u64;
     let mut pages = 0u64;
-    let buffer = StreamBuffer::for_limits(&dec.options().limits);
-    let mut input = StreamReader::new(&mut *conn, buffer);
-    let mut result = input.decode(&mut dec, |offset, event, raw| {
-        extra.check(offset)?;
+    let buffer = StreamBuffer::for_limits(&opts.limits);
+    let mut input = StreamReader::new(main.into_reader(), buffer);
+    let result = input.decode(&mut dec, |offset, event, raw| {
+        if stop.is_stopped() {
+            return Err(anyhow!(StoppedByAnother));
+        }
         check_policy(&event, offset, allow_untested)?;
         if let Some(s) = saver.as_mut() {
             s.write_all(raw)?;
@@ -145,14 +197,35 @@ fn extract(
         if matches!(event, Event::Page(_) | Event::Zero(_) | Event::Xbzrle(_)) {
             pages += 1;
         }
+        if let Event::Configuration(cfg) = &event {
+            page_bits = cfg.target_page_bits.unwrap_or(page_bits);
+        }
+        multifd.observe(&event, offset, page_bits)?;
         c.observe(offset, &event)
     });
-    // The main connection may end (or be shut down by the watcher) before an event shows
-    // the extra connection: that connection is the error then, not a short read.
-    if let Err(e) = extra.check(dec.offset()) {
-        result = Err(e);
-    }
     if let Err(e) = result {
+        // A read that failed because another connection stopped the migration is not its
+        // cause.
+        if is_consequence(&e) || stop.is_stopped() {
+            stop.consequence(e);
+        } else {
+            stop.fail(e);
+        }
+    }
+    let joined = multifd.join();
+    let (channels, failed) = match joined {
+        Ok(c) if !stop.is_stopped() => (c, None),
+        Ok(c) => {
+            for (_, recorded) in &c {
+                if let Some(p) = recorded {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            (Vec::new(), stop.take_error())
+        }
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    if let Some(e) = failed {
         if let Some(p) = &partial {
             let _ = std::fs::remove_file(p);
         }
@@ -163,11 +236,38 @@ fn extract(
     if let (Some(mut s), Some(p), Some(final_path)) = (saver, partial, save_stream) {
         s.flush()?;
         std::fs::rename(&p, final_path)?;
+        for (ch, recorded) in &channels {
+            if let Some(r) = recorded {
+                std::fs::rename(r, channel_path(final_path, ch.id))?;
+            }
+        }
     }
+    c.take_shared()?;
     let splits = c.write(out)?;
     crate::extract::report_splits(splits.as_ref());
+    for (ch, _) in &channels {
+        eprintln!(
+            "multifd channel {} from {}: {} bytes, {} packets, {} pages, {} zero pages, {} SYNC",
+            ch.id, ch.from, ch.bytes, ch.packets, ch.pages, ch.zero_pages, ch.syncs
+        );
+    }
+    let channel_bytes: u64 = channels.iter().map(|(ch, _)| ch.bytes).sum();
+    let channel_pages: u64 = channels
+        .iter()
+        .map(|(ch, _)| ch.pages + ch.zero_pages)
+        .sum();
     eprintln!(
-        "received {bytes} bytes ({pages} page records) from {listen}; extracted {} block(s) and {} device section(s) into {}",
+        "received {} bytes ({} page records{}) from {listen}; extracted {} block(s) and {} device section(s) into {}",
+        bytes + channel_bytes,
+        pages,
+        if channels.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " on the main stream, {channel_pages} pages on {} multifd channel(s)",
+                channels.len()
+            )
+        },
         c.image.blocks().len(),
         c.devices.len(),
         out.display()
@@ -196,6 +296,12 @@ pub fn print_report(r: &ReceiveReport) {
         r.digest_ms
     );
     println!("  max buffered        {} bytes", r.max_buffered);
+    for c in &r.channels {
+        println!(
+            "  multifd channel {:<3} {} bytes, {} packets, {} pages, {} zero pages, {} SYNC",
+            c.id, c.bytes, c.packets, c.pages, c.zero_pages, c.syncs
+        );
+    }
     println!(
         "  guest resumed       {} (EOF to running {:.1} ms; self-check took {:.0} ms)",
         r.guest_resumed, r.resume_ms, r.verify_ms

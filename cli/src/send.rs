@@ -1,13 +1,85 @@
-//! `ramstream send`: start a reference KVM guest and live-migrate it to a destination.
+//! `ramstream send`: start a reference KVM guest and live-migrate it to a destination,
+//! over one connection or, with `--multifd-channels N`, QEMU's multifd: the main stream
+//! and N channels (SPEC.md §14).
 
+use std::io::Write;
+use std::num::NonZeroU8;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use ramstream_reference_sender::MigrationReport;
+use ramstream_reference_sender::{MigrationReport, SendOptions};
 
 use crate::addr::Addr;
 use crate::guest::{migrate_guest, start_guest, GuestArgs};
+use crate::multifd::recording::channel_path;
+
+/// A connection (or file) a migration writes.
+pub type Writer = Box<dyn Write + Send>;
+
+/// The option `--multifd-channels N` of `send` and `demo`: QEMU's capability `multifd`
+/// with `multifd-channels` N.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct MultifdArgs {
+    /// Send RAM over N multifd channels (1 to 8) beside the main stream, as QEMU 9.2 to
+    /// 11.1 with capability multifd do: N+1 connections to a tcp: or unix: address (the
+    /// main stream first), or for file:F a multi-file recording (F, and F.multifd-0 to
+    /// F.multifd-(N-1) for the channels). The balloon map is off with it (ballooned pages go
+    /// as zero pages).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub multifd_channels: Option<u8>,
+}
+
+impl MultifdArgs {
+    /// `opts` with these channels.
+    pub fn apply(&self, opts: SendOptions) -> SendOptions {
+        SendOptions {
+            multifd_channels: self.multifd_channels.and_then(NonZeroU8::new),
+            ..opts
+        }
+    }
+}
+
+/// The connections of a migration to `to`: the main stream's and, with multifd, the
+/// channels', in QEMU's order (the main stream, then channels 0 to N-1, each to the same
+/// address: `socket_send_channel_create()`). For `file:F`, the recording's files: `F` and
+/// `F.multifd-<id>` (SPEC.md §14.9); channel files of an earlier recording at `F` that
+/// this one does not write are removed, so that a reader never mixes two recordings.
+pub fn open_connections(
+    to: &Addr,
+    channels: Option<NonZeroU8>,
+) -> Result<(Writer, Option<Vec<Writer>>)> {
+    let n = channels.map_or(0, NonZeroU8::get);
+    if let Addr::File(f) = to {
+        for id in n..=u8::MAX {
+            let stale = channel_path(f, id);
+            if std::fs::remove_file(&stale).is_err() {
+                break;
+            }
+        }
+    }
+    let main = to.open_to_send()?;
+    let Some(channels) = channels else {
+        return Ok((main, None));
+    };
+    let channels = (0..channels.get())
+        .map(|id| -> Result<Writer> {
+            match to {
+                Addr::File(f) => {
+                    let p = channel_path(f, id);
+                    let file = std::fs::File::create(&p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
+                    Ok(Box::new(file))
+                }
+                _ => Ok(Box::new(
+                    to.connect()
+                        .with_context(|| format!("multifd channel {id}"))?,
+                )),
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok((main, Some(channels)))
+}
 
 /// `ramstream send`'s arguments.
 #[derive(Args, Debug)]
@@ -17,6 +89,8 @@ pub struct SendArgs {
     pub to: Addr,
     #[command(flatten)]
     pub guest: GuestArgs,
+    #[command(flatten)]
+    pub multifd: MultifdArgs,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +140,21 @@ pub fn print_report(r: &MigrationReport) {
             it.iteration, it.pages, it.bytes, it.duration_ms, it.dirty_after, it.expected_downtime_ms
         );
     }
+    if let Some(m) = &r.multifd {
+        println!(
+            "  multifd             {} channels, uuid {}, {} sync points, {:.1} MiB on the channels",
+            m.channels,
+            m.uuid,
+            m.sync_points,
+            mib(r.ram.multifd_bytes)
+        );
+        for c in &m.per_channel {
+            println!(
+                "    channel {}: {:>6} packets ({} SYNC) {:>10} bytes, {} normal pages, {} zero pages",
+                c.id, c.packets, c.syncs, c.bytes, c.normal, c.zero
+            );
+        }
+    }
     if let Some(x) = &r.xbzrle_cache {
         println!(
             "  xbzrle-cache        size {} MiB  pages {}  bytes {}  cache-miss {}  overflow {}  cache-miss-rate {:.3}  encoding-rate {:.1}",
@@ -82,9 +171,15 @@ pub fn print_report(r: &MigrationReport) {
 
 /// `ramstream send`.
 pub fn run(args: &SendArgs) -> Result<()> {
-    let SendArgs { to, guest: a, json } = args;
+    let SendArgs {
+        to,
+        guest: a,
+        multifd,
+        json,
+    } = args;
+    let opts = multifd.apply(a.send_options());
     let vm = start_guest(a)?;
-    let (mut src, r) = migrate_guest(vm, to, &a.send_options(), false);
+    let (mut src, r) = migrate_guest(vm, to, &opts, false);
     match r {
         Ok(report) => {
             if *json {

@@ -7,7 +7,7 @@
 
 mod balloon_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use balloon_support as bs;
 use ramstream_codec::balloon::{BalloonMap, BalloonMapKind, BalloonRecord, KolheBalloon, PageRun};
@@ -72,6 +72,14 @@ fn manifest(v: &Vector, bytes: &[u8]) -> serde_json::Value {
 
 #[test]
 fn golden_vectors_match_their_builders() {
+    // The published crate is unpacked without the workspace beside it: the stored files are
+    // not there (the other tests still check the builders' streams). In the workspace the
+    // test always runs, and fails if a file is missing.
+    let workspace_vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-vectors");
+    if !workspace_vectors.join("Cargo.toml").exists() {
+        eprintln!("skipped: no conformance-vectors crate beside this one (a packaged crate)");
+        return;
+    }
     let write = std::env::var_os("RAMSTREAM_WRITE_BALLOON_VECTORS").is_some();
     for v in &VECTORS {
         let bytes = (v.build)();
@@ -276,9 +284,14 @@ fn kolhe_vector_decodes_to_its_records() {
     assert_eq!(summary.balloon.ballooned_pages["pc.ram"], 7);
     assert_eq!(summary.balloon.ballooned_pages["/rom@etc/acpi/tables"], 2);
     assert_eq!(summary.balloon.dialect.as_deref(), Some("kolhe-2016"));
-    let json = serde_json::to_value(&summary).unwrap();
-    assert_eq!(json["balloon"]["records"].as_array().unwrap().len(), 2);
-    assert_eq!(json["balloon"]["ballooned_pages"]["pc.ram"], 7);
+    // The JSON form needs the `serde` feature (on in the workspace through test-support; a
+    // packaged crate tested without features skips it).
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["balloon"]["records"].as_array().unwrap().len(), 2);
+        assert_eq!(json["balloon"]["ballooned_pages"]["pc.ram"], 7);
+    }
 }
 
 #[test]

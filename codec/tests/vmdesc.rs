@@ -1,5 +1,9 @@
 //! Tests of the vmdesc layer over recordings of real QEMU 7.2.22 (see
 //! `data/vmdesc/README.md`) and hand-made negative cases.
+//!
+//! The decoded values are compared as JSON, which needs the `serde` feature: on in the
+//! workspace (through test-support); a packaged crate runs these with `--features serde`.
+#![cfg(feature = "serde")]
 
 use ramstream_codec::vmdesc::{
     decode_device, decode_device_prefix, decode_vmsd, trailer_json, DeviceDescription,

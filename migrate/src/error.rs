@@ -236,6 +236,17 @@ pub enum ErrorKind {
         /// What was wrong.
         kind: Box<ErrorKind>,
     },
+    /// A source was asked for multifd together with an option it cannot go with
+    /// ([`SourceOptions::multifd`](crate::SourceOptions::multifd)): `xbzrle` (QEMU 8.2+
+    /// refuses the pair, `migrate_caps_check()` in `migration/options.c`: "Multifd is not
+    /// compatible with xbzrle"), or the balloon extension (its records and MULTIFD_FLUSH
+    /// share flag 0x200, SPEC.md §9.1).
+    MultifdIncompatible {
+        /// The other option, by its QEMU or ramstream name.
+        with: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// A source method was called in a phase where it has no meaning (e.g.
     /// `handle_stopped` before [`Transmit::StopGuest`](crate::Transmit::StopGuest)).
     UnexpectedCall {
@@ -302,6 +313,12 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Extension(e) => write!(f, "extension section: {e}"),
             ErrorKind::Multifd(e) => write!(f, "{e}"),
             ErrorKind::Channel { channel, kind } => write!(f, "multifd channel {channel}: {kind}"),
+            ErrorKind::MultifdIncompatible { with, reason } => {
+                write!(
+                    f,
+                    "capability multifd is not compatible with {with}: {reason}"
+                )
+            }
             ErrorKind::UnexpectedCall { call, phase } => {
                 write!(f, "{call} has no meaning in phase {phase}")
             }

@@ -69,8 +69,8 @@
 //!     }
 //! }
 //!
-//! # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../conformance-vectors/vectors/idle-noos");
-//! # let compressed = std::fs::read(format!("{dir}/stream.bin.zst")).unwrap();
+//! # // QEMU 7.2's `idle-noos` golden vector (packaged with the crate).
+//! # let compressed = include_bytes!("testdata/idle-noos.bin.zst");
 //! let stream: Vec<u8> = zstd::decode_all(&compressed[..]).unwrap();
 //! let mut loader = Loader::without_ram(LoaderOptions::default());
 //! let (mut pos, mut devices) = (0, 0);
@@ -155,3 +155,4 @@ pub use source::{
     BalloonSource, DeviceStateSource, DirtyPageSource, Phase, RoundStats, SendStats, Source,
     SourceOptions, SourceProgress, Transmit,
 };
+pub use source::{ChannelSender, ChannelStats, MultifdSendOptions, PacketJob, PacketSent};

@@ -18,6 +18,15 @@ pub enum RecvErrorKind {
     /// Reading failed.
     #[error("connection: {0}")]
     Io(#[from] io::Error),
+    /// Reading a multifd channel failed.
+    #[error("multifd channel {}: connection: {source}", channel.map_or("?".to_string(), |c| c.to_string()))]
+    ChannelIo {
+        /// The channel id, once its initial packet was read.
+        channel: Option<u8>,
+        /// The reader's error.
+        #[source]
+        source: io::Error,
+    },
     /// The loader refused the stream: malformed (the codec's kind, in
     /// [`ramstream_migrate::ErrorKind::Stream`]), another target page size, a MEM_SIZE that
     /// changes the first, a page record for a ballooned page, a bad balloon record, or guest

@@ -65,4 +65,41 @@ pub struct ReceiveReport {
     pub verification: Verification,
     /// Largest number of bytes buffered at once.
     pub max_buffered: usize,
+    /// multifd sync points of the main stream (SPEC.md §14.5); 0 without multifd.
+    #[serde(default)]
+    pub sync_points: u64,
+    /// The multifd channels, by id ([`receive_multifd`](crate::receive_multifd)); empty
+    /// without multifd.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelReport>,
+}
+
+/// What one multifd channel carried (SPEC.md §14).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelReport {
+    /// The channel id of its initial packet.
+    pub id: u8,
+    /// Bytes received on it.
+    pub bytes: u64,
+    /// Packets, SYNC packets included.
+    pub packets: u64,
+    /// Normal pages written.
+    pub pages: u64,
+    /// Zero pages.
+    pub zero_pages: u64,
+    /// SYNC packets.
+    pub syncs: u64,
+}
+
+impl ChannelReport {
+    pub(crate) fn of(id: u8, s: &ramstream_migrate::multifd::ChannelLoadStats) -> Self {
+        ChannelReport {
+            id,
+            bytes: s.bytes,
+            packets: s.packets,
+            pages: s.pages,
+            zero_pages: s.zero_pages,
+            syncs: s.syncs,
+        }
+    }
 }

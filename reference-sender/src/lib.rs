@@ -31,18 +31,26 @@
 //! one implementation of those wire formats; the digests (SPEC.md §13) are hashed by
 //! [`GuestSource::block_digests`] (in parallel for the KVM guest) and sent by the engine.
 //!
+//! With [`SendOptions::multifd_channels`], [`migrate_multifd`] sends as QEMU 9.2 to 11.1 do
+//! with capability `multifd` (SPEC.md §14): the main stream carries the framing, the
+//! MULTIFD_FLUSH records and the device state, and each of N channels (a connection of its
+//! own) is written by a thread of its own that reads its packets' pages through the guest's
+//! [`PageReader`] and writes them with `write_vectored` ([`multifd`]).
+//!
 //! If anything fails, the source guest runs again (if it was running) and the
 //! [`SendError`] names the phase and the bytes sent.
 
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod multifd;
 pub mod precopy;
 pub mod source;
 pub mod stats;
 
 pub use error::{GuestError, Phase, SendError, SendErrorKind};
+pub use multifd::migrate_multifd;
 pub use precopy::{migrate, Progress, SendOptions};
 pub use ramstream_codec::cache::XbzrleCacheStats;
-pub use source::{GuestSource, KvmSource, StateBlobs};
-pub use stats::{IterationReport, MigrationReport, RamStats};
+pub use source::{GuestSource, KvmSource, PageReader, StateBlobs};
+pub use stats::{ChannelReport, IterationReport, MigrationReport, MultifdReport, RamStats};

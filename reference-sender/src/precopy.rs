@@ -3,19 +3,23 @@
 //! transport, sleeps when the bandwidth limit says so, and pauses or resumes the guest.
 
 use std::io::{self, IoSlice, Write};
+use std::num::NonZeroU8;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ramstream_codec::extension::state::encode_state_body;
 use ramstream_codec::{PageAddr, Vectored};
 use ramstream_migrate::{
-    GuestRam, OwnedDeviceBlob, RamBlockLayout, SendStats, Source, SourceOptions, Transmit,
+    GuestRam, MultifdSendOptions, OwnedDeviceBlob, RamBlockLayout, SendStats, Source,
+    SourceOptions, Transmit,
 };
 use ramstream_spec::extension::reference;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
 use crate::error::{GuestError, Phase, SendError, SendErrorKind};
+use crate::multifd::{random_uuid, Channels, SharedPages};
 use crate::source::{GuestSource, StateBlobs};
-use crate::stats::{IterationReport, MigrationReport, RamStats};
+use crate::stats::{ChannelReport, IterationReport, MigrationReport, MultifdReport, RamStats};
 
 /// How to migrate.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +35,15 @@ pub struct SendOptions {
     /// Stop the guest after this many dirty iterations even if not converged.
     pub max_iterations: u32,
     /// Skip ballooned pages without reading them (false: read and send them like any
-    /// other page, the behaviour of a sender without the balloon map).
+    /// other page, the behaviour of a sender without the balloon map). Not with multifd,
+    /// whose MULTIFD_FLUSH records take the balloon records' flag 0x200 (SPEC.md §9.1):
+    /// ballooned pages then go as zero pages.
     pub skip_ballooned: bool,
+    /// QEMU's capability `multifd` with this many channels (`multifd-channels`): RAM
+    /// pages go on that many connections beside the main stream, written like QEMU 9.2 to
+    /// 11.1 (SPEC.md §14), with [`migrate_multifd`](crate::migrate_multifd). Not with
+    /// XBZRLE (QEMU 8.2+ refuses the pair).
+    pub multifd_channels: Option<NonZeroU8>,
 }
 
 impl Default for SendOptions {
@@ -44,13 +55,15 @@ impl Default for SendOptions {
             downtime_limit: Duration::from_millis(300),
             max_iterations: 30,
             skip_ballooned: true,
+            multifd_channels: None,
         }
     }
 }
 
 impl SendOptions {
     /// The engine's options: the reference machine's type, the balloon and digest
-    /// extensions (SPEC.md §9, §13.6).
+    /// extensions (SPEC.md §9, §13.6), multifd (with an all-zero uuid, which
+    /// [`migrate_multifd`](crate::migrate_multifd) replaces with a random one).
     pub fn source_options(&self) -> SourceOptions {
         SourceOptions {
             machine_type: reference::MACHINE_TYPE.to_string(),
@@ -59,8 +72,12 @@ impl SendOptions {
             max_bandwidth: self.max_bandwidth,
             downtime_limit: self.downtime_limit,
             max_iterations: self.max_iterations,
-            balloon: self.skip_ballooned,
+            balloon: self.skip_ballooned && self.multifd_channels.is_none(),
             digest: true,
+            multifd: self.multifd_channels.map(|channels| MultifdSendOptions {
+                channels,
+                uuid: [0; 16],
+            }),
         }
     }
 }
@@ -102,14 +119,18 @@ impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
     }
 }
 
-/// The transport, counting every byte it accepted.
-struct Transport<W> {
-    inner: W,
-    written: u64,
+/// A transport, counting every byte it accepted.
+pub(crate) struct Transport<W> {
+    pub(crate) inner: W,
+    pub(crate) written: u64,
 }
 
 impl<W: Write> Transport<W> {
-    fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    pub(crate) fn new(inner: W) -> Self {
+        Transport { inner, written: 0 }
+    }
+
+    pub(crate) fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
             match self.inner.write_vectored(slices) {
@@ -130,10 +151,24 @@ impl<W: Write> Transport<W> {
 ///
 /// On success the guest is left paused (QEMU's `postmigrate`), dirty logging off. On any
 /// failure the guest runs again if it was running when called, dirty logging is off, and the
-/// error says which phase failed after how many bytes.
+/// error says which phase failed after how many bytes. With
+/// [`SendOptions::multifd_channels`] it refuses: multifd needs its channels' connections
+/// ([`migrate_multifd`](crate::migrate_multifd)).
 pub fn migrate<G: GuestSource, W: Write>(
     guest: &mut G,
     out: W,
+    opts: &SendOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<MigrationReport, SendError> {
+    drive::<G, W, io::Sink>(guest, out, None, opts, progress)
+}
+
+/// [`migrate`] over a main stream and, with [`SendOptions::multifd_channels`], one writer
+/// per channel (the shell of [`migrate_multifd`](crate::migrate_multifd)).
+pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
+    guest: &mut G,
+    out: W,
+    channels: Option<Vec<C>>,
     opts: &SendOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<MigrationReport, SendError> {
@@ -144,24 +179,59 @@ pub fn migrate<G: GuestSource, W: Write>(
         .iter()
         .map(|r| RamBlockLayout::new(r.name.clone(), r.size))
         .collect();
-    let mut source = match Source::new(&blocks, opts.source_options()) {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(SendError {
-                phase: Phase::Setup,
-                iteration: 0,
-                bytes_sent: 0,
-                guest_running: was_running,
-                kind: SendErrorKind::Config(e.kind.to_string()),
-            })
+    let refuse = |kind: SendErrorKind| SendError {
+        phase: Phase::Setup,
+        iteration: 0,
+        bytes_sent: 0,
+        guest_running: was_running,
+        kind,
+    };
+    let mut source_opts = opts.source_options();
+    let shared = match (&mut source_opts.multifd, &channels) {
+        (None, None) => None,
+        (Some(m), Some(c)) if c.len() == usize::from(m.channels.get()) => {
+            m.uuid = random_uuid();
+            let reader = guest.page_reader().ok_or_else(|| {
+                refuse(SendErrorKind::Config(
+                    "multifd: this guest offers no page reader for the channel threads \
+                     (GuestSource::page_reader)"
+                        .into(),
+                ))
+            })?;
+            Some(SharedPages::new(reader, blocks.clone()))
+        }
+        (m, c) => {
+            return Err(refuse(SendErrorKind::Config(format!(
+                "multifd: {} channels asked for, {} connections given{}",
+                m.map_or(0, |m| m.channels.get()),
+                c.as_ref().map_or(0, Vec::len),
+                if c.is_none() {
+                    " (multifd needs one connection per channel: migrate_multifd)"
+                } else {
+                    ""
+                }
+            ))))
         }
     };
-    let mut out = Transport {
-        inner: out,
-        written: 0,
-    };
+    let mut source = Source::new(&blocks, source_opts)
+        .map_err(|e| refuse(SendErrorKind::Config(e.kind.to_string())))?;
+    let mut out = Transport::new(out);
     let mut times = Times::default();
-    match run(guest, &blocks, &mut source, &mut out, progress, &mut times) {
+    let channel_bytes = AtomicU64::new(0);
+    let mut drive_loop = |source: &mut Source, ch: Option<&mut Channels<'_>>, times: &mut Times| {
+        run(guest, &blocks, source, &mut out, ch, progress, times)
+    };
+    let result = match (shared, channels) {
+        (Some(shared), Some(writers)) => std::thread::scope(|scope| {
+            let senders = source.channel_senders();
+            let mut ch = Channels::start(scope, senders, writers, &shared, &channel_bytes);
+            let r = drive_loop(&mut source, Some(&mut ch), &mut times);
+            let end = ch.finish(&mut source, r.is_ok());
+            r.and(end)
+        }),
+        _ => drive_loop(&mut source, None, &mut times),
+    };
+    match result {
         Ok(()) => Ok(report(&source, &times)),
         Err(kind) => {
             let _ = guest.stop_dirty_log();
@@ -171,7 +241,7 @@ pub fn migrate<G: GuestSource, W: Write>(
             Err(SendError {
                 phase: source.phase().into(),
                 iteration: source.iteration(),
-                bytes_sent: out.written,
+                bytes_sent: out.written + channel_bytes.load(Ordering::Relaxed),
                 guest_running: guest.is_running(),
                 kind,
             })
@@ -187,19 +257,34 @@ struct Times {
     digest: Duration,
 }
 
-/// The loop: poll the engine, do what it says.
+/// The loop: poll the engine, do what it says; with multifd, hand the channels their
+/// packets and take their reports.
 fn run<G: GuestSource, W: Write>(
     guest: &mut G,
     blocks: &[RamBlockLayout],
     source: &mut Source,
     out: &mut Transport<W>,
+    mut channels: Option<&mut Channels<'_>>,
     progress: &mut dyn FnMut(&Progress),
     times: &mut Times,
 ) -> Result<(), SendErrorKind> {
     let t0 = Instant::now();
     let mut paused_at = None;
     update_balloon(guest, source)?;
+    let mut report_progress = |source: &Source, written: u64| {
+        let p = source.progress();
+        progress(&Progress {
+            phase: p.phase.into(),
+            iteration: p.iteration,
+            transferred: written + source.stats().multifd_bytes,
+            round_done: p.round_done,
+            round_total: p.round_total,
+        });
+    };
     loop {
+        if let Some(ch) = channels.as_deref_mut() {
+            ch.take_reports(source)?;
+        }
         let now = Instant::now();
         let ram = GuestPages {
             guest: &*guest,
@@ -211,14 +296,7 @@ fn run<G: GuestSource, W: Write>(
                 out.write_all_vectored(&mut v.io_slices())?;
                 drop(v);
                 source.handle_sent(bytes);
-                let p = source.progress();
-                progress(&Progress {
-                    phase: p.phase.into(),
-                    iteration: p.iteration,
-                    transferred: out.written,
-                    round_done: p.round_done,
-                    round_total: p.round_total,
-                });
+                report_progress(source, out.written);
             }
             Transmit::Wait(until) => std::thread::sleep(until.saturating_duration_since(now)),
             Transmit::SyncDirty => {
@@ -240,6 +318,16 @@ fn run<G: GuestSource, W: Write>(
                 times.digest = td.elapsed();
                 source.handle_stopped(Instant::now(), &mut devices)?;
                 source.handle_digests(digests)?;
+            }
+            Transmit::Packets | Transmit::WaitChannels => {
+                let Some(ch) = channels.as_deref_mut() else {
+                    return Err(SendErrorKind::Config(
+                        "the engine asked for multifd channels, and there are none".into(),
+                    ));
+                };
+                drop(v);
+                ch.serve(source)?;
+                report_progress(source, out.written);
             }
             Transmit::Done => break,
             _ => {}
@@ -316,6 +404,7 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
             ballooned_skipped: s.ballooned_skipped,
             balloon_records: s.balloon_records,
             pages_visited: s.pages_visited,
+            multifd_bytes: s.multifd_bytes,
         },
         xbzrle_cache: source.xbzrle_stats(),
         rounds: s
@@ -339,5 +428,33 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
                     .collect()
             })
             .unwrap_or_default(),
+        multifd: source.options().multifd.map(|m| MultifdReport {
+            channels: m.channels.get(),
+            uuid: uuid_string(&m.uuid),
+            sync_points: s.multifd_syncs,
+            per_channel: (s.channels.iter().zip(0..))
+                .map(|(c, id)| ChannelReport {
+                    id,
+                    packets: c.packets,
+                    syncs: c.syncs,
+                    bytes: c.bytes,
+                    normal: c.normal,
+                    zero: c.zero,
+                })
+                .collect(),
+        }),
     }
+}
+
+/// A uuid as `8-4-4-4-12` lowercase hex.
+fn uuid_string(u: &[u8; 16]) -> String {
+    let h = hex::encode(u);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

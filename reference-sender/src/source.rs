@@ -66,6 +66,13 @@ pub trait GuestSource {
     /// The device state. The guest must be paused.
     fn state_blobs(&mut self) -> Result<StateBlobs, GuestError>;
 
+    /// A reader of the guest's pages that other threads may use while this guest is driven
+    /// here (the multifd channel writers of [`migrate_multifd`](crate::migrate_multifd)):
+    /// `None`, the default, for a guest that has none, and multifd is refused for it.
+    fn page_reader(&self) -> Option<Arc<dyn PageReader>> {
+        None
+    }
+
     /// The sha256-sparse digest of every block ([`digest_block`]), ballooned pages counted
     /// as zero without being read (SPEC.md §13.2). The guest must be paused.
     fn block_digests(&self) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, GuestError> {
@@ -80,6 +87,20 @@ pub trait GuestSource {
                 })
             })
             .collect()
+    }
+}
+
+/// Pages of a guest's memory, readable from any thread while the guest runs (a copy of a
+/// page being written may be torn, which the dirty log repairs: the page is sent again).
+pub trait PageReader: Send + Sync {
+    /// Copies the page at `addr` into `dst` (one target page at a page-aligned offset).
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError>;
+}
+
+/// The reference VMM's guest memory, shared with its vCPU.
+impl PageReader for GuestMemory {
+    fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
+        Ok(GuestMemory::read_page(self, addr, dst)?)
     }
 }
 
@@ -140,6 +161,10 @@ impl GuestSource for KvmSource {
 
     fn ballooned_runs(&self) -> Vec<Vec<PageRun>> {
         self.vm.balloon_runs()
+    }
+
+    fn page_reader(&self) -> Option<Arc<dyn PageReader>> {
+        Some(self.memory())
     }
 
     fn pause(&mut self) -> Result<(), GuestError> {

@@ -36,6 +36,8 @@ pub struct RamStats {
     /// Pages read from guest memory and looked at.
     #[serde(rename = "pages_visited")]
     pub pages_visited: u64,
+    /// Bytes sent on the multifd channels (included in `transferred`; 0 without multifd).
+    pub multifd_bytes: u64,
 }
 
 /// One send round: the bulk stage (iteration 0) or a dirty iteration.
@@ -83,4 +85,37 @@ pub struct MigrationReport {
     pub rounds: Vec<IterationReport>,
     /// The digests sent, `idstr → hex sha256`.
     pub digests: Vec<(String, String)>,
+    /// The multifd channels' figures, with multifd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multifd: Option<MultifdReport>,
+}
+
+/// A multifd migration's channels (SPEC.md §14).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MultifdReport {
+    /// The channels (QEMU `multifd-channels`).
+    pub channels: u8,
+    /// The uuid in every channel's initial packet, as `8-4-4-4-12` hex.
+    pub uuid: String,
+    /// Sync points: a SYNC packet on every channel and a MULTIFD_FLUSH record each.
+    pub sync_points: u64,
+    /// Each channel, by id.
+    pub per_channel: Vec<ChannelReport>,
+}
+
+/// One multifd channel's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChannelReport {
+    /// The channel id.
+    pub id: u8,
+    /// Packets sent: RAM packets and SYNC packets (not the initial packet).
+    pub packets: u64,
+    /// SYNC packets among them.
+    pub syncs: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Normal pages (contents on the wire).
+    pub normal: u64,
+    /// Zero pages (only their offsets on the wire).
+    pub zero: u64,
 }

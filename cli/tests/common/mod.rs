@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};

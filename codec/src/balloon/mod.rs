@@ -44,7 +44,8 @@
 //! use ramstream_codec::{decode_all, DecoderOptions, Event};
 //! use ramstream_spec::Dialect;
 //!
-//! let stream = include_bytes!("../../../conformance-vectors/vectors/balloon-v1/stream.bin");
+//! // conformance-vectors/vectors/balloon-v1, shipped with the crate.
+//! let stream = include_bytes!("../testdata/balloon-v1.bin");
 //! let opts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
 //! let events = decode_all(stream, opts).unwrap();
 //! let mut map = BalloonMap::default();

@@ -119,6 +119,51 @@ pub struct Loader<R> {
     poisoned: bool,
 }
 
+impl<R> Loader<R> {
+    /// The same loader over another handle on the same guest memory, e.g. the guest itself
+    /// from the `Arc` its multifd channel threads shared once they have ended (`f` gives the
+    /// memory the loader wrote through, in the same block numbering).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use ramstream_migrate::{GuestRam, PageAddr, RamBlockLayout};
+    /// # struct NoRam(Vec<RamBlockLayout>);
+    /// # impl GuestRam for NoRam {
+    /// #     type Error = std::io::Error;
+    /// #     fn layout(&self) -> &[RamBlockLayout] { &self.0 }
+    /// #     fn read_page(&self, _: PageAddr, _: &mut [u8]) -> std::io::Result<()> { Ok(()) }
+    /// #     fn write_page(&self, _: PageAddr, _: &[u8]) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// use ramstream_migrate::{Loader, LoaderOptions};
+    /// let shared = Loader::new(Arc::new(NoRam(vec![])), LoaderOptions::default());
+    /// let owned: Loader<NoRam> = shared.map_ram(|ram| Arc::into_inner(ram).unwrap());
+    /// assert!(owned.ram().is_some());
+    /// ```
+    pub fn map_ram<S>(self, f: impl FnOnce(R) -> S) -> Loader<S> {
+        Loader {
+            opts: self.opts,
+            decoder: self.decoder,
+            ram: self.ram.map(f),
+            stream_blocks: self.stream_blocks,
+            mem_size_offset: self.mem_size_offset,
+            to_guest: self.to_guest,
+            written: self.written,
+            balloon: self.balloon,
+            multifd: self.multifd,
+            sync_points: self.sync_points,
+            held_sync: self.held_sync,
+            scratch: self.scratch,
+            stats: self.stats,
+            event_offset: self.event_offset,
+            digest: self.digest,
+            digest_report: self.digest_report,
+            awaiting_ram: self.awaiting_ram,
+            eof: self.eof,
+            poisoned: self.poisoned,
+        }
+    }
+}
+
 impl<R: GuestRam> Loader<R> {
     /// A loader into `ram`, which exists before the stream does (as a QEMU destination's).
     pub fn new(ram: R, opts: LoaderOptions) -> Self {
@@ -269,7 +314,10 @@ impl<R: GuestRam> Loader<R> {
     pub fn release_sync(&mut self) -> Result<(), Error> {
         let at = self.decoder.offset();
         let (Some(session), Some(k)) = (&self.multifd, self.held_sync) else {
-            return Err(Error::new(at, ErrorKind::Multifd(MultifdError::NoSyncPending)));
+            return Err(Error::new(
+                at,
+                ErrorKind::Multifd(MultifdError::NoSyncPending),
+            ));
         };
         session
             .release(k)

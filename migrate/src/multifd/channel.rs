@@ -45,7 +45,7 @@ pub struct ChannelProgress {
 /// Counters of one channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ChannelStats {
+pub struct ChannelLoadStats {
     /// Bytes decoded, the initial packet included.
     pub bytes: u64,
     /// Packets (SYNC packets included).
@@ -99,8 +99,15 @@ pub struct ChannelLoader {
     past_last: bool,
     finished: bool,
     poisoned: bool,
-    stats: ChannelStats,
+    stats: ChannelLoadStats,
     scratch: Vec<u8>,
+}
+
+impl MultifdSession {
+    /// A loader for one more channel of this migration.
+    pub fn channel_loader(&self) -> ChannelLoader {
+        ChannelLoader::new(self.clone())
+    }
 }
 
 impl ChannelLoader {
@@ -114,7 +121,7 @@ impl ChannelLoader {
             past_last: false,
             finished: false,
             poisoned: false,
-            stats: ChannelStats::default(),
+            stats: ChannelLoadStats::default(),
             scratch: Vec::new(),
         }
     }
@@ -135,7 +142,7 @@ impl ChannelLoader {
     }
 
     /// What the channel did so far.
-    pub fn stats(&self) -> &ChannelStats {
+    pub fn stats(&self) -> &ChannelLoadStats {
         &self.stats
     }
 
@@ -377,7 +384,11 @@ impl ChannelLoader {
 /// Where a channel's page (stream numbering) lands in guest memory.
 fn guest(bound: &Bound, addr: PageAddr) -> PageAddr {
     PageAddr {
-        block: bound.to_guest.get(addr.block).copied().unwrap_or(usize::MAX),
+        block: bound
+            .to_guest
+            .get(addr.block)
+            .copied()
+            .unwrap_or(usize::MAX),
         offset: addr.offset,
     }
 }

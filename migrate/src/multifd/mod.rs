@@ -132,7 +132,7 @@ mod sync_points;
 #[cfg(feature = "io")]
 mod wait;
 
-pub use channel::{ChannelLoadEvent, ChannelLoader, ChannelProgress, ChannelStats};
+pub use channel::{ChannelLoadEvent, ChannelLoadStats, ChannelLoader, ChannelProgress};
 pub use error::MultifdError;
 pub(crate) use session::Bound;
 pub use session::MultifdSession;

@@ -8,7 +8,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use ramstream_codec::multifd::{BlockTable, ChannelSet, InitPacket};
 use ramstream_codec::{Limits, RamBlock};
 
-use super::channel::ChannelLoader;
 use super::error::MultifdError;
 use crate::loader::{WrittenPages, ZeroPages};
 
@@ -75,7 +74,7 @@ struct Shared {
 ///
 /// - the block table, bound once from the main stream's MEM_SIZE record
 ///   ([`Loader`](crate::Loader) does it; a tool reading a recording calls
-///   [`MultifdSession::bind_blocks`]); until then a [`ChannelLoader`] decodes nothing;
+///   [`MultifdSession::bind_blocks`]); until then a [`ChannelLoader`](super::ChannelLoader) decodes nothing;
 /// - admission: every channel's initial packet goes through one
 ///   [`ChannelSet`] (the main stream's `configuration/uuid`, or the first channel's; each id
 ///   once; ids below the number of channels);
@@ -122,21 +121,13 @@ impl MultifdSession {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wakes every waiter (`io` feature) after a change. Called without the lock held.
     fn notify(&self) {
         self.state().generation += 1;
         self.shared.changed.notify_all();
-    }
-
-    /// A loader for one more channel of this migration.
-    pub fn channel_loader(&self) -> ChannelLoader {
-        ChannelLoader::new(self.clone())
     }
 
     /// Binds the block table for a tool that writes pages where the stream numbers them
@@ -381,7 +372,12 @@ impl MultifdSession {
 
     /// Channel `id` ended cleanly after `syncs` SYNC packets, with `pending` pages after the
     /// last one.
-    pub(crate) fn channel_ended(&self, id: u8, syncs: u64, pending: u64) -> Result<(), MultifdError> {
+    pub(crate) fn channel_ended(
+        &self,
+        id: u8,
+        syncs: u64,
+        pending: u64,
+    ) -> Result<(), MultifdError> {
         let mut s = self.state();
         let (reached, last) = (s.reached, s.last);
         if let Some(c) = s.admitted.get_mut(&id) {

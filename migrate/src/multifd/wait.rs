@@ -137,7 +137,8 @@ impl ChannelLoader {
         mut on_event: impl FnMut(&ChannelLoader, ChannelLoadEvent),
     ) -> Result<(), ChannelReceiveError> {
         let session = self.session().clone();
-        let mut reader = StreamReader::new(input, StreamBuffer::new(CHANNEL_BUFFER, CHANNEL_BUFFER));
+        let mut reader =
+            StreamReader::new(input, StreamBuffer::new(CHANNEL_BUFFER, CHANNEL_BUFFER));
         let r = reader.run(|w| {
             if w.ended {
                 self.finish();

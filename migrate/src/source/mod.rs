@@ -4,9 +4,11 @@
 
 mod balloon;
 mod batch;
+mod channel;
 mod completion;
 mod counted;
 mod meter;
+mod multifd;
 mod options;
 mod page_set;
 mod poll;
@@ -30,9 +32,12 @@ use crate::guest::RamBlockLayout;
 use balloon::BalloonRuns;
 use batch::Batch;
 use meter::Meter;
+use multifd::MultifdState;
 use page_set::PageSet;
 use round::Round;
 
+pub use channel::ChannelSender;
+pub use multifd::{ChannelStats, MultifdSendOptions, PacketJob, PacketSent};
 pub use options::SourceOptions;
 pub use stats::{RoundStats, SendStats};
 pub use transmit::{Phase, SourceProgress, Transmit};
@@ -89,6 +94,11 @@ struct Clock {
 /// of the round just ended (bytes reported with [`Source::handle_sent`] between the `now`s
 /// of the two syncs), compared with [`SourceOptions::downtime_limit`]; or
 /// [`SourceOptions::max_iterations`] reached.
+///
+/// With [`SourceOptions::multifd`] the pages go on N multifd channels instead (SPEC.md §14):
+/// the polls of a round deal them as [`PacketJob`]s ([`Transmit::Packets`],
+/// [`Source::poll_packet`]) that each channel's [`ChannelSender`] reads and encodes, and
+/// every round ends with a sync point (a SYNC packet per channel, a MULTIFD_FLUSH record).
 ///
 /// The caller loops: [`poll_transmit`](Source::poll_transmit) with the current instant, the
 /// guest's memory and a sink, then does what the [`Transmit`] says: send the bytes and
@@ -166,6 +176,8 @@ pub struct Source {
     given_digests: Option<Vec<[u8; DIGEST_SHA256_LEN]>>,
     digest: Option<DigestSection>,
     digest_body: Vec<u8>,
+    /// With multifd: who gets the next packet, the jobs out (SPEC.md §14).
+    multifd: Option<MultifdState>,
 }
 
 /// The `ram` section's id; device sections follow from 1.
@@ -215,6 +227,7 @@ impl Source {
             .map(|size| XbzrleCache::new(size, ps))
             .transpose()
             .map_err(|e| Error::new(0, ErrorKind::XbzrleCache(e)))?;
+        let multifd = MultifdState::new(&opts)?;
         let block_pages: Vec<u64> = layout
             .iter()
             .map(|b| PageRun::of_block(b.used_length(), ps).count)
@@ -260,6 +273,7 @@ impl Source {
             given_digests: None,
             digest: None,
             digest_body: Vec::new(),
+            multifd,
             blocks,
             block_pages,
             block_base,

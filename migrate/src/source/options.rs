@@ -1,5 +1,5 @@
 //! What a source decides before it starts: machine type, page size, XBZRLE, bandwidth,
-//! downtime, the balloon and digest extensions.
+//! downtime, the balloon and digest extensions, multifd.
 
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ pub struct SourceOptions {
     /// can refuse to resume on memory that differs. A QEMU destination refuses such a
     /// stream ("Unknown savevm section"). On by default.
     pub digest: bool,
+    /// QEMU's capability `multifd` (SPEC.md §14): RAM pages travel on this many channels
+    /// beside the main stream, written like QEMU 9.2 to 11.1 (see
+    /// [`MultifdSendOptions`](crate::MultifdSendOptions)). Refused with `xbzrle_cache_size`
+    /// (as QEMU 8.2+ refuses it) and with `balloon` (both use flag 0x200). Off by default.
+    pub multifd: Option<crate::MultifdSendOptions>,
 }
 
 impl Default for SourceOptions {
@@ -59,6 +64,7 @@ impl Default for SourceOptions {
             max_iterations: 30,
             balloon: false,
             digest: true,
+            multifd: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind};
 use crate::GuestRam;
 
 /// What the first half of a poll decided.
-enum Step {
+pub(super) enum Step {
     /// Nothing (more) to write: tell the caller this.
     Say(Transmit),
     /// Bytes were written: tell the caller how many.
@@ -82,6 +82,9 @@ impl Source {
         S: Sink<'s>,
     {
         self.clock.first_poll.get_or_insert(now);
+        if let Some(t) = self.multifd_gate() {
+            return Ok(Step::Say(t));
+        }
         match self.stage {
             Stage::Failed => Err(self.error(ErrorKind::Poisoned)),
             Stage::Setup => {
@@ -91,6 +94,7 @@ impl Source {
             }
             Stage::SetupSync | Stage::Sync | Stage::FinalSync => Ok(Step::Say(Transmit::SyncDirty)),
             Stage::Stop => Ok(Step::Say(Transmit::StopGuest)),
+            Stage::Round if self.multifd.is_some() => self.multifd_round(now, out),
             Stage::Round => self.read_batch(now, ram, out),
             Stage::Complete => {
                 self.prepare_completion(ram)?;
@@ -129,6 +133,9 @@ impl Source {
         enc.mem_size(&self.blocks, out)?;
         self.balloon.apply();
         self.stats.balloon_records += self.balloon.announce(enc, out)?;
+        if let Some(m) = &mut self.multifd {
+            m.setup(enc, out, &mut self.stats)?;
+        }
         enc.eos(out);
         enc.footer(RAM_SECTION_ID, out);
         Ok(())
@@ -192,19 +199,24 @@ impl Source {
                 .in_block(idstr));
         }
         if done {
-            self.stage = match kind {
-                RoundKind::Bulk => {
-                    if let Some(c) = &mut self.cache {
-                        c.end_of_first_pass();
-                    }
-                    self.clock.last_rate_update = Some(now);
-                    Stage::Sync
-                }
-                RoundKind::Dirty => Stage::Sync,
-                RoundKind::Final => Stage::Complete,
-            };
+            self.end_round(now, kind);
         }
         Ok(Step::Batch { closes })
+    }
+
+    /// The round of `kind` took its last page: the dirty sync is due, or the completion.
+    pub(super) fn end_round(&mut self, now: Instant, kind: RoundKind) {
+        self.stage = match kind {
+            RoundKind::Bulk => {
+                if let Some(c) = &mut self.cache {
+                    c.end_of_first_pass();
+                }
+                self.clock.last_rate_update = Some(now);
+                Stage::Sync
+            }
+            RoundKind::Dirty => Stage::Sync,
+            RoundKind::Final => Stage::Complete,
+        };
     }
 
     /// Encodes the batch read, payloads referenced from the page buffers, and the EOS and

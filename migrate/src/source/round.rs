@@ -96,6 +96,38 @@ impl Round {
         closes
     }
 
+    /// The next pages of the open section for one multifd packet (SPEC.md §14.3): at most
+    /// `max`, all of the block of the first (a block change ends a packet, as in QEMU's
+    /// `multifd_queue_page()`), into `out` as byte offsets in that block. Returns the block
+    /// and whether the section is full or the round done after them.
+    pub(crate) fn next_packet(
+        &mut self,
+        max: u64,
+        page_size: usize,
+        out: &mut Vec<u64>,
+    ) -> (usize, bool) {
+        out.clear();
+        let room = (PAGES_PER_PART - self.part_pages).min(max);
+        let mut block = None;
+        while (out.len() as u64) < room {
+            let Some((b, p)) = self.pages.next_from(self.cursor) else {
+                break;
+            };
+            if *block.get_or_insert(b) != b {
+                break;
+            }
+            out.push(PageAddr::of_page(b, p, page_size).offset);
+            self.cursor = (b, p + 1);
+        }
+        self.part_pages += out.len() as u64;
+        self.done += out.len() as u64;
+        let closes = self.part_pages == PAGES_PER_PART || self.is_done();
+        if closes {
+            self.part_open = false;
+        }
+        (block.unwrap_or(0), closes)
+    }
+
     /// Whether every page was taken.
     pub(crate) fn is_done(&self) -> bool {
         self.done == self.total

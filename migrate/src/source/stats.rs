@@ -8,9 +8,12 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SendStats {
-    /// Bytes written into the caller's sinks.
+    /// Bytes written into the caller's sinks by
+    /// [`Source::poll_transmit`](crate::Source::poll_transmit): the main stream (the multifd
+    /// channels' are [`SendStats::multifd_bytes`]).
     pub produced: u64,
-    /// Bytes the caller reported sent ([`Source::handle_sent`](crate::Source::handle_sent)).
+    /// Bytes the caller reported sent ([`Source::handle_sent`](crate::Source::handle_sent),
+    /// and on multifd channels [`Source::handle_packet_sent`](crate::Source::handle_packet_sent)).
     pub sent: u64,
     /// Dirty bytes left at the last sync (0 when completed).
     pub remaining: u64,
@@ -49,6 +52,14 @@ pub struct SendStats {
     pub downtime: Duration,
     /// The bulk pass (iteration 0) and each dirty iteration.
     pub rounds: Vec<RoundStats>,
+    /// multifd: bytes reported sent on the channels, initial packets included (QEMU's
+    /// `multifd-bytes`); their pages are counted in `normal` and `duplicate` too.
+    pub multifd_bytes: u64,
+    /// multifd: sync points passed (one SYNC packet on every channel and one MULTIFD_FLUSH
+    /// record each, SPEC.md §14.5).
+    pub multifd_syncs: u64,
+    /// multifd: each channel's figures, by channel id.
+    pub channels: Vec<crate::ChannelStats>,
 }
 
 /// One round: the bulk pass (iteration 0) or a dirty iteration.

@@ -30,6 +30,17 @@ pub enum Transmit {
     StopGuest,
     /// The stream is complete (EOF, and the VMDESCRIPTION if any, were written).
     Done,
+    /// multifd ([`SourceOptions::multifd`](crate::SourceOptions::multifd)): work for the
+    /// channels is ready and nothing was written into the sink. Take every job with
+    /// [`Source::poll_packet`](crate::Source::poll_packet) until it gives `None`, hand each
+    /// to its channel's [`ChannelSender`](crate::ChannelSender) (in order, per channel),
+    /// and poll again. The source hands out these first, before any further stream bytes.
+    Packets,
+    /// multifd: a sync point was passed (SPEC.md §14.5) and jobs are still out: report
+    /// each as it is written ([`Source::handle_packet_sent`](crate::Source::handle_packet_sent))
+    /// and poll again once none is; nothing was written into the sink. QEMU's source waits
+    /// for its channels at every sync point the same way (`multifd_send_sync_main()`).
+    WaitChannels,
 }
 
 /// The phase of a migration, as QEMU's `query-migrate` would name the moment.

@@ -1,0 +1,176 @@
+//! Decoding a multifd channel without loading it, to count what it carries and refuse what
+//! ramstream refuses: the proxy's view of a channel as it forwards it, and `inspect`'s of a
+//! recorded one.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::Result;
+use ramstream_codec::multifd::{
+    BlockTable, ChannelDecoder, ChannelEvent, ChannelOptions, ChannelSet, ChannelStatus,
+};
+use ramstream_codec::{Limits, RamBlock};
+use serde::Serialize;
+
+/// What one channel carried.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChannelCounts {
+    /// The id of its initial packet, once read.
+    pub id: Option<u8>,
+    /// The uuid of its initial packet, hex.
+    pub uuid: Option<String>,
+    /// Bytes, the initial packet included.
+    pub bytes: u64,
+    /// Packets, SYNC packets included.
+    pub packets: u64,
+    /// Normal pages.
+    pub pages: u64,
+    /// Zero pages (QEMU 9.0+ with `zero-page-detection=multifd`).
+    pub zero_pages: u64,
+    /// SYNC packets.
+    pub syncs: u64,
+}
+
+/// The main stream's facts a channel decoder needs: its page bits and MEM_SIZE blocks
+/// (known once the main stream's MEM_SIZE is decoded), and the admission of every channel
+/// through one [`ChannelSet`].
+#[derive(Default)]
+pub struct MainFacts {
+    blocks: Mutex<Option<(u32, BlockTable, Limits)>>,
+    known: Condvar,
+    set: Mutex<Option<ChannelSet>>,
+    uuid: Mutex<Option<[u8; 16]>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MainFacts {
+    pub fn new() -> Arc<MainFacts> {
+        Arc::new(MainFacts::default())
+    }
+
+    /// The main stream's MEM_SIZE (the first; later ones repeat it).
+    pub fn set_blocks(&self, page_bits: u32, blocks: &[RamBlock], limits: &Limits) {
+        let mut b = lock(&self.blocks);
+        if b.is_none() {
+            *b = Some((page_bits, BlockTable::new(blocks), limits.clone()));
+            self.known.notify_all();
+        }
+    }
+
+    /// The main stream's `configuration/uuid`: every channel must carry it.
+    pub fn set_uuid(&self, uuid: [u8; 16]) {
+        *lock(&self.uuid) = Some(uuid);
+    }
+
+    fn blocks(&self) -> Option<(u32, BlockTable, Limits)> {
+        lock(&self.blocks).clone()
+    }
+
+    fn admit(
+        &self,
+        init: &ramstream_codec::multifd::InitPacket,
+    ) -> Result<(), ramstream_codec::Error> {
+        let uuid = *lock(&self.uuid);
+        lock(&self.set)
+            .get_or_insert_with(|| ChannelSet::new(None, uuid))
+            .admit(init)
+    }
+}
+
+/// One channel's decoder, fed the bytes as they pass: it buffers them until the main
+/// stream's MEM_SIZE is known (the packets' length follows its page size), then decodes.
+pub struct ChannelTap {
+    facts: Arc<MainFacts>,
+    decoder: Option<ChannelDecoder>,
+    pending: Vec<u8>,
+    finished: bool,
+    pub counts: ChannelCounts,
+}
+
+impl ChannelTap {
+    pub fn new(facts: Arc<MainFacts>) -> ChannelTap {
+        ChannelTap {
+            facts,
+            decoder: None,
+            pending: Vec::new(),
+            finished: false,
+            counts: ChannelCounts::default(),
+        }
+    }
+
+    /// Takes the next bytes of the channel and decodes what it can.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ramstream_codec::Error> {
+        self.pending.extend_from_slice(bytes);
+        self.decode()
+    }
+
+    /// The channel ended: what is left must be whole packets. With the main stream's blocks
+    /// still unknown, waits for them (the main stream's thread sets them).
+    pub fn finish(&mut self) -> Result<(), ramstream_codec::Error> {
+        self.finished = true;
+        if self.decoder.is_none() {
+            let mut b = lock(&self.facts.blocks);
+            while b.is_none() {
+                b = self
+                    .facts
+                    .known
+                    .wait_timeout(b, std::time::Duration::from_secs(30))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                if b.is_none() {
+                    // The main stream never got to MEM_SIZE: nothing to decode against.
+                    return Ok(());
+                }
+            }
+        }
+        self.decode()
+    }
+
+    fn decode(&mut self) -> Result<(), ramstream_codec::Error> {
+        if self.decoder.is_none() {
+            let Some((page_bits, table, limits)) = self.facts.blocks() else {
+                return Ok(());
+            };
+            let mut d = ChannelDecoder::new(ChannelOptions {
+                page_bits,
+                limits,
+                ..ChannelOptions::default()
+            });
+            d.set_blocks(table);
+            self.decoder = Some(d);
+        }
+        let dec = self.decoder.as_mut().expect("made above");
+        if self.finished {
+            dec.finish();
+        }
+        let mut pos = 0;
+        let r = loop {
+            match dec.decode(&self.pending[pos..]) {
+                Err(e) => break Err(e),
+                Ok(ChannelStatus::Event { event, consumed }) => {
+                    pos += consumed;
+                    self.counts.bytes += consumed as u64;
+                    match event {
+                        ChannelEvent::Init(init) => {
+                            self.counts.id = Some(init.id);
+                            self.counts.uuid = Some(hex::encode(init.uuid));
+                            if let Err(e) = self.facts.admit(&init) {
+                                break Err(e);
+                            }
+                        }
+                        ChannelEvent::Packet(_) => self.counts.packets += 1,
+                        ChannelEvent::Page { .. } => self.counts.pages += 1,
+                        ChannelEvent::Zero { .. } => self.counts.zero_pages += 1,
+                        ChannelEvent::Sync => self.counts.syncs += 1,
+                        ChannelEvent::PacketEnd => {}
+                    }
+                }
+                Ok(_) => break Ok(()),
+            }
+        };
+        self.pending.drain(..pos);
+        r
+    }
+}
