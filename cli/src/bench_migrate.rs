@@ -15,9 +15,9 @@ use ramstream_reference_sender::{
 };
 use serde_json::{json, Value};
 
+use crate::connect::Writer;
 use crate::demo::run_once;
 use crate::guest::{start_guest, GuestArgs};
-use crate::send::Writer;
 
 /// `ramstream bench-migrate`'s arguments.
 #[derive(Args, Debug)]

@@ -173,7 +173,7 @@ pub fn show_progress(pb: &ProgressBar, p: &Progress) {
 }
 
 /// Migrates a running guest to `to` (with multifd, over its channels too: see
-/// [`crate::send::open_connections`]), with a progress bar.
+/// [`crate::connect::open_connections`]), with a progress bar.
 pub fn migrate_guest(
     vm: Vm,
     to: &Addr,
@@ -181,7 +181,7 @@ pub fn migrate_guest(
     bar: bool,
 ) -> (KvmSource, Result<MigrationReport>) {
     let mut src = KvmSource::new(vm);
-    let (out, channels) = match crate::send::open_connections(to, opts.multifd_channels) {
+    let (out, channels) = match crate::connect::open_connections(to, opts.multifd_channels) {
         Ok(o) => o,
         Err(e) => {
             let r = Err(e).with_context(|| {

@@ -13,6 +13,7 @@ mod send;
 
 // What the subcommands share.
 mod addr;
+mod connect;
 mod guest;
 mod input;
 mod multifd;

@@ -2,20 +2,15 @@
 //! over one connection or, with `--multifd-channels N`, QEMU's multifd: the main stream
 //! and N channels (SPEC.md §14).
 
-use std::io::Write;
 use std::num::NonZeroU8;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use ramstream_reference_sender::{MigrationReport, SendOptions};
 
 use crate::addr::Addr;
 use crate::guest::{migrate_guest, start_guest, GuestArgs};
-use crate::multifd::recording::channel_path;
-
-/// A connection (or file) a migration writes.
-pub type Writer = Box<dyn Write + Send>;
 
 /// The option `--multifd-channels N` of `send` and `demo`: QEMU's capability `multifd`
 /// with `multifd-channels` N.
@@ -38,47 +33,6 @@ impl MultifdArgs {
             ..opts
         }
     }
-}
-
-/// The connections of a migration to `to`: the main stream's and, with multifd, the
-/// channels', in QEMU's order (the main stream, then channels 0 to N-1, each to the same
-/// address: `socket_send_channel_create()`). For `file:F`, the recording's files: `F` and
-/// `F.multifd-<id>` (SPEC.md §14.9); channel files of an earlier recording at `F` that
-/// this one does not write are removed, so that a reader never mixes two recordings.
-pub fn open_connections(
-    to: &Addr,
-    channels: Option<NonZeroU8>,
-) -> Result<(Writer, Option<Vec<Writer>>)> {
-    let n = channels.map_or(0, NonZeroU8::get);
-    if let Addr::File(f) = to {
-        for id in n..=u8::MAX {
-            let stale = channel_path(f, id);
-            if std::fs::remove_file(&stale).is_err() {
-                break;
-            }
-        }
-    }
-    let main = to.open_to_send()?;
-    let Some(channels) = channels else {
-        return Ok((main, None));
-    };
-    let channels = (0..channels.get())
-        .map(|id| -> Result<Writer> {
-            match to {
-                Addr::File(f) => {
-                    let p = channel_path(f, id);
-                    let file = std::fs::File::create(&p)
-                        .with_context(|| format!("cannot create {}", p.display()))?;
-                    Ok(Box::new(file))
-                }
-                _ => Ok(Box::new(
-                    to.connect()
-                        .with_context(|| format!("multifd channel {id}"))?,
-                )),
-            }
-        })
-        .collect::<Result<_>>()?;
-    Ok((main, Some(channels)))
 }
 
 /// `ramstream send`'s arguments.

@@ -47,10 +47,10 @@ pub mod multifd;
 pub mod precopy;
 pub mod source;
 pub mod stats;
+mod transport;
 
 pub use error::{GuestError, Phase, SendError, SendErrorKind};
-pub use multifd::migrate_multifd;
-pub use precopy::{migrate, Progress, SendOptions};
+pub use precopy::{migrate, migrate_multifd, Progress, SendOptions};
 pub use ramstream_codec::cache::XbzrleCacheStats;
 pub use source::{GuestSource, KvmSource, PageReader, StateBlobs};
 pub use stats::{ChannelReport, IterationReport, MigrationReport, MultifdReport, RamStats};

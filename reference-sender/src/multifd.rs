@@ -27,44 +27,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ramstream_codec::{PageAddr, Vectored};
 use ramstream_migrate::{ChannelSender, GuestRam, PacketJob, PacketSent, RamBlockLayout, Source};
 
-use crate::error::{GuestError, SendError, SendErrorKind};
-use crate::precopy::{drive, Progress, SendOptions, Transport};
-use crate::source::{GuestSource, PageReader};
-use crate::stats::MigrationReport;
+use crate::error::{GuestError, SendErrorKind};
+use crate::source::PageReader;
+use crate::transport::Transport;
 
 /// Packets queued for one channel at most before the engine waits for it.
 pub const QUEUE_DEPTH: usize = 4;
-
-/// Migrates `guest` like [`migrate`](crate::migrate), its RAM pages on the multifd
-/// `channels` (one writer per channel, in channel-id order: QEMU connects the main stream
-/// first, then the channels, each beginning with its initial packet) and everything else on
-/// `main`. `opts.multifd_channels` must be the number of writers.
-///
-/// Each channel is written by a thread of its own, reading the pages of its packets
-/// through the guest's [`GuestSource::page_reader`] (a guest without one is refused) into
-/// one packet's buffer, testing them for zero, and writing header and pages with one
-/// `write_vectored`. The channels' uuid is drawn at random for the migration (and reported
-/// in [`MigrationReport::multifd`]). The balloon extension is off: ballooned pages go as
-/// zero pages (SPEC.md §9.1: MULTIFD_FLUSH takes its flag).
-///
-/// A failed channel fails the migration with that channel's error; the guest runs again,
-/// as with [`migrate`](crate::migrate). After any failure the channels' queues are closed and
-/// their threads joined: a thread blocked in a write returns once its peer reads or closes
-/// the connection (a destination closes every connection when one fails).
-pub fn migrate_multifd<G, W, C>(
-    guest: &mut G,
-    main: W,
-    channels: Vec<C>,
-    opts: &SendOptions,
-    progress: &mut dyn FnMut(&Progress),
-) -> Result<MigrationReport, SendError>
-where
-    G: GuestSource,
-    W: Write,
-    C: Write + Send,
-{
-    drive(guest, main, Some(channels), opts, progress)
-}
 
 /// The guest's memory as the channel threads read it: a [`PageReader`] under the
 /// engine's block numbering.

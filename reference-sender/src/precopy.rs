@@ -2,7 +2,7 @@
 //! clock, the guest's dirty log and balloon, writes what the engine produces to the
 //! transport, sleeps when the bandwidth limit says so, and pauses or resumes the guest.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::num::NonZeroU8;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::error::{GuestError, Phase, SendError, SendErrorKind};
 use crate::multifd::{random_uuid, Channels, SharedPages};
 use crate::source::{GuestSource, StateBlobs};
 use crate::stats::{ChannelReport, IterationReport, MigrationReport, MultifdReport, RamStats};
+use crate::transport::Transport;
 
 /// How to migrate.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +42,7 @@ pub struct SendOptions {
     pub skip_ballooned: bool,
     /// QEMU's capability `multifd` with this many channels (`multifd-channels`): RAM
     /// pages go on that many connections beside the main stream, written like QEMU 9.2 to
-    /// 11.1 (SPEC.md §14), with [`migrate_multifd`](crate::migrate_multifd). Not with
+    /// 11.1 (SPEC.md §14), with [`migrate_multifd`]. Not with
     /// XBZRLE (QEMU 8.2+ refuses the pair).
     pub multifd_channels: Option<NonZeroU8>,
 }
@@ -63,7 +64,7 @@ impl Default for SendOptions {
 impl SendOptions {
     /// The engine's options: the reference machine's type, the balloon and digest
     /// extensions (SPEC.md §9, §13.6), multifd (with an all-zero uuid, which
-    /// [`migrate_multifd`](crate::migrate_multifd) replaces with a random one).
+    /// [`migrate_multifd`] replaces with a random one).
     pub fn source_options(&self) -> SourceOptions {
         SourceOptions {
             machine_type: reference::MACHINE_TYPE.to_string(),
@@ -119,32 +120,35 @@ impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
     }
 }
 
-/// A transport, counting every byte it accepted.
-pub(crate) struct Transport<W> {
-    pub(crate) inner: W,
-    pub(crate) written: u64,
-}
-
-impl<W: Write> Transport<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        Transport { inner, written: 0 }
-    }
-
-    pub(crate) fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-        IoSlice::advance_slices(&mut slices, 0);
-        while !slices.is_empty() {
-            match self.inner.write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n as u64;
-                    IoSlice::advance_slices(&mut slices, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
+/// Migrates `guest` like [`migrate`], its RAM pages on the multifd
+/// `channels` (one writer per channel, in channel-id order: QEMU connects the main stream
+/// first, then the channels, each beginning with its initial packet) and everything else on
+/// `main`. `opts.multifd_channels` must be the number of writers.
+///
+/// Each channel is written by a thread of its own, reading the pages of its packets
+/// through the guest's [`GuestSource::page_reader`] (a guest without one is refused) into
+/// one packet's buffer, testing them for zero, and writing header and pages with one
+/// `write_vectored`. The channels' uuid is drawn at random for the migration (and reported
+/// in [`MigrationReport::multifd`]). The balloon extension is off: ballooned pages go as
+/// zero pages (SPEC.md §9.1: MULTIFD_FLUSH takes its flag).
+///
+/// A failed channel fails the migration with that channel's error; the guest runs again,
+/// as with [`migrate`]. After any failure the channels' queues are closed and
+/// their threads joined: a thread blocked in a write returns once its peer reads or closes
+/// the connection (a destination closes every connection when one fails).
+pub fn migrate_multifd<G, W, C>(
+    guest: &mut G,
+    main: W,
+    channels: Vec<C>,
+    opts: &SendOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<MigrationReport, SendError>
+where
+    G: GuestSource,
+    W: Write,
+    C: Write + Send,
+{
+    drive(guest, main, Some(channels), opts, progress)
 }
 
 /// Migrates `guest` into `out` with QEMU 7.2's precopy algorithm and stream layout.
@@ -153,7 +157,7 @@ impl<W: Write> Transport<W> {
 /// failure the guest runs again if it was running when called, dirty logging is off, and the
 /// error says which phase failed after how many bytes. With
 /// [`SendOptions::multifd_channels`] it refuses: multifd needs its channels' connections
-/// ([`migrate_multifd`](crate::migrate_multifd)).
+/// ([`migrate_multifd`]).
 pub fn migrate<G: GuestSource, W: Write>(
     guest: &mut G,
     out: W,
@@ -164,7 +168,7 @@ pub fn migrate<G: GuestSource, W: Write>(
 }
 
 /// [`migrate`] over a main stream and, with [`SendOptions::multifd_channels`], one writer
-/// per channel (the shell of [`migrate_multifd`](crate::migrate_multifd)).
+/// per channel (the shell of [`migrate_multifd`]).
 pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
     guest: &mut G,
     out: W,

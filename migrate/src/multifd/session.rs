@@ -456,6 +456,7 @@ impl MultifdSession {
 impl MultifdSession {
     /// The channels (id, SYNC packets passed if admitted) that have not reached sync point
     /// `k`, for a timeout's message.
+    #[cfg(feature = "io")]
     pub(crate) fn waiting_for(&self, k: u64) -> Vec<(u8, Option<u64>)> {
         let s = self.state();
         (0..s.channels.unwrap_or(0))

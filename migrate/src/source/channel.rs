@@ -7,7 +7,7 @@ use ramstream_codec::{PageAddr, Sink};
 use ramstream_spec::multifd::INIT_PACKET_LEN;
 
 use super::counted::Counted;
-use super::multifd::{JobKind, PacketJob, PacketSent};
+use super::packet::{JobKind, PacketJob, PacketSent};
 use crate::error::{Error, ErrorKind};
 use crate::GuestRam;
 

@@ -10,6 +10,7 @@ mod counted;
 mod meter;
 mod multifd;
 mod options;
+mod packet;
 mod page_set;
 mod poll;
 mod round;
