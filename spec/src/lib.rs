@@ -21,6 +21,7 @@
 //! assert_eq!(format!("{:?}", SectionType(0x42)), "SectionType(0x42)");
 //! ```
 
+mod flags;
 #[macro_use]
 mod macros;
 

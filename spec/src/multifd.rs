@@ -216,28 +216,11 @@ impl BitOr for PacketFlags {
 
 impl fmt::Debug for PacketFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 == 0 {
-            return f.write_str("NONE");
-        }
-        let mut rest = self.0;
-        let mut first = true;
-        for (name, v) in Self::NAMED {
-            if rest & v != 0 {
-                if !first {
-                    f.write_str("|")?;
-                }
-                f.write_str(name)?;
-                rest &= !v;
-                first = false;
-            }
-        }
-        if rest != 0 {
-            if !first {
-                f.write_str("|")?;
-            }
-            write!(f, "{rest:#x}")?;
-        }
-        Ok(())
+        crate::flags::fmt_flags(
+            f,
+            u64::from(self.0),
+            Self::NAMED.iter().map(|&(n, v)| (n, u64::from(v))),
+        )
     }
 }
 
