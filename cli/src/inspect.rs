@@ -24,6 +24,17 @@ pub struct InspectArgs {
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Print every device section's fields, decoded through the VMDESCRIPTION (with
+    /// --json: one object keyed `"idstr (section_id)"`, like analyze-migration.py -d state).
+    #[arg(long, conflicts_with = "vmdesc")]
+    pub devices: bool,
+    /// Print the VMDESCRIPTION (with --json: its JSON as the stream carries it).
+    #[arg(long)]
+    pub vmdesc: bool,
+    /// Also draw every RAM block's pages, coloured by what the stream did with them, as an
+    /// SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub map: Option<PathBuf>,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -197,6 +208,18 @@ pub fn inspect_channels(file: &Path, main: &Inspection) -> Result<Option<Multifd
 pub fn run(a: &InspectArgs) -> Result<()> {
     let (file, json, decode) = (a.file.as_path(), a.json, &a.decode);
     let bytes = read_stream(file)?;
+    if let Some(out) = &a.map {
+        crate::map::write(&bytes, decode, &file.display().to_string(), out)
+            .with_context(|| format!("{}", file.display()))?;
+    }
+    if a.devices {
+        return crate::inspect_devices::run(&bytes, decode, json)
+            .with_context(|| format!("{}", file.display()));
+    }
+    if a.vmdesc {
+        return crate::inspect_vmdesc::run(&bytes, decode, json)
+            .with_context(|| format!("{}", file.display()));
+    }
     let inspection = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
     let multifd = inspect_channels(file, &inspection)?;
     let Inspection {

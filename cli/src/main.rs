@@ -6,6 +6,7 @@ mod bench_migrate;
 mod demo;
 mod extract;
 mod inspect;
+mod pages;
 mod proxy;
 mod receive;
 mod reencode;
@@ -16,6 +17,9 @@ mod addr;
 mod connect;
 mod guest;
 mod input;
+mod inspect_devices;
+mod inspect_vmdesc;
+mod map;
 mod multifd;
 mod policy;
 mod side_channels;
@@ -63,6 +67,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Rebuild every RAM block and write one raw (sparse) image per block plus manifest.json.
     Extract(extract::ExtractArgs),
+    /// Show the records that wrote some pages of one RAM block and hex-dump the pages.
+    Pages(pages::PagesArgs),
     /// Decode a stream and encode it again.
     Reencode(reencode::ReencodeArgs),
     /// Sit between a QEMU source and a QEMU destination, decoding the stream as it passes.
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::Pages(a) => pages::run(a),
         Command::Reencode(a) => reencode::run(a),
         Command::Proxy(a) => proxy::run(a),
         Command::Send(a) => send::run(a),
