@@ -31,6 +31,9 @@ pub struct DemoArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Draw the sender's rounds (pages, bytes, bandwidth, expected downtime) as an SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// One migration to a receiver child process: the sender's report, the receiver's JSON (if
@@ -159,6 +162,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .as_ref()
         .filter(|v| v["status"] == "completed")
         .and_then(|v| serde_json::from_value(v.clone()).ok());
+    crate::timeline::save_report(args.timeline.as_deref(), "demo", &sent, a)?;
     let verified = ok
         && recv
             .as_ref()

@@ -23,6 +23,7 @@ mod map;
 mod multifd;
 mod policy;
 mod side_channels;
+mod timeline;
 
 use std::process::ExitCode;
 

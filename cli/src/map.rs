@@ -292,7 +292,7 @@ fn strip(m: &BlockMap, top: u64) -> Group {
     let bins = pages.div_ceil(per_bin).max(1);
     let bin_width = STRIP as f64 / bins as f64;
     let mut label = format!(
-        "{}: {} pages ({:#x} bytes)",
+        "{}: {} page(s) ({:#x} bytes)",
         m.block.idstr, pages, m.block.used_length
     );
     if per_bin > 1 {

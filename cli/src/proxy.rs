@@ -53,6 +53,10 @@ pub struct ProxyArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Draw the ram sections as they passed (pages, bytes, bandwidth, stop-and-copy) as an
+    /// SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -287,11 +291,13 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let mut page_bits = dec.options().default_page_bits;
     let buffer = StreamBuffer::for_limits(&limits);
     let mut input = StreamReader::new(src.into_reader(), buffer);
+    let mut clock = crate::timeline::SectionClock::new(&format!("proxy {listen} -> {forward}"));
     let result = input.decode(&mut dec, |offset, event, raw| {
         if stop.is_stopped() {
             return Err(anyhow!(StoppedByAnother));
         }
         check_policy(&event, offset, true)?;
+        clock.observe(&event, raw.len(), started.elapsed());
         rep.bytes_in += raw.len() as u64;
         if let Some(r) = rec.as_mut() {
             r.write_all(raw)?;
@@ -374,6 +380,9 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         } else {
             stop.fail(e);
         }
+    }
+    if let Some(t) = &a.timeline {
+        clock.timeline().save(t)?;
     }
     // The channels end when the source closes them, after the main stream.
     let forwards = std::mem::take(&mut *lock(&forwards));

@@ -24,6 +24,7 @@ use crate::multifd::receive::{MultifdReceive, CONNECT_TIMEOUT};
 use crate::multifd::recording::channel_path;
 use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
 use crate::policy::check_policy;
+use crate::timeline::SectionClock;
 use crate::DecodeArgs;
 
 /// `ramstream receive`'s arguments.
@@ -43,6 +44,10 @@ pub struct ReceiveArgs {
     /// QEMU mode: also save the raw stream to this file.
     #[arg(long, requires = "extract")]
     pub save_stream: Option<PathBuf>,
+    /// QEMU mode: draw the ram sections as they arrived (pages, bytes, bandwidth,
+    /// stop-and-copy) as an SVG file.
+    #[arg(long, requires = "extract", value_name = "SVG")]
+    pub timeline: Option<PathBuf>,
     /// QEMU mode: accept machine types the conformance vectors do not cover.
     #[arg(long, requires = "extract")]
     pub allow_untested_machine: bool,
@@ -73,6 +78,7 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
             a.allow_untested_machine,
             a.multifd_channels,
             &a.decode,
+            a.timeline.as_deref(),
         ),
         None => into_guest(&a.listen, a.json, a.buffer_size, a.multifd_channels),
     }
@@ -143,6 +149,7 @@ fn extract(
     allow_untested: bool,
     multifd_channels: Option<u8>,
     decode: &DecodeArgs,
+    timeline: Option<&Path>,
 ) -> Result<()> {
     if let Addr::File(file) = listen {
         bail!(
@@ -185,7 +192,9 @@ fn extract(
     let mut pages = 0u64;
     let buffer = StreamBuffer::for_limits(&opts.limits);
     let mut input = StreamReader::new(main.into_reader(), buffer);
+    let (started, mut clock) = (std::time::Instant::now(), SectionClock::new("receive"));
     let result = input.decode(&mut dec, |offset, event, raw| {
+        clock.observe(&event, raw.len(), started.elapsed());
         if stop.is_stopped() {
             return Err(anyhow!(StoppedByAnother));
         }
@@ -211,6 +220,9 @@ fn extract(
         } else {
             stop.fail(e);
         }
+    }
+    if let Some(t) = timeline {
+        clock.timeline().save(t)?;
     }
     let joined = multifd.join();
     let (channels, failed) = match joined {

@@ -48,6 +48,9 @@ pub struct SendArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Draw the rounds (pages, bytes, bandwidth, expected downtime) as an SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// Prints the sender's figures as a table.
@@ -130,12 +133,19 @@ pub fn run(args: &SendArgs) -> Result<()> {
         guest: a,
         multifd,
         json,
+        timeline,
     } = args;
     let opts = multifd.apply(a.send_options());
     let vm = start_guest(a)?;
     let (mut src, r) = migrate_guest(vm, to, &opts, false);
     match r {
         Ok(report) => {
+            crate::timeline::save_report(
+                timeline.as_deref(),
+                &format!("send to {to}"),
+                &report,
+                a,
+            )?;
             if *json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,0 +1,445 @@
+//! `--timeline t.svg` on `send`, `demo`, `receive --extract` and `proxy`: a migration over
+//! time, one bar per round: pages and bytes, bandwidth, the expected downtime against the
+//! limit, and the stop-and-copy window shaded.
+//!
+//! A sender knows its rounds (the bulk pass and each dirty iteration, with the expected
+//! downtime it computed: [`Timeline::of_report`]). A watcher of the stream (`receive`,
+//! `proxy`) cannot see where QEMU's dirty iterations begin; it sees `ram` sections, each
+//! one `ram_save_iterate` call, and times them as they arrive ([`SectionClock`]): its
+//! rounds are sections, the stop-and-copy window runs from the `ram` END section to EOF,
+//! and the expected downtime is not shown (the stream does not carry it).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ramstream_codec::Event;
+use ramstream_reference_sender::MigrationReport;
+use ramstream_spec::stream::SectionType;
+use svg::node::element::{Group, Line, Rectangle, Text};
+use svg::Document;
+
+/// Plot width in pixels (the time axis).
+const PLOT: f64 = 900.0;
+/// Left margin (axis labels).
+const LEFT: f64 = 90.0;
+/// Height of one panel.
+const PANEL: f64 = 120.0;
+/// Space between panels (its title).
+const GAP: f64 = 46.0;
+
+/// One round: the bulk pass or a dirty iteration (sender), or one `ram` section (watcher).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Round {
+    /// Start, in ms from the start of the migration.
+    pub start_ms: f64,
+    /// Duration in ms.
+    pub duration_ms: f64,
+    /// Pages sent (sender: looked at) in the round.
+    pub pages: u64,
+    /// Bytes sent in the round.
+    pub bytes: u64,
+    /// The expected downtime computed after the round, when known.
+    pub expected_downtime_ms: Option<f64>,
+}
+
+impl Round {
+    /// Bandwidth in MB/s (10^6 bytes), 0 for a round of no measurable duration.
+    pub fn mb_per_s(&self) -> f64 {
+        if self.duration_ms > 0.0 {
+            self.bytes as f64 / 1e3 / self.duration_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A migration's rounds and stop-and-copy window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// What the picture shows (command and peer).
+    pub title: String,
+    /// What a round is: `iteration` (sender) or `ram section` (watcher).
+    pub round_name: &'static str,
+    /// The rounds, in order.
+    pub rounds: Vec<Round>,
+    /// The downtime limit, when known (sender).
+    pub downtime_limit_ms: Option<f64>,
+    /// Stop-and-copy: start and duration in ms.
+    pub stop_copy: Option<(f64, f64)>,
+    /// The whole migration, ms.
+    pub total_ms: f64,
+}
+
+impl Timeline {
+    /// A sender's timeline from its report: setup, then the rounds back to back, then the
+    /// downtime (guest paused to EOF) as the stop-and-copy window.
+    pub fn of_report(title: &str, r: &MigrationReport, limit: Duration) -> Self {
+        let mut t = r.setup_time_ms;
+        let rounds = r
+            .rounds
+            .iter()
+            .map(|i| {
+                let round = Round {
+                    start_ms: t,
+                    duration_ms: i.duration_ms,
+                    pages: i.pages,
+                    bytes: i.bytes,
+                    expected_downtime_ms: Some(i.expected_downtime_ms),
+                };
+                t += i.duration_ms;
+                round
+            })
+            .collect();
+        let total = r.total_time_ms.max(t + r.downtime_ms);
+        Timeline {
+            title: title.to_string(),
+            round_name: "iteration",
+            rounds,
+            downtime_limit_ms: Some(limit.as_secs_f64() * 1e3),
+            stop_copy: Some((total - r.downtime_ms, r.downtime_ms)),
+            total_ms: total,
+        }
+    }
+
+    /// Draws the timeline.
+    pub fn draw(&self) -> Document {
+        let panels = 4.0;
+        let height = 60.0 + panels * (PANEL + GAP) + 70.0;
+        let width = LEFT + PLOT + 40.0;
+        let total = self.total_ms.max(1e-3);
+        let x = |ms: f64| LEFT + PLOT * (ms / total).clamp(0.0, 1.0);
+        let mut doc = Document::new()
+            .set("xmlns", "http://www.w3.org/2000/svg")
+            .set("width", width)
+            .set("height", height)
+            .set("viewBox", (0, 0, width, height))
+            .set("font-family", "sans-serif")
+            .set("font-size", 12)
+            .add(
+                Rectangle::new()
+                    .set("width", "100%")
+                    .set("height", "100%")
+                    .set("fill", "white"),
+            )
+            .add(
+                Text::new(format!(
+                    "{}: {} round(s) ({}), {:.1} ms",
+                    self.title,
+                    self.rounds.len(),
+                    self.round_name,
+                    self.total_ms
+                ))
+                .set("x", 20)
+                .set("y", 24)
+                .set("font-size", 16)
+                .set("font-weight", "bold"),
+            );
+        let series: [(&str, &str, Vec<Option<f64>>); 4] = [
+            (
+                "pages",
+                "pages per round",
+                self.rounds.iter().map(|r| Some(r.pages as f64)).collect(),
+            ),
+            (
+                "bytes",
+                "MB per round",
+                self.rounds
+                    .iter()
+                    .map(|r| Some(r.bytes as f64 / 1e6))
+                    .collect(),
+            ),
+            (
+                "bandwidth",
+                "bandwidth, MB/s",
+                self.rounds.iter().map(|r| Some(r.mb_per_s())).collect(),
+            ),
+            (
+                "expected-downtime",
+                "expected downtime, ms",
+                self.rounds.iter().map(|r| r.expected_downtime_ms).collect(),
+            ),
+        ];
+        for (i, (key, label, values)) in series.into_iter().enumerate() {
+            let top = 60.0 + i as f64 * (PANEL + GAP);
+            let limit = (key == "expected-downtime")
+                .then_some(self.downtime_limit_ms)
+                .flatten();
+            doc = doc.add(self.panel(key, label, &values, limit, top, &x));
+        }
+        doc.add(self.legend(60.0 + panels * (PANEL + GAP)))
+    }
+
+    /// One panel: a bar per round (width its duration), the stop-and-copy window shaded,
+    /// an optional dashed limit line.
+    fn panel(
+        &self,
+        key: &str,
+        label: &str,
+        values: &[Option<f64>],
+        limit: Option<f64>,
+        top: f64,
+        x: &dyn Fn(f64) -> f64,
+    ) -> Group {
+        let known: Vec<f64> = values.iter().flatten().copied().collect();
+        let max = known
+            .iter()
+            .copied()
+            .chain(limit)
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
+        let bottom = top + PANEL;
+        let y = |v: f64| bottom - PANEL * (v / max).clamp(0.0, 1.0);
+        let mut g = Group::new()
+            .set("class", "panel")
+            .set("data-series", key)
+            .add(
+                Text::new(label)
+                    .set("x", LEFT)
+                    .set("y", top - 8.0)
+                    .set("font-weight", "bold"),
+            );
+        if let Some((start, dur)) = self.stop_copy {
+            g = g.add(
+                Rectangle::new()
+                    .set("class", "stop-copy")
+                    .set("x", x(start))
+                    .set("y", top)
+                    .set("width", (x(start + dur) - x(start)).max(2.0))
+                    .set("height", PANEL)
+                    .set("fill", "#f4c7c3"),
+            );
+        }
+        for (r, v) in self.rounds.iter().zip(values) {
+            let Some(v) = v else { continue };
+            g = g.add(
+                Rectangle::new()
+                    .set("class", "round")
+                    .set("data-value", *v)
+                    .set("x", x(r.start_ms))
+                    .set("y", y(*v))
+                    .set(
+                        "width",
+                        (x(r.start_ms + r.duration_ms) - x(r.start_ms)).max(1.5),
+                    )
+                    .set("height", bottom - y(*v))
+                    .set("fill", "#1f77b4")
+                    .set("fill-opacity", 0.85),
+            );
+        }
+        if known.is_empty() {
+            g = g.add(
+                Text::new(format!(
+                    "not observed: a {} does not carry it",
+                    self.round_name
+                ))
+                .set("x", LEFT + 10.0)
+                .set("y", top + PANEL / 2.0)
+                .set("fill", "#777"),
+            );
+        }
+        if let Some(l) = limit {
+            g = g
+                .add(
+                    Line::new()
+                        .set("class", "limit")
+                        .set("x1", LEFT)
+                        .set("x2", LEFT + PLOT)
+                        .set("y1", y(l))
+                        .set("y2", y(l))
+                        .set("stroke", "#d62728")
+                        .set("stroke-dasharray", "6 4"),
+                )
+                .add(
+                    Text::new(format!("limit {l:.0} ms"))
+                        .set("x", LEFT + PLOT - 80.0)
+                        .set("y", y(l) - 4.0)
+                        .set("fill", "#d62728"),
+                );
+        }
+        // Axes: the value scale on the left, time along the bottom.
+        g.add(
+            Line::new()
+                .set("x1", LEFT)
+                .set("x2", LEFT + PLOT)
+                .set("y1", bottom)
+                .set("y2", bottom)
+                .set("stroke", "#333"),
+        )
+        .add(
+            Line::new()
+                .set("x1", LEFT)
+                .set("x2", LEFT)
+                .set("y1", top)
+                .set("y2", bottom)
+                .set("stroke", "#333"),
+        )
+        .add(
+            Text::new(format!("{}", round_label(max)))
+                .set("x", LEFT - 6.0)
+                .set("y", top + 10.0)
+                .set("text-anchor", "end"),
+        )
+        .add(
+            Text::new("0")
+                .set("x", LEFT - 6.0)
+                .set("y", bottom)
+                .set("text-anchor", "end"),
+        )
+        .add(
+            Text::new(format!("{:.0} ms", self.total_ms))
+                .set("x", LEFT + PLOT)
+                .set("y", bottom + 14.0)
+                .set("text-anchor", "end"),
+        )
+    }
+
+    fn legend(&self, top: f64) -> Group {
+        let pages: u64 = self.rounds.iter().map(|r| r.pages).sum();
+        let bytes: u64 = self.rounds.iter().map(|r| r.bytes).sum();
+        let stop = self.stop_copy.map_or("not observed".to_string(), |(s, d)| {
+            format!("{d:.1} ms from {s:.1} ms")
+        });
+        Group::new()
+            .set("class", "legend")
+            .set("data-rounds", self.rounds.len())
+            .set("data-pages", pages)
+            .set("data-bytes", bytes)
+            .add(swatch(top, "#1f77b4", &format!(
+                "one bar per round = {} (width: its duration): {} round(s), {pages} pages, {bytes} bytes in all",
+                self.round_name,
+                self.rounds.len(),
+            )))
+            .add(swatch(top + 20.0, "#f4c7c3", &format!("stop-and-copy (guest paused): {stop}")))
+            .add(swatch(
+                top + 40.0,
+                "#d62728",
+                &match self.downtime_limit_ms {
+                    Some(l) => format!("downtime limit: {l:.0} ms (dashed)"),
+                    None => "downtime limit: not known here".to_string(),
+                },
+            ))
+    }
+
+    /// Writes the SVG to `out`.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        svg::save(out, &self.draw()).with_context(|| format!("cannot write {}", out.display()))
+    }
+}
+
+fn swatch(y: f64, colour: &str, text: &str) -> Group {
+    Group::new()
+        .set("class", "legend-entry")
+        .add(
+            Rectangle::new()
+                .set("x", LEFT)
+                .set("y", y)
+                .set("width", 14)
+                .set("height", 14)
+                .set("fill", colour),
+        )
+        .add(Text::new(text).set("x", LEFT + 22.0).set("y", y + 12.0))
+}
+
+/// An axis maximum, briefly.
+fn round_label(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// `--timeline` of `send` and `demo`: writes the sender's timeline to `out`, if asked.
+pub fn save_report(
+    out: Option<&Path>,
+    title: &str,
+    r: &MigrationReport,
+    guest: &crate::guest::GuestArgs,
+) -> Result<()> {
+    match out {
+        Some(out) => {
+            Timeline::of_report(title, r, Duration::from_millis(guest.downtime_limit)).save(out)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Times a stream's `ram` sections as a watcher sees them arrive (`receive`, `proxy`).
+#[derive(Debug, Default)]
+pub struct SectionClock {
+    timeline: Timeline,
+    open: Option<Round>,
+}
+
+impl SectionClock {
+    /// A clock for the stream of `title`.
+    pub fn new(title: &str) -> Self {
+        SectionClock {
+            timeline: Timeline {
+                title: title.to_string(),
+                round_name: "ram section",
+                ..Timeline::default()
+            },
+            open: None,
+        }
+    }
+
+    /// Notes one event of `len` stream bytes, seen `at` after the migration started.
+    pub fn observe(&mut self, event: &Event<'_>, len: usize, at: Duration) {
+        let ms = at.as_secs_f64() * 1e3;
+        self.timeline.total_ms = ms;
+        match event {
+            Event::SectionStart(h) if h.section_type == SectionType::START => self.open_round(ms),
+            Event::SectionPart { section_type, .. } => {
+                self.open_round(ms);
+                if *section_type == SectionType::END {
+                    self.timeline.stop_copy = Some((ms, 0.0));
+                }
+            }
+            Event::Page(_) | Event::Zero(_) | Event::Xbzrle(_) => {
+                if let Some(r) = self.open.as_mut() {
+                    r.pages += 1;
+                }
+            }
+            Event::Eof => {
+                self.close_round(ms);
+                if let Some((s, _)) = self.timeline.stop_copy {
+                    self.timeline.stop_copy = Some((s, ms - s));
+                }
+            }
+            _ => {}
+        }
+        if let Some(r) = self.open.as_mut() {
+            r.bytes += len as u64;
+            r.duration_ms = ms - r.start_ms;
+        }
+    }
+
+    fn open_round(&mut self, ms: f64) {
+        self.close_round(ms);
+        self.open = Some(Round {
+            start_ms: ms,
+            duration_ms: 0.0,
+            pages: 0,
+            bytes: 0,
+            expected_downtime_ms: None,
+        });
+    }
+
+    fn close_round(&mut self, ms: f64) {
+        if let Some(mut r) = self.open.take() {
+            r.duration_ms = ms - r.start_ms;
+            self.timeline.rounds.push(r);
+        }
+    }
+
+    /// The timeline so far (an open section included).
+    pub fn timeline(&self) -> Timeline {
+        let mut t = self.timeline.clone();
+        t.rounds.extend(self.open.clone());
+        t
+    }
+}
