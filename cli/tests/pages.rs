@@ -1,0 +1,155 @@
+//! `ramstream pages` on recorded QEMU streams: the records that wrote a page, and its bytes
+//! after them (XBZRLE deltas applied) equal to what `ramstream extract` rebuilds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ok, ramstream};
+
+fn stream_file(name: &str, dir: &Path) -> PathBuf {
+    let v = ramstream_conformance_vectors::vector(name).unwrap();
+    let p = dir.join("stream.bin");
+    std::fs::write(&p, v.stream().unwrap()).unwrap();
+    p
+}
+
+/// The bytes of a `hexdump -C`-style dump (`*` repeats the line before it up to the next
+/// offset).
+fn undump(lines: &[&str], base: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut last: Vec<u8> = Vec::new();
+    let mut starred = false;
+    for l in lines {
+        let l = l.trim();
+        if l == "*" {
+            starred = true;
+            continue;
+        }
+        let (off, rest) = l.split_once("  ").unwrap_or((l, ""));
+        let off = u64::from_str_radix(off, 16).unwrap() - base;
+        if starred {
+            while (out.len() as u64) < off {
+                out.extend_from_slice(&last);
+            }
+            starred = false;
+        }
+        assert_eq!(out.len() as u64, off, "{l}");
+        let hex = rest.split("  |").next().unwrap();
+        last = hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        out.extend_from_slice(&last);
+    }
+    out
+}
+
+#[test]
+fn an_xbzrle_page_dumps_as_extract_rebuilds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("live-xbzrle", tmp.path());
+    let dir = tmp.path().join("x");
+    ok(&ramstream(&[
+        "extract".as_ref(),
+        s.as_os_str(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]));
+    let image = std::fs::read(dir.join("pc.ram.ram")).unwrap();
+    // Pages 16 and 17 of pc.ram got XBZRLE deltas in this recording.
+    let out = ok(&ramstream(&[
+        "pages".as_ref(),
+        s.as_os_str(),
+        "--block".as_ref(),
+        "pc.ram".as_ref(),
+        "--offset".as_ref(),
+        "0x10000".as_ref(),
+        "--count".as_ref(),
+        "2".as_ref(),
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    for page in [16u64, 17] {
+        let head = lines
+            .iter()
+            .position(|l| {
+                l.starts_with(&format!("pc.ram page {page} (offset {:#x}):", page * 4096))
+            })
+            .unwrap_or_else(|| panic!("{out}"));
+        let records: Vec<&str> = lines[head + 1..]
+            .iter()
+            .take_while(|l| l.trim_start().starts_with("0x"))
+            .copied()
+            .collect();
+        assert!(records.iter().any(|r| r.contains("XBZRLE")), "{out}");
+        assert!(records
+            .iter()
+            .filter(|r| r.contains("XBZRLE"))
+            .all(|r| r.contains("-byte delta")));
+        let dump: Vec<&str> = lines[head + 1 + records.len()..]
+            .iter()
+            .take_while(|l| !l.starts_with("pc.ram page"))
+            .copied()
+            .collect();
+        let base = page * 4096;
+        let bytes = undump(&dump, base);
+        assert_eq!(bytes.len(), 4096);
+        assert_eq!(
+            bytes,
+            image[base as usize..base as usize + 4096],
+            "page {page}"
+        );
+    }
+}
+
+#[test]
+fn a_page_sent_twice_lists_both_records_in_stream_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("multi-block", tmp.path());
+    let out = ok(&ramstream(&[
+        "pages".as_ref(),
+        s.as_os_str(),
+        "--block".as_ref(),
+        "m0".as_ref(),
+    ]));
+    let offsets: Vec<u64> = out
+        .lines()
+        .filter(|l| l.contains(" PAGE ") || l.contains(" ZERO "))
+        .map(|l| {
+            u64::from_str_radix(
+                l.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("0x"),
+                16,
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(
+        out.starts_with("m0 page 0 (offset 0x0): 2 records"),
+        "{out}"
+    );
+    assert_eq!(offsets.len(), 2);
+    assert!(offsets[0] < offsets[1]);
+}
+
+#[test]
+fn an_unknown_block_or_a_range_past_its_end_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("multi-block", tmp.path());
+    let run = |args: &[&str]| {
+        let mut a: Vec<&std::ffi::OsStr> = vec!["pages".as_ref(), s.as_os_str()];
+        a.extend(args.iter().map(|x| std::ffi::OsStr::new(x)));
+        let out = ramstream(&a);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--block", "pc.ram"]);
+    assert!(
+        e.contains("no RAM block \"pc.ram\"") && e.contains("m0, m1"),
+        "{e}"
+    );
+    let e = run(&["--block", "m1", "--offset", "0x1fff000", "--count", "2"]);
+    assert!(e.contains("beyond block m1 (8192 pages)"), "{e}");
+}
