@@ -275,7 +275,7 @@ impl Timeline {
                 .set("stroke", "#333"),
         )
         .add(
-            Text::new(format!("{}", round_label(max)))
+            Text::new(round_label(max))
                 .set("x", LEFT - 6.0)
                 .set("y", top + 10.0)
                 .set("text-anchor", "end"),

@@ -19,7 +19,7 @@ fn stream_file(name: &str, dir: &Path) -> PathBuf {
 
 fn inspect(s: &Path, flags: &[&str]) -> String {
     let mut args: Vec<&OsStr> = vec!["inspect".as_ref(), s.as_os_str()];
-    args.extend(flags.iter().map(|f| OsStr::new(f)));
+    args.extend(flags.iter().map(OsStr::new));
     ok(&ramstream(&args))
 }
 

@@ -140,7 +140,7 @@ fn an_unknown_block_or_a_range_past_its_end_is_refused_by_name() {
     let s = stream_file("multi-block", tmp.path());
     let run = |args: &[&str]| {
         let mut a: Vec<&std::ffi::OsStr> = vec!["pages".as_ref(), s.as_os_str()];
-        a.extend(args.iter().map(|x| std::ffi::OsStr::new(x)));
+        a.extend(args.iter().map(std::ffi::OsStr::new));
         let out = ramstream(&a);
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
