@@ -209,7 +209,11 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     let (file, json, decode) = (a.file.as_path(), a.json, &a.decode);
     let bytes = read_stream(file)?;
     if let Some(out) = &a.map {
-        crate::map::write(&bytes, decode, &file.display().to_string(), out)
+        let name = file
+            .file_name()
+            .unwrap_or(file.as_os_str())
+            .to_string_lossy();
+        crate::map::write(&bytes, decode, &name, out)
             .with_context(|| format!("{}", file.display()))?;
     }
     if a.devices {

@@ -124,10 +124,9 @@ impl Timeline {
             )
             .add(
                 Text::new(format!(
-                    "{}: {} round(s) ({}), {:.1} ms",
+                    "{}: {}, {:.1} ms",
                     self.title,
-                    self.rounds.len(),
-                    self.round_name,
+                    self.rounds_in_words(),
                     self.total_ms
                 ))
                 .set("x", 20)
@@ -170,6 +169,19 @@ impl Timeline {
         doc.add(self.legend(60.0 + panels * (PANEL + GAP)))
     }
 
+    /// "9 round(s): the bulk pass and 8 dirty iteration(s)", "120 ram section(s)".
+    fn rounds_in_words(&self) -> String {
+        let n = self.rounds.len();
+        if self.round_name == "iteration" && n > 0 {
+            format!(
+                "{n} round(s): the bulk pass and {} dirty iteration(s)",
+                n - 1
+            )
+        } else {
+            format!("{n} {}(s)", self.round_name)
+        }
+    }
+
     /// One panel: a bar per round (width its duration), the stop-and-copy window shaded,
     /// an optional dashed limit line.
     fn panel(
@@ -210,21 +222,40 @@ impl Timeline {
                     .set("fill", "#f4c7c3"),
             );
         }
-        for (r, v) in self.rounds.iter().zip(values) {
+        for (n, (r, v)) in self.rounds.iter().zip(values).enumerate() {
             let Some(v) = v else { continue };
+            let width = (x(r.start_ms + r.duration_ms) - x(r.start_ms)).max(1.5);
             g = g.add(
                 Rectangle::new()
                     .set("class", "round")
                     .set("data-value", *v)
                     .set("x", x(r.start_ms))
                     .set("y", y(*v))
-                    .set(
-                        "width",
-                        (x(r.start_ms + r.duration_ms) - x(r.start_ms)).max(1.5),
-                    )
+                    .set("width", width)
                     .set("height", bottom - y(*v))
                     .set("fill", "#1f77b4")
-                    .set("fill-opacity", 0.85),
+                    .set("stroke", "white")
+                    .set("stroke-width", 1.5),
+            );
+            // The round's number where its bar is wide enough.
+            if width > 24.0 && bottom - y(*v) > 16.0 {
+                g = g.add(
+                    Text::new(n.to_string())
+                        .set("x", x(r.start_ms) + width / 2.0)
+                        .set("y", bottom - 4.0)
+                        .set("text-anchor", "middle")
+                        .set("fill", "white"),
+                );
+            }
+        }
+        if let (Some((start, _)), "pages") = (self.stop_copy, key) {
+            // Named once, above the first panel, ending at the window.
+            g = g.add(
+                Text::new("stop-and-copy \u{2192}")
+                    .set("x", x(start))
+                    .set("y", top - 8.0)
+                    .set("text-anchor", "end")
+                    .set("fill", "#b03a2e"),
             );
         }
         if known.is_empty() {
@@ -251,9 +282,10 @@ impl Timeline {
                         .set("stroke-dasharray", "6 4"),
                 )
                 .add(
-                    Text::new(format!("limit {l:.0} ms"))
-                        .set("x", LEFT + PLOT - 80.0)
-                        .set("y", y(l) - 4.0)
+                    Text::new(format!("limit {l:.0}"))
+                        .set("x", LEFT - 6.0)
+                        .set("y", y(l) + 4.0)
+                        .set("text-anchor", "end")
                         .set("fill", "#d62728"),
                 );
         }
@@ -286,12 +318,7 @@ impl Timeline {
                 .set("y", bottom)
                 .set("text-anchor", "end"),
         )
-        .add(
-            Text::new(format!("{:.0} ms", self.total_ms))
-                .set("x", LEFT + PLOT)
-                .set("y", bottom + 14.0)
-                .set("text-anchor", "end"),
-        )
+        .add(ticks(self.total_ms, bottom, x))
     }
 
     fn legend(&self, top: f64) -> Group {
@@ -325,6 +352,35 @@ impl Timeline {
     pub fn save(&self, out: &Path) -> Result<()> {
         svg::save(out, &self.draw()).with_context(|| format!("cannot write {}", out.display()))
     }
+}
+
+/// Time ticks along a panel's bottom: 0, each quarter, the end, in ms.
+fn ticks(total_ms: f64, bottom: f64, x: &dyn Fn(f64) -> f64) -> Group {
+    let mut g = Group::new().set("class", "time-axis");
+    for q in 0..=4 {
+        let ms = total_ms * q as f64 / 4.0;
+        let anchor = match q {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
+        g = g
+            .add(
+                Line::new()
+                    .set("x1", x(ms))
+                    .set("x2", x(ms))
+                    .set("y1", bottom)
+                    .set("y2", bottom + 4.0)
+                    .set("stroke", "#333"),
+            )
+            .add(
+                Text::new(format!("{ms:.0} ms"))
+                    .set("x", x(ms))
+                    .set("y", bottom + 15.0)
+                    .set("text-anchor", anchor),
+            );
+    }
+    g
 }
 
 fn swatch(y: f64, colour: &str, text: &str) -> Group {

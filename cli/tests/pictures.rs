@@ -190,7 +190,7 @@ fn timeline_of_a_send_has_a_bar_per_round_and_the_downtime_limit() {
         .find(|n| n.attribute("class") == Some("limit"))
         .expect("limit line");
     assert!(limit.has_tag_name("line"));
-    assert!(text.contains("limit 250 ms"));
+    assert!(text.contains("downtime limit: 250 ms"));
     let legend = doc
         .descendants()
         .find(|n| n.attribute("class") == Some("legend"))

@@ -620,3 +620,23 @@ fn no_panic_on_truncated_or_corrupted_bodies() {
         pos = start + consumed + 5;
     }
 }
+
+#[test]
+fn repeated_field_names_serialise_as_one_list_not_duplicate_keys() {
+    // QEMU 11.1 lists the elements of some arrays of structs (e.g. ide `bus`) as entries of
+    // one name without `index`; analyze-migration.py gathers them into one list.
+    let desc = one_device(
+        r#""fields": [{"name": "bus", "type": "struct", "size": 1,
+             "struct": {"vmsd_name": "b", "version": 1, "fields": [{"name": "cmd", "type": "uint8", "size": 1}]}},
+           {"name": "bus", "type": "struct", "size": 1,
+             "struct": {"vmsd_name": "b", "version": 1, "fields": [{"name": "cmd", "type": "uint8", "size": 1}]}},
+           {"name": "r", "type": "uint8", "size": 1, "array_len": 2},
+           {"name": "r", "type": "uint8", "size": 1},
+           {"name": "z", "type": "uint8", "size": 1}]"#,
+    );
+    let ok = decode_device(&desc.devices[0], &[8, 0, 1, 2, 3, 9]).unwrap();
+    assert_eq!(
+        serde_json::to_string(&ok).unwrap(),
+        r#"{"bus":[{"cmd":"0x08"},{"cmd":"0x00"}],"r":["0x01","0x02","0x03"],"z":"0x09"}"#
+    );
+}

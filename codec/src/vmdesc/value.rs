@@ -251,12 +251,50 @@ impl Serialize for Value<'_> {
     }
 }
 
+/// A field name the description repeats (QEMU 11 lists the elements of some arrays of
+/// structs as entries of one name, without `index`): its values, written as one list with
+/// arrays flattened, as analyze-migration.py gathers them, instead of duplicate JSON keys.
+#[cfg(feature = "serde")]
+struct Repeated<'s, 'a>(Vec<&'s Value<'a>>);
+
+#[cfg(feature = "serde")]
+impl Serialize for Repeated<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for v in &self.0 {
+            match v {
+                Value::Array(items) => {
+                    for item in items {
+                        seq.serialize_element(item)?;
+                    }
+                }
+                v => seq.serialize_element(v)?,
+            }
+        }
+        seq.end()
+    }
+}
+
 #[cfg(feature = "serde")]
 impl Serialize for Struct<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.fields.len() + self.subsections.len()))?;
+        // Each name once, where it first occurs, with every value of that name.
+        let mut order: Vec<&str> = Vec::new();
+        let mut values: std::collections::HashMap<&str, Vec<&Value<'_>>> =
+            std::collections::HashMap::new();
         for (name, value) in &self.fields {
-            map.serialize_entry(name, value)?;
+            let slot = values.entry(name).or_default();
+            if slot.is_empty() {
+                order.push(name);
+            }
+            slot.push(value);
+        }
+        let mut map = serializer.serialize_map(None)?;
+        for name in order {
+            match values.remove(name).unwrap_or_default().as_slice() {
+                [one] => map.serialize_entry(name, one)?,
+                many => map.serialize_entry(name, &Repeated(many.to_vec()))?,
+            }
         }
         for sub in &self.subsections {
             map.serialize_entry(sub.name, &sub.state)?;
