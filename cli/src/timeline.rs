@@ -258,6 +258,16 @@ impl Timeline {
                     .set("fill", "#b03a2e"),
             );
         }
+        if key == "pages" && known.iter().all(|v| *v == 0.0) && !known.is_empty() {
+            g = g.add(
+                Text::new(
+                    "no page records on this stream (with multifd the pages travel on the channels)",
+                )
+                .set("x", LEFT + 10.0)
+                .set("y", top + PANEL / 2.0)
+                .set("fill", "#777"),
+            );
+        }
         if known.is_empty() {
             g = g.add(
                 Text::new(format!(

@@ -199,3 +199,80 @@ fn timeline_of_a_send_has_a_bar_per_round_and_the_downtime_limit() {
     assert_eq!(num(legend, "data-pages"), pages);
     assert_eq!(num(legend, "data-rounds"), rounds.len() as u64);
 }
+
+#[test]
+fn timeline_of_a_receive_has_a_bar_per_ram_section_of_the_saved_stream() {
+    let open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    if !ramstream_conformance_vectors::qemu::kvm_or_skip(open.map(drop)) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (svg, saved) = (tmp.path().join("r.svg"), tmp.path().join("saved.mig"));
+    let bin = env!("CARGO_BIN_EXE_ramstream");
+    // receive --extract speaks QEMU's capabilities only: multifd turns the reference
+    // sender's balloon capability off.
+    let mut rx = Command::new(bin)
+        .args([
+            "receive",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--allow-untested-machine",
+        ])
+        .arg("--extract")
+        .arg(tmp.path().join("x"))
+        .arg("--save-stream")
+        .arg(&saved)
+        .arg("--timeline")
+        .arg(&svg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(rx.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("ramstream: listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let sent = Command::new(bin)
+        .args(["send", &addr, "--mem", "64M", "--warmup-ms", "100"])
+        .args(["--balloon-percent", "0", "--multifd-channels", "2"])
+        .output()
+        .unwrap();
+    ok(&sent);
+    assert!(rx.wait().unwrap().success());
+    let j: Value = serde_json::from_str(&ok(&ramstream(&[
+        OsStr::new("inspect"),
+        saved.as_os_str(),
+        OsStr::new("--json"),
+    ])))
+    .unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("legend"))
+        .unwrap();
+    assert_eq!(
+        num(legend, "data-rounds"),
+        j["ram"]["sections"].as_u64().unwrap()
+    );
+    let main_pages = ["page", "zero", "xbzrle"]
+        .iter()
+        .map(|k| j["ram"]["records"][k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(num(legend, "data-pages"), main_pages);
+    assert!(num(legend, "data-bytes") <= j["stream_len"].as_u64().unwrap());
+    assert!(text.contains("not observed: a ram section does not carry it"));
+    assert!(text.contains("downtime limit: not known here"));
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some("stop-copy"))
+            .count(),
+        4
+    );
+}
