@@ -27,6 +27,9 @@ const LEFT: f64 = 90.0;
 const PANEL: f64 = 120.0;
 /// Space between panels (its title).
 const GAP: f64 = 46.0;
+/// Rounds shorter than this (ms) get no bandwidth bar: e.g. a watcher's END section,
+/// closed by EOF a fraction of a millisecond after it began.
+const MIN_RATE_MS: f64 = 1.0;
 
 /// One round: the bulk pass or a dirty iteration (sender), or one `ram` section (watcher).
 #[derive(Clone, Debug, PartialEq)]
@@ -44,13 +47,10 @@ pub struct Round {
 }
 
 impl Round {
-    /// Bandwidth in MB/s (10^6 bytes), 0 for a round of no measurable duration.
-    pub fn mb_per_s(&self) -> f64 {
-        if self.duration_ms > 0.0 {
-            self.bytes as f64 / 1e3 / self.duration_ms
-        } else {
-            0.0
-        }
+    /// Bandwidth in MB/s (10^6 bytes); `None` for a round shorter than
+    /// [`MIN_RATE_MS`], whose rate would be noise.
+    pub fn mb_per_s(&self) -> Option<f64> {
+        (self.duration_ms >= MIN_RATE_MS).then(|| self.bytes as f64 / 1e3 / self.duration_ms)
     }
 }
 
@@ -151,7 +151,7 @@ impl Timeline {
             (
                 "bandwidth",
                 "bandwidth, MB/s",
-                self.rounds.iter().map(|r| Some(r.mb_per_s())).collect(),
+                self.rounds.iter().map(Round::mb_per_s).collect(),
             ),
             (
                 "expected-downtime",
@@ -438,6 +438,8 @@ pub fn save_report(
 pub struct SectionClock {
     timeline: Timeline,
     open: Option<Round>,
+    /// When the first event came: the timeline's 0.
+    origin: Option<Duration>,
 }
 
 impl SectionClock {
@@ -450,12 +452,15 @@ impl SectionClock {
                 ..Timeline::default()
             },
             open: None,
+            origin: None,
         }
     }
 
-    /// Notes one event of `len` stream bytes, seen `at` after the migration started.
+    /// Notes one event of `len` stream bytes, seen at `at` (any fixed origin: the first
+    /// event is the timeline's 0).
     pub fn observe(&mut self, event: &Event<'_>, len: usize, at: Duration) {
-        let ms = at.as_secs_f64() * 1e3;
+        let origin = *self.origin.get_or_insert(at);
+        let ms = at.saturating_sub(origin).as_secs_f64() * 1e3;
         self.timeline.total_ms = ms;
         match event {
             Event::SectionStart(h) if h.section_type == SectionType::START => self.open_round(ms),

@@ -261,6 +261,8 @@ fn proxy_between(v: Vector, dst_version: QemuVersion, reencode: bool) {
         "--record".into(),
         record.display().to_string(),
         "--json".into(),
+        "--timeline".into(),
+        tmp.path().join("t.svg").display().to_string(),
     ];
     if reencode {
         args.push("--reencode".into());
@@ -304,6 +306,20 @@ fn proxy_between(v: Vector, dst_version: QemuVersion, reencode: bool) {
         report["iterations"], dirty_syncs(&q), report["page"], report["zero"], report["xbzrle"],
         report["out_page"], report["out_zero"], report["out_xbzrle"], report["out_skipped_unchanged"]
     );
+    // --timeline: a bar per ram section the proxy counted, their pages its records.
+    let svg = std::fs::read_to_string(tmp.path().join("t.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("legend"))
+        .unwrap();
+    let attr = |k: &str| legend.attribute(k).unwrap().parse::<u64>().unwrap();
+    assert_eq!(
+        attr("data-rounds"),
+        report["ram_sections"].as_u64().unwrap()
+    );
+    let records = ["page", "zero", "xbzrle"].map(|k| report[k].as_u64().unwrap());
+    assert_eq!(attr("data-pages"), records.iter().sum::<u64>());
     // QEMU's stream carried XBZRLE deltas, and the proxy saw every one of them.
     assert!(report["xbzrle"].as_u64().unwrap() > 0, "no XBZRLE records");
     // QEMU's xbzrle-cache pages count cache hits, including unchanged pages it sends nothing
