@@ -117,6 +117,10 @@ pub fn classify(bytes: &[u8], decode: &DecodeArgs) -> Result<(Vec<BlockMap>, Str
     while let Some((at, event)) = events.next().transpose()? {
         summary.observe(at, &event);
         let (addr, xbzrle, zero) = match &event {
+            Event::MemSize(ms) if !ms.mapped_ram.is_empty() => anyhow::bail!(
+                "a mapped-ram file (SPEC.md §7.9): its pages sit at fixed file offsets, not in \
+                 records; --map draws records"
+            ),
             Event::MemSize(ms) => {
                 page_size = events.decoder().page_size();
                 if blocks.is_empty() {
@@ -131,6 +135,10 @@ pub fn classify(bytes: &[u8], decode: &DecodeArgs) -> Result<(Vec<BlockMap>, Str
             Event::Page(p) => (p.addr, false, false),
             Event::Zero(z) => (z.addr, false, true),
             Event::Xbzrle(x) => (x.addr, true, false),
+            Event::MultifdFlush(_) => anyhow::bail!(
+                "at offset {at:#x}: MULTIFD_FLUSH record: a multifd migration's main stream, \
+                 whose pages travel on its channels; --map reads no channels"
+            ),
             _ => continue,
         };
         let index = addr.page_index(page_size) as usize;

@@ -9,6 +9,7 @@ use clap::Args;
 use ramstream_codec::{xbzrle, Event, Events};
 
 use crate::input::{file_options, read_stream};
+use crate::multifd::recording::channel_files;
 use crate::DecodeArgs;
 
 /// Bytes per hex dump line.
@@ -58,6 +59,13 @@ struct Write {
 pub fn run(a: &PagesArgs) -> Result<()> {
     let bytes = read_stream(&a.file)?;
     let where_ = || a.file.display().to_string();
+    if !channel_files(&a.file).is_empty() {
+        bail!(
+            "{}: a multifd recording: its pages are in the channel files beside it, which \
+             `pages` does not read (use `ramstream extract`)",
+            where_()
+        );
+    }
     if a.count == 0 || a.count > 1 << 16 {
         bail!("--count {} is not in 1..=65536", a.count);
     }
@@ -69,6 +77,13 @@ pub fn run(a: &PagesArgs) -> Result<()> {
     let mut writes = Vec::new();
     while let Some((at, event)) = events.next().transpose().with_context(where_)? {
         if let Event::MemSize(ms) = &event {
+            if !ms.mapped_ram.is_empty() {
+                bail!(
+                    "{}: a mapped-ram file (SPEC.md §7.9): its pages sit at fixed file offsets, \
+                     not in records; `pages` reads records (use `ramstream extract`)",
+                    where_()
+                );
+            }
             let Some(i) = ms.blocks.iter().position(|b| b.idstr == a.block) else {
                 let names: Vec<&str> = ms.blocks.iter().map(|b| b.idstr.as_str()).collect();
                 bail!(
@@ -98,6 +113,11 @@ pub fn run(a: &PagesArgs) -> Result<()> {
             Event::Page(p) => (p.addr, "PAGE"),
             Event::Zero(z) => (z.addr, "ZERO"),
             Event::Xbzrle(x) => (x.addr, "XBZRLE"),
+            Event::MultifdFlush(_) => bail!(
+                "{}: at offset {at:#x}: MULTIFD_FLUSH record: a multifd migration's main \
+                 stream, whose pages travel on its channels; `pages` reads no channels",
+                where_()
+            ),
             _ => continue,
         };
         if Some(addr.block) != block {

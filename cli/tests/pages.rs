@@ -153,3 +153,24 @@ fn an_unknown_block_or_a_range_past_its_end_is_refused_by_name() {
     let e = run(&["--block", "m1", "--offset", "0x1fff000", "--count", "2"]);
     assert!(e.contains("beyond block m1 (8192 pages)"), "{e}");
 }
+
+#[test]
+fn multifd_and_mapped_ram_files_are_refused_not_shown_as_never_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, says) in [
+        ("11.1-multifd-4", "MULTIFD_FLUSH record"),
+        ("11.1-mapped-ram-noos", "a mapped-ram file"),
+    ] {
+        let s = stream_file(name, tmp.path());
+        for args in [
+            vec!["pages", "--block", "pc.ram"],
+            vec!["inspect", "--map", "m.svg"],
+        ] {
+            let mut a: Vec<&std::ffi::OsStr> = vec![args[0].as_ref(), s.as_os_str()];
+            a.extend(args[1..].iter().map(std::ffi::OsStr::new));
+            let out = ramstream(&a);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(says), "{name}: {err}");
+        }
+    }
+}
