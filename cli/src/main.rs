@@ -15,10 +15,13 @@ mod send;
 mod addr;
 mod connect;
 mod guest;
+mod idle;
 mod input;
+mod listen;
 mod multifd;
 mod policy;
 mod side_channels;
+mod tls;
 
 use std::process::ExitCode;
 
