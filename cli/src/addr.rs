@@ -343,9 +343,12 @@ pub struct Listener {
     bound: Addr,
     /// With TLS: the connections whose handshake a background thread ran, in the order
     /// they connected.
-    tls: Option<Receiver<Result<(Box<dyn Duplex>, String)>>>,
+    tls: Option<Receiver<Incoming>>,
     idle: Option<Duration>,
 }
+
+/// A connection as the TLS thread hands it over: the session and its peer, or the refusal.
+type Incoming = Result<(Box<dyn Duplex>, String)>;
 
 /// A connection as accepted, before TLS.
 enum Accepted {

@@ -98,6 +98,9 @@ fn per_connection(n: u32, tls: Option<&Acceptor>, connector: &Connector) -> f64 
     ms
 }
 
+/// What ends a session after the last write (close_notify), where dropping does not.
+type Ending = Box<dyn FnOnce()>;
+
 #[derive(Clone, Copy)]
 enum Mode {
     Tcp,
@@ -129,7 +132,7 @@ fn throughput(bytes: usize, mode: Mode, acceptor: &Acceptor, connector: &Connect
     let tcp = TcpStream::connect(addr).unwrap();
     let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
     // The handshake is not part of the measured time.
-    let (mut w, tls): (Box<dyn Write>, Option<Box<dyn FnOnce()>>) = match mode {
+    let (mut w, tls): (Box<dyn Write>, Option<Ending>) = match mode {
         Mode::Tcp => (Box::new(tcp), None),
         Mode::Tls => {
             let s = connector.connect(tcp, "127.0.0.1").unwrap();
