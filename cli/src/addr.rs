@@ -33,7 +33,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -42,6 +42,8 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+
+pub use crate::duplex::Duplex;
 
 /// Where a migration stream goes or comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,16 +161,16 @@ impl Addr {
     /// Connects to a socket address; with `tls`, as a TLS client (over `tcp:` only).
     pub fn connect_tls(&self, tls: Option<&crate::tls::ClientTls>) -> Result<Box<dyn Duplex>> {
         if tls.is_some() {
-            crate::tls::require_tcp(self)?;
+            self.require_tcp_for_tls()?;
         }
         match self {
             Addr::Tcp { .. } => {
                 let s = TcpStream::connect(self.tcp_target())
                     .with_context(|| format!("cannot connect to {self}"))?;
                 s.set_nodelay(true)?;
-                match tls {
-                    Some(t) => t.connect(s, self),
-                    None => Ok(Box::new(s)),
+                match (tls, self) {
+                    (Some(t), Addr::Tcp { host, .. }) => t.connect(s, host, self),
+                    _ => Ok(Box::new(s)),
                 }
             }
             Addr::Unix(p) => Ok(Box::new(
@@ -204,6 +206,14 @@ impl Addr {
             let _ = std::fs::remove_file(p);
         }
         Ok(Box::new(conn))
+    }
+
+    /// Refuses TLS (`--tls-creds`) on anything but a `tcp:` address.
+    pub fn require_tcp_for_tls(&self) -> Result<()> {
+        match self {
+            Addr::Tcp { .. } => Ok(()),
+            _ => bail!("{self}: TLS (--tls-creds) runs over tcp:HOST:PORT only"),
+        }
     }
 
     /// `HOST:PORT` as `std::net` resolves it (brackets around an IPv6 host included).
@@ -275,48 +285,6 @@ impl fmt::Display for Addr {
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
             Addr::File(p) => write!(f, "file:{}", p.display()),
         }
-    }
-}
-
-/// A connected byte stream in both directions.
-pub trait Duplex: Read + Write + Send {
-    /// A second handle to the same connection (for the other direction).
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>>;
-    /// Shuts both directions down, waking a reader blocked on another handle.
-    fn shutdown_both(&self);
-    /// Shuts the writing direction down: the peer reads the end of the stream.
-    fn shutdown_write(&self);
-    /// Bounds how long a read may block (`None`: forever).
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
-}
-
-impl Duplex for TcpStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(TcpStream::set_read_timeout(self, t)?)
-    }
-}
-
-impl Duplex for UnixStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(UnixStream::set_read_timeout(self, t)?)
     }
 }
 
@@ -415,7 +383,7 @@ impl Listener {
             return Ok(self);
         };
         let Socket::Tcp(l) = &self.socket else {
-            return crate::tls::require_tcp(&self.bound).map(|()| self);
+            return self.bound.require_tcp_for_tls().map(|()| self);
         };
         let l = l.try_clone()?;
         let (tx, rx) = mpsc::channel();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::addr::Duplex;
+use crate::duplex::Duplex;
 
 /// How long an accepted peer may send nothing unless `--idle-timeout` says otherwise.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;

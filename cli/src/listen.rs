@@ -37,7 +37,7 @@ impl ListenOptions {
     pub fn bind(&self, addr: &Addr) -> Result<Listener> {
         let acceptor = self.tls.server()?;
         if acceptor.is_some() {
-            crate::tls::require_tcp(addr)?;
+            addr.require_tcp_for_tls()?;
         }
         Ok(Listener::bind(addr)?
             .with_tls(acceptor)?

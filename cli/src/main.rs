@@ -14,6 +14,7 @@ mod send;
 // What the subcommands share.
 mod addr;
 mod connect;
+mod duplex;
 mod guest;
 mod idle;
 mod input;

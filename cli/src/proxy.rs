@@ -246,7 +246,7 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let started = Instant::now();
     let client = a.net.tls.client()?;
     if client.is_some() {
-        crate::tls::require_tcp(forward)?;
+        forward.require_tcp_for_tls()?;
     }
     let listener = a.net.bind(listen)?;
     let listen = listener.bound().clone();

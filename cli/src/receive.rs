@@ -33,7 +33,7 @@ pub struct ReceiveArgs {
     /// Where the stream comes from: tcp:HOST:PORT or unix:PATH (listened on), or file:PATH
     /// (read; not with --extract, which takes a socket: extract a stream file with
     /// `ramstream extract`). Required: there is no default address. tcp:127.0.0.1:PORT
-    /// takes migrations from this host only; tcp:0.0.0.0:PORT or tcp:[::]:PORT from every
+    /// takes migrations from this host only; tcp:0.0.0.0:PORT or `tcp:[::]:PORT` from every
     /// network this host is on, a deliberate choice (use --tls-creds then). Port 0 picks a
     /// free port. Once a socket is bound, `ramstream:
     /// listening on ADDRESS` is printed on stderr with the address actually bound (e.g.
@@ -73,7 +73,7 @@ pub struct ReceiveArgs {
 pub fn run(a: &ReceiveArgs) -> Result<()> {
     a.net.tls.refuse_connecting_options("receive")?;
     if a.net.tls.tls_creds.is_some() {
-        crate::tls::require_tcp(&a.listen)?;
+        a.listen.require_tcp_for_tls()?;
     }
     match &a.extract {
         Some(out) => extract(

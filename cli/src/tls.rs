@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ramstream_tls::{Acceptor, Authz, Connector, Credentials, Endpoint, SharedTlsStream};
 
-use crate::addr::{Addr, Duplex};
+use crate::duplex::Duplex;
 
 /// The TLS options of `receive`, `proxy` and `send`.
 #[derive(Args, Debug, Clone, Default)]
@@ -141,25 +141,22 @@ fn read_authz_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Refuses TLS on anything but a `tcp:` address.
-pub fn require_tcp(addr: &Addr) -> Result<()> {
-    match addr {
-        Addr::Tcp { .. } => Ok(()),
-        _ => bail!("{addr}: TLS (--tls-creds) runs over tcp:HOST:PORT only"),
-    }
-}
-
 impl ClientTls {
-    /// Runs the client handshake on `tcp`, connected to `to`: the server's certificate must
-    /// be valid for `--tls-hostname`, or else for the host of `to`.
-    pub fn connect(&self, tcp: std::net::TcpStream, to: &Addr) -> Result<Box<dyn Duplex>> {
-        let name = match (&self.hostname, to) {
-            (Some(n), _) => n.clone(),
-            (None, Addr::Tcp { host, .. }) => host
+    /// Runs the client handshake on `tcp`, connected to `host` (as written in the address
+    /// `to`): the server's certificate must be valid for `--tls-hostname`, or else for
+    /// `host` (an IPv6 address without its brackets).
+    pub fn connect(
+        &self,
+        tcp: std::net::TcpStream,
+        host: &str,
+        to: &dyn std::fmt::Display,
+    ) -> Result<Box<dyn Duplex>> {
+        let name = match &self.hostname {
+            Some(n) => n.clone(),
+            None => host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string(),
-            (None, _) => bail!("{to}: TLS (--tls-creds) runs over tcp:HOST:PORT only"),
         };
         let tls = self
             .connector
