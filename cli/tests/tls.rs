@@ -3,7 +3,8 @@
 //! --tls-creds --extract` extracts equal to the QEMU destination; every refusal (plaintext
 //! at a TLS listener, a client certificate of another CA, an expired one, a DN not in the
 //! authorisation list, a stalled handshake, a wrong server name at `proxy --forward`, an
-//! idle peer) exits non-zero, says why, and extracts or records nothing; and (on KVM)
+//! idle peer) exits non-zero, says why, and extracts or records nothing, except a stranger
+//! refused while a multifd migration gathers its channels, which is logged and left out; and (on KVM)
 //! `send` over TLS into `receive` over TLS resumes the guest. The certificates are made
 //! here with rcgen (the tls crate's test support), each test in its own temp dir. The
 //! QEMU runs are in `tests/tls_interop.rs`.
@@ -129,6 +130,10 @@ fn every_multifd_channel_is_tls_and_the_extract_equals_the_qemu_destination() {
     ));
     // As QEMU: every channel's handshake completes before the main stream's first byte.
     let main_conn = tls_connect(r.tcp(), &creds).unwrap();
+    // A stranger without TLS between the main stream and the channels is refused, logged,
+    // and is no part of the migration.
+    let mut stranger = TcpStream::connect(r.tcp()).unwrap();
+    stranger.write_all(b"QEVM\0\0\0\x03").unwrap();
     let chans: Vec<_> = channels
         .iter()
         .map(|_| tls_connect(r.tcp(), &creds).unwrap())
@@ -152,6 +157,15 @@ fn every_multifd_channel_is_tls_and_the_extract_equals_the_qemu_destination() {
         .filter(|l| l.starts_with("TLS from "))
         .count();
     assert_eq!(sessions, 1 + channels.len(), "{:?}", f.stderr);
+    assert!(
+        f.stderr
+            .iter()
+            .any(|l| l.starts_with("ramstream: refused the connection from")
+                && l.contains("a plaintext QEMU migration stream")),
+        "{:?}",
+        f.stderr
+    );
+    drop(stranger);
 }
 
 #[test]
