@@ -419,3 +419,45 @@ fn send_over_tls_into_receive_over_tls_resumes_the_guest() {
     assert_eq!(sessions, 3, "{:?}", f.stderr);
     f.stderr.clear();
 }
+
+/// `--tls-no-verify-peer` (QEMU's verify-peer=off): a source without a client certificate
+/// is served (encrypted, unauthenticated); with an authorisation list it is refused, as
+/// there is no verified DN to check.
+#[test]
+fn without_peer_verification_a_source_needs_no_certificate_and_no_authz_is_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("creds");
+    let ca = shared_dir(&creds);
+    let anonymous = tmp.path().join("anonymous");
+    write_dir(&anonymous, &ca, None, None);
+    let v = small_vector();
+    let stream = v.stream().unwrap();
+    let r = spawn_listening(&receive_args(tmp.path(), &creds, &["--tls-no-verify-peer"]));
+    let w = send_on(tls_connect(r.tcp(), &anonymous).unwrap(), stream);
+    let f = r.wait();
+    w.join().unwrap();
+    assert!(f.status.success(), "{:?}", f.stderr);
+    assert_eq!(
+        extract_hashes(&tmp.path().join("extract")),
+        v.block_hashes()
+    );
+    assert!(
+        f.stderr
+            .iter()
+            .any(|l| l.starts_with("TLS from ") && l.ends_with("client certificate none")),
+        "{:?}",
+        f.stderr
+    );
+
+    let out = ramstream(&receive_args(
+        &tmp.path().join("second"),
+        &creds,
+        &["--tls-no-verify-peer", "--tls-authz", &dn_of("source")],
+    ));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--tls-authz: an authorisation list needs verify_peer"),
+        "{err}"
+    );
+}
