@@ -33,14 +33,17 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+
+pub use crate::duplex::Duplex;
 
 /// Where a migration stream goes or comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,12 +155,23 @@ impl Addr {
 
     /// Connects to a socket address.
     pub fn connect(&self) -> Result<Box<dyn Duplex>> {
+        self.connect_tls(None)
+    }
+
+    /// Connects to a socket address; with `tls`, as a TLS client (over `tcp:` only).
+    pub fn connect_tls(&self, tls: Option<&crate::tls::ClientTls>) -> Result<Box<dyn Duplex>> {
+        if tls.is_some() {
+            self.require_tcp_for_tls()?;
+        }
         match self {
             Addr::Tcp { .. } => {
                 let s = TcpStream::connect(self.tcp_target())
                     .with_context(|| format!("cannot connect to {self}"))?;
                 s.set_nodelay(true)?;
-                Ok(Box::new(s))
+                match (tls, self) {
+                    (Some(t), Addr::Tcp { host, .. }) => t.connect(s, host, self),
+                    _ => Ok(Box::new(s)),
+                }
             }
             Addr::Unix(p) => Ok(Box::new(
                 UnixStream::connect(p).with_context(|| format!("cannot connect to {self}"))?,
@@ -192,6 +206,14 @@ impl Addr {
             let _ = std::fs::remove_file(p);
         }
         Ok(Box::new(conn))
+    }
+
+    /// Refuses TLS (`--tls-creds`) on anything but a `tcp:` address.
+    pub fn require_tcp_for_tls(&self) -> Result<()> {
+        match self {
+            Addr::Tcp { .. } => Ok(()),
+            _ => bail!("{self}: TLS (--tls-creds) runs over tcp:HOST:PORT only"),
+        }
     }
 
     /// `HOST:PORT` as `std::net` resolves it (brackets around an IPv6 host included).
@@ -266,56 +288,6 @@ impl fmt::Display for Addr {
     }
 }
 
-/// A connected byte stream in both directions.
-pub trait Duplex: Read + Write + Send {
-    /// A second handle to the same connection (for the other direction).
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>>;
-    /// Shuts both directions down, waking a reader blocked on another handle.
-    fn shutdown_both(&self);
-    /// Shuts the writing direction down: the peer reads the end of the stream.
-    fn shutdown_write(&self);
-    /// Bounds how long a read may block (`None`: forever).
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
-    /// Makes reads and writes non-blocking (or blocking again).
-    fn set_nonblocking(&self, on: bool) -> Result<()>;
-}
-
-impl Duplex for TcpStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(TcpStream::set_read_timeout(self, t)?)
-    }
-    fn set_nonblocking(&self, on: bool) -> Result<()> {
-        Ok(TcpStream::set_nonblocking(self, on)?)
-    }
-}
-
-impl Duplex for UnixStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(UnixStream::set_read_timeout(self, t)?)
-    }
-    fn set_nonblocking(&self, on: bool) -> Result<()> {
-        Ok(UnixStream::set_nonblocking(self, on)?)
-    }
-}
-
 /// What starts the line announcing a bound listener (see the module docs).
 pub const LISTENING_PREFIX: &str = "ramstream: listening on ";
 
@@ -330,9 +302,35 @@ fn announce(bound: &Addr) -> Result<()> {
 
 /// A bound listening socket. Kept open after the first connection so that a source which
 /// opens more connections (multifd) is noticed instead of refused.
+///
+/// With [`Listener::with_tls`] every accepted connection is a TLS session, and a refused
+/// handshake is what `accept` returns for it; with [`Listener::with_idle_timeout`] a peer
+/// that sends nothing for that long is dropped with an error naming it.
 pub struct Listener {
     socket: Socket,
     bound: Addr,
+    /// With TLS: the connections whose handshake a background thread ran, in the order
+    /// they connected.
+    tls: Option<Receiver<Incoming>>,
+    idle: Option<Duration>,
+}
+
+/// A connection as the TLS thread hands it over: the session and its peer, or the refusal.
+type Incoming = Result<(Box<dyn Duplex>, String)>;
+
+/// A connection as accepted, before TLS.
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Accepted {
+    fn into_duplex(self) -> Box<dyn Duplex> {
+        match self {
+            Accepted::Tcp(s) => Box::new(s),
+            Accepted::Unix(s) => Box::new(s),
+        }
+    }
 }
 
 enum Socket {
@@ -363,7 +361,55 @@ impl Listener {
             Addr::File(_) => bail!("cannot listen on {addr}: a file is not a socket"),
         };
         announce(&bound)?;
-        Ok(Listener { socket, bound })
+        Ok(Listener {
+            socket,
+            bound,
+            tls: None,
+            idle: None,
+        })
+    }
+
+    /// Makes every connection accepted from now on a TLS session with `acceptor` (none:
+    /// plain). TLS runs over `tcp:` only.
+    ///
+    /// The handshakes run on a thread of their own, one connection after the other as they
+    /// connect, whether or not the command accepts yet: a QEMU source completes the
+    /// handshake of every multifd channel before it writes its main stream's first byte
+    /// (`multifd_send_setup` waits for `channels_created`), so the destination must answer
+    /// them while it waits for that byte. A stalled handshake holds the next for at most
+    /// the handshake timeout.
+    pub fn with_tls(mut self, acceptor: Option<ramstream_tls::Acceptor>) -> Result<Listener> {
+        let Some(acceptor) = acceptor else {
+            return Ok(self);
+        };
+        let Socket::Tcp(l) = &self.socket else {
+            return self.bound.require_tcp_for_tls().map(|()| self);
+        };
+        let l = l.try_clone()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || loop {
+            let r = match l.accept() {
+                Ok((s, peer)) => {
+                    let peer = peer.to_string();
+                    s.set_nodelay(true)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| crate::tls::accept(&acceptor, s, &peer))
+                        .map(|conn| (conn, peer))
+                }
+                Err(e) => Err(anyhow::Error::from(e).context("cannot accept")),
+            };
+            if tx.send(r).is_err() {
+                return;
+            }
+        });
+        self.tls = Some(rx);
+        Ok(self)
+    }
+
+    /// Drops a peer that sends nothing for `idle` (`--idle-timeout`; none: waits forever).
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Listener {
+        self.idle = idle;
+        self
     }
 
     /// The address actually bound (the picked port where `tcp:HOST:0` was asked for).
@@ -375,21 +421,28 @@ impl Listener {
     /// is none (a multifd source connects all its channels before its first sync point, so
     /// they are waiting by then).
     pub fn try_accept(&self) -> Result<Option<(Box<dyn Duplex>, String)>> {
+        if let Some(rx) = &self.tls {
+            return match rx.try_recv() {
+                Ok(r) => r.and_then(|(conn, peer)| self.finish(conn, peer)).map(Some),
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => {
+                    bail!("the TLS acceptor of {} ended", self.bound)
+                }
+            };
+        }
         self.set_nonblocking(true)?;
-        let r = self.accept();
+        let r = self.accept_raw();
         self.set_nonblocking(false)?;
         match r {
             Ok((conn, peer)) => {
-                conn.set_nonblocking(false)?;
-                Ok(Some((conn, peer)))
+                match &conn {
+                    Accepted::Tcp(s) => s.set_nonblocking(false)?,
+                    Accepted::Unix(s) => s.set_nonblocking(false)?,
+                }
+                Ok(Some(self.finish(conn.into_duplex(), peer)?))
             }
-            Err(e)
-                if e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -401,19 +454,40 @@ impl Listener {
         Ok(())
     }
 
-    /// Accepts one connection; returns it with a description of the peer.
+    /// Accepts one connection (with TLS, completes its handshake); returns it with a
+    /// description of the peer.
     pub fn accept(&self) -> Result<(Box<dyn Duplex>, String)> {
+        if let Some(rx) = &self.tls {
+            let (conn, peer) = rx
+                .recv()
+                .map_err(|_| anyhow!("the TLS acceptor of {} ended", self.bound))??;
+            return self.finish(conn, peer);
+        }
+        let (conn, peer) = self.accept_raw()?;
+        self.finish(conn.into_duplex(), peer)
+    }
+
+    fn accept_raw(&self) -> std::io::Result<(Accepted, String)> {
         match &self.socket {
             Socket::Tcp(l) => {
                 let (s, peer) = l.accept()?;
                 s.set_nodelay(true)?;
-                Ok((Box::new(s), peer.to_string()))
+                Ok((Accepted::Tcp(s), peer.to_string()))
             }
             Socket::Unix(l) => {
                 let (s, _) = l.accept()?;
-                Ok((Box::new(s), "a unix-socket peer".to_string()))
+                Ok((Accepted::Unix(s), "a unix-socket peer".to_string()))
             }
         }
+    }
+
+    /// The idle timeout on an accepted connection.
+    fn finish(&self, conn: Box<dyn Duplex>, peer: String) -> Result<(Box<dyn Duplex>, String)> {
+        let conn = match self.idle {
+            Some(t) => crate::idle::Idle::wrap(conn, &peer, t)?,
+            None => conn,
+        };
+        Ok((conn, peer))
     }
 }
 

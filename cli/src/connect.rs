@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::addr::Addr;
 use crate::multifd::recording::channel_path;
+use crate::tls::ClientTls;
 
 /// A connection (or file) a migration writes.
 pub type Writer = Box<dyn Write + Send>;
@@ -17,9 +18,11 @@ pub type Writer = Box<dyn Write + Send>;
 /// address: `socket_send_channel_create()`). For `file:F`, the recording's files: `F` and
 /// `F.multifd-<id>` (SPEC.md §14.9); channel files of an earlier recording at `F` that
 /// this one does not write are removed, so that a reader never mixes two recordings.
+/// With `tls`, every connection is a TLS session (as QEMU handshakes each channel).
 pub fn open_connections(
     to: &Addr,
     channels: Option<NonZeroU8>,
+    tls: Option<&ClientTls>,
 ) -> Result<(Writer, Option<Vec<Writer>>)> {
     let n = channels.map_or(0, NonZeroU8::get);
     if let Addr::File(f) = to {
@@ -30,7 +33,13 @@ pub fn open_connections(
             }
         }
     }
-    let main = to.open_to_send()?;
+    let main: Writer = match (to, tls) {
+        (Addr::File(_), None) => to.open_to_send()?,
+        (Addr::File(_), Some(_)) => {
+            anyhow::bail!("{to}: TLS (--tls-creds) protects a connection; a file is not one")
+        }
+        _ => Box::new(to.connect_tls(tls)?),
+    };
     let Some(channels) = channels else {
         return Ok((main, None));
     };
@@ -44,7 +53,7 @@ pub fn open_connections(
                     Ok(Box::new(file))
                 }
                 _ => Ok(Box::new(
-                    to.connect()
+                    to.connect_tls(tls)
                         .with_context(|| format!("multifd channel {id}"))?,
                 )),
             }

@@ -113,7 +113,7 @@ pub fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome>
             return Err(e);
         }
     };
-    let (mut src, sent) = migrate_guest(vm, &to, opts, bar);
+    let (mut src, sent) = migrate_guest(vm, &to, opts, bar, None);
     let mut rest = String::new();
     stdout
         .read_to_string(&mut rest)

@@ -179,9 +179,10 @@ pub fn migrate_guest(
     to: &Addr,
     opts: &SendOptions,
     bar: bool,
+    tls: Option<&crate::tls::ClientTls>,
 ) -> (KvmSource, Result<MigrationReport>) {
     let mut src = KvmSource::new(vm);
-    let (out, channels) = match crate::connect::open_connections(to, opts.multifd_channels) {
+    let (out, channels) = match crate::connect::open_connections(to, opts.multifd_channels, tls) {
         Ok(o) => o,
         Err(e) => {
             let r = Err(e).with_context(|| {

@@ -15,15 +15,19 @@ mod send;
 // What the subcommands share.
 mod addr;
 mod connect;
+mod duplex;
 mod guest;
+mod idle;
 mod input;
 mod inspect_devices;
 mod inspect_vmdesc;
+mod listen;
 mod map;
 mod multifd;
 mod policy;
 mod side_channels;
 mod timeline;
+mod tls;
 
 use std::process::ExitCode;
 

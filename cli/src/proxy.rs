@@ -24,17 +24,21 @@ use ramstream_spec::stream::SectionType;
 use serde::Serialize;
 
 use crate::addr::{Addr, Duplex, Listener};
+use crate::listen::ListenOptions;
 use crate::multifd::incoming::{Conn, Kind};
 use crate::multifd::recording::{channel_path, Tee};
 use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
 use crate::multifd::tap::{ChannelCounts, ChannelTap, MainFacts};
 use crate::policy::check_policy;
+use crate::tls::ClientTls;
 use crate::DecodeArgs;
 
 /// `ramstream proxy`'s arguments.
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// Where the source connects: tcp:HOST:PORT or unix:PATH. Port 0 picks a free port.
+    /// Where the source connects: tcp:HOST:PORT or unix:PATH. Required: there is no
+    /// default address; tcp:0.0.0.0:PORT (every network) is a deliberate choice. Port 0
+    /// picks a free port.
     /// Once bound, `ramstream: listening on ADDRESS` is printed on stderr with the address
     /// actually bound (e.g. tcp:127.0.0.1:43817).
     #[arg(long, value_parser = Addr::parse_socket)]
@@ -59,6 +63,10 @@ pub struct ProxyArgs {
     pub timeline: Option<PathBuf>,
     #[command(flatten)]
     pub decode: DecodeArgs,
+    /// The idle timeout of the source's connections; with --tls-creds, TLS on both sides
+    /// (the proxy is the source's TLS server and the destination's TLS client).
+    #[command(flatten)]
+    pub net: ListenOptions,
 }
 
 /// Figures the proxy reports at the end (and, with `--json`, prints as one object).
@@ -240,7 +248,11 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         &a.decode,
     );
     let started = Instant::now();
-    let listener = Listener::bind(listen)?;
+    let client = a.net.tls.client()?;
+    if client.is_some() {
+        forward.require_tcp_for_tls()?;
+    }
+    let listener = a.net.bind(listen)?;
     let listen = listener.bound().clone();
     let stop = Stop::new();
     let facts = MainFacts::new();
@@ -257,8 +269,12 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         let record = record.cloned();
         let counting = Arc::clone(&counting);
         std::thread::spawn(move || {
+            let to = Destination {
+                addr: &forward,
+                tls: client.as_ref(),
+            };
             accept_all(
-                &listener, &forward, reencode, record, &stop, &facts, &forwards, &counting, main_tx,
+                &listener, &to, reencode, record, &stop, &facts, &forwards, &counting, main_tx,
             )
         });
     }
@@ -506,7 +522,7 @@ fn channel_progress(forwards: &Mutex<Vec<Forward>>) -> String {
 #[allow(clippy::too_many_arguments)]
 fn accept_all(
     listener: &Listener,
-    forward: &Addr,
+    forward: &Destination<'_>,
     reencode: bool,
     record: Option<PathBuf>,
     stop: &Arc<Stop>,
@@ -541,7 +557,7 @@ fn accept_all(
             ));
             return;
         }
-        let pair = forward.connect().and_then(|dst| {
+        let pair = forward.addr.connect_tls(forward.tls).and_then(|dst| {
             stop.watch(src.try_clone_box()?);
             stop.watch(dst.try_clone_box()?);
             let conn = Conn::classify(src, peer.clone(), None)?;
@@ -598,6 +614,12 @@ fn accept_all(
             }
         }
     }
+}
+
+/// Where the proxy forwards: the destination's address, and TLS to it.
+struct Destination<'a> {
+    addr: &'a Addr,
+    tls: Option<&'a ClientTls>,
 }
 
 /// Forwards one channel to `dst` as it arrives, decoding it on the way.

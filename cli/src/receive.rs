@@ -15,9 +15,10 @@ use ramstream_reference_receiver::{
     receive, receive_multifd, KvmDestination, ReceiveOptions, ReceiveReport,
 };
 
-use crate::addr::{Addr, Forms, Listener};
+use crate::addr::{Addr, Forms};
 use crate::extract::Collector;
 use crate::guest::check_kvm;
+use crate::listen::ListenOptions;
 use crate::multifd::image::SharedImage;
 use crate::multifd::incoming::{accept_main, gather_channels, Conn};
 use crate::multifd::receive::{MultifdReceive, CONNECT_TIMEOUT};
@@ -32,7 +33,10 @@ use crate::DecodeArgs;
 pub struct ReceiveArgs {
     /// Where the stream comes from: tcp:HOST:PORT or unix:PATH (listened on), or file:PATH
     /// (read; not with --extract, which takes a socket: extract a stream file with
-    /// `ramstream extract`). Port 0 picks a free port. Once a socket is bound, `ramstream:
+    /// `ramstream extract`). Required: there is no default address. tcp:127.0.0.1:PORT
+    /// takes migrations from this host only; tcp:0.0.0.0:PORT or `tcp:[::]:PORT` from every
+    /// network this host is on, a deliberate choice (use --tls-creds then). Port 0 picks a
+    /// free port. Once a socket is bound, `ramstream:
     /// listening on ADDRESS` is printed on stderr with the address actually bound (e.g.
     /// tcp:127.0.0.1:43817), before the source connects.
     #[arg(long)]
@@ -66,21 +70,19 @@ pub struct ReceiveArgs {
     pub buffer_size: usize,
     #[command(flatten)]
     pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub net: ListenOptions,
 }
 
 /// `ramstream receive`.
 pub fn run(a: &ReceiveArgs) -> Result<()> {
+    a.net.tls.refuse_connecting_options("receive")?;
+    if a.net.tls.tls_creds.is_some() {
+        a.listen.require_tcp_for_tls()?;
+    }
     match &a.extract {
-        Some(out) => extract(
-            &a.listen,
-            out,
-            a.save_stream.as_ref(),
-            a.allow_untested_machine,
-            a.multifd_channels,
-            &a.decode,
-            a.timeline.as_deref(),
-        ),
-        None => into_guest(&a.listen, a.json, a.buffer_size, a.multifd_channels),
+        Some(out) => extract(a, out),
+        None => into_guest(&a.listen, a.json, a.buffer_size, a.multifd_channels, &a.net),
     }
 }
 
@@ -91,6 +93,7 @@ fn into_guest(
     json: bool,
     buffer_size: usize,
     multifd_channels: Option<u8>,
+    net: &ListenOptions,
 ) -> Result<()> {
     check_kvm()?;
     let opts = ReceiveOptions {
@@ -98,7 +101,19 @@ fn into_guest(
         ..Default::default()
     };
     let received = match multifd_channels {
-        None => receive(listen.open_to_receive()?, KvmDestination::new, &opts),
+        None if matches!(listen, Addr::File(_)) => {
+            receive(listen.open_to_receive()?, KvmDestination::new, &opts)
+        }
+        None => {
+            let listener = net.bind(listen)?;
+            let (conn, peer) = listener.accept()?;
+            eprintln!("connection from {peer}");
+            if let Addr::Unix(p) = listen {
+                let _ = std::fs::remove_file(p);
+            }
+            crate::side_channels::refuse_others(listener);
+            receive(conn, KvmDestination::new, &opts)
+        }
         Some(n) => {
             if let Addr::File(_) = listen {
                 bail!(
@@ -106,7 +121,7 @@ fn into_guest(
                     Forms::Socket
                 );
             }
-            let listener = Listener::bind(listen)?;
+            let listener = net.bind(listen)?;
             let (main, early) = accept_main(&listener)?;
             let channels = gather_channels(&listener, early, Some(n), CONNECT_TIMEOUT)?;
             let readers = channels.into_iter().map(Conn::into_reader).collect();
@@ -142,15 +157,11 @@ fn into_guest(
 
 /// Receives one QEMU migration on `listen` (its main stream and, with capability multifd,
 /// its channels) and extracts it into `out`.
-fn extract(
-    listen: &Addr,
-    out: &Path,
-    save_stream: Option<&PathBuf>,
-    allow_untested: bool,
-    multifd_channels: Option<u8>,
-    decode: &DecodeArgs,
-    timeline: Option<&Path>,
-) -> Result<()> {
+fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
+    let (listen, save_stream, allow_untested) =
+        (&a.listen, a.save_stream.as_ref(), a.allow_untested_machine);
+    let (multifd_channels, decode, timeline, net) =
+        (a.multifd_channels, &a.decode, a.timeline.as_deref(), &a.net);
     if let Addr::File(file) = listen {
         bail!(
             "--listen {listen}: receive --extract listens on a socket for a QEMU source and takes {}; to extract a stream file, run `ramstream extract {} --out {}`",
@@ -162,7 +173,7 @@ fn extract(
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }
-    let listener = Listener::bind(listen)?;
+    let listener = net.bind(listen)?;
     let listen = listener.bound().clone();
     let (main, early) = accept_main(&listener)?;
     let stop = Stop::new();

@@ -11,6 +11,7 @@ use ramstream_reference_sender::{MigrationReport, SendOptions};
 
 use crate::addr::Addr;
 use crate::guest::{migrate_guest, start_guest, GuestArgs};
+use crate::tls::TlsArgs;
 
 /// The option `--multifd-channels N` of `send` and `demo`: QEMU's capability `multifd`
 /// with `multifd-channels` N.
@@ -51,6 +52,8 @@ pub struct SendArgs {
     /// Draw the rounds (pages, bytes, bandwidth, expected downtime) as an SVG file.
     #[arg(long, value_name = "SVG")]
     pub timeline: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Prints the sender's figures as a table.
@@ -134,10 +137,13 @@ pub fn run(args: &SendArgs) -> Result<()> {
         multifd,
         json,
         timeline,
+        tls,
     } = args;
     let opts = multifd.apply(a.send_options());
+    tls.refuse_listening_options("send")?;
+    let tls = tls.client()?;
     let vm = start_guest(a)?;
-    let (mut src, r) = migrate_guest(vm, to, &opts, false);
+    let (mut src, r) = migrate_guest(vm, to, &opts, false, tls.as_ref());
     match r {
         Ok(report) => {
             crate::timeline::save_report(

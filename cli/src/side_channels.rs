@@ -15,8 +15,16 @@ use crate::multifd::stop::Stop;
 /// were counted; the first later connection fails the migration through `stop`.
 pub fn watch(listener: Listener, channels: usize, stop: Arc<Stop>) {
     std::thread::spawn(move || {
-        let Ok((conn, peer)) = listener.accept() else {
-            return;
+        let (conn, peer) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                // A peer refused before it was a connection (a failed TLS handshake) is
+                // no part of the migration: say so and keep watching.
+                Err(e) if e.downcast_ref::<ramstream_tls::Error>().is_some() => {
+                    eprintln!("ramstream: {e:#}");
+                }
+                Err(_) => return,
+            }
         };
         let what = match Conn::classify(conn, peer.clone(), Some(FIRST_BYTES_TIMEOUT)) {
             Ok(c) if c.kind == Kind::Channel && channels == 0 => format!(
@@ -31,5 +39,25 @@ pub fn watch(listener: Listener, channels: usize, stop: Arc<Stop>) {
             Err(e) => format!("{e:#}"),
         };
         stop.fail(anyhow!(what));
+    });
+}
+
+/// Refuses, in the background, every connection to `listener` while the one migration it
+/// accepted runs (a migration without multifd has one connection): each is closed at once
+/// and logged on stderr, naming the peer.
+pub fn refuse_others(listener: Listener) {
+    std::thread::spawn(move || loop {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                conn.shutdown_both();
+                eprintln!(
+                    "ramstream: refused a connection from {peer}: a migration is being received"
+                );
+            }
+            Err(e) if e.downcast_ref::<ramstream_tls::Error>().is_some() => {
+                eprintln!("ramstream: {e:#}");
+            }
+            Err(_) => return,
+        }
     });
 }

@@ -181,12 +181,102 @@ fn recv_opts() -> ReceiveOptions {
     }
 }
 
-/// Receives `stream` into fresh guarded memory; returns the result and the memory.
+/// Receives `stream` into fresh guarded memory; returns the result and the memory. Every
+/// stream is also received over a loopback TLS session (`ramstream_tls`, as `ramstream
+/// receive --tls-creds` reads it), into memory of its own between guard pages: the same
+/// result, the same memory.
 fn recv_with(stream: &[u8], opts: &ReceiveOptions) -> (Result<(), RecvError>, Rc<GuardedMemory>) {
+    let (plain, mem) = recv_from(stream, opts);
+    let (tls, tls_mem) = recv_from(over_tls::Session::send(stream.to_vec()), opts);
+    // The same error, at the same stream offset; how many bytes the receiver had read
+    // by then depends on the transport's read sizes.
+    let what = |r: &Result<(), RecvError>| -> Result<(), String> {
+        r.as_ref().map(|&()| ()).map_err(|e| {
+            let s = e.to_string();
+            s.split_once(" bytes: ")
+                .map_or(s.clone(), |(_, w)| w.to_string())
+        })
+    };
+    assert_eq!(what(&tls), what(&plain), "over TLS");
+    for b in 0..2 {
+        assert!(tls_mem.window(b) == mem.window(b), "block {b} over TLS");
+    }
+    (plain, mem)
+}
+
+#[path = "../../tls/tests/support/mod.rs"]
+mod certs;
+
+/// Streams over a loopback TLS session with certificates made for the test.
+mod over_tls {
+    use super::certs;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::thread::JoinHandle;
+
+    use ramstream_tls::{Acceptor, Connector, Credentials, Endpoint, SharedTlsStream};
+
+    /// The receiving end of a session whose sender writes a stream and ends it.
+    pub struct Session {
+        tls: SharedTlsStream,
+        sender: Option<JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Session {
+        /// A session carrying `stream`.
+        pub fn send(stream: Vec<u8>) -> Session {
+            let dir = tempfile::tempdir().unwrap();
+            certs::shared_dir(dir.path());
+            let acceptor =
+                Acceptor::new(&Credentials::load(dir.path(), Endpoint::Server).unwrap()).unwrap();
+            let client = Credentials::load(dir.path(), Endpoint::Client).unwrap();
+            let (l, addr) = certs::listener();
+            let sender = std::thread::spawn(move || {
+                let mut tls = Connector::new(&client)
+                    .unwrap()
+                    .connect(TcpStream::connect(addr).unwrap(), "127.0.0.1")
+                    .unwrap();
+                // A receiver that refused the stream stops reading: fine here.
+                if tls.write_all(&stream).is_ok() {
+                    let _ = tls.shutdown();
+                }
+            });
+            let (tcp, _) = l.accept().unwrap();
+            let tls = acceptor.accept(tcp).unwrap().into_shared().unwrap();
+            Session {
+                tls,
+                sender: Some(sender),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Read for Session {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.tls.read(buf)
+        }
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            let _ = self.tls.shutdown_socket(std::net::Shutdown::Both);
+            if let Some(s) = self.sender.take() {
+                let _ = s.join();
+            }
+        }
+    }
+}
+
+/// Receives from `input` into fresh guarded memory.
+fn recv_from(
+    input: impl std::io::Read,
+    opts: &ReceiveOptions,
+) -> (Result<(), RecvError>, Rc<GuardedMemory>) {
     let mem = GuardedMemory::new();
     let m = Rc::clone(&mem);
     let r = receive(
-        stream,
+        input,
         move |l: &MemoryLayout| {
             if *l != layout() {
                 // The test maps only the 8 MiB layout.

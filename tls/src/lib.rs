@@ -26,6 +26,9 @@
 //! or not yet valid certificate, a revoked one, a wrong server name, a DN not in the
 //! authorisation list, a handshake that stalls.
 //!
+//! [`TlsStream::into_shared`] makes a [`SharedTlsStream`], whose clones read and write the
+//! same session from different threads.
+//!
 //! [`TlsStream`] reads a TCP EOF without `close_notify` as the end of the stream, because
 //! QEMU ends its main migration channel that way; the migration stream's framing says
 //! whether it was complete (see [`TlsStream`]).
@@ -92,6 +95,7 @@ mod endpoint;
 mod error;
 mod handshake;
 mod provider;
+mod shared;
 mod stream;
 mod validity;
 mod verify;
@@ -101,4 +105,5 @@ pub use authz::{Authz, Match, Policy, Rule};
 pub use connector::Connector;
 pub use credentials::{Credentials, Endpoint};
 pub use error::{Error, Plaintext, Role};
+pub use shared::SharedTlsStream;
 pub use stream::TlsStream;

@@ -94,6 +94,28 @@ impl TlsStream {
         self.tcp.shutdown(Shutdown::Write)
     }
 
+    /// The session, its socket, the peer, its DN, the bytes read so far and whether
+    /// `close_notify` was read (for [`crate::SharedTlsStream`]).
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        rustls::Connection,
+        TcpStream,
+        SocketAddr,
+        Option<String>,
+        u64,
+        bool,
+    ) {
+        (
+            self.conn,
+            self.tcp,
+            self.peer,
+            self.peer_dn,
+            self.received,
+            self.clean_eof,
+        )
+    }
+
     /// Writes every pending TLS record to the socket.
     fn flush_tls(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {

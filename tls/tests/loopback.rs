@@ -285,3 +285,74 @@ fn median_tcp_connect() -> Duration {
     times.sort();
     times[4]
 }
+
+/// A [`ramstream_tls::SharedTlsStream`] read on one thread while a clone writes on another
+/// (a proxy's return path): 8 MiB echoed back through the same session, byte for byte,
+/// with close_notify at the end, and a read timeout that leaves the session usable.
+#[test]
+fn a_shared_session_reads_and_writes_from_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    shared_dir(dir.path());
+    let acceptor =
+        Acceptor::new(&Credentials::load(dir.path(), Endpoint::Server).unwrap()).unwrap();
+    let (l, addr) = listener();
+    let server = accept_one(l, acceptor);
+    let client = Credentials::load(dir.path(), Endpoint::Client).unwrap();
+    let tls = Connector::new(&client)
+        .unwrap()
+        .connect(connect(addr), "127.0.0.1")
+        .unwrap()
+        .into_shared()
+        .unwrap();
+    let (server, _) = server.join().unwrap();
+    let echo = server.unwrap().into_shared().unwrap();
+    // The server echoes on two clones: one reads, the other writes.
+    let echo_thread = {
+        let (mut r, mut w) = (echo.clone(), echo);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n]).unwrap();
+            }
+            w.shutdown().unwrap();
+            r.close_notify_received()
+        })
+    };
+    // A read that times out leaves the session usable.
+    let mut reader = tls.clone();
+    tls.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let e = reader.read(&mut [0u8; 16]).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    tls.set_read_timeout(None).unwrap();
+    let sent: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    let writer = {
+        let (mut w, sent) = (tls.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for c in sent.chunks(100_003) {
+                w.write_all(c).unwrap();
+            }
+            w.shutdown().unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    reader.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(
+        echo_thread.join().unwrap(),
+        "the client ended with close_notify"
+    );
+    assert!(reader.close_notify_received());
+    assert_eq!(back.len(), sent.len());
+    assert!(back == sent, "the echo differs");
+}

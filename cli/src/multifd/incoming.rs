@@ -102,9 +102,16 @@ pub fn gather_channels(
     let deadline = Instant::now() + timeout;
     loop {
         // Every connection already waiting, then (with `expected`) the rest as they come.
-        let next = match listener.try_accept()? {
-            Some(c) => Some(c),
-            None => match expected {
+        let next = match listener.try_accept() {
+            Ok(Some(c)) => Some(c),
+            // A peer refused in the TLS handshake is no channel of this migration (it sent
+            // nothing the migration reads): say so and go on gathering.
+            Err(e) if e.downcast_ref::<ramstream_tls::Error>().is_some() => {
+                eprintln!("ramstream: {e:#}");
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(None) => match expected {
                 Some(n) if have.len() < usize::from(n) => {
                     if Instant::now() >= deadline {
                         bail!(
