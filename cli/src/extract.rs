@@ -451,3 +451,31 @@ pub fn report_splits(check: Option<&SplitCheck>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages at their offsets whatever the grouping: adjacent ones, a gap, and a run longer
+    /// than one write.
+    #[test]
+    fn write_pages_puts_every_page_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("block.ram");
+        let f = File::create(&path).unwrap();
+        let page = |b: u8| vec![b; 4096];
+        let mut pages: Vec<(u64, Vec<u8>)> =
+            vec![(0, page(1)), (4096, page(2)), (3 * 4096, page(3))];
+        let long = WRITE_RUN as u64 / 4096 + 3;
+        pages.extend((0..long).map(|i| (0x100_0000 + i * 4096, page(i as u8 | 0x80))));
+        let end = pages.last().unwrap().0 + 4096;
+        f.set_len(end).unwrap();
+        write_pages(&f, pages.iter().map(|(o, p)| (*o, &p[..]))).unwrap();
+        let got = fs::read(&path).unwrap();
+        let mut want = vec![0u8; end as usize];
+        for (o, p) in &pages {
+            want[*o as usize..*o as usize + 4096].copy_from_slice(p);
+        }
+        assert!(got == want, "the file differs from the pages written");
+    }
+}
