@@ -220,3 +220,106 @@ impl ChunkDigests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use ramstream_codec::extension::digest::chunked_block;
+
+    use super::*;
+    use crate::RamBlockLayout;
+
+    const PAGE: usize = 4096;
+
+    /// One block of `pages` pages in a `RefCell`, counting reads.
+    struct Ram {
+        layout: Vec<RamBlockLayout>,
+        mem: RefCell<Vec<u8>>,
+        reads: RefCell<u64>,
+    }
+
+    impl Ram {
+        fn new(pages: u64) -> Self {
+            Ram {
+                layout: vec![RamBlockLayout::new("pc.ram", pages * PAGE as u64)],
+                mem: RefCell::new(vec![0; pages as usize * PAGE]),
+                reads: RefCell::new(0),
+            }
+        }
+        fn poke(&self, page: u64, byte: u8) {
+            self.mem.borrow_mut()[page as usize * PAGE + 7] = byte;
+        }
+        fn want(&self, ballooned: &[PageRun]) -> [u8; 32] {
+            let mem = self.mem.borrow();
+            chunked_block((mem.len() / PAGE) as u64, PAGE, ballooned, |p, buf| {
+                buf.copy_from_slice(&mem[p as usize * PAGE..(p as usize + 1) * PAGE]);
+                Ok::<_, ()>(())
+            })
+            .unwrap()
+        }
+    }
+
+    impl GuestRam for Ram {
+        type Error = std::io::Error;
+        fn layout(&self) -> &[RamBlockLayout] {
+            &self.layout
+        }
+        fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), Self::Error> {
+            *self.reads.borrow_mut() += 1;
+            let at = addr.offset as usize;
+            buf.copy_from_slice(&self.mem.borrow()[at..at + buf.len()]);
+            Ok(())
+        }
+        fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), Self::Error> {
+            let at = addr.offset as usize;
+            self.mem.borrow_mut()[at..at + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_dirtied_chunks_are_read_again_and_the_digest_is_the_memorys() {
+        let ram = Ram::new(100);
+        ram.poke(3, 1);
+        ram.poke(70, 2);
+        let mut c = ChunkDigests::new(&[100], PAGE);
+        while c.stale() > 0 {
+            c.hash_ahead(&ram, 64).unwrap();
+        }
+        assert_eq!(*ram.reads.borrow(), 100, "every page read once ahead");
+        // Writes reported as runs and as a bitmap: pages 20 (chunk 1) and 99 (chunk 6).
+        ram.poke(20, 3);
+        ram.poke(99, 4);
+        c.mark_runs(0, &[PageRun::new(20, 1)]);
+        c.mark_words(0, &[0, 1 << (99 - 64)]);
+        assert_eq!(c.stale(), 2);
+        *ram.reads.borrow_mut() = 0;
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+        assert_eq!(
+            *ram.reads.borrow(),
+            16 + 4,
+            "chunk 1 and the short last chunk"
+        );
+    }
+
+    #[test]
+    fn a_balloon_change_makes_its_chunks_stale() {
+        let ram = Ram::new(64);
+        for p in 0..64 {
+            ram.poke(p, p as u8 + 1);
+        }
+        let mut c = ChunkDigests::new(&[64], PAGE);
+        c.finish(&ram).unwrap();
+        // Pages 33..35 go into the balloon: chunk 2 is hashed again, without them.
+        let runs = [PageRun::new(33, 2)];
+        c.set_balloon(0, &runs);
+        assert_eq!(c.stale(), 1);
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&runs)]);
+        // ... and out of it again (deflated, not written): back to the memory's digest.
+        c.set_balloon(0, &[]);
+        assert_eq!(c.stale(), 1);
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+        assert_ne!(ram.want(&runs), ram.want(&[]));
+    }
+}
