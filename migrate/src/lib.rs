@@ -128,6 +128,7 @@
 
 mod device;
 mod digest;
+mod digest_chunks;
 mod digest_report;
 mod error;
 mod guest;
@@ -140,7 +141,7 @@ mod source;
 pub mod vm_memory;
 
 pub use device::{DeviceBlob, OwnedDeviceBlob};
-pub use digest::block_digest;
+pub use digest::{block_digest, block_digest_parallel, block_digest_with};
 pub use digest_report::{BlockDigestCheck, DigestError, DigestReport};
 pub use error::{Error, ErrorKind, LayoutMismatch};
 pub use guest::{GuestRam, RamBlockLayout};

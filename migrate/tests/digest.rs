@@ -8,7 +8,9 @@ mod support;
 use std::sync::atomic::Ordering;
 
 use ramstream_codec::balloon::{BalloonMapKind, PageRun};
-use ramstream_codec::extension::digest::{digest_block, BlockDigest, DigestSection};
+use ramstream_codec::extension::digest::{
+    chunked_block, digest_block, BlockDigest, DigestAlgorithm, DigestSection,
+};
 use ramstream_codec::extension::ExtensionError;
 use ramstream_codec::RecordKind;
 use ramstream_migrate::{
@@ -44,6 +46,7 @@ fn opts(digest: DigestPolicy) -> LoaderOptions {
 /// `ballooned` runs of each block counted as zero.
 fn section_for(blocks: &[Vec<u8>], ballooned: &[&[PageRun]]) -> DigestSection {
     DigestSection {
+        algorithm: DigestAlgorithm::Sha256Sparse,
         blocks: BLOCKS
             .iter()
             .zip(blocks)
@@ -319,10 +322,49 @@ fn verify_digest_with_counts_the_callers_ballooned_pages_as_zero() {
 fn a_digest_check_before_mem_size_is_refused() {
     let loader: Loader<VecRam> = Loader::without_ram(LoaderOptions::default());
     let e = loader
-        .verify_digest(&DigestSection { blocks: vec![] })
+        .verify_digest(&DigestSection {
+            algorithm: DigestAlgorithm::Sha256Sparse,
+            blocks: vec![],
+        })
         .unwrap_err();
     assert!(
         matches!(e.kind, ErrorKind::Digest(DigestError::NoBlocks)),
+        "{e}"
+    );
+}
+
+/// [`section_for`] with the sha256-chunked algorithm (SPEC.md §13.7).
+fn chunked_section_for(blocks: &[Vec<u8>], ballooned: &[&[PageRun]]) -> DigestSection {
+    let mut s = section_for(blocks, ballooned);
+    s.algorithm = DigestAlgorithm::Sha256Chunked;
+    for ((b, mem), runs) in s.blocks.iter_mut().zip(blocks).zip(ballooned) {
+        b.sha256 = chunked_block(b.used_length / PAGE as u64, PAGE, runs, |p, buf| {
+            let at = p as usize * PAGE;
+            buf.copy_from_slice(&mem[at..at + PAGE]);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    }
+    s
+}
+
+#[test]
+fn a_chunked_digest_is_verified_and_a_wrong_one_refused() {
+    let good = chunked_section_for(&memory(), &[&[], &[]]);
+    assert_ne!(good, section_for(&memory(), &[&[], &[]]));
+    let (stream, _) = with_digest(&body(&good));
+    let (events, loader) = load(&stream, opts(DigestPolicy::Require));
+    events.expect("a matching sha256-chunked digest loads");
+    assert!(loader.digest_report().is_some_and(|r| r.is_match()));
+    // One byte of pc.ram differs from what the source hashed: refused, naming the block.
+    let mut other = memory();
+    other[0][40 * PAGE] = 1;
+    let bad = chunked_section_for(&other, &[&[], &[]]);
+    let (stream, _) = with_digest(&body(&bad));
+    let (events, _) = load(&stream, opts(DigestPolicy::Verify));
+    let e = events.expect_err("a differing sha256-chunked digest is refused");
+    assert!(
+        matches!(&e.kind, ErrorKind::Digest(DigestError::Mismatch(c)) if c.idstr == "pc.ram"),
         "{e}"
     );
 }

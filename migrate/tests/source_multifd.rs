@@ -397,7 +397,7 @@ fn the_main_stream_is_framing_flushes_and_device_state() {
     for (b, d) in digest.blocks.iter().enumerate() {
         let pages = (d.used_length / PAGE as u64) as usize;
         let sum =
-            ramstream_codec::extension::digest::digest_block(pages as u64, PAGE, &[], |p, buf| {
+            ramstream_codec::extension::digest::chunked_block(pages as u64, PAGE, &[], |p, buf| {
                 let at = p as usize * PAGE;
                 buf.copy_from_slice(&g.block(b)[at..at + PAGE]);
                 Ok::<_, std::convert::Infallible>(())

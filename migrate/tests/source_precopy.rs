@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ramstream_codec::extension::digest::digest_block;
+use ramstream_codec::extension::digest::{chunked_block, digest_block, DigestAlgorithm};
 use ramstream_codec::{DecoderOptions, PageAddr, Vectored};
 use ramstream_migrate::{
     DigestPolicy, GuestRam, LoaderOptions, PageRun, Phase, SourceOptions, Transmit,
@@ -109,14 +109,43 @@ fn bulk_pass_three_dirty_rounds_and_stop_and_copy_arrive_intact() {
     let (checked, _) = load_with(&m.stream, require);
     assert_same_memory(&g, &checked);
     let digest = m.source.digest().expect("a digest section");
+    assert_eq!(digest.algorithm, DigestAlgorithm::Sha256Chunked);
     for (block, entry) in digest.blocks.iter().enumerate() {
         let pages = PageRun::of_block(layout()[block].used_length(), PAGE).count;
-        let sum = digest_block(pages, PAGE, &[], |p, buf| {
+        let sum = chunked_block(pages, PAGE, &[], |p, buf| {
             dest.read_page(PageAddr::of_page(block, p, PAGE), buf)
         })
         .unwrap();
         assert_eq!(entry.sha256, sum, "block {block}");
     }
+    // Kept during the precopy (SPEC.md §13.7): at stop time only the chunk of the 8 pages
+    // dirtied at the final sync (pc.ram pages 200..208, chunk 12) was hashed again.
+    assert_eq!(s.digest_chunks_at_stop, 1, "{s:?}");
+}
+
+#[test]
+fn the_sha256_sparse_digest_is_still_sent_when_asked_for() {
+    let mut g = busy_guest();
+    let opts = SourceOptions {
+        digest_algorithm: DigestAlgorithm::Sha256Sparse,
+        ..iterating(2)
+    };
+    let m = migrate(&mut g, opts);
+    let require = LoaderOptions {
+        digest: DigestPolicy::Require,
+        ..LoaderOptions::default()
+    };
+    let (dest, _) = load_with(&m.stream, require);
+    assert_same_memory(&g, &dest);
+    let digest = m.source.digest().expect("a digest section");
+    assert_eq!(digest.algorithm, DigestAlgorithm::Sha256Sparse);
+    let pages = PageRun::of_block(layout()[0].used_length(), PAGE).count;
+    let sum = digest_block(pages, PAGE, &[], |p, buf| {
+        dest.read_page(PageAddr::of_page(0, p, PAGE), buf)
+    })
+    .unwrap();
+    assert_eq!(digest.blocks[0].sha256, sum);
+    assert_eq!(m.source.stats().digest_chunks_at_stop, 0);
 }
 
 #[test]

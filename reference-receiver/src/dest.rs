@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use ramstream_codec::balloon::BalloonMap;
+use ramstream_codec::extension::digest::DigestSection;
 use ramstream_codec::PageAddr;
-use ramstream_migrate::{GuestRam, PageRun, RamBlockLayout};
+use ramstream_migrate::{DigestReport, GuestRam, Loader, PageRun, RamBlockLayout};
 use ramstream_reference_vmm::{MemoryLayout, VcpuState, Vm, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use serde::{Deserialize, Serialize};
@@ -78,6 +80,20 @@ pub trait Destination: GuestRam<Error = DestError> {
     fn verify(&mut self, timeout: Duration) -> Result<Verification, DestError>;
     /// Whether the guest was resumed.
     fn resumed(&self) -> bool;
+    /// Checks the digest section against this memory (SPEC.md §13.4), `ballooned` counted
+    /// as zero. The default hashes on the calling thread; a destination whose memory may be
+    /// read from several threads hashes the chunks of a sha256-chunked digest on all cores
+    /// (SPEC.md §13.7), to keep the check short inside the downtime.
+    fn verify_digest(
+        loader: &Loader<Self>,
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+    ) -> Result<DigestReport, ramstream_migrate::Error>
+    where
+        Self: Sized,
+    {
+        loader.verify_digest_with(section, ballooned)
+    }
 }
 
 /// The RAM blocks of `layout`: each region's name and size, in region order.
@@ -201,5 +217,14 @@ impl Destination for KvmDestination {
 
     fn resumed(&self) -> bool {
         self.resumed
+    }
+
+    fn verify_digest(
+        loader: &Loader<Self>,
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+    ) -> Result<DigestReport, ramstream_migrate::Error> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        loader.verify_digest_parallel(section, ballooned, threads)
     }
 }

@@ -96,9 +96,7 @@ pub(crate) fn finish<D: Destination>(
     // The digest counts every ballooned page as zero: the stream's and the VM state's.
     let ballooned = ballooned_pages(loader, &runs)?;
     let t = Instant::now();
-    let check = loader
-        .verify_digest_with(&digest, &ballooned)
-        .map_err(RecvErrorKind::Digest)?;
+    let check = D::verify_digest(loader, &digest, &ballooned).map_err(RecvErrorKind::Digest)?;
     report.digest_ms = t.elapsed().as_secs_f64() * 1e3;
     if let Some(bad) = check.first_mismatch() {
         return Err(RecvErrorKind::DigestMismatch(bad.clone()));

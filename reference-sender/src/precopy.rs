@@ -7,6 +7,7 @@ use std::num::NonZeroU8;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ramstream_codec::extension::digest::DigestAlgorithm;
 use ramstream_codec::extension::state::encode_state_body;
 use ramstream_codec::{PageAddr, Vectored};
 use ramstream_migrate::{
@@ -75,6 +76,7 @@ impl SendOptions {
             max_iterations: self.max_iterations,
             balloon: self.skip_ballooned && self.multifd_channels.is_none(),
             digest: true,
+            digest_algorithm: DigestAlgorithm::Sha256Chunked,
             multifd: self.multifd_channels.map(|channels| MultifdSendOptions {
                 channels,
                 uuid: [0; 16],
@@ -317,11 +319,14 @@ fn run<G: GuestSource, W: Write>(
                 paused_at = Some(Instant::now());
                 guest.pause()?;
                 let mut devices = device_sections(guest.state_blobs()?)?;
-                let td = Instant::now();
-                let digests = guest.block_digests()?;
-                times.digest = td.elapsed();
                 source.handle_stopped(Instant::now(), &mut devices)?;
-                source.handle_digests(digests)?;
+                if source.options().digest_algorithm == DigestAlgorithm::Sha256Sparse {
+                    // sha256-chunked is kept by the engine during the precopy (SPEC.md
+                    // §13.7); sha256-sparse hashes all of RAM now, in parallel.
+                    let td = Instant::now();
+                    source.handle_digests(guest.block_digests()?)?;
+                    times.digest = td.elapsed();
+                }
             }
             Transmit::Packets | Transmit::WaitChannels => {
                 let Some(ch) = channels.as_deref_mut() else {

@@ -47,7 +47,7 @@ pub const KOLHE_BALLOON_HEADER_LEN: usize = 3 * 8;
 /// |---|---|---|
 /// | section header | FULL | idstr [`DIGEST_SECTION_IDSTR`](digest::DIGEST_SECTION_IDSTR), instance [`DIGEST_SECTION_INSTANCE_ID`](digest::DIGEST_SECTION_INSTANCE_ID), version [`DIGEST_SECTION_VERSION`](digest::DIGEST_SECTION_VERSION) |
 /// | version | u8 | [`DIGEST_V1_VERSION`](digest::DIGEST_V1_VERSION) |
-/// | algorithm | u8 | [`DIGEST_ALGORITHM_SHA256_SPARSE`](digest::DIGEST_ALGORITHM_SHA256_SPARSE) |
+/// | algorithm | u8 | [`DIGEST_ALGORITHM_SHA256_SPARSE`](digest::DIGEST_ALGORITHM_SHA256_SPARSE) or [`DIGEST_ALGORITHM_SHA256_CHUNKED`](digest::DIGEST_ALGORITHM_SHA256_CHUNKED) |
 /// | block count | be32 | `n`, equal to the MEM_SIZE block count |
 /// | blocks | n × | `u8 len, idstr, be64 used_length, 32-byte digest`, MEM_SIZE order |
 pub mod digest {
@@ -67,6 +67,17 @@ pub mod digest {
     /// Algorithm byte: sha256 over `be64 page index ‖ page` for every page of the block that is
     /// not all zero, ascending; ballooned pages count as zero (SPEC.md §13.2).
     pub const DIGEST_ALGORITHM_SHA256_SPARSE: u8 = 1;
+
+    /// Algorithm byte: the two-level sha256-chunked digest (SPEC.md §13.7): sha256 over
+    /// `be64 chunk index ‖ chunk digest` for every chunk of
+    /// [`DIGEST_CHUNK_PAGES`] pages whose sha256-sparse digest is not that of an all-zero
+    /// chunk, ascending; a source keeps chunk digests across the precopy and re-hashes only
+    /// the chunks dirtied since, so the stop-time cost follows the dirty pages, not RAM size.
+    pub const DIGEST_ALGORITHM_SHA256_CHUNKED: u8 = 2;
+
+    /// Target pages per chunk of the sha256-chunked digest (SPEC.md §13.7); the last chunk
+    /// of a block may be shorter.
+    pub const DIGEST_CHUNK_PAGES: u64 = 16;
 
     /// Length of a sha256 digest (SPEC.md §13.2).
     pub const DIGEST_SHA256_LEN: usize = 32;

@@ -123,8 +123,10 @@ impl fmt::Display for ExtensionError {
             ),
             ExtensionError::DigestAlgorithm { found } => write!(
                 f,
-                "digest algorithm {found} at byte 1, expected {} (sha256-sparse)",
-                ramstream_spec::extension::digest::DIGEST_ALGORITHM_SHA256_SPARSE
+                "digest algorithm {found} at byte 1, expected {} (sha256-sparse) or {} \
+                 (sha256-chunked)",
+                ramstream_spec::extension::digest::DIGEST_ALGORITHM_SHA256_SPARSE,
+                ramstream_spec::extension::digest::DIGEST_ALGORITHM_SHA256_CHUNKED
             ),
             ExtensionError::TooManyBlocks { count, limit } => write!(
                 f,

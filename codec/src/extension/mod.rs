@@ -14,13 +14,14 @@
 //! (SPEC.md §13.3); errors are [`ExtensionError`]s with the body offset.
 //!
 //! ```
-//! use ramstream_codec::extension::digest::{BlockDigest, DigestSection};
+//! use ramstream_codec::extension::digest::{BlockDigest, DigestAlgorithm, DigestSection};
 //! use ramstream_codec::extension::ExtensionSection;
 //! use ramstream_codec::{DeviceSection, SectionHeader};
 //! use ramstream_spec::extension::digest::{DIGEST_SECTION_IDSTR, DIGEST_SECTION_VERSION};
 //! use ramstream_spec::stream::SectionType;
 //!
 //! let digest = DigestSection {
+//!     algorithm: DigestAlgorithm::Sha256Sparse,
 //!     blocks: vec![BlockDigest { idstr: "pc.ram".into(), used_length: 1 << 21, sha256: [7; 32] }],
 //! };
 //! let mut body = Vec::new();

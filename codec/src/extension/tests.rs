@@ -5,7 +5,10 @@ use ramstream_spec::limits::MAX_RAM_BLOCKS;
 use ramstream_spec::stream::SectionType;
 use sha2::{Digest, Sha256};
 
-use super::digest::{digest_block, BlockDigest, DigestSection, SparseSha256};
+use super::digest::{
+    chunked_block, digest_block, digest_chunk, merged_runs, BlockDigest, ChunkedSha256,
+    DigestAlgorithm, DigestSection, SparseSha256,
+};
 use super::state::{decode_state_body, encode_state_body};
 use super::{ExtensionError, ExtensionSection};
 use crate::balloon::PageRun;
@@ -16,6 +19,7 @@ const PAGE: usize = ramstream_spec::ram::TARGET_PAGE_SIZE_X86;
 /// The reference machine's two blocks (SPEC.md §13.2's example).
 fn two_blocks() -> DigestSection {
     DigestSection {
+        algorithm: DigestAlgorithm::Sha256Sparse,
         blocks: vec![
             BlockDigest {
                 idstr: "pc.ram".into(),
@@ -60,7 +64,10 @@ fn digest_body_round_trips_with_the_spec_length() {
     assert_eq!(&b[..6], &[1, 1, 0, 0, 0, 2]);
     assert_eq!(DigestSection::decode(&b), Ok(d.clone()));
     assert_eq!(encode(&DigestSection::decode(&b).unwrap()), b);
-    let empty = DigestSection { blocks: vec![] };
+    let empty = DigestSection {
+        algorithm: DigestAlgorithm::Sha256Chunked,
+        blocks: vec![],
+    };
     assert_eq!(DigestSection::decode(&encode(&empty)), Ok(empty));
 }
 
@@ -327,4 +334,95 @@ fn sparse_digest_skips_ballooned_pages_unread_in_any_run_order() {
         digest_block(12, PAGE, &[], reader(&zeroed))
     );
     assert_eq!(digest_block(17, PAGE, &[], reader(&mem)), Err(()));
+}
+
+#[test]
+fn chunked_digest_is_the_spec_formula() {
+    // 40 pages: chunks 0..16, 16..32, 32..40; data in pages 3 and 35 only.
+    let mut mem = vec![0u8; 40 * PAGE];
+    mem[3 * PAGE] = 0x33;
+    mem[36 * PAGE - 1] = 0x35;
+    let sparse = |pages: &[u64]| {
+        let mut s = SparseSha256::new();
+        for &p in pages {
+            s.page(p, &mem[p as usize * PAGE..(p as usize + 1) * PAGE]);
+        }
+        s.finish()
+    };
+    let mut h = Sha256::new();
+    h.update(0u64.to_be_bytes());
+    h.update(sparse(&[3]));
+    h.update(2u64.to_be_bytes());
+    h.update(sparse(&[35]));
+    let want: [u8; 32] = h.finalize().into();
+    assert_eq!(chunked_block(40, PAGE, &[], reader(&mem)), Ok(want));
+    // The top level by hand: chunk 1 (all zero) adds nothing.
+    let mut buf = vec![0u8; PAGE];
+    let mut top = ChunkedSha256::new();
+    for c in 0..3 {
+        let d = digest_chunk(c, 40, &[], &mut buf, reader(&mem)).unwrap();
+        assert_eq!(d.is_none(), c == 1);
+        top.chunk(c, d.as_ref());
+    }
+    assert_eq!(top.finish(), want);
+    // An all-zero block is sha256 of nothing, as with sha256-sparse.
+    let empty: [u8; 32] = Sha256::digest([]).into();
+    assert_eq!(
+        chunked_block(40, PAGE, &[], reader(&vec![0u8; 40 * PAGE])),
+        Ok(empty)
+    );
+    // A moved byte changes the digest; sparse and chunked differ.
+    let mut moved = mem.clone();
+    moved.swap(3 * PAGE, 4 * PAGE);
+    assert_ne!(chunked_block(40, PAGE, &[], reader(&moved)), Ok(want));
+    assert_ne!(digest_block(40, PAGE, &[], reader(&mem)), Ok(want));
+}
+
+#[test]
+fn chunked_digest_skips_ballooned_pages_unread() {
+    let mut mem = vec![0u8; 40 * PAGE];
+    for p in 0..40 {
+        mem[p * PAGE] = p as u8 + 1;
+    }
+    let ballooned = [
+        PageRun::new(30, 5),
+        PageRun::new(14, 4),
+        PageRun::new(15, 1),
+    ];
+    assert_eq!(
+        merged_runs(&ballooned),
+        [PageRun::new(14, 4), PageRun::new(30, 5)]
+    );
+    let mut read = Vec::new();
+    let d = chunked_block(40, PAGE, &ballooned, |p, buf: &mut [u8]| {
+        read.push(p);
+        reader(&mem)(p, buf)
+    })
+    .unwrap();
+    assert!(read
+        .iter()
+        .all(|p| !(14..18).contains(p) && !(30..35).contains(p)));
+    assert_eq!(read.len(), 40 - 9);
+    let mut zeroed = mem.clone();
+    for p in (14..18).chain(30..35) {
+        zeroed[p * PAGE..(p + 1) * PAGE].fill(0);
+    }
+    assert_eq!(chunked_block(40, PAGE, &[], reader(&zeroed)), Ok(d));
+    assert_eq!(chunked_block(41, PAGE, &[], reader(&mem)), Err(()));
+}
+
+#[test]
+fn digest_algorithm_byte_round_trips_and_unknown_is_refused() {
+    let mut d = two_blocks();
+    d.algorithm = DigestAlgorithm::Sha256Chunked;
+    let b = encode(&d);
+    assert_eq!(&b[..2], &[1, 2]);
+    assert_eq!(DigestSection::decode(&b), Ok(d.clone()));
+    assert!(d.to_string().contains("sha256-chunked"));
+    let mut bad = b;
+    bad[1] = 3;
+    assert_eq!(
+        DigestSection::decode(&bad),
+        Err(ExtensionError::DigestAlgorithm { found: 3 })
+    );
 }

@@ -416,14 +416,17 @@ impl<R: GuestRam> Loader<R> {
         if self.awaiting_ram {
             return Err(Error::new(at, ErrorKind::RamNotProvided));
         }
+        let ps = self.opts.page_size;
         digest::verify(
             ram,
             section,
             blocks,
             &self.to_guest,
             ballooned,
-            self.opts.page_size,
             at,
+            |ram, block, len, runs| {
+                digest::block_digest_with(section.algorithm, ram, block, len, ps, runs)
+            },
         )
     }
 
@@ -841,4 +844,36 @@ impl<R: GuestRam> Loader<R> {
 fn ram_of<R>(ram: &Option<R>, at: u64, record: RecordKind) -> Result<&R, Error> {
     ram.as_ref()
         .ok_or_else(|| Error::new(at, ErrorKind::RamNotProvided).in_record(record))
+}
+
+impl<R: GuestRam + Sync> Loader<R> {
+    /// [`Loader::verify_digest_with`] hashing each block on up to `threads` threads
+    /// ([`block_digest_parallel`](crate::block_digest_parallel)): for a receiver whose guest
+    /// memory may be read from several threads, to shorten the check inside the downtime.
+    pub fn verify_digest_parallel(
+        &self,
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+        threads: usize,
+    ) -> Result<DigestReport, Error> {
+        let at = self.decoder.offset();
+        let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
+            return Err(Error::new(at, ErrorKind::Digest(DigestError::NoBlocks)));
+        };
+        if self.awaiting_ram {
+            return Err(Error::new(at, ErrorKind::RamNotProvided));
+        }
+        let ps = self.opts.page_size;
+        digest::verify(
+            ram,
+            section,
+            blocks,
+            &self.to_guest,
+            ballooned,
+            at,
+            |ram, block, len, runs| {
+                digest::block_digest_parallel(section.algorithm, ram, block, len, ps, runs, threads)
+            },
+        )
+    }
 }

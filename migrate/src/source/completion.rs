@@ -15,6 +15,10 @@ use super::{Phase, Source, Stage, Transmit, RAM_SECTION_ID};
 use crate::error::{Error, ErrorKind};
 use crate::GuestRam;
 
+/// Pages of stale chunks hashed ahead per poll of a round: one batch's worth, so hashing
+/// keeps pace with sending (SPEC.md §13.7).
+const CHUNK_PAGES_AHEAD: u64 = 64;
+
 impl Source {
     /// Computes (or takes the caller's) block digests and encodes the digest section's body.
     pub(super) fn prepare_completion<R: GuestRam + ?Sized>(
@@ -26,9 +30,11 @@ impl Source {
         }
         let sums = match self.given_digests.take() {
             Some(sums) => sums,
+            None if self.chunks.is_some() => self.finish_chunks(ram)?,
             None => self.hash_blocks(ram)?,
         };
         let digest = DigestSection {
+            algorithm: self.opts.digest_algorithm,
             blocks: self
                 .blocks
                 .iter()
@@ -48,6 +54,65 @@ impl Source {
         Ok(())
     }
 
+    /// With sha256-chunked (SPEC.md §13.7): hashes about one batch of stale chunks ahead,
+    /// so that at stop time few are left. Called once per poll of a round.
+    pub(super) fn digest_ahead<R: GuestRam + ?Sized>(&mut self, ram: &R) -> Result<(), Error> {
+        if self.chunks.is_none() {
+            return Ok(());
+        }
+        self.chunk_balloon();
+        let Some(chunks) = &mut self.chunks else {
+            return Ok(());
+        };
+        let hashed = chunks
+            .hash_ahead(ram, CHUNK_PAGES_AHEAD)
+            .map_err(|(addr, e)| self.read_error(addr.block, addr, e))?;
+        if self.clock.stopped.is_some() {
+            self.stats.digest_chunks_at_stop += hashed;
+        }
+        Ok(())
+    }
+
+    /// The block digests from the chunk digests, the stale chunks hashed again: with the
+    /// guest paused after the final sync, this reads only what was dirtied since.
+    fn finish_chunks<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+    ) -> Result<Vec<[u8; ramstream_spec::extension::digest::DIGEST_SHA256_LEN]>, Error> {
+        self.chunk_balloon();
+        let Some(chunks) = &mut self.chunks else {
+            return Ok(Vec::new());
+        };
+        self.stats.digest_chunks_at_stop += chunks.stale();
+        chunks
+            .finish(ram)
+            .map_err(|(addr, e)| self.read_error(addr.block, addr, e))
+    }
+
+    /// The balloon in force, handed to the chunk digests (changed runs make chunks stale).
+    fn chunk_balloon(&mut self) {
+        if let Some(chunks) = &mut self.chunks {
+            for block in 0..self.blocks.len() {
+                chunks.set_balloon(block, self.balloon.runs(block));
+            }
+        }
+    }
+
+    /// A failed read of the digest, with its page and block.
+    fn read_error<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        block: usize,
+        addr: PageAddr,
+        e: E,
+    ) -> Error {
+        self.error(ErrorKind::Guest {
+            addr,
+            source: Box::new(e),
+        })
+        .in_record(RecordKind::Device)
+        .in_block(self.blocks[block].idstr.clone())
+    }
+
     /// Every block's sha256-sparse digest, read through `ram`, ballooned pages not read.
     fn hash_blocks<R: GuestRam + ?Sized>(
         &self,
@@ -61,14 +126,7 @@ impl Source {
                     let addr = PageAddr::of_page(block, p, ps);
                     ram.read_page(addr, buf).map_err(|e| (addr, e))
                 })
-                .map_err(|(addr, e)| {
-                    self.error(ErrorKind::Guest {
-                        addr,
-                        source: Box::new(e),
-                    })
-                    .in_record(RecordKind::Device)
-                    .in_block(self.blocks[block].idstr.clone())
-                })
+                .map_err(|(addr, e)| self.read_error(block, addr, e))
             })
             .collect()
     }

@@ -23,11 +23,12 @@ use std::time::Instant;
 
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::cache::{XbzrleCache, XbzrleCacheStats};
-use ramstream_codec::extension::digest::DigestSection;
+use ramstream_codec::extension::digest::{DigestAlgorithm, DigestSection};
 use ramstream_codec::{Encoder, PageAddr, RamBlock};
 use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 
 use crate::device::OwnedDeviceBlob;
+use crate::digest_chunks::ChunkDigests;
 use crate::error::{Error, ErrorKind};
 use crate::guest::RamBlockLayout;
 use balloon::BalloonRuns;
@@ -175,6 +176,8 @@ pub struct Source {
     vm_description: Option<Vec<u8>>,
     /// Digests the caller computed ([`Source::handle_digests`]).
     given_digests: Option<Vec<[u8; DIGEST_SHA256_LEN]>>,
+    /// The running sha256-chunked digest (SPEC.md §13.7), with that algorithm.
+    chunks: Option<ChunkDigests>,
     digest: Option<DigestSection>,
     digest_body: Vec<u8>,
     /// With multifd: who gets the next packet, the jobs out (SPEC.md §14).
@@ -272,6 +275,8 @@ impl Source {
             devices: Vec::new(),
             vm_description: None,
             given_digests: None,
+            chunks: (opts.digest && opts.digest_algorithm == DigestAlgorithm::Sha256Chunked)
+                .then(|| ChunkDigests::new(&block_pages, ps)),
             digest: None,
             digest_body: Vec::new(),
             multifd,
@@ -298,6 +303,9 @@ impl Source {
         for r in runs {
             self.pending.insert(block, r.range());
         }
+        if let Some(c) = &mut self.chunks {
+            c.mark_runs(block, runs);
+        }
         Ok(())
     }
 
@@ -307,6 +315,9 @@ impl Source {
     pub fn handle_dirty_bitmap(&mut self, block: usize, words: &[u64]) -> Result<(), Error> {
         self.check_block(block)?;
         self.pending.insert_words(block, words);
+        if let Some(c) = &mut self.chunks {
+            c.mark_words(block, words);
+        }
         Ok(())
     }
 
@@ -381,8 +392,10 @@ impl Source {
     }
 
     /// Digests of the stopped guest's blocks (SPEC.md §13.2, ballooned pages counted as
-    /// zero), computed by the caller (in parallel, say), in block order. Without them the
-    /// source hashes the blocks itself through `GuestRam` when the digest is due.
+    /// zero) with [`SourceOptions::digest_algorithm`], computed by the caller (in parallel,
+    /// say), in block order. Without them the source hashes the blocks itself through
+    /// `GuestRam` when the digest is due (with sha256-chunked, only the chunks dirtied since
+    /// it hashed them during the precopy, SPEC.md §13.7).
     pub fn handle_digests(&mut self, digests: Vec<[u8; DIGEST_SHA256_LEN]>) -> Result<(), Error> {
         if self.clock.stopped.is_none() || matches!(self.stage, Stage::Done | Stage::Failed) {
             return Err(self.unexpected("handle_digests"));

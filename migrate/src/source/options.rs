@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ramstream_codec::extension::digest::DigestAlgorithm;
 use ramstream_spec::extension::reference;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86;
 
@@ -46,6 +47,10 @@ pub struct SourceOptions {
     /// can refuse to resume on memory that differs. A QEMU destination refuses such a
     /// stream ("Unknown savevm section"). On by default.
     pub digest: bool,
+    /// The digest's algorithm (SPEC.md §13.2, §13.7). The default, sha256-chunked, is kept
+    /// up to date during the precopy, so the stop-time cost follows the dirty pages;
+    /// sha256-sparse hashes every resident page with the guest stopped.
+    pub digest_algorithm: DigestAlgorithm,
     /// QEMU's capability `multifd` (SPEC.md §14): RAM pages travel on this many channels
     /// beside the main stream, written like QEMU 9.2 to 11.1 (see
     /// [`MultifdSendOptions`](crate::MultifdSendOptions)). Refused with `xbzrle_cache_size`
@@ -64,6 +69,7 @@ impl Default for SourceOptions {
             max_iterations: 30,
             balloon: false,
             digest: true,
+            digest_algorithm: DigestAlgorithm::Sha256Chunked,
             multifd: None,
         }
     }

@@ -94,8 +94,16 @@ impl Source {
             }
             Stage::SetupSync | Stage::Sync | Stage::FinalSync => Ok(Step::Say(Transmit::SyncDirty)),
             Stage::Stop => Ok(Step::Say(Transmit::StopGuest)),
-            Stage::Round if self.multifd.is_some() => self.multifd_round(now, out),
-            Stage::Round => self.read_batch(now, ram, out),
+            Stage::Round if self.multifd.is_some() => {
+                let step = self.multifd_round(now, out)?;
+                self.digest_ahead(ram)?;
+                Ok(step)
+            }
+            Stage::Round => {
+                let step = self.read_batch(now, ram, out)?;
+                self.digest_ahead(ram)?;
+                Ok(step)
+            }
             Stage::Complete => {
                 self.prepare_completion(ram)?;
                 Ok(Step::Complete)

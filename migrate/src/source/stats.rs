@@ -60,6 +60,9 @@ pub struct SendStats {
     pub multifd_syncs: u64,
     /// multifd: each channel's figures, by channel id.
     pub channels: Vec<crate::ChannelStats>,
+    /// sha256-chunked digest (SPEC.md §13.7): chunks hashed after the guest stopped (inside
+    /// the downtime): those dirtied since they were last hashed.
+    pub digest_chunks_at_stop: u64,
 }
 
 /// One round: the bulk pass (iteration 0) or a dirty iteration.

@@ -13,6 +13,8 @@
 //!   one call a stream inspector needs), and a `Display` of one line per block.
 //! - [`digest_block`] and [`SparseSha256`]: the sha256-sparse digest of a block, over pages
 //!   the caller reads, ballooned pages counted as zero without being read.
+//! - [`chunked_block`], [`digest_chunk`] and [`ChunkedSha256`]: the two-level sha256-chunked
+//!   digest (SPEC.md §13.7) a source keeps up to date during the precopy.
 //!
 //! ```
 //! use ramstream_codec::balloon::PageRun;
@@ -30,8 +32,12 @@
 //! assert_ne!(d, digest_block(4, 4096, &[], |_, buf: &mut [u8]| Ok::<_, ()>(buf.fill(0))).unwrap());
 //! ```
 
+mod chunked;
 mod section;
 mod sparse;
 
-pub use section::{BlockDigest, DigestSection};
+pub use chunked::{
+    chunk_count, chunk_pages, chunked_block, digest_chunk, merged_runs, ChunkedSha256,
+};
+pub use section::{BlockDigest, DigestAlgorithm, DigestSection};
 pub use sparse::{digest_block, SparseSha256};

@@ -4,8 +4,8 @@ use core::fmt;
 
 use bytes::BufMut;
 use ramstream_spec::extension::digest::{
-    DIGEST_ALGORITHM_SHA256_SPARSE, DIGEST_SECTION_IDSTR, DIGEST_SHA256_LEN, DIGEST_V1_HEADER_LEN,
-    DIGEST_V1_VERSION,
+    DIGEST_ALGORITHM_SHA256_CHUNKED, DIGEST_ALGORITHM_SHA256_SPARSE, DIGEST_SECTION_IDSTR,
+    DIGEST_SHA256_LEN, DIGEST_V1_HEADER_LEN, DIGEST_V1_VERSION,
 };
 use ramstream_spec::limits::MAX_RAM_BLOCKS;
 
@@ -26,10 +26,54 @@ pub struct BlockDigest {
     pub sha256: [u8; DIGEST_SHA256_LEN],
 }
 
-/// The digest section's body, version 1, algorithm sha256-sparse (SPEC.md §13.2).
+/// How a block's digest is computed: the body's algorithm byte (SPEC.md §13.2, §13.7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum DigestAlgorithm {
+    /// sha256 over the block's non-zero pages, each tagged with its index
+    /// ([`digest_block`](super::digest_block), SPEC.md §13.2).
+    #[default]
+    Sha256Sparse,
+    /// sha256 over the sha256-sparse digests of the block's non-zero chunks, each tagged with
+    /// its index ([`chunked_block`](super::chunked_block), SPEC.md §13.7): what a source can
+    /// keep up to date during the precopy.
+    Sha256Chunked,
+}
+
+impl DigestAlgorithm {
+    /// The algorithm byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            DigestAlgorithm::Sha256Sparse => DIGEST_ALGORITHM_SHA256_SPARSE,
+            DigestAlgorithm::Sha256Chunked => DIGEST_ALGORITHM_SHA256_CHUNKED,
+        }
+    }
+
+    /// The algorithm of a byte, `None` if unknown.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            DIGEST_ALGORITHM_SHA256_SPARSE => Some(DigestAlgorithm::Sha256Sparse),
+            DIGEST_ALGORITHM_SHA256_CHUNKED => Some(DigestAlgorithm::Sha256Chunked),
+            _ => None,
+        }
+    }
+
+    /// The algorithm's name in SPEC.md.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha256Sparse => "sha256-sparse",
+            DigestAlgorithm::Sha256Chunked => "sha256-chunked",
+        }
+    }
+}
+
+/// The digest section's body, version 1 (SPEC.md §13.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DigestSection {
+    /// How every block's digest was computed.
+    pub algorithm: DigestAlgorithm,
     /// One entry per RAM block, MEM_SIZE order.
     pub blocks: Vec<BlockDigest>,
 }
@@ -82,7 +126,7 @@ impl DigestSection {
             });
         }
         out.put_u8(DIGEST_V1_VERSION);
-        out.put_u8(DIGEST_ALGORITHM_SHA256_SPARSE);
+        out.put_u8(self.algorithm.byte());
         out.put_u32(self.blocks.len() as u32);
         for b in &self.blocks {
             out.put_u8(b.idstr.len() as u8);
@@ -103,9 +147,8 @@ impl DigestSection {
             return Err(ExtensionError::DigestVersion { found: version });
         }
         let [algorithm] = r.take::<1>("algorithm byte")?;
-        if algorithm != DIGEST_ALGORITHM_SHA256_SPARSE {
-            return Err(ExtensionError::DigestAlgorithm { found: algorithm });
-        }
+        let algorithm = DigestAlgorithm::from_byte(algorithm)
+            .ok_or(ExtensionError::DigestAlgorithm { found: algorithm })?;
         let count = u32::from_be_bytes(r.take("block count")?);
         if usize::try_from(count).map_or(true, |n| n > MAX_RAM_BLOCKS) {
             return Err(ExtensionError::TooManyBlocks {
@@ -135,7 +178,7 @@ impl DigestSection {
                 count: body.len() - r.at,
             });
         }
-        Ok(DigestSection { blocks })
+        Ok(DigestSection { algorithm, blocks })
     }
 }
 
@@ -144,7 +187,8 @@ impl fmt::Display for DigestSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{DIGEST_SECTION_IDSTR}: sha256-sparse, {} blocks",
+            "{DIGEST_SECTION_IDSTR}: {}, {} blocks",
+            self.algorithm.name(),
             self.blocks.len()
         )?;
         for b in &self.blocks {

@@ -30,20 +30,23 @@ impl SparseSha256 {
     /// Adds page `index` with contents `page` (any page size). Indices must ascend: a page
     /// at or below one already added is ignored (the encoding would no longer be injective),
     /// and [`debug_assert!`]ed against.
-    pub fn page(&mut self, index: u64, page: &[u8]) {
+    /// Returns whether the page was hashed (it is not all zero).
+    pub fn page(&mut self, index: u64, page: &[u8]) -> bool {
         debug_assert!(
             index >= self.next,
             "pages out of order: {index} after {}",
             self.next
         );
         if index < self.next {
-            return;
+            return false;
         }
         self.next = index.saturating_add(1);
-        if !is_zero_page(page) {
-            self.hash.update(index.to_be_bytes());
-            self.hash.update(page);
+        if is_zero_page(page) {
+            return false;
         }
+        self.hash.update(index.to_be_bytes());
+        self.hash.update(page);
+        true
     }
 
     /// The digest.
