@@ -96,9 +96,9 @@ pub fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome>
     let to: Addr = addr.parse().context("the receiver's listening line")?;
     if bar {
         eprintln!(
-            "demo: {} MiB guest, {}% ballooned, receiver pid {} on {to}",
-            a.mem >> 20,
-            a.balloon_percent,
+            "demo: {} guest, {}% ballooned, receiver pid {} on {to}",
+            crate::size::human(a.mem),
+            a.balloon_percent(),
             child.id()
         );
     }

@@ -14,11 +14,14 @@ mod send;
 // What the subcommands share.
 mod addr;
 mod connect;
+mod failure;
 mod guest;
 mod input;
 mod multifd;
 mod policy;
+mod progress;
 mod side_channels;
+mod size;
 
 use std::process::ExitCode;
 
@@ -75,9 +78,36 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate a running KVM guest on this machine and prove it arrived intact.
     Demo(demo::DemoArgs),
-    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
-    /// balloon map (`--balloon-percent` is ignored).
+    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned (or only
+    /// --balloon-percent), with and without the balloon map.
     BenchMigrate(bench_migrate::BenchMigrateArgs),
+}
+
+impl Command {
+    /// Whether the command prints JSON (`--json`): then its error is a JSON object too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Inspect(a) => a.json,
+            Command::Proxy(a) => a.json,
+            Command::Send(a) => a.json,
+            Command::Receive(a) => a.json,
+            Command::Demo(a) => a.json,
+            Command::BenchMigrate(a) => a.json,
+            Command::Extract(_) | Command::Reencode(_) => false,
+        }
+    }
+
+    /// The dialect the command decodes with, if it decodes.
+    fn dialect(&self) -> Option<Dialect> {
+        match self {
+            Command::Inspect(a) => Some(a.decode.dialect),
+            Command::Extract(a) => Some(a.decode.dialect),
+            Command::Reencode(a) => Some(a.decode.dialect),
+            Command::Proxy(a) => Some(a.decode.dialect),
+            Command::Receive(a) => Some(a.decode.dialect),
+            Command::Send(_) | Command::Demo(_) | Command::BenchMigrate(_) => None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -94,8 +124,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<failure::Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("ramstream: error: {e:#}");
+            let f = failure::Failure::of(&e, cli.command.dialect());
+            if cli.command.json() {
+                println!("{}", f.to_json());
+            } else {
+                eprintln!("ramstream: error: {f}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use ramstream_codec::{Events, DecoderOptions};
+use ramstream_codec::{DecoderOptions, Events};
 use ramstream_spec::Dialect;
 use ramstream_test_support::real_stream::real_stream;
 use std::hint::black_box;
@@ -54,7 +54,9 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Bytes((stream.len() * REPEAT) as u64));
     g.bench_function("decode", |b| b.iter(|| decode_pass(stream)));
-    g.bench_function("baseline_memcpy", |b| b.iter(|| copy_pass(stream, &mut dst)));
+    g.bench_function("baseline_memcpy", |b| {
+        b.iter(|| copy_pass(stream, &mut dst))
+    });
     g.finish();
 
     let (mut t_dec, mut t_cpy) = (Duration::MAX, Duration::MAX);

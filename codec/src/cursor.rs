@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn integers_are_big_endian() {
         let bytes = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
-        assert_eq!(Cursor::new(&bytes, 0).u64().ok(), Some(0x0102_0304_0506_0708));
+        assert_eq!(
+            Cursor::new(&bytes, 0).u64().ok(),
+            Some(0x0102_0304_0506_0708)
+        );
         assert_eq!(Cursor::new(&bytes, 0).u32().ok(), Some(0x0102_0304));
         let mut c = Cursor::new(&bytes, 0);
         assert_eq!(c.take(3).ok(), Some(&bytes[..3]));
