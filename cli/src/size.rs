@@ -25,7 +25,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| refuse(&e.to_string()))
 }
 
-/// [`parse_size`] for a size held in memory (`usize`).
+/// [`parse_size()`] for a size held in memory (`usize`).
 pub fn parse_usize(s: &str) -> Result<usize, String> {
     let n = parse_size(s)?;
     usize::try_from(n).map_err(|_| format!("{s:?}: too large for this machine"))
