@@ -1,8 +1,7 @@
 //! What a failed command prints: its message, where in the stream it failed (offset, record,
 //! RAM block, multifd channel, when known), and a hint naming the flag that would fix it.
-//! Without `--json` that is text on stderr; with `--json`, one JSON object on stdout (the
-//! same place the command's result would have gone), so that stdout always holds exactly
-//! one JSON document.
+//! That is text on stderr; with `--json` also one JSON object on stdout (the same place the
+//! command's result would have gone), so that stdout always holds exactly one JSON document.
 
 use std::fmt;
 
@@ -171,12 +170,14 @@ impl Failure {
             (Some(k), Some(t)) => Some(format!("{k}; {t}")),
             (k, t) => k.or(t),
         };
-        let message = if tried.is_some() {
-            let inner: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
-            inner.join(": ")
-        } else {
-            format!("{e:#}")
-        };
+        // The markers are the outermost context, and not part of the message.
+        let marked = tried.is_some() || e.downcast_ref::<Reported>().is_some();
+        let inner: Vec<String> = e
+            .chain()
+            .skip(marked.into())
+            .map(|c| c.to_string())
+            .collect();
+        let message = inner.join(": ");
         Failure {
             status: "failed",
             message,

@@ -124,14 +124,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<failure::Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             let f = failure::Failure::of(&e, cli.command.dialect());
-            if cli.command.json() {
+            // A command that printed its own JSON object for the error marked it `Reported`.
+            if cli.command.json() && e.downcast_ref::<failure::Reported>().is_none() {
                 println!("{}", f.to_json());
-            } else {
-                eprintln!("ramstream: error: {f}");
             }
+            eprintln!("ramstream: error: {f}");
             ExitCode::FAILURE
         }
     }
