@@ -190,10 +190,13 @@ impl Addr {
         }
     }
 
-    /// The receiving end of one stream: opens a file; or binds a socket (announcing it, see
+    /// The receiving end of one stream: opens a file (`file:-`: standard input); or binds a socket (announcing it, see
     /// the module docs), accepts one connection and then removes a unix socket's path.
     pub fn open_to_receive(&self) -> Result<Box<dyn Read + Send>> {
         if let Addr::File(p) = self {
+            if crate::input::is_stdin(p) {
+                return Ok(Box::new(std::io::stdin()));
+            }
             return Ok(Box::new(
                 std::fs::File::open(p).with_context(|| format!("cannot open {self}"))?,
             ));

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroU8;
 use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use ramstream_reference_sender::{
     migrate, migrate_multifd, GuestSource, KvmSource, MigrationReport, SendOptions,
@@ -74,12 +74,16 @@ pub fn run(args: &BenchMigrateArgs) -> Result<()> {
     }
     let (a, json_out, repeat) = (&args.guest, args.json, args.repeat);
     let mut rows = Vec::new();
-    for percent in [0u8, 50, 90] {
+    let percents = match a.balloon_percent {
+        Some(p) => vec![p],
+        None => vec![0u8, 50, 90],
+    };
+    for percent in percents {
         for map in [true, false] {
             let mut runs = Vec::new();
             for _ in 0..repeat.max(1) {
                 let args = GuestArgs {
-                    balloon_percent: percent,
+                    balloon_percent: Some(percent),
                     ..a.clone()
                 };
                 let opts = SendOptions {
@@ -274,8 +278,11 @@ fn send_once(
 
 /// `ramstream bench-migrate --multifd`.
 fn run_multifd(args: &BenchMigrateArgs) -> Result<()> {
+    if let Some(p @ 1..) = args.guest.balloon_percent {
+        bail!("--balloon-percent {p}: bench-migrate --multifd sends a guest with nothing ballooned (the balloon map is off with multifd); leave --balloon-percent out or give 0");
+    }
     let a = GuestArgs {
-        balloon_percent: 0,
+        balloon_percent: Some(0),
         quiesce: true,
         max_bandwidth: 0,
         xbzrle: false,

@@ -18,6 +18,7 @@ use ramstream_reference_sender::{MigrationReport, SendOptions};
 use serde_json::{json, Value};
 
 use crate::addr::{Addr, LISTENING_PREFIX};
+use crate::failure::{Failure, Reported};
 use crate::guest::{check_kvm, migrate_guest, start_guest, GuestArgs};
 use crate::send::{print_report, MultifdArgs};
 
@@ -99,9 +100,9 @@ pub fn run_once(a: &GuestArgs, opts: &SendOptions, bar: bool) -> Result<Outcome>
     let to: Addr = addr.parse().context("the receiver's listening line")?;
     if bar {
         eprintln!(
-            "demo: {} MiB guest, {}% ballooned, receiver pid {} on {to}",
-            a.mem >> 20,
-            a.balloon_percent,
+            "demo: {} guest, {}% ballooned, receiver pid {} on {to}",
+            crate::size::human(a.mem),
+            a.balloon_percent(),
             child.id()
         );
     }
@@ -147,15 +148,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let sent = match sent {
         Ok(r) => r,
         Err(e) => {
+            let e = e.context(format!("receiver said: {}", err.trim()));
             if json_out {
-                println!(
-                    "{}",
-                    json!({"status": "failed", "error": format!("{e:#}"), "verified": false,
-                           "guest_resumed": false, "source_guest": source_status,
-                           "receiver": recv_json})
-                );
+                let mut o = Failure::of(&e, None).to_json();
+                o["verified"] = false.into();
+                o["guest_resumed"] = false.into();
+                o["source_guest"] = json!(source_status);
+                o["receiver"] = json!(recv_json);
+                println!("{o}");
+                return Err(e.context(Reported));
             }
-            return Err(e.context(format!("receiver said: {}", err.trim())));
+            return Err(e);
         }
     };
     let recv: Option<ReceiveReport> = recv_json
@@ -192,7 +195,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         if let Some(m) = &sent.multifd {
             out["multifd"] = serde_json::to_value(m)?;
         }
+        if !verified {
+            out["message"] = format!("the migrated guest was not verified: {}", err.trim()).into();
+        }
         println!("{out}");
+        if !verified {
+            return Err(anyhow!("the migrated guest was not verified").context(Reported));
+        }
     } else {
         println!("ramstream demo: live migration of a running KVM guest");
         println!("sender (this process, source guest now {source_status}):");

@@ -24,7 +24,7 @@ use crate::DecodeArgs;
 /// `ramstream extract`'s arguments.
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
-    /// The stream file.
+    /// The stream file (`.zst`: decompressed); `-` reads standard input.
     pub file: PathBuf,
     /// The output directory (created; must be empty or absent).
     #[arg(long)]
@@ -392,8 +392,12 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
         Some(_) => Collector::shared(events.decoder().page_size(), shared),
         None => Collector::new(events.decoder().page_size()),
     };
+    let mut bar = crate::progress::Bytes::new("decoding", Some(bytes.len() as u64), false);
     while let Some(item) = events.next() {
-        let (at, event) = item.with_context(in_file)?;
+        let (at, event) = item
+            .with_context(in_file)
+            .map_err(|e| crate::failure::retry_dialects(e, &bytes, decode))?;
+        bar.at(at);
         if let Some(m) = multifd.as_mut() {
             let page_bits = events.decoder().page_bits();
             m.observe(&event, at, page_bits).with_context(in_file)?;

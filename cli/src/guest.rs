@@ -1,40 +1,18 @@
 //! The reference KVM guest that `send`, `demo` and `bench-migrate` start and live-migrate:
 //! its arguments, start-up, and the migration with a progress bar.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ramstream_reference_sender::{
     migrate, migrate_multifd, KvmSource, MigrationReport, Phase, Progress, SendOptions,
 };
 use ramstream_reference_vmm::{GuestConfig, MemoryLayout, Vm};
 
 use crate::addr::Addr;
-
-/// Parses a size such as `1G`, `512M`, `64K` or a plain byte count.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mul = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("{s:?}: unknown size suffix")),
-            };
-            (&t[..i], mul)
-        }
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .map_err(|e| format!("{s:?}: {e}"))?
-        .checked_mul(mul)
-        .ok_or_else(|| format!("{s:?}: too large"))
-}
+use crate::size::{human, parse_size};
 
 /// The guest to start and how to migrate it (shared by `send`, `demo` and `bench-migrate`).
 #[derive(Args, Debug, Clone)]
@@ -42,9 +20,10 @@ pub struct GuestArgs {
     /// Guest RAM (sparse), e.g. 1G or 256M; a multiple of 4 MiB.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub mem: u64,
-    /// Percent of RAM the guest gives back to its balloon before migrating.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub balloon_percent: u8,
+    /// Percent of RAM the guest gives back to its balloon before migrating [default: 50].
+    /// bench-migrate: the one percentage to measure, instead of 0, 50 and 90.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub balloon_percent: Option<u8>,
     /// Pages the guest keeps rewriting (its working set).
     #[arg(long, default_value_t = 4096)]
     pub working_set: u64,
@@ -80,6 +59,11 @@ pub struct GuestArgs {
 }
 
 impl GuestArgs {
+    /// The percent of RAM to balloon (50 unless given).
+    pub fn balloon_percent(&self) -> u8 {
+        self.balloon_percent.unwrap_or(50)
+    }
+
     /// The sender options.
     pub fn send_options(&self) -> SendOptions {
         SendOptions {
@@ -135,26 +119,11 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
         }
         vm.set_rate(1, 1_000_000)?;
     }
-    if a.balloon_percent > 0 {
-        vm.balloon_inflate_percent(a.balloon_percent)
+    if a.balloon_percent() > 0 {
+        vm.balloon_inflate_percent(a.balloon_percent())
             .context("inflating the balloon")?;
     }
     Ok(vm)
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal unless `force`).
-pub fn progress_bar(force: bool) -> ProgressBar {
-    let pb = if std::io::stderr().is_terminal() || force {
-        ProgressBar::new(1)
-    } else {
-        ProgressBar::hidden()
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {pos}/{len} pages  {prefix}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb
 }
 
 /// Updates `pb` from a progress snapshot.
@@ -168,7 +137,7 @@ pub fn show_progress(pb: &ProgressBar, p: &Progress) {
     pb.set_message(msg);
     pb.set_length(p.round_total.max(1));
     pb.set_position(p.round_done);
-    pb.set_prefix(format!("{:.1} MiB sent", p.transferred as f64 / 1048576.0));
+    pb.set_prefix(format!("{} sent", human(p.transferred)));
     pb.tick();
 }
 
@@ -191,7 +160,7 @@ pub fn migrate_guest(
             return (src, r);
         }
     };
-    let pb = progress_bar(bar);
+    let pb = crate::progress::pages(bar);
     let mut round = None;
     let mut on_progress = |p: &Progress| {
         // One line per round (the bulk stage, each dirty iteration, stop-and-copy).
@@ -199,13 +168,13 @@ pub fn migrate_guest(
             round = Some((p.phase, p.iteration));
             if bar {
                 pb.println(format!(
-                    "  {:<28} {:>7} pages to send, {:>8.1} MiB sent so far",
+                    "  {:<28} {:>7} pages to send, {:>10} sent so far",
                     match p.phase {
                         Phase::Iterate => format!("dirty iteration {}", p.iteration),
                         other => other.to_string(),
                     },
                     p.round_total,
-                    p.transferred as f64 / 1048576.0
+                    human(p.transferred)
                 ));
             }
         }

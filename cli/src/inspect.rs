@@ -19,7 +19,7 @@ use crate::DecodeArgs;
 /// `ramstream inspect`'s arguments.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The stream file.
+    /// The stream file (`.zst`: decompressed); `-` reads standard input.
     pub file: PathBuf,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
@@ -102,7 +102,11 @@ pub struct Inspection {
 /// also checks every device-section split against it (SPEC.md §5.2). A mapped-ram file
 /// (its configuration lists `mapped-ram`) is read as such, and its layout summarised
 /// (SPEC.md §7.9).
-pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
+pub fn summarise(
+    bytes: &[u8],
+    decode: &DecodeArgs,
+    mut bar: crate::progress::Bytes,
+) -> Result<Inspection> {
     let opts = file_options(decode);
     let file_offset = opts.file_offset;
     let mut events = Events::new(bytes, opts);
@@ -115,6 +119,7 @@ pub fn summarise(bytes: &[u8], decode: &DecodeArgs) -> Result<Inspection> {
     let mut sync = SyncPoints::new();
     let mut uuid = None;
     while let Some((at, event)) = events.next().transpose()? {
+        bar.at(at);
         summary.observe(at, &event);
         sync.observe(&event);
         match &event {
@@ -231,7 +236,10 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         return crate::inspect_vmdesc::run(&bytes, decode, json)
             .with_context(|| format!("{}", file.display()));
     }
-    let inspection = summarise(&bytes, decode).with_context(|| format!("{}", file.display()))?;
+    let bar = crate::progress::Bytes::new("decoding", Some(bytes.len() as u64), json);
+    let inspection = summarise(&bytes, decode, bar)
+        .with_context(|| format!("{}", file.display()))
+        .map_err(|e| crate::failure::retry_dialects(e, &bytes, decode))?;
     let multifd = inspect_channels(file, &inspection)?;
     let Inspection {
         summary,

@@ -16,6 +16,7 @@ mod send;
 mod addr;
 mod connect;
 mod duplex;
+mod failure;
 mod guest;
 mod idle;
 mod input;
@@ -25,7 +26,9 @@ mod listen;
 mod map;
 mod multifd;
 mod policy;
+mod progress;
 mod side_channels;
+mod size;
 mod timeline;
 mod tls;
 
@@ -86,9 +89,36 @@ enum Command {
     Receive(receive::ReceiveArgs),
     /// Live-migrate a running KVM guest on this machine and prove it arrived intact.
     Demo(demo::DemoArgs),
-    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned, with and without the
-    /// balloon map (`--balloon-percent` is ignored).
+    /// Benchmark: migrate the guest with 0 %, 50 % and 90 % ballooned (or only
+    /// --balloon-percent), with and without the balloon map.
     BenchMigrate(bench_migrate::BenchMigrateArgs),
+}
+
+impl Command {
+    /// Whether the command prints JSON (`--json`): then its error is a JSON object too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Inspect(a) => a.json,
+            Command::Proxy(a) => a.json,
+            Command::Send(a) => a.json,
+            Command::Receive(a) => a.json,
+            Command::Demo(a) => a.json,
+            Command::BenchMigrate(a) => a.json,
+            Command::Extract(_) | Command::Reencode(_) => false,
+        }
+    }
+
+    /// The dialect the command decodes with, if it decodes.
+    fn dialect(&self) -> Option<Dialect> {
+        match self {
+            Command::Inspect(a) => Some(a.decode.dialect),
+            Command::Extract(a) => Some(a.decode.dialect),
+            Command::Reencode(a) => Some(a.decode.dialect),
+            Command::Proxy(a) => Some(a.decode.dialect),
+            Command::Receive(a) => Some(a.decode.dialect),
+            Command::Send(_) | Command::Demo(_) | Command::BenchMigrate(_) => None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -107,7 +137,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ramstream: error: {e:#}");
+            let f = failure::Failure::of(&e, cli.command.dialect());
+            // A command that printed its own JSON object for the error marked it `Reported`.
+            if cli.command.json() && e.downcast_ref::<failure::Reported>().is_none() {
+                println!("{}", f.to_json());
+            }
+            eprintln!("ramstream: error: {f}");
             ExitCode::FAILURE
         }
     }

@@ -308,6 +308,7 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let buffer = StreamBuffer::for_limits(&limits);
     let mut input = StreamReader::new(src.into_reader(), buffer);
     let mut clock = crate::timeline::SectionClock::new(&format!("proxy {listen} -> {forward}"));
+    let mut bar = crate::progress::Bytes::new("proxy", None, json);
     let result = input.decode(&mut dec, |offset, event, raw| {
         if stop.is_stopped() {
             return Err(anyhow!(StoppedByAnother));
@@ -366,20 +367,18 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         ) {
             dst.flush().context("writing to the destination")?;
         }
-        if last_print.elapsed() > Duration::from_millis(500) {
+        bar.at(rep.bytes_in);
+        if bar.is_drawn() && last_print.elapsed() > Duration::from_millis(500) {
             last_print = Instant::now();
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            eprintln!(
-                "proxy: iteration {}, {} ram sections, {} PAGE, {} ZERO, {} XBZRLE, {:.1} MB in, {:.1} MB/s{}",
+            bar.say(format!(
+                "proxy: iteration {}, {} ram sections, {} PAGE, {} ZERO, {} XBZRLE{}",
                 rep.iterations,
                 rep.ram_sections,
                 rep.page,
                 rep.zero,
                 rep.xbzrle,
-                rep.bytes_in as f64 / 1e6,
-                rep.bytes_in as f64 / 1e6 / secs,
                 channel_progress(&forwards)
-            );
+            ));
         }
         Ok(())
     });

@@ -17,6 +17,7 @@ use ramstream_reference_receiver::{
 
 use crate::addr::{Addr, Forms};
 use crate::extract::Collector;
+use crate::failure::{Failure, Reported};
 use crate::guest::check_kvm;
 use crate::listen::ListenOptions;
 use crate::multifd::image::SharedImage;
@@ -31,18 +32,18 @@ use crate::DecodeArgs;
 /// `ramstream receive`'s arguments.
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
-    /// Where the stream comes from: tcp:HOST:PORT or unix:PATH (listened on), or file:PATH
-    /// (read; not with --extract, which takes a socket: extract a stream file with
-    /// `ramstream extract`). Required: there is no default address. tcp:127.0.0.1:PORT
-    /// takes migrations from this host only; tcp:0.0.0.0:PORT or `tcp:[::]:PORT` from every
-    /// network this host is on, a deliberate choice (use --tls-creds then). Port 0 picks a
-    /// free port. Once a socket is bound, `ramstream:
+    /// Where the stream comes from: tcp:HOST:PORT or unix:PATH (listened on), or, into the
+    /// reference guest only, file:PATH (read; file:- reads standard input). --extract takes
+    /// only tcp: or unix: (extract a stream file with `ramstream extract FILE`). Required:
+    /// there is no default address. tcp:127.0.0.1:PORT takes migrations from this host only;
+    /// tcp:0.0.0.0:PORT or `tcp:[::]:PORT` from every network this host is on, a deliberate
+    /// choice (use --tls-creds then). Port 0 picks a free port. Once a socket is bound, `ramstream:
     /// listening on ADDRESS` is printed on stderr with the address actually bound (e.g.
     /// tcp:127.0.0.1:43817), before the source connects.
     #[arg(long)]
     pub listen: Addr,
     /// QEMU mode: write the RAM images, device sections and manifest.json into this
-    /// directory instead of resuming a guest.
+    /// directory instead of resuming a guest (with --listen tcp:HOST:PORT or unix:PATH).
     #[arg(long)]
     pub extract: Option<PathBuf>,
     /// QEMU mode: also save the raw stream to this file.
@@ -65,8 +66,8 @@ pub struct ReceiveArgs {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
-    /// Read buffer size in bytes (bounds the receiver's stream memory).
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Read buffer size (bounds the receiver's stream memory): bytes, or 64K, 1M, 1.5M, 1MiB.
+    #[arg(long, default_value = "1M", value_parser = crate::size::parse_usize)]
     pub buffer_size: usize,
     #[command(flatten)]
     pub decode: DecodeArgs,
@@ -139,18 +140,16 @@ fn into_guest(
             Ok(())
         }
         Err(e) => {
+            let (resumed, bytes) = (e.resumed, e.bytes_received);
+            let e = anyhow::Error::from(e);
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "status": "failed",
-                        "error": e.to_string(),
-                        "guest_resumed": e.resumed,
-                        "bytes_received": e.bytes_received,
-                    })
-                );
+                let mut o = Failure::of(&e, None).to_json();
+                o["guest_resumed"] = resumed.into();
+                o["bytes_received"] = bytes.into();
+                println!("{o}");
+                return Err(e.context(Reported));
             }
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -204,6 +203,7 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
     let buffer = StreamBuffer::for_limits(&opts.limits);
     let mut input = StreamReader::new(main.into_reader(), buffer);
     let (started, mut clock) = (std::time::Instant::now(), SectionClock::new("receive"));
+    let mut bar = crate::progress::Bytes::new("receiving", None, false);
     let result = input.decode(&mut dec, |offset, event, raw| {
         clock.observe(&event, raw.len(), started.elapsed());
         if stop.is_stopped() {
@@ -214,6 +214,7 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
             s.write_all(raw)?;
         }
         bytes += raw.len() as u64;
+        bar.at(bytes);
         if matches!(event, Event::Page(_) | Event::Zero(_) | Event::Xbzrle(_)) {
             pages += 1;
         }

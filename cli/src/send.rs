@@ -58,7 +58,7 @@ pub struct SendArgs {
 
 /// Prints the sender's figures as a table.
 pub fn print_report(r: &MigrationReport) {
-    let mib = |b: u64| b as f64 / 1048576.0;
+    let human = crate::size::human;
     println!("  status              {}", r.status);
     println!("  total time          {:.0} ms", r.total_time_ms);
     println!(
@@ -74,16 +74,16 @@ pub fn print_report(r: &MigrationReport) {
             "stopped at max-iterations"
         }
     );
-    println!("  transferred         {:.1} MiB", mib(r.ram.transferred));
-    println!("  RAM total           {:.1} MiB", mib(r.ram.total));
+    println!("  transferred         {}", human(r.ram.transferred));
+    println!("  RAM total           {}", human(r.ram.total));
     println!(
         "  pages               normal {}  duplicate (zero) {}  xbzrle {}",
         r.ram.normal, r.ram.duplicate, r.ram.xbzrle_pages
     );
     println!(
-        "  ballooned skipped   {} pages ({:.1} MiB never read)",
+        "  ballooned skipped   {} pages ({} never read)",
         r.ram.ballooned_skipped,
-        mib(r.ram.ballooned_skipped * 4096)
+        human(r.ram.ballooned_skipped * 4096)
     );
     println!("  pages visited       {}", r.ram.pages_visited);
     println!(
@@ -102,11 +102,11 @@ pub fn print_report(r: &MigrationReport) {
     }
     if let Some(m) = &r.multifd {
         println!(
-            "  multifd             {} channels, uuid {}, {} sync points, {:.1} MiB on the channels",
+            "  multifd             {} channels, uuid {}, {} sync points, {} on the channels",
             m.channels,
             m.uuid,
             m.sync_points,
-            mib(r.ram.multifd_bytes)
+            human(r.ram.multifd_bytes)
         );
         for c in &m.per_channel {
             println!(
@@ -117,8 +117,8 @@ pub fn print_report(r: &MigrationReport) {
     }
     if let Some(x) = &r.xbzrle_cache {
         println!(
-            "  xbzrle-cache        size {} MiB  pages {}  bytes {}  cache-miss {}  overflow {}  cache-miss-rate {:.3}  encoding-rate {:.1}",
-            x.cache_size >> 20,
+            "  xbzrle-cache        size {}  pages {}  bytes {}  cache-miss {}  overflow {}  cache-miss-rate {:.3}  encoding-rate {:.1}",
+            human(x.cache_size),
             x.pages,
             x.bytes,
             x.cache_miss,

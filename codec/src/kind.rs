@@ -67,6 +67,7 @@ impl fmt::Display for RecordKind {
 
 /// One region a mapped-ram header places in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MappedRamRegion {
     /// The block's bitmap: one bit per target page, set where the page has data.
     Bitmap,

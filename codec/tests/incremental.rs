@@ -65,13 +65,13 @@ fn every_two_way_split_matches_one_shot() {
 
 #[test]
 fn random_splits_match_one_shot() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let s = common::small_stream();
     let expected = common::event_strings(&s, DecoderOptions::default());
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..200 {
-        let max = rng.gen_range(1..6000);
-        assert_eq!(feed(&s, || rng.gen_range(1..=max)), expected);
+        let max = rng.random_range(1..6000);
+        assert_eq!(feed(&s, || rng.random_range(1..=max)), expected);
     }
 }
 

@@ -9,7 +9,7 @@ use ramstream_codec::multifd::{
 };
 use ramstream_codec::{Error, ErrorKind, Limits, PageAddr, RamBlock};
 use ramstream_spec::multifd::{field, Compression, PacketFlags, INIT_PACKET_LEN};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const PAGE: usize = 4096;
 /// The header of every packet on x86, offsets included.
@@ -327,9 +327,9 @@ proptest! {
         prop_assert_eq!(decoded, expected);
         // And any split gives the same.
         let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-        let max = r.gen_range(1..3 * HDR);
+        let max = r.random_range(1..3 * HDR);
         let want = whole(&w, &opts());
-        prop_assert_eq!(feed(&w, &opts(), || r.gen_range(1..=max)), want);
+        prop_assert_eq!(feed(&w, &opts(), || r.random_range(1..=max)), want);
     }
 }
 
@@ -360,9 +360,9 @@ fn random_splits_match_one_shot() {
     let expected = whole(&w, &opts()).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(14);
     for _ in 0..200 {
-        let max = rng.gen_range(1..2 * HDR);
+        let max = rng.random_range(1..2 * HDR);
         assert_eq!(
-            feed(&w, &opts(), || rng.gen_range(1..=max)).unwrap(),
+            feed(&w, &opts(), || rng.random_range(1..=max)).unwrap(),
             expected
         );
     }
@@ -374,13 +374,13 @@ fn a_bad_byte_anywhere_gives_the_same_first_error_for_every_split() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..300 {
         let mut bad = w.clone();
-        let i = rng.gen_range(0..bad.len());
-        bad[i] ^= 1 << rng.gen_range(0..8);
+        let i = rng.random_range(0..bad.len());
+        bad[i] ^= 1 << rng.random_range(0..8);
         let expected = whole(&bad, &opts());
         assert_eq!(feed(&bad, &opts(), || 1), expected, "byte {i}");
-        let max = rng.gen_range(1..2 * HDR);
+        let max = rng.random_range(1..2 * HDR);
         assert_eq!(
-            feed(&bad, &opts(), || rng.gen_range(1..=max)),
+            feed(&bad, &opts(), || rng.random_range(1..=max)),
             expected,
             "byte {i}"
         );

@@ -19,7 +19,7 @@ use ramstream_codec::multifd::{
 use ramstream_codec::{
     apply_event, decode_all, DecoderOptions, Error, ErrorKind, Event, PageStore, RamBlock, RamImage,
 };
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance-vectors/vectors")
@@ -193,9 +193,9 @@ fn every_channel_decodes_the_same_whole_byte_by_byte_and_at_random_splits() {
                 "{ctx}: byte by byte"
             );
             for _ in 0..8 {
-                let max = rng.gen_range(1..20_000);
-                let mut r = rand::rngs::StdRng::seed_from_u64(rng.gen());
-                let got = feed(bytes, &opts, &table, || r.gen_range(1..=max));
+                let max = rng.random_range(1..20_000);
+                let mut r = rand::rngs::StdRng::seed_from_u64(rng.random());
+                let got = feed(bytes, &opts, &table, || r.random_range(1..=max));
                 assert_eq!(got, expected, "{ctx}: random split up to {max}");
             }
         }

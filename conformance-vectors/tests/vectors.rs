@@ -228,7 +228,7 @@ fn every_byte_boundary_of_the_small_vectors() {
 
 #[test]
 fn random_splits_of_every_vector() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let mut runs = 0;
     for (v, bytes) in vectors() {
@@ -241,7 +241,7 @@ fn random_splits_of_every_vector() {
             if v.is_mapped_ram() && max < 65536 {
                 continue;
             }
-            let got = fed(&bytes, options(&v), || rng.gen_range(1..=max));
+            let got = fed(&bytes, options(&v), || rng.random_range(1..=max));
             assert_eq!(got, expected, "{} round {round}", v.manifest.name);
             runs += 1;
         }

@@ -17,7 +17,7 @@ use ramstream_migrate::{
     Error, ErrorKind, GuestRam, Loader, LoaderEvent, LoaderOptions, Multifd, RamBlockLayout,
     ZeroPages,
 };
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::*;
 
 const PAGE: usize = 4096;
@@ -274,10 +274,10 @@ fn every_multifd_vector_loads_the_same_on_one_thread_at_random_splits() {
             let max = if round == 0 {
                 7
             } else {
-                rng.gen_range(1..50_000)
+                rng.random_range(1..50_000)
             };
-            let mut r = rand::rngs::StdRng::seed_from_u64(rng.gen());
-            load_alternating(&ram, &main, &channels, multifd, || r.gen_range(1..=max))
+            let mut r = rand::rngs::StdRng::seed_from_u64(rng.random());
+            load_alternating(&ram, &main, &channels, multifd, || r.random_range(1..=max))
                 .unwrap_or_else(|e| panic!("{name} ({multifd:?}, pieces up to {max}): {e}"));
             assert_eq!(ram.digests(), v.block_hashes(), "{name} ({multifd:?})");
         }

@@ -5,7 +5,7 @@ mod support;
 
 use ramstream_codec::transcode;
 use ramstream_migrate::{ErrorKind, Loader, LoaderEvent};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::*;
 
 /// Recorded vectors covering QEMU 7.2, 10.0 and 11.1, XBZRLE, several blocks, q35,
@@ -118,9 +118,9 @@ fn byte_at_a_time_and_random_splits_give_the_same_memory_and_events() {
         let bytewise = run(&mut || 1);
         assert_eq!(whole, bytewise, "{name}: byte at a time");
         for _ in 0..3 {
-            let max = rng.gen_range(2..20_000);
-            let mut chunks = rand::rngs::StdRng::seed_from_u64(rng.gen());
-            let split = run(&mut || chunks.gen_range(1..max));
+            let max = rng.random_range(2..20_000);
+            let mut chunks = rand::rngs::StdRng::seed_from_u64(rng.random());
+            let split = run(&mut || chunks.random_range(1..max));
             assert_eq!(whole, split, "{name}: random splits up to {max}");
         }
     }

@@ -77,7 +77,7 @@ fn a_multi_file_recording_rebuilds_the_guest_with_one_sync_per_flush() {
         assert_eq!((m.channels, m.sync_points), (channels, 6));
         let uuid = rec.inits[0].uuid;
         assert!(rec.inits.iter().all(|i| i.uuid == uuid));
-        assert_eq!(m.uuid.replace('-', ""), hex(&uuid));
+        assert_eq!(m.uuid.replace('-', ""), hex::encode(uuid));
         assert_eq!(uuid[6] >> 4, 4);
         // The figures are the files'.
         assert_eq!(r.ram.transferred, rec.lens.iter().sum::<u64>());
@@ -97,10 +97,6 @@ fn a_multi_file_recording_rebuilds_the_guest_with_one_sync_per_flush() {
         assert_eq!((r.ram.balloon_records, r.ram.ballooned_skipped), (0, 0));
         assert!(zero >= 300);
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]

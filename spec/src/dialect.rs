@@ -10,6 +10,7 @@ use core::str::FromStr;
 /// stream from real QEMU needs no option. [`Dialect::Qemu7_2`] and [`Dialect::Qemu8_1`] are
 /// stricter: they accept only what those versions' destinations load (SPEC.md §2.6, §6.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Dialect {
     /// Upstream QEMU, any version from 7.2 to 11.1: 0x200 is `MULTIFD_FLUSH` (written by 8.1+
     /// only), and every command up to `SWITCHOVER_START` (10.0+) is known.

@@ -282,6 +282,7 @@ impl<'a> RunList<'a> {
 
 /// Why a run list breaks the rules of SPEC.md §9.5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunError {
     /// A run of zero pages.
     Empty {
@@ -515,6 +516,7 @@ pub enum KolheBalloon<'a> {
 
 /// A balloon record, as the dialect in force reads flag 0x200 (SPEC.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BalloonRecord<'a> {
     /// Dialect kolhe-2016.
     Kolhe(KolheBalloon<'a>),
