@@ -259,6 +259,8 @@ struct Times {
     total: Duration,
     downtime: Duration,
     digest: Duration,
+    /// CPU time of the whole process from connect to EOF, where readable.
+    cpu: Option<Duration>,
 }
 
 /// The loop: poll the engine, do what it says; with multifd, hand the channels their
@@ -273,6 +275,7 @@ fn run<G: GuestSource, W: Write>(
     times: &mut Times,
 ) -> Result<(), SendErrorKind> {
     let t0 = Instant::now();
+    let cpu0 = crate::stats::process_cpu_time();
     let mut paused_at = None;
     update_balloon(guest, source)?;
     let mut report_progress = |source: &Source, written: u64| {
@@ -341,6 +344,9 @@ fn run<G: GuestSource, W: Write>(
     let _ = guest.stop_dirty_log();
     times.downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
     times.total = t0.elapsed();
+    times.cpu = cpu0
+        .zip(crate::stats::process_cpu_time())
+        .map(|(a, b)| b.saturating_sub(a));
     Ok(())
 }
 
@@ -388,6 +394,7 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
     MigrationReport {
         status: "completed".into(),
         total_time_ms: ms(times.total),
+        cpu_ms: times.cpu.map_or(0.0, ms),
         setup_time_ms: ms(s.setup_time),
         downtime_ms: ms(times.downtime),
         digest_ms: ms(times.digest),
