@@ -165,6 +165,8 @@ def median(xs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exe", required=True, help="the release ramstream binary")
+    ap.add_argument("--before-exe",
+                    help="also run this ramstream binary (e.g. an older build), as ramstream-before")
     ap.add_argument("--quick", action="store_true", help="1 repetition, 256 MiB, /dev/null")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mem", type=int, default=2048, help="guest RAM in MiB")
@@ -192,21 +194,32 @@ def main():
         for t in touches:
             for v in versions:
                 configs.append((target, t, 0, "qemu-" + v))
+            if a.before_exe:
+                configs.append((target, t, 0, "ramstream-before"))
             configs.append((target, t, 0, "ramstream"))
         if a.balloon:
-            configs.append((target, touches[1] if len(touches) > 1 else 0, a.balloon,
-                            "ramstream"))
+            bt = touches[1] if len(touches) > 1 else 0
+            if a.before_exe:
+                configs.append((target, bt, a.balloon, "ramstream-before"))
+            configs.append((target, bt, a.balloon, "ramstream"))
     results = {c: [] for c in configs}
+    failures = []
     n = 0
     try:
         for rep in range(a.reps):
             for c in configs:
                 target, t, balloon, impl = c
                 n += 1
-                if impl == "ramstream":
-                    r = run_ramstream(a.exe, a.mem, t, balloon, target, work, n)
-                else:
-                    r = run_qemu(impl[5:], a.mem, t, target, work, n)
+                try:
+                    if impl.startswith("ramstream"):
+                        exe = a.before_exe if impl == "ramstream-before" else a.exe
+                        r = run_ramstream(exe, a.mem, t, balloon, target, work, n)
+                    else:
+                        r = run_qemu(impl[5:], a.mem, t, target, work, n)
+                except Exception as e:  # one failed run is reported, the others go on
+                    failures.append("%s: %s" % (c, str(e).strip().splitlines()[-1]))
+                    print("rep %d %s FAILED: %s" % (rep + 1, c, e), file=sys.stderr, flush=True)
+                    continue
                 results[c].append(r)
                 print("rep %d %-5s touched %4d MiB balloon %2d%% %-10s total %8.1f ms "
                       "downtime %7.1f ms bytes %11d cpu %8.1f ms"
@@ -230,6 +243,8 @@ def main():
                 continue
             _, t, balloon, impl = c
             m = med[c]
+            if not results[c]:
+                continue
             base = med.get((target, t, 0, "qemu-7.2"))
 
             def ratio(k):
@@ -241,6 +256,8 @@ def main():
                      m["cpu_ms"], ratio("total_ms"), ratio("downtime_ms"), ratio("bytes"),
                      ratio("cpu_ms")))
         print()
+    for f in failures:
+        print("- failed run: %s" % f)
     if a.balloon:
         print("Balloon rows: QEMU has no balloon without a guest driver, so their baseline is "
               "QEMU with the same touched memory and nothing ballooned (all other pages zero).")

@@ -118,6 +118,20 @@ impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
     fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
         Err(GuestError::Other("a source guest is only read".into()))
     }
+
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), GuestError> {
+        if page_size == PAGE_SIZE {
+            self.guest.known_zero_pages(addr, zero)
+        } else {
+            zero.fill(false);
+            Ok(())
+        }
+    }
 }
 
 /// Migrates `guest` like [`migrate`], its RAM pages on the multifd
@@ -415,6 +429,7 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
             ballooned_skipped: s.ballooned_skipped,
             balloon_records: s.balloon_records,
             pages_visited: s.pages_visited,
+            pages_known_zero: s.pages_known_zero,
             multifd_bytes: s.multifd_bytes,
         },
         xbzrle_cache: source.xbzrle_stats(),

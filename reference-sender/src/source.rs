@@ -39,6 +39,15 @@ pub trait GuestSource {
     /// page-aligned offset).
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError>;
 
+    /// Marks which of the `zero.len()` target pages from `addr` read as zero for certain
+    /// without being read (memory the host never backed); `false` where unknown. The
+    /// default knows nothing.
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        let _ = addr;
+        zero.fill(false);
+        Ok(())
+    }
+
     /// Turns dirty logging on (only while migrating: it slows the guest's writes).
     fn start_dirty_log(&mut self) -> Result<(), GuestError>;
 
@@ -145,6 +154,10 @@ impl GuestSource for KvmSource {
 
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
         Ok(self.vm.memory().read_page(addr, dst)?)
+    }
+
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        Ok(self.vm.memory().known_zero_pages(addr, zero)?)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), GuestError> {

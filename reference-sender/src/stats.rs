@@ -36,6 +36,10 @@ pub struct RamStats {
     /// Pages read from guest memory and looked at.
     #[serde(rename = "pages_visited")]
     pub pages_visited: u64,
+    /// Of those, pages the guest memory knew to be zero (never backed), sent without being
+    /// read.
+    #[serde(rename = "pages_known_zero")]
+    pub pages_known_zero: u64,
     /// Bytes sent on the multifd channels (included in `transferred`; 0 without multifd).
     pub multifd_bytes: u64,
 }

@@ -213,6 +213,7 @@ pub mod error;
 pub mod guest_abi;
 pub mod guest_program;
 pub mod memory;
+mod pagemap;
 pub mod state;
 mod sys;
 pub mod vcpu;
