@@ -135,6 +135,8 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
             std::thread::sleep(Duration::from_millis(10));
         }
         vm.set_rate(1, 1_000_000)?;
+        // Between its one page a second, the guest idles (its vCPU parked, no CPU).
+        vm.set_idle(Duration::from_secs(1))?;
     }
     if a.balloon_percent > 0 {
         vm.balloon_inflate_percent(a.balloon_percent)
