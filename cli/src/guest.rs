@@ -111,13 +111,16 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
     std::thread::sleep(Duration::from_millis(a.warmup_ms));
     if a.quiesce {
         let start = std::time::Instant::now();
-        while vm.counters()?.generation < 2 {
+        // A guest with no working set has nothing to write first.
+        while config.working_set_pages > 0 && vm.counters()?.generation < 2 {
             if start.elapsed() > Duration::from_secs(60) {
                 bail!("the guest did not write its working set within 60 s");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         vm.set_rate(1, 1_000_000)?;
+        // Between its one page a second, the guest idles (its vCPU parked, no CPU).
+        vm.set_idle(Duration::from_secs(1))?;
     }
     if a.balloon_percent() > 0 {
         vm.balloon_inflate_percent(a.balloon_percent())

@@ -63,7 +63,7 @@ fn gbps(bytes: usize, t: Duration) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let sets: [(&str, Vec<u8>); 3] = [
+    let sets: [(&str, Vec<u8>); 4] = [
         ("zero", page_set(|p| p.fill(0))),
         // Non-zero somewhere in the 4th quarter (not at the pre-checked first/middle/last
         // byte): the test has to read 3/4 of each page.
@@ -72,6 +72,15 @@ fn bench(c: &mut Criterion) {
             page_set(|p| {
                 p.fill(0);
                 p[PAGE * 3 / 4 + 17] = 1;
+            }),
+        ),
+        // First non-zero byte at offset 64 (the second cache line): no pre-check sample
+        // sees it; the scan must stop in its first step.
+        (
+            "nonzero-at-64",
+            page_set(|p| {
+                p.fill(0);
+                p[64] = 1;
             }),
         ),
         // Typical non-zero data: the three-byte pre-check answers at once.

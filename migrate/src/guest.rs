@@ -141,6 +141,27 @@ pub trait GuestRam {
     /// Writes `data` at `addr`: the one copy from the network buffer into guest memory.
     fn write_page(&self, addr: PageAddr, data: &[u8]) -> Result<(), Self::Error>;
 
+    /// Marks which pages read as zero for certain without being read: sets `zero[i]` for
+    /// the page of `page_size` bytes at `addr.offset + i * page_size` (all in `addr.block`;
+    /// the caller keeps the span inside the block), and clears it where unknown. The
+    /// default knows nothing (all `false`).
+    ///
+    /// A source engine sends a known-zero page as a ZERO record without reading it, so a
+    /// VMM whose memory the host allocates on first touch pays nothing for pages its guest
+    /// never wrote: e.g. an anonymous private mapping whose page is neither present nor
+    /// swapped out (`/proc/self/pagemap`), or a memfd hole (`SEEK_HOLE`). A page the guest
+    /// writes after this answer is in the next dirty sync, as for a page read.
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), Self::Error> {
+        let _ = (addr, page_size);
+        zero.fill(false);
+        Ok(())
+    }
+
     /// Zeroes `len` bytes at `addr`. The default writes zeros through
     /// [`GuestRam::write_page`] in 4 KiB pieces; an implementation may discard the range
     /// instead (`madvise(MADV_DONTNEED)` on anonymous memory reads back as zeros).
@@ -184,6 +205,14 @@ macro_rules! forward_guest_ram {
             }
             fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), Self::Error> {
                 (**self).zero_page(addr, len)
+            }
+            fn known_zero_pages(
+                &self,
+                addr: PageAddr,
+                page_size: usize,
+                zero: &mut [bool],
+            ) -> Result<(), Self::Error> {
+                (**self).known_zero_pages(addr, page_size, zero)
             }
         }
     )*};

@@ -120,6 +120,20 @@ impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
     fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
         Err(GuestError::Other("a source guest is only read".into()))
     }
+
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), GuestError> {
+        if page_size == PAGE_SIZE {
+            self.guest.known_zero_pages(addr, zero)
+        } else {
+            zero.fill(false);
+            Ok(())
+        }
+    }
 }
 
 /// Migrates `guest` like [`migrate`], its RAM pages on the multifd
@@ -261,6 +275,8 @@ struct Times {
     total: Duration,
     downtime: Duration,
     digest: Duration,
+    /// CPU time of the whole process from connect to EOF, where readable.
+    cpu: Option<Duration>,
 }
 
 /// The loop: poll the engine, do what it says; with multifd, hand the channels their
@@ -275,6 +291,7 @@ fn run<G: GuestSource, W: Write>(
     times: &mut Times,
 ) -> Result<(), SendErrorKind> {
     let t0 = Instant::now();
+    let cpu0 = crate::stats::process_cpu_time();
     let mut paused_at = None;
     update_balloon(guest, source)?;
     let mut report_progress = |source: &Source, written: u64| {
@@ -346,6 +363,9 @@ fn run<G: GuestSource, W: Write>(
     let _ = guest.stop_dirty_log();
     times.downtime = paused_at.map_or(Duration::ZERO, |t| t.elapsed());
     times.total = t0.elapsed();
+    times.cpu = cpu0
+        .zip(crate::stats::process_cpu_time())
+        .map(|(a, b)| b.saturating_sub(a));
     Ok(())
 }
 
@@ -393,6 +413,7 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
     MigrationReport {
         status: "completed".into(),
         total_time_ms: ms(times.total),
+        cpu_ms: times.cpu.map_or(0.0, ms),
         setup_time_ms: ms(s.setup_time),
         downtime_ms: ms(times.downtime),
         digest_ms: ms(times.digest),
@@ -413,6 +434,7 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
             ballooned_skipped: s.ballooned_skipped,
             balloon_records: s.balloon_records,
             pages_visited: s.pages_visited,
+            pages_known_zero: s.pages_known_zero,
             multifd_bytes: s.multifd_bytes,
         },
         xbzrle_cache: source.xbzrle_stats(),

@@ -39,6 +39,15 @@ pub trait GuestSource {
     /// page-aligned offset).
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError>;
 
+    /// Marks which of the `zero.len()` target pages from `addr` read as zero for certain
+    /// without being read (memory the host never backed); `false` where unknown. The
+    /// default knows nothing.
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        let _ = addr;
+        zero.fill(false);
+        Ok(())
+    }
+
     /// Turns dirty logging on (only while migrating: it slows the guest's writes).
     fn start_dirty_log(&mut self) -> Result<(), GuestError>;
 
@@ -88,6 +97,33 @@ pub trait GuestSource {
             })
             .collect()
     }
+}
+
+/// The runs of block `block`'s `pages` pages that the host never backed (they read as zero),
+/// from [`GuestMemory::known_zero_pages`], asked 4096 pages at a time.
+fn unbacked_runs(
+    mem: &GuestMemory,
+    block: usize,
+    pages: u64,
+) -> Result<Vec<PageRun>, ramstream_reference_vmm::Error> {
+    const CHUNK: u64 = 4096;
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut zero = vec![false; CHUNK as usize];
+    let mut first = 0;
+    while first < pages {
+        let n = (pages - first).min(CHUNK);
+        let zero = &mut zero[..n as usize];
+        mem.known_zero_pages(PageAddr::of_page(block, first, PAGE_SIZE), zero)?;
+        for (i, _) in zero.iter().enumerate().filter(|(_, &z)| z) {
+            let p = first + i as u64;
+            match runs.last_mut() {
+                Some(r) if r.end() == p => r.count += 1,
+                _ => runs.push(PageRun::new(p, 1)),
+            }
+        }
+        first += n;
+    }
+    Ok(runs)
 }
 
 /// Pages of a guest's memory, readable from any thread while the guest runs (a copy of a
@@ -147,6 +183,10 @@ impl GuestSource for KvmSource {
         Ok(self.vm.memory().read_page(addr, dst)?)
     }
 
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        Ok(self.vm.memory().known_zero_pages(addr, zero)?)
+    }
+
     fn start_dirty_log(&mut self) -> Result<(), GuestError> {
         Ok(self.vm.start_dirty_log()?)
     }
@@ -203,7 +243,11 @@ impl GuestSource for KvmSource {
                     let runs = runs.get(b).map_or(&[][..], Vec::as_slice);
                     let pages = r.pages();
                     s.spawn(move || {
-                        digest_block(pages, PAGE_SIZE, runs, |p, buf| {
+                        // Pages never backed are zero: skipped like ballooned ones, without
+                        // the page fault a read of them would take.
+                        let mut skip = unbacked_runs(mem, b, pages)?;
+                        skip.extend_from_slice(runs);
+                        digest_block(pages, PAGE_SIZE, &skip, |p, buf| {
                             mem.read_page(PageAddr::of_page(b, p, PAGE_SIZE), buf)
                         })
                     })

@@ -97,6 +97,11 @@ pub mod param {
     pub const REPORT_FIRST: u64 = 0x160;
     /// Balloon report: page count (guest).
     pub const REPORT_COUNT: u64 = 0x168;
+    /// Idle time per main-loop iteration in microseconds (VMM): when non-zero the guest
+    /// does not spin `DELAY_LOOPS` but writes [`port::IDLE`](super::port::IDLE), and the VMM
+    /// parks the vCPU thread that long (ending early for a command, a pause or a stop), so
+    /// an idle guest costs no CPU.
+    pub const IDLE_US: u64 = 0x170;
     /// Number of region slots in `REGIONS`.
     pub const MAX_REGIONS: usize = 4;
 }
@@ -111,6 +116,8 @@ pub mod port {
     pub const BALLOON_DEFLATE: u16 = 0x512;
     /// Self-check finished; `eax` = number of bad pages (low 32 bits).
     pub const CHECK_DONE: u16 = 0x513;
+    /// The guest is idle until its next main-loop iteration (`param::IDLE_US`).
+    pub const IDLE: u16 = 0x514;
     /// The guest hit an internal error; `eax` = error code.
     pub const ERROR: u16 = 0x51F;
 }

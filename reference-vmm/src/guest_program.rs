@@ -61,6 +61,7 @@ fn build() -> std::result::Result<Vec<u8>, IcedError> {
     let mut store_cursor = a.create_label();
     let mut delay = a.create_label();
     let mut delay_loop = a.create_label();
+    let mut spin = a.create_label();
     let mut translate = a.create_label();
     let mut t_loop = a.create_label();
     let mut t_found = a.create_label();
@@ -133,6 +134,13 @@ fn build() -> std::result::Result<Vec<u8>, IcedError> {
     a.jmp(write_next)?;
 
     a.set_label(&mut delay)?;
+    // Idle (the VMM parks the vCPU) instead of spinning, when asked to.
+    a.cmp(p(param::IDLE_US), 0)?;
+    a.je(spin)?;
+    a.mov(dx, port::IDLE as u32)?;
+    a.out(dx, eax)?;
+    a.jmp(main_loop)?;
+    a.set_label(&mut spin)?;
     a.mov(rcx, p(param::DELAY_LOOPS))?;
     a.set_label(&mut delay_loop)?;
     a.test(rcx, rcx)?;

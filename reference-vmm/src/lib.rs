@@ -106,12 +106,15 @@
 //! | `0x130..0x150` | CHECK_OK, CHECK_ZERO, CHECK_BAD, CHECK_FIRST_BAD, CHECK_BALLOONED | guest | self-check result |
 //! | `0x158` | BALLOON_PAGES | guest | pages in the balloon |
 //! | `0x160`, `0x168` | REPORT_FIRST, REPORT_COUNT | guest | range of a balloon report |
+//! | `0x170` | IDLE_US | VMM | idle this long per iteration (`out 0x514`) instead of spinning; 0: spin |
 //!
 //! # The guest program and its page pattern
 //!
 //! Each main-loop iteration: increment HEARTBEAT; if CMD_SEQ ≠ CMD_ACK, run the command;
 //! write PAGES_PER_LOOP pages of the working set at CURSOR (wrapping, GENERATION + 1 per
-//! wrap); spin DELAY_LOOPS times. Writing RAM page `n` in generation `g` first records `g` in
+//! wrap); spin DELAY_LOOPS times, or, when IDLE_US ≠ 0, `out 0x514` instead: the VMM parks
+//! the vCPU thread for IDLE_US µs (less if a command, pause or stop comes), so an idle guest
+//! costs no CPU. Writing RAM page `n` in generation `g` first records `g` in
 //! the generation table, then gives the page exactly [`guest_abi::expected_page`]`(n, g)`:
 //! word 0 = `n`, word 1 = `g`, word 2 = tag = [`guest_abi::page_tag`]`(n, g)`, and words
 //! 3..511 = tag (FILL=1) or zero with word 511 = tag (FILL=0).
@@ -122,7 +125,7 @@
 //! reports counts in the CHECK_* fields and does `out 0x513`.
 //!
 //! Ports (`out dx, eax`): `0x510` stopped (after command 4, then `hlt` for good), `0x511`
-//! balloon inflate report, `0x512` balloon deflate report, `0x513` self-check done,
+//! balloon inflate report, `0x512` balloon deflate report, `0x513` self-check done, `0x514` idle,
 //! `0x51F` guest error.
 //!
 //! # Balloon protocol
@@ -213,6 +216,7 @@ pub mod error;
 pub mod guest_abi;
 pub mod guest_program;
 pub mod memory;
+mod pagemap;
 pub mod state;
 mod sys;
 pub mod vcpu;

@@ -18,6 +18,7 @@ use vm_memory::{
 
 use crate::error::{Error, Result};
 use crate::guest_abi::{param, MAX_PDS, PAGE_SIZE};
+use crate::pagemap::Pagemap;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -293,6 +294,8 @@ pub type RegionRam = GuestMemoryRam<Arc<GuestMemoryMmap>>;
 pub struct GuestMemory {
     layout: MemoryLayout,
     ram: RegionRam,
+    /// `/proc/self/pagemap`, for [`GuestMemory::known_zero_pages`] (`None`: unknown).
+    pagemap: Option<Pagemap>,
 }
 
 impl GuestMemory {
@@ -335,6 +338,7 @@ impl GuestMemory {
         Ok(Self {
             layout: layout.clone(),
             ram,
+            pagemap: Pagemap::open(),
         })
     }
 
@@ -443,6 +447,33 @@ impl GuestMemory {
             .map_err(|e| memory_error(io::Error::other(e)))?;
         crate::sys::discard(&slice).map_err(memory_error)?;
         (**r).bitmap().set_addr_range(offset, len);
+        Ok(())
+    }
+
+    /// Marks the pages from `addr` (page aligned; `zero.len()` pages, all in its region)
+    /// that read as zero without being read: pages the host never backed (neither present
+    /// nor swapped out in `/proc/self/pagemap`: never written, or discarded). `false` where
+    /// unknown (no pagemap). Nothing is read or faulted in.
+    pub fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<()> {
+        self.check_page(addr)?;
+        let run = PageRun::new(addr.page_index(PAGE_SIZE), zero.len() as u64);
+        self.check_run(addr.block, run)?;
+        let Some(pagemap) = &self.pagemap else {
+            zero.fill(false);
+            return Ok(());
+        };
+        // The regions are anonymous private mappings (`GuestRegionMmap::from_range` with
+        // no file): an unbacked page of them reads as zero.
+        let hva = self
+            .mmap_region(addr.block)?
+            .get_host_address(MemoryRegionAddress(addr.offset))
+            .map_err(|_| Error::PageOutOfRange {
+                region: self.layout.regions[addr.block].name.clone(),
+                first: run.start,
+                count: run.count,
+                pages: self.layout.regions[addr.block].pages(),
+            })? as u64;
+        pagemap.unbacked(hva, zero);
         Ok(())
     }
 

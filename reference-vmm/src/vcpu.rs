@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use libc::{c_int, c_void, siginfo_t};
@@ -82,6 +82,8 @@ pub(crate) fn kick_until_finished<T>(handle: &JoinHandle<T>) {
     while !handle.is_finished() {
         // A finished but unjoined thread still has a valid pthread handle; ESRCH is harmless.
         let _ = handle.kill(kick_signal());
+        // A vCPU parked by the guest's idle port wakes from this.
+        handle.thread().unpark();
         for _ in 0..50 {
             if handle.is_finished() {
                 return;
@@ -174,6 +176,24 @@ fn handle_exit(exit: VcpuExit<'_>, ctx: &RunContext) -> Step {
     }
 }
 
+/// The guest is idle (`port::IDLE`): parks this thread for `param::IDLE_US` microseconds,
+/// ending early when a pause is asked or a command posted (both unpark the thread). Parked,
+/// the vCPU costs no CPU, where the guest's delay loop would spin a core.
+fn idle(ctx: &RunContext) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        // Read again at each wake: the VMM may have shortened or ended the idling.
+        let us = ctx.mem.load_u64(PARAM_GPA + param::IDLE_US)?;
+        let pending = ctx.mem.load_u64(PARAM_GPA + param::CMD_SEQ)?
+            != ctx.mem.load_u64(PARAM_GPA + param::CMD_ACK)?;
+        let left = Duration::from_micros(us).saturating_sub(start.elapsed());
+        if ctx.shared.pause.load(Ordering::Acquire) || pending || left.is_zero() {
+            return Ok(());
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
 fn handle_port(p: u16, value: u32, ctx: &RunContext) -> Result<Step> {
     let report = || -> Result<(u64, u64)> {
         Ok((
@@ -196,6 +216,7 @@ fn handle_port(p: u16, value: u32, ctx: &RunContext) -> Result<Step> {
         port::CHECK_DONE => {
             ctx.shared.checks_done.fetch_add(1, Ordering::Relaxed);
         }
+        port::IDLE => idle(ctx)?,
         port::ERROR => return Err(Error::GuestReported { code: value }),
         other => {
             return Err(Error::UnexpectedExit(format!(

@@ -319,6 +319,23 @@ impl Vm {
             .store_u64(PARAM_GPA + param::DELAY_LOOPS, delay_loops)
     }
 
+    /// Makes the guest idle for `idle` after each main-loop iteration instead of spinning its
+    /// delay loop (`Duration::ZERO`: spin again): the vCPU thread parks meanwhile, so a
+    /// quiesced guest costs no CPU. Commands, pauses and stops still take effect at once.
+    pub fn set_idle(&self, idle: Duration) -> Result<()> {
+        let us = u64::try_from(idle.as_micros()).unwrap_or(u64::MAX);
+        self.mem.store_u64(PARAM_GPA + param::IDLE_US, us)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Unparks the vCPU thread if it idles (it then reads the parameter block again).
+    fn wake(&self) {
+        if let Run::Running(handle) = &self.run {
+            handle.thread().unpark();
+        }
+    }
+
     /// Waits until the heartbeat exceeds `value`; returns the heartbeat seen.
     pub fn wait_heartbeat_past(&mut self, value: u64, timeout: Duration) -> Result<u64> {
         let start = Instant::now();
@@ -354,6 +371,7 @@ impl Vm {
         p(param::CMD_ARG0, arg0)?;
         p(param::CMD_ARG1, arg1)?;
         p(param::CMD_SEQ, seq)?;
+        self.wake();
         let start = Instant::now();
         while self.param(param::CMD_ACK)? != seq {
             self.reap()?;

@@ -166,3 +166,32 @@ fn default_one_gib_guest_runs() {
     assert!(v.check.passed(), "{v:?}");
     assert_eq!(v.check.ok_pages + v.check.zero_pages, 2048);
 }
+
+/// An idle guest (`Vm::set_idle`) parks its vCPU between main-loop iterations, yet answers a
+/// command, pauses and resumes at once: with an hour of idle per iteration, none of these
+/// could finish within its timeout unless the parked vCPU is woken for it.
+#[test]
+fn an_idle_guest_still_takes_commands_and_pauses() {
+    if !common::kvm_usable() {
+        return;
+    }
+    let layout = common::small_layout();
+    let config = common::straddling_config(&layout, 64);
+    let mut vm = common::start(&layout, &config);
+    let hb = vm
+        .wait_heartbeat_past(0, Duration::from_secs(10))
+        .expect("heartbeat");
+    vm.set_idle(Duration::from_secs(3600)).expect("idle");
+    let check = vm.self_check().expect("self-check while idle");
+    assert!(check.passed(), "{check:?}");
+    vm.pause().expect("pause while idle");
+    assert_eq!(vm.status(), RunStatus::Paused);
+    let frozen = vm.heartbeat().unwrap();
+    assert!(frozen > hb);
+    vm.resume().expect("resume");
+    vm.set_idle(Duration::ZERO).expect("spin again");
+    vm.wait_heartbeat_past(frozen, Duration::from_secs(10))
+        .expect("heartbeat after idling");
+    let check = vm.self_check().expect("self-check");
+    assert!(check.passed(), "{check:?}");
+}

@@ -33,6 +33,10 @@ pub struct ScriptedGuest {
     /// Bitmaps, a flag per page of each block.
     dirty: Vec<Vec<bool>>,
     balloon: Vec<Vec<bool>>,
+    /// Pages the guest ever wrote (a host would have backed them), a flag per page.
+    backed: Vec<Vec<bool>>,
+    /// Whether [`GuestRam::known_zero_pages`] answers from `backed` (else: knows nothing).
+    knows_unbacked: bool,
     script: Vec<Vec<ScriptStep>>,
     /// Steps applied at every sync past the script's end.
     pub steady: Vec<ScriptStep>,
@@ -57,6 +61,8 @@ impl ScriptedGuest {
                 .collect(),
             dirty: flags(),
             balloon: flags(),
+            backed: flags(),
+            knows_unbacked: false,
             blocks: layout
                 .regions
                 .iter()
@@ -88,6 +94,33 @@ impl ScriptedGuest {
         ScriptedGuest::new(MemoryLayout { regions }, script)
     }
 
+    /// This guest, its memory answering [`GuestRam::known_zero_pages`] (and
+    /// [`GuestSource::known_zero_pages`]) as a host that allocates on first touch would: a
+    /// page the script never wrote (nor zeroed, nor ballooned) is known zero.
+    pub fn knowing_unbacked(mut self) -> Self {
+        self.knows_unbacked = true;
+        self
+    }
+
+    /// Marks which of `zero.len()` pages from `addr` the guest never wrote (all `false`
+    /// unless [`ScriptedGuest::knowing_unbacked`]).
+    fn unbacked(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        let first = self.check_page(addr, PAGE_SIZE)?;
+        let backed = &self.backed[addr.block];
+        if first + zero.len() > backed.len() {
+            return Err(GuestError::Other(format!(
+                "{} pages from block {} offset {:#x} pass the block's end",
+                zero.len(),
+                addr.block,
+                addr.offset
+            )));
+        }
+        for (z, &b) in zero.iter_mut().zip(&backed[first..]) {
+            *z = self.knows_unbacked && !b;
+        }
+        Ok(())
+    }
+
     /// Stops the guest (as [`GuestSource::pause`]): the script no longer runs.
     pub fn stop(&mut self) {
         self.running = false;
@@ -114,6 +147,7 @@ impl ScriptedGuest {
             }
             write(addr, self.page_mut(addr));
             self.dirty[b][p] = true;
+            self.backed[b][p] = true;
         }
     }
 
@@ -141,6 +175,7 @@ impl ScriptedGuest {
                     let p = addr.page_index(PAGE_SIZE) as usize;
                     self.page_mut(addr).fill(0);
                     self.dirty[b][p] = true;
+                    self.backed[b][p] = true;
                     if let Some(ballooned) = balloon {
                         self.balloon[b][p] = ballooned;
                     }
@@ -212,6 +247,10 @@ impl GuestSource for ScriptedGuest {
 
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
         GuestRam::read_page(self, addr, dst)
+    }
+
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        self.unbacked(addr, zero)
     }
 
     fn start_dirty_log(&mut self) -> Result<(), GuestError> {
@@ -310,6 +349,19 @@ impl GuestRam for ScriptedGuest {
             "a scripted guest changes only by its script (write at block {} offset {:#x})",
             addr.block, addr.offset
         )))
+    }
+
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), GuestError> {
+        if page_size != PAGE_SIZE {
+            zero.fill(false);
+            return Ok(());
+        }
+        self.unbacked(addr, zero)
     }
 }
 

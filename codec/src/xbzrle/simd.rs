@@ -94,6 +94,51 @@ pub(crate) fn chunks_are_zero(isa: Isa, buf: &[u8]) -> Option<bool> {
     }
 }
 
+/// The zero-chunk test of this CPU's widest instruction set, chosen once per process
+/// (later calls are one atomic load): a function testing every full 64-byte chunk of a
+/// buffer, as [`chunks_are_zero`]; `None` without AVX2 or AVX-512BW.
+#[inline]
+pub(crate) fn zero_kernel() -> Option<ZeroKernel> {
+    static KERNEL: std::sync::OnceLock<Option<ZeroKernel>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| match Isa::best()? {
+        Isa::Avx512 => Some(zero_avx512 as ZeroKernel),
+        Isa::Avx2 => Some(zero_avx2 as ZeroKernel),
+    })
+}
+
+/// A zero-chunk test: whether every full 64-byte chunk of the buffer is zero.
+pub(crate) type ZeroKernel = fn(&[u8]) -> bool;
+
+/// AVX-512 [`chunks_are_zero`]; handed out only by [`zero_kernel`] after
+/// [`Isa::available`] confirmed AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+fn zero_avx512(buf: &[u8]) -> bool {
+    // SAFETY: only reached through `zero_kernel`, which picked it because `Isa::best()`
+    // found AVX-512F and AVX-512BW on this CPU.
+    unsafe { x86::chunks_are_zero_avx512(buf) }
+}
+
+/// AVX2 [`chunks_are_zero`]; handed out only by [`zero_kernel`] after [`Isa::available`]
+/// confirmed AVX2.
+#[cfg(target_arch = "x86_64")]
+fn zero_avx2(buf: &[u8]) -> bool {
+    // SAFETY: only reached through `zero_kernel`, which picked it because `Isa::best()`
+    // found AVX2 on this CPU.
+    unsafe { x86::chunks_are_zero_avx2(buf) }
+}
+
+/// Without x86-64 there is no kernel; never handed out (`Isa::best()` is `None`).
+#[cfg(not(target_arch = "x86_64"))]
+fn zero_avx512(buf: &[u8]) -> bool {
+    buf.iter().all(|&b| b == 0)
+}
+
+/// Without x86-64 there is no kernel; never handed out (`Isa::best()` is `None`).
+#[cfg(not(target_arch = "x86_64"))]
+fn zero_avx2(buf: &[u8]) -> bool {
+    buf.iter().all(|&b| b == 0)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

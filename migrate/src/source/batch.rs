@@ -34,6 +34,10 @@ pub(crate) struct Batch {
     /// The XBZRLE deltas of the batch, back to back.
     deltas: Vec<u8>,
     plan: Vec<(PageAddr, Planned)>,
+    /// Which pages of the batch the memory knows to be zero (not read).
+    zero: [bool; BATCH],
+    /// One page of zeros: what a known-zero page is decided as.
+    zeros: Vec<u8>,
 }
 
 impl core::fmt::Debug for Batch {
@@ -52,13 +56,17 @@ impl Batch {
             pages: vec![0; BATCH * page_size],
             deltas: Vec::with_capacity(BATCH * page_size),
             plan: Vec::with_capacity(BATCH),
+            zero: [false; BATCH],
+            zeros: vec![0; page_size],
         }
     }
 
     /// Reads the pages at `pages` (at most [`BATCH`]) and decides each: with `cache` through
     /// the XBZRLE cache (keys from `block_base`, where each block starts in the blocks laid
-    /// end to end, in bytes), otherwise ZERO or PAGE by the zero-page test. Stops at the
-    /// first read error.
+    /// end to end, in bytes), otherwise ZERO or PAGE by the zero-page test. A page the
+    /// memory knows to be zero ([`GuestRam::known_zero_pages`], asked once per run of
+    /// consecutive pages) is not read: it is decided as a page of zeros. Stops at the first
+    /// read error.
     pub(crate) fn fill<R: GuestRam + ?Sized>(
         &mut self,
         ram: &R,
@@ -71,12 +79,22 @@ impl Batch {
         let ps = self.page_size;
         self.plan.clear();
         self.deltas.clear();
+        self.known_zero(ram, pages)?;
         for (slot, &addr) in pages.iter().enumerate() {
             let span = slot * ps..(slot + 1) * ps;
-            ram.read_page(addr, &mut self.pages[span.clone()])
-                .map_err(|e| (addr, e))?;
+            let known_zero = self.zero[slot];
+            if known_zero {
+                stats.pages_known_zero += 1;
+            } else {
+                ram.read_page(addr, &mut self.pages[span.clone()])
+                    .map_err(|e| (addr, e))?;
+            }
             stats.pages_visited += 1;
-            let buf = &self.pages[span];
+            let buf: &[u8] = if known_zero {
+                &self.zeros
+            } else {
+                &self.pages[span]
+            };
             let planned = match cache.as_deref_mut() {
                 Some(cache) => {
                     let key = block_base[addr.block] + addr.offset;
@@ -90,15 +108,41 @@ impl Batch {
                         }
                         // The cache's copy equals the page read (see the cache's docs); a
                         // page of the wrong size cannot happen: the buffer is one page.
+                        Ok(PageDecision::Page { .. }) | Err(_) if known_zero => Some(Planned::Zero),
                         Ok(PageDecision::Page { .. }) | Err(_) => Some(Planned::Page(slot)),
                     }
                 }
-                None if is_zero_page(buf) => Some(Planned::Zero),
+                None if known_zero || is_zero_page(buf) => Some(Planned::Zero),
                 None => Some(Planned::Page(slot)),
             };
             if let Some(p) = planned {
                 self.plan.push((addr, p));
             }
+        }
+        Ok(())
+    }
+
+    /// Asks `ram` which of `pages` are known to be zero, once per run of consecutive pages
+    /// of one block, into `self.zero`.
+    fn known_zero<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        pages: &[PageAddr],
+    ) -> Result<(), (PageAddr, R::Error)> {
+        let ps = self.page_size as u64;
+        let mut start = 0;
+        while start < pages.len() {
+            let first = pages[start];
+            let mut end = start + 1;
+            while end < pages.len()
+                && pages[end].block == first.block
+                && pages[end].offset == first.offset + (end - start) as u64 * ps
+            {
+                end += 1;
+            }
+            ram.known_zero_pages(first, self.page_size, &mut self.zero[start..end])
+                .map_err(|e| (first, e))?;
+            start = end;
         }
         Ok(())
     }

@@ -37,8 +37,11 @@ pub struct SendStats {
     pub ballooned_skipped: u64,
     /// Balloon records (SPEC.md §9.4) written: full maps of blocks whose runs changed.
     pub balloon_records: u64,
-    /// Pages read from guest memory and looked at.
+    /// Pages read from guest memory and looked at (the known-zero ones included).
     pub pages_visited: u64,
+    /// Of those, pages the memory knew to be zero and that were not read
+    /// ([`GuestRam::known_zero_pages`](crate::GuestRam::known_zero_pages)).
+    pub pages_known_zero: u64,
     /// Dirty iterations after the bulk pass.
     pub iterations: u32,
     /// Whether the expected downtime met the limit (false: stopped at `max_iterations`).
