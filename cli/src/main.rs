@@ -104,7 +104,7 @@ impl Command {
             Command::Receive(a) => a.json,
             Command::Demo(a) => a.json,
             Command::BenchMigrate(a) => a.json,
-            Command::Extract(_) | Command::Reencode(_) => false,
+            Command::Extract(_) | Command::Reencode(_) | Command::Pages(_) => false,
         }
     }
 
@@ -114,6 +114,7 @@ impl Command {
             Command::Inspect(a) => Some(a.decode.dialect),
             Command::Extract(a) => Some(a.decode.dialect),
             Command::Reencode(a) => Some(a.decode.dialect),
+            Command::Pages(a) => Some(a.decode.dialect),
             Command::Proxy(a) => Some(a.decode.dialect),
             Command::Receive(a) => Some(a.decode.dialect),
             Command::Send(_) | Command::Demo(_) | Command::BenchMigrate(_) => None,
