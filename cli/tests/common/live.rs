@@ -187,8 +187,8 @@ pub fn linux_source(g: &LinuxGuest, v: &Vector, cwd: &Path, caps: &[&str], bandw
     q
 }
 
-/// Migrates `src` to `uri`. Once `ready(query-migrate, elapsed)` holds (or after a minute)
-/// lifts the bandwidth cap and downtime limit so it converges. Returns the final
+/// Migrates `src` to `uri`. Once `ready(query-migrate, elapsed)` holds, lifts the bandwidth
+/// cap and downtime limit so it converges (fails after four minutes). Returns the final
 /// query-migrate (status `completed`).
 pub fn migrate(src: &mut Qemu, uri: &str, ready: impl Fn(&Value, Duration) -> bool) -> Value {
     src.execute("migrate", json!({"uri": uri})).unwrap();
@@ -211,7 +211,9 @@ pub fn migrate(src: &mut Qemu, uri: &str, ready: impl Fn(&Value, Duration) -> bo
                 r["ram"]["transferred"]
             );
         }
-        if !relaxed && (ready(&r, start.elapsed()) || start.elapsed() > Duration::from_secs(60)) {
+        // Relaxed only once the test's condition holds, never on a timer: a loaded machine
+        // takes longer to reach it, and a migration finished before it would not test it.
+        if !relaxed && ready(&r, start.elapsed()) {
             src.execute(
                 "migrate-set-parameters",
                 json!({"max-bandwidth": 1_000_000_000u64, "downtime-limit": 2000}),
@@ -221,7 +223,7 @@ pub fn migrate(src: &mut Qemu, uri: &str, ready: impl Fn(&Value, Duration) -> bo
         }
         assert!(
             start.elapsed() < Duration::from_secs(240),
-            "migration never completed: {r}"
+            "migration never completed (ready condition met: {relaxed}): {r}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
