@@ -123,6 +123,7 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
@@ -146,5 +147,16 @@ fn main() -> ExitCode {
             eprintln!("ramstream: error: {f}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default action of SIGPIPE, which the Rust runtime sets to "ignore": a reader
+/// that closes the pipe early (`ramstream pages … | head`) then ends the command quietly, as
+/// it ends `cat`, instead of every print failing with EPIPE and panicking.
+fn restore_sigpipe() {
+    // SAFETY: `signal` with `SIG_DFL` installs no handler of ours; it runs first in `main`,
+    // before any thread is spawned, and only changes what a write to a closed pipe does.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

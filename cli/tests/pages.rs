@@ -174,3 +174,38 @@ fn multifd_and_mapped_ram_files_are_refused_not_shown_as_never_sent() {
         }
     }
 }
+
+/// A reader that closes the pipe after one line (`ramstream pages … | head -1`) ends the
+/// command quietly, as it ends `cat`: no panic on the write that follows. The dump of
+/// pc.bios's 64 pages (about 1 MB of text) is far larger than a pipe holds, so the command
+/// is still writing when the pipe closes.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("live-xbzrle", tmp.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ramstream"))
+        .args(["pages".as_ref(), s.as_os_str()])
+        .args(["--block", "pc.bios", "--count", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // The reader is dropped here: the pipe is closed with most of the dump unwritten.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
