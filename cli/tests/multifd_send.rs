@@ -14,7 +14,9 @@ use std::path::Path;
 
 use common::live::spawn_listening;
 use common::{json_file, ok, ramstream};
-use ramstream_codec::extension::digest::{digest_block, DigestSection};
+use ramstream_codec::extension::digest::{
+    chunked_block, digest_block, DigestAlgorithm, DigestSection,
+};
 use ramstream_codec::multifd::{decode_channel, BlockTable, ChannelEvent, ChannelOptions};
 use ramstream_codec::{decode_all, DecoderOptions, Event, PageAddr, RamBlock};
 use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
@@ -39,14 +41,20 @@ fn digests(report: &Value) -> Vec<(String, String)> {
     serde_json::from_value(report["digests"].clone()).expect("digests")
 }
 
-/// The sparse digest of a block image.
-fn digest_of(image: &[u8]) -> String {
+/// The digest of a block image by `algorithm` (`ramstream send` uses sha256-chunked unless
+/// told otherwise, SPEC.md §13.7).
+fn digest_of(image: &[u8], algorithm: DigestAlgorithm) -> String {
     let pages = (image.len() / PAGE) as u64;
-    let sum = digest_block(pages, PAGE, &[], |p, buf| {
+    let read = |p: u64, buf: &mut [u8]| {
         let at = p as usize * PAGE;
         buf.copy_from_slice(&image[at..at + PAGE]);
         Ok::<_, std::convert::Infallible>(())
-    })
+    };
+    let sum = match algorithm {
+        DigestAlgorithm::Sha256Sparse => digest_block(pages, PAGE, &[], read),
+        DigestAlgorithm::Sha256Chunked => chunked_block(pages, PAGE, &[], read),
+        other => panic!("no digest_of for {other:?}"),
+    }
     .unwrap();
     hex::encode(sum)
 }
@@ -158,8 +166,9 @@ fn send_to_a_multi_file_recording_that_rebuilds_to_the_sent_digests() {
     }
     let sent = digests(&report);
     let section = digest.expect("the digest section");
+    assert_eq!(section.algorithm, DigestAlgorithm::Sha256Chunked);
     for (b, block) in blocks.iter().enumerate() {
-        let d = digest_of(&image[b]);
+        let d = digest_of(&image[b], section.algorithm);
         assert_eq!((&sent[b].0, &sent[b].1), (&block.idstr, &d), "block {b}");
         assert_eq!(hex::encode(section.blocks[b].sha256), d);
     }
@@ -222,7 +231,7 @@ fn send_over_tcp_with_2_and_4_channels_into_receive_extract() {
             assert_eq!(b["idstr"].as_str(), Some(idstr.as_str()));
             let image = std::fs::read(extract.join(b["file"].as_str().unwrap())).unwrap();
             assert_eq!(
-                &digest_of(&image),
+                &digest_of(&image, DigestAlgorithm::Sha256Chunked),
                 digest,
                 "{channels} channels: block {idstr}"
             );
