@@ -207,11 +207,11 @@ impl ChannelLoader {
             });
         };
         let dec = self.decoder.get_or_insert_with(|| {
-            let mut d = ChannelDecoder::new(ChannelOptions {
-                page_bits: bound.page_bits,
-                limits: bound.limits.clone(),
-                ..ChannelOptions::default()
-            });
+            let mut d = ChannelDecoder::new(
+                ChannelOptions::default()
+                    .with_page_bits(bound.page_bits)
+                    .with_limits(bound.limits.clone()),
+            );
             d.set_blocks(bound.table.clone());
             d
         });
