@@ -35,6 +35,7 @@ pub enum ChannelLoadEvent {
 
 /// What one [`ChannelLoader::handle`] call did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChannelProgress {
     /// Input bytes used: drop them before the next call.
     pub consumed: usize,
