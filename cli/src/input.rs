@@ -51,8 +51,5 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// file regions the MEM_SIZE headers point at (SPEC.md §7.9). Commands reading a socket keep
 /// `DecodeArgs::options`, which refuses mapped-ram.
 pub fn file_options(decode: &DecodeArgs) -> DecoderOptions {
-    DecoderOptions {
-        mapped_ram: MappedRam::Read,
-        ..decode.options()
-    }
+    decode.options().with_mapped_ram(MappedRam::Read)
 }

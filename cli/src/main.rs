@@ -61,7 +61,7 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     /// The decoder options these arguments select.
     pub fn options(&self) -> ramstream_codec::DecoderOptions {
-        let mut o = ramstream_codec::DecoderOptions::with_dialect(self.dialect);
+        let mut o = ramstream_codec::DecoderOptions::default().with_dialect(self.dialect);
         if self.strict_zero_fill {
             o.zero_fill = ramstream_codec::ZeroFill::RejectNonZero;
         }

@@ -23,7 +23,7 @@ const STREAM: &[u8] = include_bytes!("../src/testdata/balloon-v1.bin");
 fn decode_pass(stream: &[u8]) -> usize {
     let mut n = 0;
     for _ in 0..REPEAT {
-        let opts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
+        let opts = DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1);
         for item in Events::new(black_box(stream), opts) {
             black_box(item.unwrap());
             n += 1;

@@ -132,6 +132,7 @@ pub enum PageDecision<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[non_exhaustive]
 pub struct XbzrleCacheStats {
     /// `cache-size`: the cache size in bytes.
     pub cache_size: u64,

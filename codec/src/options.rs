@@ -14,6 +14,7 @@ pub enum ZeroFill {
 
 /// Limits on untrusted input (SPEC.md §10). Defaults come from `ramstream_spec::limits`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Most RAM blocks in a MEM_SIZE list.
     pub max_ram_blocks: usize,
@@ -32,6 +33,64 @@ pub struct Limits {
     /// Most pages one multifd packet may hold, so most page offsets a
     /// [`multifd::ChannelDecoder`](crate::multifd::ChannelDecoder) buffers (SPEC.md §14.3).
     pub max_multifd_packet_pages: u32,
+}
+
+impl Limits {
+    /// These limits with [`max_ram_blocks`](Self::max_ram_blocks) set to `v`.
+    #[must_use]
+    pub fn with_max_ram_blocks(mut self, v: usize) -> Self {
+        self.max_ram_blocks = v;
+        self
+    }
+
+    /// These limits with [`max_ram_total`](Self::max_ram_total) set to `v`.
+    #[must_use]
+    pub fn with_max_ram_total(mut self, v: u64) -> Self {
+        self.max_ram_total = v;
+        self
+    }
+
+    /// These limits with [`max_machine_type_len`](Self::max_machine_type_len) set to `v`.
+    #[must_use]
+    pub fn with_max_machine_type_len(mut self, v: u32) -> Self {
+        self.max_machine_type_len = v;
+        self
+    }
+
+    /// These limits with [`max_capabilities`](Self::max_capabilities) set to `v`.
+    #[must_use]
+    pub fn with_max_capabilities(mut self, v: u32) -> Self {
+        self.max_capabilities = v;
+        self
+    }
+
+    /// These limits with [`max_vmdesc_len`](Self::max_vmdesc_len) set to `v`.
+    #[must_use]
+    pub fn with_max_vmdesc_len(mut self, v: u32) -> Self {
+        self.max_vmdesc_len = v;
+        self
+    }
+
+    /// These limits with [`max_device_section_len`](Self::max_device_section_len) set to `v`.
+    #[must_use]
+    pub fn with_max_device_section_len(mut self, v: usize) -> Self {
+        self.max_device_section_len = v;
+        self
+    }
+
+    /// These limits with [`max_balloon_runs`](Self::max_balloon_runs) set to `v`.
+    #[must_use]
+    pub fn with_max_balloon_runs(mut self, v: u64) -> Self {
+        self.max_balloon_runs = v;
+        self
+    }
+
+    /// These limits with [`max_multifd_packet_pages`](Self::max_multifd_packet_pages) set to `v`.
+    #[must_use]
+    pub fn with_max_multifd_packet_pages(mut self, v: u32) -> Self {
+        self.max_multifd_packet_pages = v;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -84,6 +143,7 @@ pub enum MappedRam {
 /// The decoder's settings. `Default` is a QEMU 7.2 x86 destination with default machine
 /// properties (configuration section and section footers on).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DecoderOptions {
     /// What flag 0x200 means (SPEC.md §6.2, §9).
     pub dialect: Dialect,
@@ -110,6 +170,85 @@ pub struct DecoderOptions {
     pub file_offset: u64,
 }
 
+impl DecoderOptions {
+    /// These options with [`dialect`](Self::dialect) set to `v`.
+    ///
+    /// ```
+    /// use ramstream_codec::DecoderOptions;
+    /// use ramstream_spec::Dialect;
+    /// let opts = DecoderOptions::default().with_dialect(Dialect::Qemu8_1);
+    /// assert_eq!(opts.dialect, Dialect::Qemu8_1);
+    /// ```
+    #[must_use]
+    pub fn with_dialect(mut self, v: Dialect) -> Self {
+        self.dialect = v;
+        self
+    }
+
+    /// These options with [`default_page_bits`](Self::default_page_bits) set to `v`.
+    #[must_use]
+    pub fn with_default_page_bits(mut self, v: u32) -> Self {
+        self.default_page_bits = v;
+        self
+    }
+
+    /// These options with [`require_configuration`](Self::require_configuration) set to `v`.
+    #[must_use]
+    pub fn with_require_configuration(mut self, v: bool) -> Self {
+        self.require_configuration = v;
+        self
+    }
+
+    /// These options with [`section_footers`](Self::section_footers) set to `v`.
+    #[must_use]
+    pub fn with_section_footers(mut self, v: bool) -> Self {
+        self.section_footers = v;
+        self
+    }
+
+    /// These options with [`zero_fill`](Self::zero_fill) set to `v`.
+    #[must_use]
+    pub fn with_zero_fill(mut self, v: ZeroFill) -> Self {
+        self.zero_fill = v;
+        self
+    }
+
+    /// These options with [`mr_addr`](Self::mr_addr) set to `v`.
+    #[must_use]
+    pub fn with_mr_addr(mut self, v: FieldPresence) -> Self {
+        self.mr_addr = v;
+        self
+    }
+
+    /// These options with [`block_page_size`](Self::block_page_size) set to `v`.
+    #[must_use]
+    pub fn with_block_page_size(mut self, v: FieldPresence) -> Self {
+        self.block_page_size = v;
+        self
+    }
+
+    /// These options with [`limits`](Self::limits) set to `v`.
+    #[must_use]
+    pub fn with_limits(mut self, v: Limits) -> Self {
+        self.limits = v;
+        self
+    }
+
+    /// These options with [`mapped_ram`](Self::mapped_ram) set to `v`.
+    #[must_use]
+    pub fn with_mapped_ram(mut self, v: MappedRam) -> Self {
+        self.mapped_ram = v;
+        self
+    }
+
+    /// These options with [`file_offset`](Self::file_offset) set to `v`.
+    #[must_use]
+    pub fn with_file_offset(mut self, v: u64) -> Self {
+        self.file_offset = v;
+        self
+    }
+}
+
 impl Default for DecoderOptions {
     fn default() -> Self {
         DecoderOptions {
@@ -123,23 +262,6 @@ impl Default for DecoderOptions {
             limits: Limits::default(),
             mapped_ram: MappedRam::Refuse,
             file_offset: 0,
-        }
-    }
-}
-
-impl DecoderOptions {
-    /// The default options with another dialect.
-    ///
-    /// ```
-    /// use ramstream_codec::DecoderOptions;
-    /// use ramstream_spec::Dialect;
-    /// let opts = DecoderOptions::with_dialect(Dialect::Qemu8_1);
-    /// assert_eq!(opts.dialect, Dialect::Qemu8_1);
-    /// ```
-    pub fn with_dialect(dialect: Dialect) -> Self {
-        DecoderOptions {
-            dialect,
-            ..Default::default()
         }
     }
 }

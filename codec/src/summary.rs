@@ -11,6 +11,7 @@ use ramstream_spec::stream::SectionType;
 /// Record counts of the `ram` section.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct RecordCounts {
     /// MEM_SIZE records.
     pub mem_size: u64,
@@ -34,6 +35,7 @@ pub struct RecordCounts {
 /// Per-block page record counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct BlockCounts {
     /// PAGE records.
     pub page: u64,
@@ -46,6 +48,7 @@ pub struct BlockCounts {
 /// A RAM block as summarised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct BlockSummary {
     /// The idstr.
     pub idstr: String,
@@ -73,6 +76,7 @@ impl From<&RamBlock> for BlockSummary {
 /// The `ram` part of a summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct RamSummary {
     /// The blocks of the last MEM_SIZE.
     pub blocks: Vec<BlockSummary>,
@@ -93,6 +97,7 @@ pub struct RamSummary {
 /// A device (FULL) section as summarised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct DeviceSummary {
     /// The idstr.
     pub idstr: String,
@@ -111,6 +116,7 @@ pub struct DeviceSummary {
 /// A command as summarised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct CommandSummary {
     /// The command name (or hex id).
     pub command: String,
@@ -123,6 +129,7 @@ pub struct CommandSummary {
 /// One balloon record as summarised (SPEC.md §9).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct BalloonRecordSummary {
     /// Stream offset of the record word.
     pub offset: u64,
@@ -162,6 +169,7 @@ pub struct KolheRange {
 /// Balloon records and the balloon map they build (SPEC.md §9).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct BalloonSummary {
     /// The dialect the stream was read with, when the caller set it (`ramstream inspect`
     /// does); otherwise the dialect of the first balloon record.
@@ -267,6 +275,7 @@ impl BalloonSummary {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct StreamSummary {
     /// The stream version (3).
     pub stream_version: Option<u32>,
@@ -300,6 +309,7 @@ pub struct StreamSummary {
 /// The oldest QEMU version that can have written a stream, and the evidence (SPEC.md §8.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct WriterEvidence {
     /// (major, minor).
     pub version: (u16, u16),
@@ -323,7 +333,8 @@ impl StreamSummary {
     ///
     /// ```
     /// use ramstream_codec::summary::StreamSummary;
-    /// let s = StreamSummary { machine_type: Some("pc-q35-10.0".into()), ..Default::default() };
+    /// let mut s = StreamSummary::default();
+    /// s.machine_type = Some("pc-q35-10.0".into());
     /// assert_eq!(s.min_writer_version().unwrap().version, (10, 0));
     /// ```
     pub fn min_writer_version(&self) -> Option<WriterEvidence> {

@@ -217,7 +217,7 @@ fn v1_too_many_runs() {
     // A lowered limit.
     let rec = bs::v1_record(Some("pc.ram"), 1, INCR, &[(0, 1), (2, 1)], &[(4, 1)]);
     let s = bs::with_record(&rec, true, &bs::v1_blocks());
-    let mut opts = DecoderOptions::with_dialect(V1);
+    let mut opts = DecoderOptions::default().with_dialect(V1);
     opts.limits.max_balloon_runs = 2;
     let e = decode_all(&s, opts).unwrap_err();
     assert_eq!(e.kind, ErrorKind::BalloonTooManyRuns { count: 3, limit: 2 });
@@ -236,7 +236,7 @@ fn v1_truncated_payload() {
         );
         assert_eq!(e.offset, base as u64);
         // Not finished: the decoder asks for more instead.
-        let mut dec = Decoder::new(DecoderOptions::with_dialect(V1));
+        let mut dec = Decoder::new(DecoderOptions::default().with_dialect(V1));
         let mut pos = 0;
         loop {
             match dec.decode(&s[pos..cut]).unwrap() {
@@ -430,7 +430,7 @@ fn kolhe_too_many_runs() {
         false,
         &bs::kolhe_blocks(),
     );
-    let mut opts = DecoderOptions::with_dialect(K);
+    let mut opts = DecoderOptions::default().with_dialect(K);
     opts.limits.max_balloon_runs = 1;
     let e = decode_all(&s, opts).unwrap_err();
     assert_eq!(e.kind, ErrorKind::BalloonTooManyRuns { count: 2, limit: 1 });

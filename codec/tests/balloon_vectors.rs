@@ -121,7 +121,7 @@ fn vectors_reencode_byte_for_byte() {
 
 /// Feeds `bytes` one byte at a time; returns the events as debug strings.
 fn feed_bytewise(bytes: &[u8], dialect: Dialect) -> Vec<String> {
-    let mut dec = Decoder::new(DecoderOptions::with_dialect(dialect));
+    let mut dec = Decoder::new(DecoderOptions::default().with_dialect(dialect));
     let mut pos = 0;
     let mut avail = 0;
     let mut out = Vec::new();
@@ -329,7 +329,7 @@ fn same_bytes_differ_by_dialect() {
 
     // qemu-8.1+: MULTIFD_FLUSH, then the bitmap size 0x10 reads as EOS, then the start
     // field's first byte is not a footer.
-    let mut dec = Decoder::new(DecoderOptions::with_dialect(Dialect::Qemu8_1));
+    let mut dec = Decoder::new(DecoderOptions::default().with_dialect(Dialect::Qemu8_1));
     dec.finish();
     let mut pos = 0usize;
     let mut seen = Vec::new();

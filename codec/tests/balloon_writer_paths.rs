@@ -440,7 +440,7 @@ fn kolhe_records<'a>(events: &[(u64, Event<'a>)]) -> Vec<KolheBalloon<'a>> {
 
 /// The events of `bytes` fed one byte at a time (SPEC.md §11), as strings.
 fn decode_bytewise(bytes: &[u8]) -> Vec<String> {
-    let mut dec = Decoder::new(DecoderOptions::with_dialect(K));
+    let mut dec = Decoder::new(DecoderOptions::default().with_dialect(K));
     let mut buf = Vec::new();
     let mut fed = 0;
     let mut events = Vec::new();
@@ -1202,7 +1202,7 @@ fn v1_writer_splits_at_the_readers_run_limit() {
         (n, out)
     };
     let decode = |s: &[u8], limit| {
-        let mut opts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
+        let mut opts = DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1);
         opts.limits.max_balloon_runs = limit;
         let events = decode_all(s, opts)?;
         let mut map = BalloonMap::new(&blocks, 12);

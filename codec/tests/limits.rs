@@ -48,10 +48,7 @@ fn ram(records: &[&[u8]]) -> Vec<u8> {
 }
 
 fn opts(limits: Limits) -> DecoderOptions {
-    DecoderOptions {
-        limits,
-        ..Default::default()
-    }
+    DecoderOptions::default().with_limits(limits)
 }
 
 fn ok(s: &[u8], o: DecoderOptions) {
@@ -68,12 +65,7 @@ fn refused(s: &[u8], o: DecoderOptions, offset: u64, record: RecordKind) -> Erro
 
 #[test]
 fn max_ram_blocks() {
-    let o = || {
-        opts(Limits {
-            max_ram_blocks: 2,
-            ..Default::default()
-        })
-    };
+    let o = || opts(Limits::default().with_max_ram_blocks(2));
     ok(
         &ram(&[&mem_size(0x2000, &[("a", 0x1000), ("b", 0x1000)])]),
         o(),
@@ -94,12 +86,7 @@ fn max_ram_blocks() {
 fn max_ram_total_as_the_configured_guest_size() {
     // A destination configured for 128 KiB of guest RAM.
     let guest = 0x20000;
-    let o = || {
-        opts(Limits {
-            max_ram_total: guest,
-            ..Default::default()
-        })
-    };
+    let o = || opts(Limits::default().with_max_ram_total(guest));
     ok(&ram(&[&mem_size(guest, &[("pc.ram", guest)])]), o());
     let more = guest + 0x1000;
     let s = ram(&[&mem_size(more, &[("pc.ram", more)])]);
@@ -175,12 +162,7 @@ fn max_capabilities() {
         }
         subsection("configuration/capabilities", &p)
     };
-    let o = || {
-        opts(Limits {
-            max_capabilities: 2,
-            ..Default::default()
-        })
-    };
+    let o = || opts(Limits::default().with_max_capabilities(2));
     ok(&caps(&["xbzrle", "postcopy-ram"]), o());
     let s = caps(&["xbzrle", "postcopy-ram", "x-ignore-shared"]);
     // At the count, after `05`, the 26-byte name and the version.
@@ -343,12 +325,7 @@ fn vmdesc(len: u32, json: &[u8]) -> Vec<u8> {
 
 #[test]
 fn max_vmdesc_len() {
-    let o = || {
-        opts(Limits {
-            max_vmdesc_len: 2,
-            ..Default::default()
-        })
-    };
+    let o = || opts(Limits::default().with_max_vmdesc_len(2));
     ok(&vmdesc(2, b"{}"), o());
     // At the `06` byte after EOF.
     assert_eq!(
@@ -384,12 +361,7 @@ fn device(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn max_device_section_len() {
-    let o = || {
-        opts(Limits {
-            max_device_section_len: 8,
-            ..Default::default()
-        })
-    };
+    let o = || opts(Limits::default().with_max_device_section_len(8));
     let at_limit = device(&[0xaa; 8]);
     let events = decode_all(&at_limit, o()).unwrap();
     assert!(events

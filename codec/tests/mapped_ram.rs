@@ -17,10 +17,7 @@ use ramstream_test_support::mapped_ram_file::{
 const PAGE: u64 = 4096;
 
 fn read() -> DecoderOptions {
-    DecoderOptions {
-        mapped_ram: MappedRam::Read,
-        ..Default::default()
-    }
+    DecoderOptions::default().with_mapped_ram(MappedRam::Read)
 }
 
 fn small() -> BuiltMappedRam {
@@ -154,10 +151,7 @@ fn a_file_migrated_at_an_offset() {
     let mut spec = MappedRamFileSpec::small();
     spec.file_offset = n;
     let built = spec.build();
-    let opts = DecoderOptions {
-        file_offset: n,
-        ..read()
-    };
+    let opts = read().with_file_offset(n);
     let file = MappedRamFile::parse(built.stream(n), &opts).unwrap();
     assert_eq!(file.events()[0].0, n, "offsets are file offsets");
     assert_eq!(file.blocks()[0].header.offset, built.headers[0]);

@@ -568,10 +568,7 @@ fn initial_packet_refusals() {
         (4, ErrorKind::MultifdVersion { found: 2 })
     );
     // Another migration's uuid, when the decoder knows the migration's.
-    let o = ChannelOptions {
-        uuid: Some([9; 16]),
-        ..opts()
-    };
+    let o = opts().with_uuid(Some([9; 16]));
     let e = decode_channel(&init(5), o, &table()).unwrap_err();
     assert_eq!((e.offset, e.channel), (8, Some(5)));
     assert_eq!(
@@ -582,10 +579,7 @@ fn initial_packet_refusals() {
         }
     );
     // An id out of range, when the decoder knows the number of channels.
-    let o = ChannelOptions {
-        channels: Some(2),
-        ..opts()
-    };
+    let o = opts().with_channels(Some(2));
     decode_channel(&init(1), o.clone(), &table()).unwrap();
     let e = decode_channel(&init(2), o, &table()).unwrap_err();
     assert_eq!(
@@ -875,10 +869,7 @@ fn bytes_after_the_end_are_trailing() {
 fn packet_pages_limit_and_other_page_sizes() {
     // The default limit admits every target's packet: 512 pages of 1 KiB.
     for bits in 10..=16 {
-        let o = ChannelOptions {
-            page_bits: bits,
-            ..opts()
-        };
+        let o = opts().with_page_bits(bits);
         let e = ChannelEncoder::new(WriterVersion::Qemu9_2, bits).unwrap();
         let ps = 1usize << bits;
         let data = vec![7u8; ps];
@@ -900,13 +891,7 @@ fn packet_pages_limit_and_other_page_sizes() {
         );
     }
     // A lower limit refuses the configuration before reading anything.
-    let o = ChannelOptions {
-        limits: Limits {
-            max_multifd_packet_pages: 127,
-            ..Limits::default()
-        },
-        ..opts()
-    };
+    let o = opts().with_limits(Limits::default().with_max_multifd_packet_pages(127));
     let e = decode_channel(&init(0), o, &table()).unwrap_err();
     assert_eq!(
         (e.offset, e.kind),
@@ -920,10 +905,7 @@ fn packet_pages_limit_and_other_page_sizes() {
         )
     );
     // A smaller packet size frames smaller headers, and refuses pages_alloc beyond it.
-    let o = ChannelOptions {
-        packet_size: 64 * PAGE as u32,
-        ..opts()
-    };
+    let o = opts().with_packet_size(64 * PAGE as u32);
     let mut w = init(0);
     let mut p = vec![0u8; 320 + 8 * 64];
     p[..12].copy_from_slice(b"\x11\x22\x33\x44\0\0\0\x01\0\0\0\x01");
@@ -939,10 +921,7 @@ fn packet_pages_limit_and_other_page_sizes() {
         }
     ));
     for packet_size in [0, 4095, 6000] {
-        let o = ChannelOptions {
-            packet_size,
-            ..opts()
-        };
+        let o = opts().with_packet_size(packet_size);
         assert!(matches!(
             decode_channel(&init(0), o, &table()).unwrap_err().kind,
             ErrorKind::MultifdPacketPages { .. }

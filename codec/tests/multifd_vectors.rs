@@ -163,10 +163,7 @@ fn every_channel_decodes_the_same_whole_byte_by_byte_and_at_random_splits() {
     for v in &vectors {
         let (blocks, page_bits) = main_blocks(&v.stream);
         let table = BlockTable::new(&blocks);
-        let opts = ChannelOptions {
-            page_bits,
-            ..ChannelOptions::default()
-        };
+        let opts = ChannelOptions::default().with_page_bits(page_bits);
         for (id, bytes) in &v.channels {
             let expected = whole(bytes, &opts, &table);
             let ctx = format!("{} channel {id}", v.name);
@@ -234,10 +231,7 @@ fn channels_and_main_stream_rebuild_the_destination_ram() {
         }
         let (blocks, page_bits) = main_blocks(&v.stream);
         let table = BlockTable::new(&blocks);
-        let opts = ChannelOptions {
-            page_bits,
-            ..ChannelOptions::default()
-        };
+        let opts = ChannelOptions::default().with_page_bits(page_bits);
         let main = decode_all(&v.stream, DecoderOptions::default()).unwrap();
         // The main stream's sync points (SPEC.md §14.5): MULTIFD_FLUSH records when it has
         // any (8.1+, machine types ≥ 8.1), otherwise every `ram` EOS.
@@ -363,10 +357,7 @@ fn channels_of_qemu_10_and_later_re_encode_byte_for_byte() {
         }
         let (blocks, page_bits) = main_blocks(&v.stream);
         let table = BlockTable::new(&blocks);
-        let opts = ChannelOptions {
-            page_bits,
-            ..ChannelOptions::default()
-        };
+        let opts = ChannelOptions::default().with_page_bits(page_bits);
         let enc = ChannelEncoder::new(WriterVersion::Qemu9_2, page_bits).unwrap();
         for (id, bytes) in &v.channels {
             let events = decode_channel(bytes, opts.clone(), &table).unwrap();

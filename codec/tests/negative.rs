@@ -88,10 +88,7 @@ fn obsolete_and_unknown_versions() {
 fn configuration_missing() {
     let s = [HEADER, b"\x00"].concat();
     assert_eq!(err(&s).kind, ErrorKind::ConfigurationMissing);
-    let opts = DecoderOptions {
-        require_configuration: false,
-        ..Default::default()
-    };
+    let opts = DecoderOptions::default().with_require_configuration(false);
     assert!(decode_all(&s, opts).is_ok());
 }
 
@@ -177,7 +174,7 @@ fn capabilities() {
     ));
     assert!(decode_all(
         &caps(&["x-ramstream-balloon-v1"]),
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1)
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1)
     )
     .is_ok());
 }
@@ -288,7 +285,7 @@ fn commands() {
     assert!(events.iter().any(|(_, e)| matches!(e,
         Event::Command(c) if c.command == Command::SWITCHOVER_START && c.payload.is_empty())));
     for d in [Dialect::Qemu7_2, Dialect::Qemu8_1] {
-        let e = decode_all(&s, DecoderOptions::with_dialect(d)).unwrap_err();
+        let e = decode_all(&s, DecoderOptions::default().with_dialect(d)).unwrap_err();
         assert_eq!(
             e.kind,
             ErrorKind::UnknownCommand {
@@ -362,14 +359,14 @@ fn compressed_page_and_rdma_hook() {
 #[test]
 fn flag_0x200_under_each_qemu_dialect() {
     let mut s = ram_record(&word(0x200));
-    let e = err_with(&s, DecoderOptions::with_dialect(Dialect::Qemu7_2));
+    let e = err_with(&s, DecoderOptions::default().with_dialect(Dialect::Qemu7_2));
     assert!(matches!(e.kind, ErrorKind::UnknownFlags { flags } if flags.bits() == 0x200));
     s.extend(word(0x10));
     s.extend_from_slice(b"\x7e\0\0\0\x02\x00");
     // The default (any QEMU 7.2 to 11.1) and qemu-8.1+ read QEMU 8.1+'s MULTIFD_FLUSH.
     for opts in [
         DecoderOptions::default(),
-        DecoderOptions::with_dialect(Dialect::Qemu8_1),
+        DecoderOptions::default().with_dialect(Dialect::Qemu8_1),
     ] {
         let events = decode_all(&s, opts).unwrap();
         assert!(events
@@ -485,14 +482,11 @@ fn bad_used_lengths_and_duplicate_blocks() {
 
 #[test]
 fn block_count_and_ram_total_limits() {
-    let opts = DecoderOptions {
-        limits: Limits {
-            max_ram_blocks: 1,
-            max_ram_total: 0x20000,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = DecoderOptions::default().with_limits(
+        Limits::default()
+            .with_max_ram_blocks(1)
+            .with_max_ram_total(0x20000),
+    );
     let mut ms = word(0x2000 | 4);
     for n in ["a", "b"] {
         ms.push(1);
@@ -567,10 +561,7 @@ fn non_zero_fill_under_strict_policy() {
         decode_all(&s, Default::default()).is_ok(),
         "7.2 accepts any fill"
     );
-    let opts = DecoderOptions {
-        zero_fill: ZeroFill::RejectNonZero,
-        ..Default::default()
-    };
+    let opts = DecoderOptions::default().with_zero_fill(ZeroFill::RejectNonZero);
     assert_eq!(
         err_with(&s, opts).kind,
         ErrorKind::NonZeroFill { fill: 0x55 }
@@ -593,13 +584,8 @@ fn idstr_not_utf8() {
 
 #[test]
 fn device_section_unterminated() {
-    let opts = DecoderOptions {
-        limits: Limits {
-            max_device_section_len: 64,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts =
+        DecoderOptions::default().with_limits(Limits::default().with_max_device_section_len(64));
     let mut s = [HEADER, CONFIG, b"\x04\0\0\0\x04\x05timer\0\0\0\0\0\0\0\x02"].concat();
     s.extend_from_slice(&[0xaa; 100]);
     assert_eq!(
@@ -610,10 +596,7 @@ fn device_section_unterminated() {
 
 #[test]
 fn device_sections_need_footers() {
-    let opts = DecoderOptions {
-        section_footers: false,
-        ..Default::default()
-    };
+    let opts = DecoderOptions::default().with_section_footers(false);
     let s = [
         HEADER,
         CONFIG,

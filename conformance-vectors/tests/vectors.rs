@@ -8,15 +8,14 @@ use ramstream_conformance_vectors::{all, Vector};
 
 fn options(v: &Vector) -> DecoderOptions {
     let dialect = v.dialect().expect("manifest dialect");
-    DecoderOptions {
-        // mapped-ram files are read as such (SPEC.md §7.9); streams are unaffected.
-        mapped_ram: if v.is_mapped_ram() {
+    // mapped-ram files are read as such (SPEC.md §7.9); streams are unaffected.
+    DecoderOptions::default()
+        .with_dialect(dialect)
+        .with_mapped_ram(if v.is_mapped_ram() {
             MappedRam::Read
         } else {
             MappedRam::Refuse
-        },
-        ..DecoderOptions::with_dialect(dialect)
-    }
+        })
 }
 
 fn vectors() -> Vec<(Vector, Vec<u8>)> {

@@ -30,10 +30,8 @@ fn guest_ram(mem: &Mem) -> Res<GuestMemoryRam<&Mem>> {
 
 /// The destination: loads what the socket gives until the stream is done.
 fn receive(mem: &Mem, input: UnixStream) -> Res<()> {
-    let opts = LoaderOptions {
-        digest: DigestPolicy::Require, // EOF only if memory matches the source's digest
-        ..LoaderOptions::default()
-    };
+    // EOF only if memory matches the source's digest
+    let opts = LoaderOptions::default().with_digest(DigestPolicy::Require);
     let mut loader = Loader::new(guest_ram(mem)?, opts);
     loader.receive_from(input, |_, _| Ok(())) // no device state to restore here
 }
@@ -43,11 +41,9 @@ fn main() -> Res<()> {
     let (src, dst, stopped) = (new_mem()?, new_mem()?, AtomicBool::new(false));
     src.write_slice(&vec![0xab; 1 << 20], GuestAddress(4 << 20))?; // data before migrating
     let ((mut out, rx), ram) = (UnixStream::pair()?, guest_ram(&src)?);
-    let opts = SourceOptions {
-        downtime_limit: Duration::ZERO, // never converges: stops after max_iterations
-        max_iterations: 3,
-        ..SourceOptions::default()
-    };
+    let opts = SourceOptions::default()
+        .with_downtime_limit(Duration::ZERO) // never converges: stops after max_iterations
+        .with_max_iterations(3);
     let (mut source, dirty) = (Source::new(ram.layout(), opts)?, &mut ram.dirty_log(4096));
     thread::scope(|s| {
         let destination = s.spawn(|| receive(&dst, rx));

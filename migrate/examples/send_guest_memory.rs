@@ -25,11 +25,9 @@ fn send(mem: Arc<Mem>, out: &mut impl Write) -> Result<SendStats, Box<dyn Error>
     let ram = GuestMemoryRam::builder(mem.clone())
         .map("pc.ram", [GpaRange::new(GuestAddress(0), RAM)])
         .build(&layout)?;
-    let opts = SourceOptions {
-        downtime_limit: Duration::ZERO, // never converges: stops after max_iterations
-        max_iterations: 2,
-        ..SourceOptions::default()
-    };
+    let opts = SourceOptions::default()
+        .with_downtime_limit(Duration::ZERO) // never converges: stops after max_iterations
+        .with_max_iterations(2);
     let mut source = Source::new(&layout, opts)?;
     let (mut buf, mut round) = (Vec::new(), 0u64);
     loop {

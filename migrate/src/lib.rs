@@ -135,6 +135,7 @@ mod guest;
 #[cfg(feature = "io")]
 pub mod io;
 mod loader;
+mod loader_options_with;
 pub mod multifd;
 mod source;
 #[cfg(feature = "vm-memory")]

@@ -34,10 +34,7 @@ fn guest() -> VecRam {
 }
 
 fn opts(digest: DigestPolicy) -> LoaderOptions {
-    let mut o = LoaderOptions {
-        digest,
-        ..LoaderOptions::default()
-    };
+    let mut o = LoaderOptions::default().with_digest(digest);
     o.decoder.dialect = Dialect::RamstreamBalloonV1;
     o
 }

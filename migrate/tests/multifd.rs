@@ -45,10 +45,7 @@ fn compression(v: &Vector) -> &str {
 }
 
 fn options(channels: Multifd) -> LoaderOptions {
-    LoaderOptions {
-        multifd: channels,
-        ..LoaderOptions::default()
-    }
+    LoaderOptions::default().with_multifd(channels)
 }
 
 /// What a threaded load did: per channel (id, pages, zero pages, syncs), and the main
@@ -417,10 +414,7 @@ fn zero_records_on_the_main_stream_and_channel_pages_stay_exact_across_sync_poin
         let ram = ram();
         let mut loader = Loader::new(
             &ram,
-            LoaderOptions {
-                zero_pages,
-                ..options(Multifd::Channels(2))
-            },
+            (options(Multifd::Channels(2))).with_zero_pages(zero_pages),
         );
         let session = loader.multifd().unwrap().clone();
         let chans = [c0.clone(), c1.clone()];

@@ -133,10 +133,7 @@ fn a_guest_block_the_stream_does_not_send_is_refused_unless_allowed() {
         matches!(&e.kind, ErrorKind::Layout(LayoutMismatch::BlockNotSent { idstr }) if idstr == "pc.bios"),
         "{e}"
     );
-    let opts = LoaderOptions {
-        allow_unsent_blocks: true,
-        ..LoaderOptions::default()
-    };
+    let opts = LoaderOptions::default().with_allow_unsent_blocks(true);
     load(guest(), opts, &s.bytes()).0.unwrap();
 }
 
@@ -463,10 +460,7 @@ fn zero_records_follow_the_zero_page_policy() {
         g
     };
     let run = |policy| {
-        let opts = LoaderOptions {
-            zero_pages: policy,
-            ..LoaderOptions::default()
-        };
+        let opts = LoaderOptions::default().with_zero_pages(policy);
         let (r, ram) = load(prefilled(), opts, &s.bytes());
         r.unwrap();
         ram

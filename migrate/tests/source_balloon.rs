@@ -52,12 +52,10 @@ fn ballooned_pages_are_announced_by_runs_and_never_read() {
     g.apply(&w(0, 0, 256, 1));
     g.apply(&w(1, 0, 64, 2));
     g.steady = vec![w(0, 0, 4, 3)];
-    let opts = SourceOptions {
-        balloon: true,
-        downtime_limit: Duration::ZERO,
-        max_iterations: 3,
-        ..SourceOptions::default()
-    };
+    let opts = SourceOptions::default()
+        .with_balloon(true)
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(3);
     let mut source = Source::new(&layout(), opts.clone()).unwrap();
     // The balloon before migrating: pages 100..150 of pc.ram and 10..20 of ram1, given to
     // the host (their contents are undefined; the guest no longer touches them).

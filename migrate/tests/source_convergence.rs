@@ -18,11 +18,9 @@ fn steady_guest() -> ScriptedGuest {
 }
 
 fn opts(downtime_limit: Duration) -> SourceOptions {
-    SourceOptions {
-        downtime_limit,
-        max_iterations: 5,
-        ..SourceOptions::default()
-    }
+    SourceOptions::default()
+        .with_downtime_limit(downtime_limit)
+        .with_max_iterations(5)
 }
 
 fn run(limit: Duration, tick: Duration, report_sent: bool) -> Migrated {
@@ -74,11 +72,9 @@ fn the_bandwidth_limit_is_a_not_before_instant() {
     let mut g = steady_guest();
     let mut clock = FakeClock::new(Duration::from_millis(1));
     let start = clock.now;
-    let o = SourceOptions {
-        max_bandwidth: Some(1_000_000),
-        downtime_limit: Duration::from_secs(3600),
-        ..SourceOptions::default()
-    };
+    let o = SourceOptions::default()
+        .with_max_bandwidth(Some(1_000_000))
+        .with_downtime_limit(Duration::from_secs(3600));
     let m = migrate_with(&mut g, o, &mut clock, true).unwrap();
     // 100 000 bytes per 100 ms window, give or take a page and the record headers.
     assert!(!m.waits.is_empty());
@@ -112,12 +108,10 @@ fn stop_and_copy_is_not_rate_limited() {
     // A big END section: 200 pages dirtied at the sync that decides to stop.
     let mut g = guest(vec![vec![], vec![w(0, 0, 200, 3)]]);
     g.apply(&w(0, 0, 200, 1));
-    let o = SourceOptions {
-        max_bandwidth: Some(1_000_000),
-        downtime_limit: Duration::ZERO,
-        max_iterations: 0,
-        ..SourceOptions::default()
-    };
+    let o = SourceOptions::default()
+        .with_max_bandwidth(Some(1_000_000))
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(0);
     let mut clock = FakeClock::new(Duration::from_millis(1));
     let m = migrate_with(&mut g, o, &mut clock, true).unwrap();
     let stopped_at = *m.syncs_at.last().unwrap();

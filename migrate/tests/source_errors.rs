@@ -157,13 +157,7 @@ fn calls_out_of_order_and_bad_input_are_refused() {
 #[test]
 fn unusable_options_are_refused() {
     let bad = |layout: &[RamBlockLayout], o: SourceOptions| Source::new(layout, o).unwrap_err();
-    let e = bad(
-        &layout(),
-        SourceOptions {
-            page_size: 3000,
-            ..SourceOptions::default()
-        },
-    );
+    let e = bad(&layout(), SourceOptions::default().with_page_size(3000));
     assert!(matches!(
         e.kind,
         ErrorKind::InvalidPageSize { page_size: 3000 }
@@ -179,10 +173,7 @@ fn unusable_options_are_refused() {
     assert_eq!(e.block.as_deref(), Some("pc.ram"));
     let e = bad(
         &layout(),
-        SourceOptions {
-            xbzrle_cache_size: Some(3 << 20),
-            ..SourceOptions::default()
-        },
+        SourceOptions::default().with_xbzrle_cache_size(Some(3 << 20)),
     );
     assert!(matches!(e.kind, ErrorKind::XbzrleCache(_)), "{e}");
 }

@@ -31,12 +31,10 @@ fn sparse_guest() -> ScriptedGuest {
 }
 
 fn iterating(xbzrle: bool) -> SourceOptions {
-    SourceOptions {
-        downtime_limit: Duration::ZERO,
-        max_iterations: 2,
-        xbzrle_cache_size: xbzrle.then_some(1 << 20),
-        ..SourceOptions::default()
-    }
+    SourceOptions::default()
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(2)
+        .with_xbzrle_cache_size(xbzrle.then_some(1 << 20))
 }
 
 #[test]

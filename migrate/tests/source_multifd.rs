@@ -25,16 +25,15 @@ use support::VecRam;
 const UUID: [u8; 16] = *b"ramstream-mfd-01";
 
 fn multifd(channels: u8) -> SourceOptions {
-    SourceOptions {
-        multifd: Some(MultifdSendOptions {
-            channels: NonZeroU8::new(channels).unwrap(),
-            uuid: UUID,
-        }),
-        balloon: false,
-        downtime_limit: Duration::ZERO,
-        max_iterations: 3,
-        ..SourceOptions::default()
-    }
+    SourceOptions::default()
+        .with_multifd(Some(
+            MultifdSendOptions::default()
+                .with_channels(NonZeroU8::new(channels).unwrap())
+                .with_uuid(UUID),
+        ))
+        .with_balloon(false)
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(3)
 }
 
 /// A guest with data and zero pages in both blocks, dirtying pages at every sync.
@@ -199,11 +198,9 @@ fn decode(run: &Run) -> Decoded {
     for (k, ch) in run.channels.iter().enumerate() {
         // Default options enforce SPEC.md §14.8's rules; the migration's own too.
         decode_channel(ch, ChannelOptions::default(), &blocks).expect("channel, default options");
-        let opts = ChannelOptions {
-            channels: Some(n as u8),
-            uuid: Some(UUID),
-            ..ChannelOptions::default()
-        };
+        let opts = ChannelOptions::default()
+            .with_channels(Some(n as u8))
+            .with_uuid(Some(UUID));
         let events = decode_channel(ch, opts, &blocks).expect("channel");
         let ChannelEvent::Init(init) = events[0].1 else {
             panic!("channel {k} starts with {:?}", events[0].1)
@@ -304,10 +301,7 @@ fn the_destination_engine_loads_it_sync_point_by_sync_point() {
     let mut g = busy_guest();
     let run = run(&mut g, multifd(3), 2).expect("migration");
     let ram = VecRam::new(&layout());
-    let opts = LoaderOptions {
-        multifd: Multifd::Channels(3),
-        ..LoaderOptions::default()
-    };
+    let opts = LoaderOptions::default().with_multifd(Multifd::Channels(3));
     let mut loader = Loader::new(&ram, opts);
     loader.finish();
     let session = loader.multifd().expect("multifd").clone();
@@ -352,10 +346,7 @@ fn the_destination_engine_loads_it_sync_point_by_sync_point() {
 #[test]
 fn the_bandwidth_limit_counts_the_channels_bytes() {
     // 256 KiB/s: 25.6 KiB per 100 ms window, about 19 packets' headers or 6 full pages.
-    let opts = SourceOptions {
-        max_bandwidth: Some(256 << 10),
-        ..multifd(2)
-    };
+    let opts = (multifd(2)).with_max_bandwidth(Some(256 << 10));
     let mut g = busy_guest();
     let run = run(&mut g, opts, 1).expect("migration");
     let d = decode(&run);
@@ -409,10 +400,7 @@ fn the_main_stream_is_framing_flushes_and_device_state() {
 
 #[test]
 fn multifd_is_refused_with_xbzrle_and_with_the_balloon_extension_by_name() {
-    let xbzrle = SourceOptions {
-        xbzrle_cache_size: Some(1 << 20),
-        ..multifd(2)
-    };
+    let xbzrle = (multifd(2)).with_xbzrle_cache_size(Some(1 << 20));
     let e = Source::new(&layout(), xbzrle).unwrap_err();
     assert!(matches!(
         e.kind,
@@ -423,10 +411,7 @@ fn multifd_is_refused_with_xbzrle_and_with_the_balloon_extension_by_name() {
             .contains("Multifd is not compatible with xbzrle"),
         "{e}"
     );
-    let balloon = SourceOptions {
-        balloon: true,
-        ..multifd(2)
-    };
+    let balloon = (multifd(2)).with_balloon(true);
     let e = Source::new(&layout(), balloon).unwrap_err();
     assert!(
         e.to_string().contains("x-ramstream-balloon-v1") && e.to_string().contains("0x200"),

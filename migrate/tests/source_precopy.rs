@@ -15,11 +15,9 @@ use ramstream_migrate::{
 use source_support::*;
 
 fn iterating(max_iterations: u32) -> SourceOptions {
-    SourceOptions {
-        downtime_limit: Duration::ZERO,
-        max_iterations,
-        ..SourceOptions::default()
-    }
+    SourceOptions::default()
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(max_iterations)
 }
 
 /// A guest with data in both blocks whose script dirties pages at every sync.
@@ -102,10 +100,7 @@ fn bulk_pass_three_dirty_rounds_and_stop_and_copy_arrive_intact() {
 
     // The digest section describes the final memory (SPEC.md §13.2): the Loader checks it
     // at EOF when asked to require one, and here by hand.
-    let require = LoaderOptions {
-        digest: DigestPolicy::Require,
-        ..LoaderOptions::default()
-    };
+    let require = LoaderOptions::default().with_digest(DigestPolicy::Require);
     let (checked, _) = load_with(&m.stream, require);
     assert_same_memory(&g, &checked);
     let digest = m.source.digest().expect("a digest section");
@@ -126,15 +121,9 @@ fn bulk_pass_three_dirty_rounds_and_stop_and_copy_arrive_intact() {
 #[test]
 fn the_sha256_sparse_digest_is_still_sent_when_asked_for() {
     let mut g = busy_guest();
-    let opts = SourceOptions {
-        digest_algorithm: DigestAlgorithm::Sha256Sparse,
-        ..iterating(2)
-    };
+    let opts = (iterating(2)).with_digest_algorithm(DigestAlgorithm::Sha256Sparse);
     let m = migrate(&mut g, opts);
-    let require = LoaderOptions {
-        digest: DigestPolicy::Require,
-        ..LoaderOptions::default()
-    };
+    let require = LoaderOptions::default().with_digest(DigestPolicy::Require);
     let (dest, _) = load_with(&m.stream, require);
     assert_same_memory(&g, &dest);
     let digest = m.source.digest().expect("a digest section");
@@ -161,10 +150,7 @@ fn xbzrle_only_after_the_bulk_pass() {
             }]
         })
         .collect();
-    let xbzrle = |o: SourceOptions| SourceOptions {
-        xbzrle_cache_size: Some(1 << 20),
-        ..o
-    };
+    let xbzrle = |o: SourceOptions| o.with_xbzrle_cache_size(Some(1 << 20));
     let mut g = guest(touches);
     g.apply(&w(0, 0, 64, 1));
     let m = migrate(&mut g, xbzrle(iterating(4)));
@@ -203,10 +189,7 @@ fn xbzrle_only_after_the_bulk_pass() {
     }];
     let m = migrate(
         &mut g,
-        xbzrle(SourceOptions {
-            downtime_limit: Duration::from_secs(3600),
-            ..SourceOptions::default()
-        }),
+        xbzrle(SourceOptions::default().with_downtime_limit(Duration::from_secs(3600))),
     );
     assert_eq!(m.source.stats().iterations, 0);
     assert_eq!(m.source.stats().xbzrle_pages, 0);

@@ -242,15 +242,13 @@ fn loader_options(opts: &ReceiveOptions, multifd: Multifd) -> LoaderOptions {
         Multifd::Off => Dialect::RamstreamBalloonV1,
         _ => Dialect::Qemu,
     };
-    let mut decoder = DecoderOptions::with_dialect(dialect);
+    let mut decoder = DecoderOptions::default().with_dialect(dialect);
     decoder.limits.max_device_section_len = cap / 2;
     decoder.limits.max_vmdesc_len = u32::try_from(cap / 2).unwrap_or(u32::MAX);
     decoder.limits.max_ram_total = opts.max_ram_total;
-    LoaderOptions {
-        decoder,
-        multifd,
-        ..LoaderOptions::default()
-    }
+    LoaderOptions::default()
+        .with_decoder(decoder)
+        .with_multifd(multifd)
 }
 
 /// Why the read loop stopped: the reader's error, or the receiver's.

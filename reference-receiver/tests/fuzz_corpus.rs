@@ -71,7 +71,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     // The first item boundary at least 4 KiB after the first PART header.
     let events = decode_all(
         &r.stream,
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
     )
     .unwrap();
     let part_end = events

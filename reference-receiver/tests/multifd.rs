@@ -87,7 +87,7 @@ fn split(n: usize, uuid: [u8; 16]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let stream = &real_stream().stream;
     let events = decode_all(
         stream,
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
     )
     .unwrap();
     let ch = ChannelEncoder::new(WriterVersion::Qemu7_2, 12).unwrap();

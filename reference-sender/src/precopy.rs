@@ -67,21 +67,21 @@ impl SendOptions {
     /// extensions (SPEC.md §9, §13.6), multifd (with an all-zero uuid, which
     /// [`migrate_multifd`] replaces with a random one).
     pub fn source_options(&self) -> SourceOptions {
-        SourceOptions {
-            machine_type: reference::MACHINE_TYPE.to_string(),
-            page_size: PAGE_SIZE,
-            xbzrle_cache_size: self.xbzrle.then_some(self.xbzrle_cache_size),
-            max_bandwidth: self.max_bandwidth,
-            downtime_limit: self.downtime_limit,
-            max_iterations: self.max_iterations,
-            balloon: self.skip_ballooned && self.multifd_channels.is_none(),
-            digest: true,
-            digest_algorithm: DigestAlgorithm::Sha256Chunked,
-            multifd: self.multifd_channels.map(|channels| MultifdSendOptions {
-                channels,
-                uuid: [0; 16],
-            }),
-        }
+        SourceOptions::default()
+            .with_machine_type(reference::MACHINE_TYPE.to_string())
+            .with_page_size(PAGE_SIZE)
+            .with_xbzrle_cache_size(self.xbzrle.then_some(self.xbzrle_cache_size))
+            .with_max_bandwidth(self.max_bandwidth)
+            .with_downtime_limit(self.downtime_limit)
+            .with_max_iterations(self.max_iterations)
+            .with_balloon(self.skip_ballooned && self.multifd_channels.is_none())
+            .with_digest(true)
+            .with_digest_algorithm(DigestAlgorithm::Sha256Chunked)
+            .with_multifd(self.multifd_channels.map(|channels| {
+                MultifdSendOptions::default()
+                    .with_channels(channels)
+                    .with_uuid([0; 16])
+            }))
     }
 }
 

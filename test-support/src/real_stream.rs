@@ -80,7 +80,7 @@ pub fn real_stream() -> &'static RealStream {
         migrate(&mut source_guest(), &mut stream, &opts, &mut |_| {}).expect("migrate");
         let events = decode_all(
             &stream,
-            DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+            DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
         )
         .expect("the reference sender's stream decodes");
         let pos =

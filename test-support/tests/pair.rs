@@ -331,7 +331,7 @@ fn connection_drop_anywhere_keeps_source_running_and_destination_stopped() {
 fn offsets(stream: &[u8]) -> (usize, usize) {
     let events = decode_all(
         stream,
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
     )
     .unwrap();
     let page = events
@@ -371,7 +371,7 @@ fn corrupted_digest_or_page_is_refused() {
     // A stream without the digest section is refused too.
     let events = decode_all(
         &stream,
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
     )
     .unwrap();
     let (start, _) = events
@@ -394,7 +394,7 @@ fn malformed_extension_sections_are_refused_with_their_offset() {
     let (_, stream) = send(&mut guest(vec![]), &opts());
     let events = decode_all(
         &stream,
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1),
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1),
     )
     .unwrap();
     let body_at = |idstr: &str| {

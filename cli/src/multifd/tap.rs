@@ -133,11 +133,11 @@ impl ChannelTap {
             let Some((page_bits, table, limits)) = self.facts.blocks() else {
                 return Ok(());
             };
-            let mut d = ChannelDecoder::new(ChannelOptions {
-                page_bits,
-                limits,
-                ..ChannelOptions::default()
-            });
+            let mut d = ChannelDecoder::new(
+                ChannelOptions::default()
+                    .with_page_bits(page_bits)
+                    .with_limits(limits),
+            );
             d.set_blocks(table);
             self.decoder = Some(d);
         }

@@ -46,7 +46,7 @@
 //!
 //! // conformance-vectors/vectors/balloon-v1, shipped with the crate.
 //! let stream = include_bytes!("../testdata/balloon-v1.bin");
-//! let opts = DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1);
+//! let opts = DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1);
 //! let events = decode_all(stream, opts).unwrap();
 //! let mut map = BalloonMap::default();
 //! for (_, ev) in &events {

@@ -6,6 +6,7 @@ use crate::mapped_ram::MappedBlock;
 /// One block of a mapped-ram file as summarised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct MappedBlockSummary {
     /// The block's idstr.
     pub idstr: String,
@@ -55,6 +56,7 @@ impl From<&MappedBlock<'_>> for MappedBlockSummary {
 /// The mapped-ram layout of a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct MappedRamSummary {
     /// The blocks, in MEM_SIZE order.
     pub blocks: Vec<MappedBlockSummary>,

@@ -14,6 +14,7 @@ use crate::options::Limits;
 
 /// The settings of a [`ChannelDecoder`]: what a QEMU destination knows locally.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChannelOptions {
     /// Target page bits (12 on x86; the main stream's `target-page-bits`).
     pub page_bits: u32,
@@ -28,6 +29,43 @@ pub struct ChannelOptions {
     pub uuid: Option<[u8; 16]>,
     /// Input limits (`max_multifd_packet_pages`).
     pub limits: Limits,
+}
+
+impl ChannelOptions {
+    /// These options with [`page_bits`](Self::page_bits) set to `v`.
+    #[must_use]
+    pub fn with_page_bits(mut self, v: u32) -> Self {
+        self.page_bits = v;
+        self
+    }
+
+    /// These options with [`packet_size`](Self::packet_size) set to `v`.
+    #[must_use]
+    pub fn with_packet_size(mut self, v: u32) -> Self {
+        self.packet_size = v;
+        self
+    }
+
+    /// These options with [`channels`](Self::channels) set to `v`.
+    #[must_use]
+    pub fn with_channels(mut self, v: Option<u8>) -> Self {
+        self.channels = v;
+        self
+    }
+
+    /// These options with [`uuid`](Self::uuid) set to `v`.
+    #[must_use]
+    pub fn with_uuid(mut self, v: Option<[u8; 16]>) -> Self {
+        self.uuid = v;
+        self
+    }
+
+    /// These options with [`limits`](Self::limits) set to `v`.
+    #[must_use]
+    pub fn with_limits(mut self, v: Limits) -> Self {
+        self.limits = v;
+        self
+    }
 }
 
 impl Default for ChannelOptions {

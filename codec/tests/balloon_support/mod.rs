@@ -231,7 +231,7 @@ pub fn kolhe_record(fields: &[u64]) -> Vec<u8> {
 }
 
 pub fn decode(stream: &[u8], dialect: Dialect) -> Result<Vec<(u64, Event<'_>)>, Error> {
-    decode_all(stream, DecoderOptions::with_dialect(dialect))
+    decode_all(stream, DecoderOptions::default().with_dialect(dialect))
 }
 
 /// The decoding error of `stream` under `dialect`; panics if it decodes.

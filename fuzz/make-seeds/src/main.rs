@@ -314,7 +314,7 @@ fn main() {
         } else {
             Dialect::RamstreamBalloonV1
         };
-        let events = decode_all(&stream, DecoderOptions::with_dialect(dialect))
+        let events = decode_all(&stream, DecoderOptions::default().with_dialect(dialect))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for (i, (o, ev)) in events.iter().enumerate() {
             if let Event::Balloon(_) = ev {

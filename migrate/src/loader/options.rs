@@ -72,6 +72,7 @@ pub enum Multifd {
 /// assert_eq!(opts.page_size, 4096);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoaderOptions {
     /// The decoder's options: dialect, limits, MEM_SIZE fields. Mapped-ram files are refused
     /// whatever they say ([`ErrorKind::MappedRam`](crate::ErrorKind::MappedRam)).

@@ -35,6 +35,7 @@ pub enum ChannelLoadEvent {
 
 /// What one [`ChannelLoader::handle`] call did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChannelProgress {
     /// Input bytes used: drop them before the next call.
     pub consumed: usize,
@@ -207,11 +208,11 @@ impl ChannelLoader {
             });
         };
         let dec = self.decoder.get_or_insert_with(|| {
-            let mut d = ChannelDecoder::new(ChannelOptions {
-                page_bits: bound.page_bits,
-                limits: bound.limits.clone(),
-                ..ChannelOptions::default()
-            });
+            let mut d = ChannelDecoder::new(
+                ChannelOptions::default()
+                    .with_page_bits(bound.page_bits)
+                    .with_limits(bound.limits.clone()),
+            );
             d.set_blocks(bound.table.clone());
             d
         });

@@ -96,7 +96,7 @@
 //! ch.sync_packet(2, &mut chans[1]);
 //!
 //! let ram = VecRam(vec![RamBlockLayout::new("pc.ram", 1 << 16)], Mutex::new(vec![0; 1 << 16]));
-//! let opts = LoaderOptions { multifd: Multifd::Channels(2), ..LoaderOptions::default() };
+//! let opts = LoaderOptions::default().with_multifd(Multifd::Channels(2));
 //! let mut loader = Loader::new(&ram, opts);
 //! loader.finish();
 //! let session = loader.multifd().unwrap().clone();

@@ -39,8 +39,12 @@ use crate::GuestRam;
 /// }
 ///
 /// let ram = Four(vec![RamBlockLayout::new("pc.ram", 4 * 4096)]);
-/// let multifd = MultifdSendOptions { channels: NonZeroU8::MIN, uuid: [1; 16] };
-/// let opts = SourceOptions { multifd: Some(multifd), balloon: false, ..Default::default() };
+/// let multifd = MultifdSendOptions::default()
+///     .with_channels(NonZeroU8::MIN)
+///     .with_uuid([1; 16]);
+/// let opts = SourceOptions::default()
+///     .with_multifd(Some(multifd))
+///     .with_balloon(false);
 /// let mut source = Source::new(ram.layout(), opts)?;
 /// let mut sender = source.channel_senders().remove(0);
 /// let (mut main, mut channel) = (Vec::new(), Vec::new());

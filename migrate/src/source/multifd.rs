@@ -65,20 +65,38 @@ pub(crate) const WRITER: WriterVersion = WriterVersion::Qemu9_2;
 /// ```
 /// use std::num::NonZeroU8;
 /// use ramstream_migrate::{MultifdSendOptions, SourceOptions};
-/// let opts = SourceOptions {
-///     multifd: Some(MultifdSendOptions { channels: NonZeroU8::new(4).unwrap(), uuid: [7; 16] }),
-///     balloon: false,
-///     ..SourceOptions::default()
-/// };
+/// let multifd = MultifdSendOptions::default()
+///     .with_channels(NonZeroU8::new(4).unwrap())
+///     .with_uuid([7; 16]);
+/// let opts = SourceOptions::default()
+///     .with_multifd(Some(multifd))
+///     .with_balloon(false);
 /// assert_eq!(opts.multifd.unwrap().channels.get(), 4);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MultifdSendOptions {
     /// The channels (QEMU `multifd-channels`, 1 to 255; its default is 2).
     pub channels: NonZeroU8,
     /// The source's uuid (QEMU's `-uuid`; all zero when QEMU was given none): a destination
     /// refuses a channel whose uuid is not the migration's (SPEC.md §14.1, §14.6).
     pub uuid: [u8; 16],
+}
+
+impl MultifdSendOptions {
+    /// These options with [`channels`](Self::channels) set to `v`.
+    #[must_use]
+    pub fn with_channels(mut self, v: NonZeroU8) -> Self {
+        self.channels = v;
+        self
+    }
+
+    /// These options with [`uuid`](Self::uuid) set to `v`.
+    #[must_use]
+    pub fn with_uuid(mut self, v: [u8; 16]) -> Self {
+        self.uuid = v;
+        self
+    }
 }
 
 impl Default for MultifdSendOptions {

@@ -12,15 +12,14 @@ use ramstream_spec::ram::TARGET_PAGE_SIZE_X86;
 /// ```
 /// use std::time::Duration;
 /// use ramstream_migrate::SourceOptions;
-/// let opts = SourceOptions {
-///     xbzrle_cache_size: Some(64 << 20),        // XBZRLE after the bulk pass
-///     max_bandwidth: Some(128 << 20),           // bytes per second
-///     downtime_limit: Duration::from_millis(300),
-///     ..SourceOptions::default()
-/// };
+/// let opts = SourceOptions::default()
+///     .with_xbzrle_cache_size(Some(64 << 20)) // XBZRLE after the bulk pass
+///     .with_max_bandwidth(Some(128 << 20)) // bytes per second
+///     .with_downtime_limit(Duration::from_millis(300));
 /// assert_eq!(opts.page_size, 4096);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SourceOptions {
     /// The configuration section's machine type. A QEMU destination refuses any other than
     /// its own; the default is the reference machine's, `ramstream-ref-v1`.
@@ -56,6 +55,78 @@ pub struct SourceOptions {
     /// [`MultifdSendOptions`](crate::MultifdSendOptions)). Refused with `xbzrle_cache_size`
     /// (as QEMU 8.2+ refuses it) and with `balloon` (both use flag 0x200). Off by default.
     pub multifd: Option<crate::MultifdSendOptions>,
+}
+
+impl SourceOptions {
+    /// These options with [`machine_type`](Self::machine_type) set to `v`.
+    #[must_use]
+    pub fn with_machine_type(mut self, v: String) -> Self {
+        self.machine_type = v;
+        self
+    }
+
+    /// These options with [`page_size`](Self::page_size) set to `v`.
+    #[must_use]
+    pub fn with_page_size(mut self, v: usize) -> Self {
+        self.page_size = v;
+        self
+    }
+
+    /// These options with [`xbzrle_cache_size`](Self::xbzrle_cache_size) set to `v`.
+    #[must_use]
+    pub fn with_xbzrle_cache_size(mut self, v: Option<u64>) -> Self {
+        self.xbzrle_cache_size = v;
+        self
+    }
+
+    /// These options with [`max_bandwidth`](Self::max_bandwidth) set to `v`.
+    #[must_use]
+    pub fn with_max_bandwidth(mut self, v: Option<u64>) -> Self {
+        self.max_bandwidth = v;
+        self
+    }
+
+    /// These options with [`downtime_limit`](Self::downtime_limit) set to `v`.
+    #[must_use]
+    pub fn with_downtime_limit(mut self, v: Duration) -> Self {
+        self.downtime_limit = v;
+        self
+    }
+
+    /// These options with [`max_iterations`](Self::max_iterations) set to `v`.
+    #[must_use]
+    pub fn with_max_iterations(mut self, v: u32) -> Self {
+        self.max_iterations = v;
+        self
+    }
+
+    /// These options with [`balloon`](Self::balloon) set to `v`.
+    #[must_use]
+    pub fn with_balloon(mut self, v: bool) -> Self {
+        self.balloon = v;
+        self
+    }
+
+    /// These options with [`digest`](Self::digest) set to `v`.
+    #[must_use]
+    pub fn with_digest(mut self, v: bool) -> Self {
+        self.digest = v;
+        self
+    }
+
+    /// These options with [`digest_algorithm`](Self::digest_algorithm) set to `v`.
+    #[must_use]
+    pub fn with_digest_algorithm(mut self, v: DigestAlgorithm) -> Self {
+        self.digest_algorithm = v;
+        self
+    }
+
+    /// These options with [`multifd`](Self::multifd) set to `v`.
+    #[must_use]
+    pub fn with_multifd(mut self, v: Option<crate::MultifdSendOptions>) -> Self {
+        self.multifd = v;
+        self
+    }
 }
 
 impl Default for SourceOptions {

@@ -74,6 +74,7 @@ impl fmt::Display for Phase {
 /// Where the source stands, for a progress display
 /// ([`Source::progress`](crate::Source::progress)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SourceProgress {
     /// The phase.
     pub phase: Phase,

@@ -146,7 +146,7 @@ pub fn migrate(guest: &mut ScriptedGuest, opts: SourceOptions) -> Migrated {
 /// The decoder options for a stream of `opts`.
 pub fn decoder(opts: &SourceOptions) -> DecoderOptions {
     if opts.balloon {
-        DecoderOptions::with_dialect(Dialect::RamstreamBalloonV1)
+        DecoderOptions::default().with_dialect(Dialect::RamstreamBalloonV1)
     } else {
         DecoderOptions::default()
     }
@@ -155,13 +155,7 @@ pub fn decoder(opts: &SourceOptions) -> DecoderOptions {
 /// Loads `stream` with the `Loader` into a fresh `VecRam` made from its MEM_SIZE; returns
 /// it and the device blobs.
 pub fn load(stream: &[u8], decoder: DecoderOptions) -> (VecRam, Vec<OwnedDeviceBlob>) {
-    load_with(
-        stream,
-        LoaderOptions {
-            decoder,
-            ..LoaderOptions::default()
-        },
-    )
+    load_with(stream, LoaderOptions::default().with_decoder(decoder))
 }
 
 /// [`load`] with any loader options.

@@ -336,10 +336,9 @@ pub fn layout_of(v: &Vector) -> Vec<RamBlockLayout> {
 
 /// The decoder options a vector's manifest asks for.
 pub fn options_for(v: &Vector) -> LoaderOptions {
-    LoaderOptions {
-        decoder: DecoderOptions::with_dialect(v.dialect().expect("manifest dialect")),
-        ..LoaderOptions::default()
-    }
+    LoaderOptions::default().with_decoder(
+        DecoderOptions::default().with_dialect(v.dialect().expect("manifest dialect")),
+    )
 }
 
 /// Whether a vector is a mapped-ram file (which a streaming loader refuses).

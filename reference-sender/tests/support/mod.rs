@@ -182,11 +182,11 @@ pub fn read_recording(main: &Path, channels: u8) -> Recording {
         let ChannelEvent::Init(init) = first[0].1 else {
             panic!("channel {id} does not start with its initial packet")
         };
-        let opts = ChannelOptions {
-            channels: Some(channels),
-            uuid: Some(inits.first().map_or(init.uuid, |i: &InitPacket| i.uuid)),
-            ..ChannelOptions::default()
-        };
+        let opts = ChannelOptions::default()
+            .with_channels(Some(channels))
+            .with_uuid(Some(
+                inits.first().map_or(init.uuid, |i: &InitPacket| i.uuid),
+            ));
         let events = decode_channel(bytes, opts, &table).expect("channel decodes");
         assert_eq!(init.id as usize, id, "the file of channel {id}");
         inits.push(init);

@@ -56,11 +56,9 @@ pub fn mapped_ram(data: &[u8]) {
     let [seed, file @ ..] = data else {
         return;
     };
-    let opts = DecoderOptions {
-        mapped_ram: MappedRam::Read,
-        limits: fuzz_limits(),
-        ..DecoderOptions::default()
-    };
+    let opts = DecoderOptions::default()
+        .with_mapped_ram(MappedRam::Read)
+        .with_limits(fuzz_limits());
     let whole = decode_whole(file, opts.clone());
     let split = decode_in_chunks(file, opts.clone(), split_sizes(*seed));
     assert_same_run(&whole, &split, "seeded split");

@@ -47,13 +47,11 @@ fn page_bits(ctl: u8) -> u32 {
 /// The options a control byte chooses: its page bits; bit 2: the migration has 4 channels;
 /// bit 3: the uuid must be all zero (as in the recordings).
 fn channel_options(ctl: u8) -> ChannelOptions {
-    ChannelOptions {
-        page_bits: page_bits(ctl),
-        channels: (ctl & 4 != 0).then_some(4),
-        uuid: (ctl & 8 != 0).then_some([0; 16]),
-        limits: Limits::default(),
-        ..ChannelOptions::default()
-    }
+    ChannelOptions::default()
+        .with_page_bits(page_bits(ctl))
+        .with_channels((ctl & 4 != 0).then_some(4))
+        .with_uuid((ctl & 8 != 0).then_some([0; 16]))
+        .with_limits(Limits::default())
 }
 
 /// What one decoding of a channel made of it: events as strings with their offsets, then
@@ -343,10 +341,7 @@ pub fn multifd_roundtrip(data: &[u8]) {
         }
     }
     assert!(vectored.to_vec() == wire, "vectored output differs");
-    let opts = ChannelOptions {
-        page_bits: bits,
-        ..ChannelOptions::default()
-    };
+    let opts = ChannelOptions::default().with_page_bits(bits);
     let table = BlockTable::new(&blocks);
     let (events, end) = run_channel(&wire, &opts, &table, split_sizes(ctl), false);
     end.expect("the encoder's output decodes");

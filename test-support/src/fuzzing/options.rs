@@ -6,14 +6,12 @@ use ramstream_spec::Dialect;
 
 /// Limits for fuzzing: small enough that no input makes the harness allocate without bound.
 pub fn fuzz_limits() -> Limits {
-    Limits {
-        max_ram_blocks: 64,
-        max_ram_total: 1 << 30,
-        max_vmdesc_len: 1 << 20,
-        max_device_section_len: 1 << 20,
-        max_balloon_runs: 1 << 16,
-        ..Limits::default()
-    }
+    Limits::default()
+        .with_max_ram_blocks(64)
+        .with_max_ram_total(1 << 30)
+        .with_max_vmdesc_len(1 << 20)
+        .with_max_device_section_len(1 << 20)
+        .with_max_balloon_runs(1 << 16)
 }
 
 /// Most pages a harness [`RamImage`](ramstream_codec::RamImage) may hold; further page records are
@@ -35,26 +33,24 @@ pub const FUZZ_DIALECTS: [Dialect; 4] = [
 /// bit 3 configuration optional, bit 4 no section footers, bits 5–6 `mr_addr` presence,
 /// bit 7 `page_size` fields present. `0` is the default (QEMU 7.2) destination.
 pub fn options_from_byte(ctl: u8) -> DecoderOptions {
-    DecoderOptions {
-        dialect: FUZZ_DIALECTS[usize::from(ctl & 3)],
-        zero_fill: if ctl & 4 != 0 {
+    DecoderOptions::default()
+        .with_dialect(FUZZ_DIALECTS[usize::from(ctl & 3)])
+        .with_zero_fill(if ctl & 4 != 0 {
             ZeroFill::RejectNonZero
         } else {
             ZeroFill::AcceptAny
-        },
-        require_configuration: ctl & 8 == 0,
-        section_footers: ctl & 16 == 0,
-        mr_addr: match (ctl >> 5) & 3 {
+        })
+        .with_require_configuration(ctl & 8 == 0)
+        .with_section_footers(ctl & 16 == 0)
+        .with_mr_addr(match (ctl >> 5) & 3 {
             1 => FieldPresence::Present,
             2 => FieldPresence::Absent,
             _ => FieldPresence::Auto,
-        },
-        block_page_size: if ctl & 0x80 != 0 {
+        })
+        .with_block_page_size(if ctl & 0x80 != 0 {
             FieldPresence::Present
         } else {
             FieldPresence::Auto
-        },
-        limits: fuzz_limits(),
-        ..DecoderOptions::default()
-    }
+        })
+        .with_limits(fuzz_limits())
 }

@@ -74,16 +74,14 @@ pub fn ram_records_prefix(ctl: u8) -> (Vec<u8>, DecoderOptions) {
     if dialect == Dialect::RamstreamBalloonV1 && ctl & 16 == 0 {
         caps.push(capability::RAMSTREAM_BALLOON_V1);
     }
-    let opts = DecoderOptions {
-        dialect,
-        zero_fill: if ctl & 4 != 0 {
+    let opts = DecoderOptions::default()
+        .with_dialect(dialect)
+        .with_zero_fill(if ctl & 4 != 0 {
             ZeroFill::RejectNonZero
         } else {
             ZeroFill::AcceptAny
-        },
-        limits: fuzz_limits(),
-        ..DecoderOptions::default()
-    };
+        })
+        .with_limits(fuzz_limits());
     let mut enc = Encoder::new(12);
     let mut out = Vec::new();
     enc.header(&mut out);
@@ -150,11 +148,9 @@ pub fn configuration(data: &[u8]) {
     let mut stream = b"QEVM\0\0\0\x03\x07".to_vec();
     stream.extend_from_slice(data);
     for dialect in [Dialect::Qemu7_2, Dialect::RamstreamBalloonV1] {
-        let opts = DecoderOptions {
-            dialect,
-            limits: fuzz_limits(),
-            ..DecoderOptions::default()
-        };
+        let opts = DecoderOptions::default()
+            .with_dialect(dialect)
+            .with_limits(fuzz_limits());
         exercise_stream(&stream, &opts, 0x81);
     }
 }

@@ -177,11 +177,9 @@ impl Plan {
             expected.push(Event::VmDescription(j));
         }
 
-        let opts = DecoderOptions {
-            dialect: self.dialect,
-            limits: fuzz_limits(),
-            ..DecoderOptions::default()
-        };
+        let opts = DecoderOptions::default()
+            .with_dialect(self.dialect)
+            .with_limits(fuzz_limits());
         let events = decode_all(&out, opts.clone())
             .unwrap_or_else(|e| panic!("encoded stream does not decode: {e}"));
         let got: Vec<Event<'_>> = events
