@@ -151,3 +151,45 @@ pub fn file_options(decode: &DecodeArgs) -> DecoderOptions {
         ..decode.options()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_mapped_and_one_that_grew_since_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grows.bin");
+        std::fs::write(&path, b"QEVM\0\0\0\x03").unwrap();
+        let s = read_stream(&path).unwrap();
+        assert!(matches!(s, StreamBytes::Mapped { .. }));
+        assert_eq!(&s[..], b"QEVM\0\0\0\x03");
+        s.check_unchanged().unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"more").unwrap();
+        let e = format!("{:#}", s.check_unchanged().unwrap_err());
+        assert!(e.contains("grows.bin") && e.contains("changed size"), "{e}");
+        assert!(e.contains("8 bytes mapped, 12 now"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_is_read_not_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.bin");
+        std::fs::write(&path, b"").unwrap();
+        let s = read_stream(&path).unwrap();
+        assert!(matches!(&s, StreamBytes::Owned(v) if v.is_empty()));
+        s.check_unchanged().unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.bin");
+        let e = format!("{:#}", read_stream(&path).err().unwrap());
+        assert!(e.contains("cannot read") && e.contains("absent.bin"), "{e}");
+    }
+}
