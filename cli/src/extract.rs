@@ -418,6 +418,7 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
         Some(m) => m.finish()?,
         None => Vec::new(),
     };
+    bytes.check_unchanged()?;
     c.take_shared()?;
     let splits = c.write(out)?;
     report_splits(splits.as_ref());

@@ -240,6 +240,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     let inspection = summarise(&bytes, decode, bar)
         .with_context(|| format!("{}", file.display()))
         .map_err(|e| crate::failure::retry_dialects(e, &bytes, decode))?;
+    bytes.check_unchanged()?;
     let multifd = inspect_channels(file, &inspection)?;
     let Inspection {
         summary,

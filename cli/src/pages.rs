@@ -155,6 +155,7 @@ pub fn run(a: &PagesArgs) -> Result<()> {
     if block.is_none() {
         bail!("{}: no MEM_SIZE record names RAM blocks", where_());
     }
+    bytes.check_unchanged()?;
     for (i, page) in pages.iter().enumerate() {
         let offset = (first + i as u64) * page_size as u64;
         let mine: Vec<&Write> = writes.iter().filter(|w| w.page == i).collect();

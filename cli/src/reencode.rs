@@ -45,6 +45,7 @@ pub fn run(a: &ReencodeArgs) -> Result<()> {
         .with_context(|| format!("{}", input.display()))
         .map_err(|e| crate::failure::retry_dialects(e, &bytes, decode))?;
     drop(bar);
+    bytes.check_unchanged()?;
     if crate::input::is_stdin(output) {
         std::io::stdout()
             .write_all(&out)

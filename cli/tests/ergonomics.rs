@@ -69,6 +69,13 @@ fn inspect_reads_a_stream_and_a_compressed_stream_from_stdin() {
     };
     assert_eq!(from_stdin["stream_len"].as_u64(), Some(bytes.len() as u64));
     same(from_stdin, &from_file);
+    // A path that is a pipe, not a regular file: read, not mapped.
+    let from_pipe: Value = serde_json::from_str(&ok(&ramstream_stdin(
+        &["inspect", "--json", "/dev/stdin"],
+        &bytes,
+    )))
+    .unwrap();
+    same(from_pipe, &from_file);
     let zst = std::fs::read(vectors_dir().join("multi-block/stream.bin.zst")).unwrap();
     let from_zst: Value =
         serde_json::from_str(&ok(&ramstream_stdin(&["inspect", "--json", "-"], &zst))).unwrap();
@@ -86,6 +93,52 @@ fn extract_reads_stdin_and_rebuilds_what_qemu_held() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(extract_hashes(&dir), v.block_hashes());
+}
+
+/// Every file under `dir` (relative path, bytes).
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                files.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn extract_of_a_mapped_file_equals_the_extract_of_its_bytes_on_stdin_or_a_pipe() {
+    let v = vector("multi-block").unwrap();
+    let bytes = v.stream().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("stream.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let mapped = tmp.path().join("mapped");
+    ok(&ramstream(&[
+        Path::new("extract"),
+        &file,
+        Path::new("--out"),
+        &mapped,
+    ]));
+    let want = tree(&mapped);
+    assert!(want.contains_key("manifest.json"), "{:?}", want.keys());
+    for (name, input) in [("stdin", "-"), ("pipe", "/dev/stdin")] {
+        let dir = tmp.path().join(name);
+        let out = ramstream_stdin(&["extract", input, "--out", dir.to_str().unwrap()], &bytes);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            tree(&dir) == want,
+            "{name}: the extract differs from the mapped file's"
+        );
+    }
+    assert_eq!(extract_hashes(&mapped), v.block_hashes());
 }
 
 #[test]
