@@ -488,7 +488,8 @@ impl<R: GuestRam> Loader<R> {
     /// the loader or a multifd channel writes, zeroes or patches marks its chunk stale again,
     /// and a balloon change does at the check. Memory written by anyone but the loader after
     /// the first call is not seen: call it only while the guest does not run and the caller
-    /// leaves memory alone. Before the MEM_SIZE record and guest RAM it does nothing.
+    /// leaves memory alone. Before the MEM_SIZE record and guest RAM, or with a `budget` of
+    /// 0, it does nothing.
     ///
     /// Errors: [`ErrorKind::Guest`] for a failed read, naming the block.
     pub fn hash_ahead(&mut self, budget: u64) -> Result<u64, Error> {
@@ -496,7 +497,7 @@ impl<R: GuestRam> Loader<R> {
         let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
             return Ok(0);
         };
-        if self.awaiting_ram || self.poisoned {
+        if self.awaiting_ram || self.poisoned || budget == 0 {
             return Ok(0);
         }
         let ps = self.opts.page_size;
