@@ -58,6 +58,10 @@ use restore::DeviceSections;
 /// The smallest read buffer, whatever [`ReceiveOptions::buffer_size`] says.
 const MIN_BUFFER: usize = 64 * 1024;
 
+/// The pages of written chunks hashed each time the loader waits for input: twice what the
+/// default 1 MiB read buffer holds, so that the running digest keeps ahead of the stream.
+const HASH_AHEAD_PAGES: u64 = 512;
+
 /// Receives one stream from `input` into a destination built by `make` from the layout
 /// MEM_SIZE announces, then restores, checks the digest, resumes and verifies.
 pub fn receive<R: Read, D: Destination>(
@@ -332,7 +336,15 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
                 _ => RecvErrorKind::Load(e),
             })?;
         Ok(match p.event {
-            None => Step::NeedMore(p.consumed),
+            None => {
+                // While the input is awaited: hash the chunks written so far (SPEC.md
+                // §13.7), so that the digest check at EOF reads only the chunks written
+                // since.
+                self.loader
+                    .hash_ahead(HASH_AHEAD_PAGES)
+                    .map_err(RecvErrorKind::Load)?;
+                Step::NeedMore(p.consumed)
+            }
             Some(LoaderEvent::Done) => Step::Done(p.consumed),
             Some(event) => {
                 // Device bodies are views into the window, which starts at `w.offset`.
