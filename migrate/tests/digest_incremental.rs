@@ -121,7 +121,10 @@ fn a_chunk_written_after_it_was_hashed_is_hashed_again() {
     let stream = rewriting_stream(1, 2, &memory(2));
     let (r, loader, hashed) = load_hashing(&stream, opts(), 512, u64::MAX);
     r.expect("the final memory matches the digest");
-    assert!(hashed >= 4, "every chunk hashed ahead at least once: {hashed}");
+    assert!(
+        hashed >= 4,
+        "every chunk hashed ahead at least once: {hashed}"
+    );
     assert!(loader.digest_report().is_some_and(|r| r.is_match()));
     assert_eq!(loader.stale_digest_chunks(), Some(0));
 
@@ -235,9 +238,7 @@ fn the_running_digest_equals_the_digest_from_scratch_on_a_recorded_migration() {
     let (stream, sopts) = recorded_migration();
     let lopts = LoaderOptions {
         digest: DigestPolicy::Require,
-        decoder: DecoderOptions {
-            ..decoder(&sopts)
-        },
+        decoder: DecoderOptions { ..decoder(&sopts) },
         ..LoaderOptions::default()
     };
     // From scratch: no hashing ahead, every block read at EOF.

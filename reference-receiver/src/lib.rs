@@ -58,10 +58,6 @@ use restore::DeviceSections;
 /// The smallest read buffer, whatever [`ReceiveOptions::buffer_size`] says.
 const MIN_BUFFER: usize = 64 * 1024;
 
-/// The pages of written chunks hashed each time the loader waits for input: twice what the
-/// default 1 MiB read buffer holds, so that the running digest keeps ahead of the stream.
-const HASH_AHEAD_PAGES: u64 = 512;
-
 /// Receives one stream from `input` into a destination built by `make` from the layout
 /// MEM_SIZE announces, then restores, checks the digest, resumes and verifies.
 pub fn receive<R: Read, D: Destination>(
@@ -341,7 +337,7 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
                 // §13.7), so that the digest check at EOF reads only the chunks written
                 // since.
                 self.loader
-                    .hash_ahead(HASH_AHEAD_PAGES)
+                    .hash_ahead(Loader::<L>::HASH_AHEAD_PAGES)
                     .map_err(RecvErrorKind::Load)?;
                 Step::NeedMore(p.consumed)
             }

@@ -171,6 +171,12 @@ impl<R> Loader<R> {
 }
 
 impl<R: GuestRam> Loader<R> {
+    /// A budget for [`Loader::hash_ahead`] each time a driver waits for input: 512 pages
+    /// (2 MiB of 4 KiB pages, about 1 ms of sha256), twice what a 1 MiB read holds, so that
+    /// the running digest keeps ahead of the stream. `Loader::receive_from` uses it under a
+    /// verifying [`DigestPolicy`].
+    pub const HASH_AHEAD_PAGES: u64 = 512;
+
     /// A loader into `ram`, which exists before the stream does (as a QEMU destination's).
     pub fn new(ram: R, opts: LoaderOptions) -> Self {
         let mut l = Self::without_ram(opts);
@@ -501,7 +507,10 @@ impl<R: GuestRam> Loader<R> {
             return Ok(0);
         }
         let ps = self.opts.page_size;
-        let slot = self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = self
+            .chunks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         let chunks = slot.get_or_insert_with(|| {
             let pages: Vec<u64> = blocks
                 .iter()
@@ -523,7 +532,11 @@ impl<R: GuestRam> Loader<R> {
                     source: Box::new(source),
                 },
             )
-            .in_block(stream.and_then(|s| blocks.get(s)).map_or("?", |b| b.idstr()))
+            .in_block(
+                stream
+                    .and_then(|s| blocks.get(s))
+                    .map_or("?", |b| b.idstr()),
+            )
         })
     }
 
@@ -768,7 +781,10 @@ impl<R: GuestRam> Loader<R> {
                 self.decoder.page_size(),
             )),
         };
-        *self.chunks.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .chunks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         if let Some(session) = &self.multifd {
             let table: Vec<ramstream_codec::RamBlock> = blocks
                 .iter()
