@@ -6,6 +6,12 @@
 //! Why this still describes memory at stop time: a chunk is hashed only after the setup
 //! sync (the dirty log is on), and any write to it after it was read is in a later dirty
 //! bitmap, at the latest the final one taken with the guest paused, which marks it stale.
+//!
+//! The loader keeps the same structure for the destination (stream block numbering, read
+//! through its guest block map): every page it writes marks the page's chunk stale (through
+//! the touched bits of its written-page tracker), the driver hashes stale chunks between
+//! reads ([`Loader::hash_ahead`](crate::Loader::hash_ahead)), so that the check at EOF reads
+//! only the chunks written since.
 
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::extension::digest::{
@@ -57,6 +63,8 @@ pub(crate) struct ChunkDigests {
     /// Where [`hash_ahead`](Self::hash_ahead) looks for the next stale chunk.
     cursor: (usize, u64),
     buf: Vec<u8>,
+    /// The guest block each block's pages are read from.
+    read_block: Vec<usize>,
 }
 
 /// A failed read: the page and the guest's error.
@@ -79,11 +87,67 @@ impl ChunkDigests {
             })
             .collect();
         ChunkDigests {
+            read_block: (0..block_pages.len()).collect(),
             blocks,
             page_size,
             cursor: (0, 0),
             buf: vec![0; page_size],
         }
+    }
+
+    /// Reads block `i`'s pages from guest block `map[i]` (the loader's stream-to-guest map).
+    pub(crate) fn reading_blocks(mut self, map: &[usize]) -> Self {
+        for (r, &g) in self.read_block.iter_mut().zip(map) {
+            *r = g;
+        }
+        self
+    }
+
+    /// The chunks whose bits are set in `words` (bit `i % 64` of word `i / 64` is chunk
+    /// `i`) were written.
+    pub(crate) fn mark_chunk_words(&mut self, block: usize, words: &[u64]) {
+        let Some(b) = self.blocks.get_mut(block) else {
+            return;
+        };
+        for (w, &word) in words.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                b.mark(w as u64 * 64 + u64::from(bits.trailing_zeros()));
+                bits &= bits - 1;
+            }
+        }
+    }
+
+    /// Block `block`'s digest with `ballooned` in force ([`set_balloon`](Self::set_balloon)):
+    /// its stale chunks hashed again, then the top level (SPEC.md §13.7).
+    pub(crate) fn block_digest<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        block: usize,
+        ballooned: &[PageRun],
+    ) -> Result<[u8; DIGEST_SHA256_LEN], ReadFailure<R::Error>> {
+        self.set_balloon(block, ballooned);
+        self.block_top(ram, block)
+    }
+
+    fn block_top<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        block: usize,
+    ) -> Result<[u8; DIGEST_SHA256_LEN], ReadFailure<R::Error>> {
+        let mut top = ChunkedSha256::new();
+        let Some(count) = self.blocks.get(block).map(|b| b.stale.len()) else {
+            return Ok(top.finish());
+        };
+        for c in 0..count {
+            if self.blocks[block].stale[c] {
+                self.refresh(ram, block, c as u64)?;
+            }
+        }
+        for (c, d) in self.blocks[block].digests.iter().enumerate() {
+            top.chunk(c as u64, d.as_ref());
+        }
+        Ok(top.finish())
     }
 
     /// Pages `runs` of `block` were written.
@@ -180,18 +244,7 @@ impl ChunkDigests {
         ram: &R,
     ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, ReadFailure<R::Error>> {
         (0..self.blocks.len())
-            .map(|block| {
-                for c in 0..self.blocks[block].stale.len() {
-                    if self.blocks[block].stale[c] {
-                        self.refresh(ram, block, c as u64)?;
-                    }
-                }
-                let mut top = ChunkedSha256::new();
-                for (c, d) in self.blocks[block].digests.iter().enumerate() {
-                    top.chunk(c as u64, d.as_ref());
-                }
-                Ok(top.finish())
-            })
+            .map(|block| self.block_top(ram, block))
             .collect()
     }
 
@@ -207,10 +260,11 @@ impl ChunkDigests {
         chunk: u64,
     ) -> Result<(), ReadFailure<R::Error>> {
         let ps = self.page_size;
+        let guest = self.read_block[block];
         let b = &mut self.blocks[block];
         debug_assert!(!chunk_pages(chunk, b.pages).is_empty());
         let d = digest_chunk(chunk, b.pages, &b.runs, &mut self.buf, |p, buf| {
-            let addr = PageAddr::of_page(block, p, ps);
+            let addr = PageAddr::of_page(guest, p, ps);
             ram.read_page(addr, buf).map_err(|e| (addr, e))
         })?;
         b.digests[chunk as usize] = d;

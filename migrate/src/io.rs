@@ -31,6 +31,9 @@ impl<R: GuestRam> Loader<R> {
     /// the caller through `E::from`: the loader's ([`Error`]: a malformed or refused
     /// stream, or one cut short), and reading's ([`ReadError`], with the stream offset).
     ///
+    /// While it waits for input under a verifying [`DigestPolicy`](crate::DigestPolicy) it
+    /// hashes written chunks ahead ([`Loader::hash_ahead`]), so that the check at EOF is short.
+    ///
     /// ```
     /// # use ramstream_migrate::{GuestRam, PageAddr, RamBlockLayout};
     /// # struct NoRam(Vec<RamBlockLayout>);
@@ -90,7 +93,13 @@ impl<R: GuestRam> Loader<R> {
             }
             let p = self.handle(w.bytes)?;
             Ok(match p.event {
-                None => Step::NeedMore(p.consumed),
+                None => {
+                    // Waiting for input: keep the running digest the EOF check uses.
+                    if self.options().digest != crate::DigestPolicy::Deliver {
+                        self.hash_ahead(Self::HASH_AHEAD_PAGES)?;
+                    }
+                    Step::NeedMore(p.consumed)
+                }
                 Some(LoaderEvent::Done) => Step::Done(p.consumed),
                 Some(event) => {
                     on_event(self, event)?;

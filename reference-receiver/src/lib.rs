@@ -330,7 +330,15 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
                 _ => RecvErrorKind::Load(e),
             })?;
         Ok(match p.event {
-            None => Step::NeedMore(p.consumed),
+            None => {
+                // While the input is awaited: hash the chunks written so far (SPEC.md
+                // §13.7), so that the digest check at EOF reads only the chunks written
+                // since.
+                self.loader
+                    .hash_ahead(Loader::<L>::HASH_AHEAD_PAGES)
+                    .map_err(RecvErrorKind::Load)?;
+                Step::NeedMore(p.consumed)
+            }
             Some(LoaderEvent::Done) => Step::Done(p.consumed),
             Some(event) => {
                 // Device bodies are views into the window, which starts at `w.offset`.

@@ -27,10 +27,11 @@ mod layout;
 mod options;
 mod written;
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ramstream_codec::balloon::{BalloonMap, BalloonRecord, PageRun};
-use ramstream_codec::extension::digest::DigestSection;
+use ramstream_codec::extension::digest::{DigestAlgorithm, DigestSection};
 use ramstream_codec::{
     Decoder, DeviceSection, Event, MemSize, PageAddr, RecordKind, Status, StreamConfig,
     XbzrleDelta, ZeroPage,
@@ -39,6 +40,7 @@ use ramstream_spec::extension::digest::DIGEST_SECTION_IDSTR;
 
 use crate::device::DeviceBlob;
 use crate::digest;
+use crate::digest_chunks::ChunkDigests;
 use crate::digest_report::{DigestError, DigestReport};
 use crate::error::{Error, ErrorKind, LayoutMismatch};
 use crate::guest::{GuestRam, RamBlockLayout};
@@ -114,6 +116,9 @@ pub struct Loader<R> {
     /// The digest section taken under [`DigestPolicy::Verify`], and its offset.
     digest: Option<(DigestSection, u64)>,
     digest_report: Option<DigestReport>,
+    /// The running sha256-chunked digest of guest memory (SPEC.md §13.7), from the first
+    /// [`Loader::hash_ahead`]; behind a lock so that the `&self` checks can update it.
+    chunks: Mutex<Option<ChunkDigests>>,
     awaiting_ram: bool,
     eof: bool,
     poisoned: bool,
@@ -157,6 +162,7 @@ impl<R> Loader<R> {
             event_offset: self.event_offset,
             digest: self.digest,
             digest_report: self.digest_report,
+            chunks: self.chunks,
             awaiting_ram: self.awaiting_ram,
             eof: self.eof,
             poisoned: self.poisoned,
@@ -165,6 +171,12 @@ impl<R> Loader<R> {
 }
 
 impl<R: GuestRam> Loader<R> {
+    /// A budget for [`Loader::hash_ahead`] each time a driver waits for input: 512 pages
+    /// (2 MiB of 4 KiB pages, about 1 ms of sha256), twice what a 1 MiB read holds, so that
+    /// the running digest keeps ahead of the stream. `Loader::receive_from` uses it under a
+    /// verifying [`DigestPolicy`].
+    pub const HASH_AHEAD_PAGES: u64 = 512;
+
     /// A loader into `ram`, which exists before the stream does (as a QEMU destination's).
     pub fn new(ram: R, opts: LoaderOptions) -> Self {
         let mut l = Self::without_ram(opts);
@@ -197,6 +209,7 @@ impl<R: GuestRam> Loader<R> {
             event_offset: 0,
             digest: None,
             digest_report: None,
+            chunks: Mutex::new(None),
             awaiting_ram: false,
             eof: false,
             poisoned: false,
@@ -416,6 +429,9 @@ impl<R: GuestRam> Loader<R> {
         if self.awaiting_ram {
             return Err(Error::new(at, ErrorKind::RamNotProvided));
         }
+        if let Some(report) = self.verify_incremental(ram, blocks, section, ballooned, at) {
+            return report;
+        }
         let ps = self.opts.page_size;
         digest::verify(
             ram,
@@ -428,6 +444,107 @@ impl<R: GuestRam> Loader<R> {
                 digest::block_digest_with(section.algorithm, ram, block, len, ps, runs)
             },
         )
+    }
+
+    /// The check from the running chunk digests, when [`Loader::hash_ahead`] started them
+    /// and `section` is sha256-chunked: only the chunks written since are read.
+    fn verify_incremental(
+        &self,
+        ram: &R,
+        blocks: &[RamBlockLayout],
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+        at: u64,
+    ) -> Option<Result<DigestReport, Error>> {
+        if section.algorithm != DigestAlgorithm::Sha256Chunked {
+            return None;
+        }
+        let mut guard = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+        let chunks = guard.as_mut()?;
+        self.absorb_touched(chunks);
+        let chunks = RefCell::new(chunks);
+        Some(digest::verify(
+            ram,
+            section,
+            blocks,
+            &self.to_guest,
+            ballooned,
+            at,
+            |ram, guest, _, runs| {
+                let stream = self.to_guest.iter().position(|&g| g == guest).unwrap_or(0);
+                chunks.borrow_mut().block_digest(ram, stream, runs)
+            },
+        ))
+    }
+
+    /// Marks stale the chunks the written-page tracker saw written since the last call.
+    fn absorb_touched(&self, chunks: &mut ChunkDigests) {
+        for block in 0..self.to_guest.len() {
+            chunks.mark_chunk_words(block, &self.written.take_touched(block));
+        }
+    }
+
+    /// Hashes stale chunks of the running sha256-chunked digest (SPEC.md §13.7) until about
+    /// `budget` pages were read; returns how many chunks it hashed. A sans-IO step for the
+    /// driver to call while it waits for input (e.g. at each "need more"), so that the digest
+    /// check at EOF ([`Loader::verify_digest`], [`DigestPolicy::Verify`]) reads only the
+    /// chunks written since the last call instead of all of RAM.
+    ///
+    /// The first call starts the running digest (every chunk stale); from then on every page
+    /// the loader or a multifd channel writes, zeroes or patches marks its chunk stale again,
+    /// and a balloon change does at the check. Memory written by anyone but the loader after
+    /// the first call is not seen: call it only while the guest does not run and the caller
+    /// leaves memory alone. Before the MEM_SIZE record and guest RAM, or with a `budget` of
+    /// 0, it does nothing.
+    ///
+    /// Errors: [`ErrorKind::Guest`] for a failed read, naming the block.
+    pub fn hash_ahead(&mut self, budget: u64) -> Result<u64, Error> {
+        let at = self.decoder.offset();
+        let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
+            return Ok(0);
+        };
+        if self.awaiting_ram || self.poisoned || budget == 0 {
+            return Ok(0);
+        }
+        let ps = self.opts.page_size;
+        let slot = self
+            .chunks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let chunks = slot.get_or_insert_with(|| {
+            let pages: Vec<u64> = blocks
+                .iter()
+                .map(|b| PageRun::of_block(b.used_length(), ps).count)
+                .collect();
+            ChunkDigests::new(&pages, ps).reading_blocks(&self.to_guest)
+        });
+        for block in 0..self.to_guest.len() {
+            chunks.mark_chunk_words(block, &self.written.take_touched(block));
+            let runs: Vec<PageRun> = self.balloon.runs(block).collect();
+            chunks.set_balloon(block, &runs);
+        }
+        chunks.hash_ahead(ram, budget).map_err(|(addr, source)| {
+            let stream = self.to_guest.iter().position(|&g| g == addr.block);
+            Error::new(
+                at,
+                ErrorKind::Guest {
+                    addr,
+                    source: Box::new(source),
+                },
+            )
+            .in_block(
+                stream
+                    .and_then(|s| blocks.get(s))
+                    .map_or("?", |b| b.idstr()),
+            )
+        })
+    }
+
+    /// How many chunks of the running digest ([`Loader::hash_ahead`]) are stale, not
+    /// counting writes since its last call; `None` before it started.
+    pub fn stale_digest_chunks(&self) -> Option<u64> {
+        let guard = self.chunks.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().map(ChunkDigests::stale)
     }
 
     /// The digest verification done at EOF under [`DigestPolicy::Verify`] (every block
@@ -656,10 +773,18 @@ impl<R: GuestRam> Loader<R> {
                     None => e,
                 }
             })?;
-        self.written = Arc::new(WrittenPages::new(
-            blocks.iter().map(RamBlockLayout::used_length),
-            self.decoder.page_size(),
-        ));
+        // Channels bound earlier keep writing (and touching) through their tracker.
+        self.written = match self.multifd.as_ref().and_then(MultifdSession::bound) {
+            Some(b) => Arc::clone(&b.written),
+            None => Arc::new(WrittenPages::new(
+                blocks.iter().map(RamBlockLayout::used_length),
+                self.decoder.page_size(),
+            )),
+        };
+        *self
+            .chunks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         if let Some(session) = &self.multifd {
             let table: Vec<ramstream_codec::RamBlock> = blocks
                 .iter()
@@ -783,6 +908,7 @@ impl<R: GuestRam> Loader<R> {
         if write {
             ram.zero_page(g, self.opts.page_size)
                 .map_err(|e| self.guest_error(addr, g, e, at, rec))?;
+            self.written.touch(addr);
         }
         self.written.unmark(addr);
         Ok(write)
@@ -862,6 +988,9 @@ impl<R: GuestRam + Sync> Loader<R> {
         };
         if self.awaiting_ram {
             return Err(Error::new(at, ErrorKind::RamNotProvided));
+        }
+        if let Some(report) = self.verify_incremental(ram, blocks, section, ballooned, at) {
+            return report;
         }
         let ps = self.opts.page_size;
         digest::verify(

@@ -344,6 +344,7 @@ impl ChannelLoader {
         if write {
             ram.zero_page(g, page_size)
                 .map_err(|e| self.guest_error(g, e, at, bound, addr))?;
+            bound.written.touch(addr);
         }
         bound.written.unmark(addr);
         Ok(write)
