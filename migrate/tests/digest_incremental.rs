@@ -11,7 +11,7 @@ use ramstream_codec::balloon::{BalloonMap, BalloonMapKind, PageRun};
 use ramstream_codec::extension::digest::{
     chunked_block, BlockDigest, DigestAlgorithm, DigestSection,
 };
-use ramstream_codec::{DecoderOptions, RamBlock};
+use ramstream_codec::RamBlock;
 use ramstream_migrate::{
     DigestError, DigestPolicy, Error, ErrorKind, Loader, LoaderEvent, LoaderOptions, Source,
     SourceOptions, Transmit,
@@ -99,10 +99,7 @@ fn rewriting_stream(first: u8, second: u8, digested: &[u8]) -> Vec<u8> {
 }
 
 fn opts() -> LoaderOptions {
-    let mut o = LoaderOptions {
-        digest: DigestPolicy::Verify,
-        ..LoaderOptions::default()
-    };
+    let mut o = LoaderOptions::default().with_digest(DigestPolicy::Verify);
     o.decoder.dialect = ramstream_spec::Dialect::RamstreamBalloonV1;
     o
 }
@@ -182,13 +179,11 @@ fn recorded_migration() -> (Vec<u8>, SourceOptions) {
     let mut g = guest(touches);
     g.apply(&w(0, 0, 256, 1));
     g.apply(&w(1, 0, 64, 2));
-    let opts = SourceOptions {
-        balloon: true,
-        xbzrle_cache_size: Some(1 << 20),
-        downtime_limit: Duration::ZERO,
-        max_iterations: 5,
-        ..SourceOptions::default()
-    };
+    let opts = SourceOptions::default()
+        .with_balloon(true)
+        .with_xbzrle_cache_size(Some(1 << 20))
+        .with_downtime_limit(Duration::ZERO)
+        .with_max_iterations(5);
     let mut source = Source::new(&layout(), opts.clone()).unwrap();
     let blocks: Vec<RamBlock> = layout()
         .iter()
@@ -236,11 +231,9 @@ fn recorded_migration() -> (Vec<u8>, SourceOptions) {
 #[test]
 fn the_running_digest_equals_the_digest_from_scratch_on_a_recorded_migration() {
     let (stream, sopts) = recorded_migration();
-    let lopts = LoaderOptions {
-        digest: DigestPolicy::Require,
-        decoder: DecoderOptions { ..decoder(&sopts) },
-        ..LoaderOptions::default()
-    };
+    let lopts = LoaderOptions::default()
+        .with_digest(DigestPolicy::Require)
+        .with_decoder(decoder(&sopts));
     // From scratch: no hashing ahead, every block read at EOF.
     let (r, scratch, hashed) = load_hashing(&stream, lopts.clone(), 4096, 0);
     r.expect("from scratch");
