@@ -422,6 +422,29 @@ impl<R: GuestRam> Loader<R> {
         section: &DigestSection,
         ballooned: &BalloonMap,
     ) -> Result<DigestReport, Error> {
+        let ps = self.opts.page_size;
+        self.verify_by(section, ballooned, |ram, block, len, runs| {
+            digest::block_digest_with(section.algorithm, ram, block, len, ps, runs)
+        })
+    }
+
+    /// The digest check shared by [`Loader::verify_digest_with`] and
+    /// [`Loader::verify_digest_parallel`]: the running digest when it was kept, else every
+    /// block hashed by `hash`.
+    fn verify_by(
+        &self,
+        section: &DigestSection,
+        ballooned: &BalloonMap,
+        hash: impl Fn(
+            &R,
+            usize,
+            u64,
+            &[PageRun],
+        ) -> Result<
+            [u8; ramstream_spec::extension::digest::DIGEST_SHA256_LEN],
+            (PageAddr, R::Error),
+        >,
+    ) -> Result<DigestReport, Error> {
         let at = self.decoder.offset();
         let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
             return Err(Error::new(at, ErrorKind::Digest(DigestError::NoBlocks)));
@@ -432,18 +455,7 @@ impl<R: GuestRam> Loader<R> {
         if let Some(report) = self.verify_incremental(ram, blocks, section, ballooned, at) {
             return report;
         }
-        let ps = self.opts.page_size;
-        digest::verify(
-            ram,
-            section,
-            blocks,
-            &self.to_guest,
-            ballooned,
-            at,
-            |ram, block, len, runs| {
-                digest::block_digest_with(section.algorithm, ram, block, len, ps, runs)
-            },
-        )
+        digest::verify(ram, section, blocks, &self.to_guest, ballooned, at, hash)
     }
 
     /// The check from the running chunk digests, when [`Loader::hash_ahead`] started them
@@ -982,27 +994,9 @@ impl<R: GuestRam + Sync> Loader<R> {
         ballooned: &BalloonMap,
         threads: usize,
     ) -> Result<DigestReport, Error> {
-        let at = self.decoder.offset();
-        let (Some(ram), Some(blocks)) = (&self.ram, &self.stream_blocks) else {
-            return Err(Error::new(at, ErrorKind::Digest(DigestError::NoBlocks)));
-        };
-        if self.awaiting_ram {
-            return Err(Error::new(at, ErrorKind::RamNotProvided));
-        }
-        if let Some(report) = self.verify_incremental(ram, blocks, section, ballooned, at) {
-            return report;
-        }
         let ps = self.opts.page_size;
-        digest::verify(
-            ram,
-            section,
-            blocks,
-            &self.to_guest,
-            ballooned,
-            at,
-            |ram, block, len, runs| {
-                digest::block_digest_parallel(section.algorithm, ram, block, len, ps, runs, threads)
-            },
-        )
+        self.verify_by(section, ballooned, |ram, block, len, runs| {
+            digest::block_digest_parallel(section.algorithm, ram, block, len, ps, runs, threads)
+        })
     }
 }
