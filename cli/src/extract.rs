@@ -191,8 +191,9 @@ impl Collector {
             .collect();
         Some(match VmDescription::parse(json) {
             Ok(desc) => check_splits(&desc, &sections),
-            Err(e) => SplitCheck {
-                unchecked: sections
+            Err(e) => {
+                let mut check = SplitCheck::default();
+                check.unchecked = sections
                     .iter()
                     .map(|s| SplitFinding {
                         idstr: s.header.idstr.to_string(),
@@ -201,9 +202,9 @@ impl Collector {
                         body_len: s.body.len(),
                         reason: format!("the VMDESCRIPTION does not parse: {e}"),
                     })
-                    .collect(),
-                ..SplitCheck::default()
-            },
+                    .collect();
+                check
+            }
         })
     }
 

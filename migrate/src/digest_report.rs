@@ -56,6 +56,7 @@ impl fmt::Display for BlockDigestCheck {
 /// assert_eq!(report.first_mismatch().unwrap().idstr, "ram1");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DigestReport {
     /// One check per block, MEM_SIZE order.
     pub blocks: Vec<BlockDigestCheck>,

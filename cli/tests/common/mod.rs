@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod live;
+pub mod open_pages;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -11,6 +11,7 @@ use crate::event::DeviceSection;
 /// What [`check_splits`] found, section by section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct SplitCheck {
     /// Sections whose body the description consumed exactly.
     pub confirmed: usize,

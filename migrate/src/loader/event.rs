@@ -42,6 +42,7 @@ pub enum LoaderEvent<'a> {
 
 /// What one [`Loader::handle`](crate::Loader::handle) call did.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress<'a> {
     /// Input bytes used; call again with the rest, followed by any new bytes.
     pub consumed: usize,

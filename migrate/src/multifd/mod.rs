@@ -34,7 +34,7 @@
 //!   receiver acts on [`LoaderEvent::Eof`](crate::LoaderEvent::Eof) only once every
 //!   channel returned [`ChannelLoadEvent::Done`].
 //!
-//! With the `io` feature, [`ChannelLoader::receive_from`] is a channel thread's whole loop
+//! With the `io` feature, `ChannelLoader::receive_from` is a channel thread's whole loop
 //! over a `std::io::Read`, and `Loader::sync_with_channels` the main thread's wait at a
 //! sync point.
 //!

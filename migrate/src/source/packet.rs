@@ -63,6 +63,7 @@ impl PacketJob {
 /// [`ChannelSender::encode`](crate::ChannelSender::encode) returns it; hand it back with
 /// [`Source::handle_packet_sent`](crate::Source::handle_packet_sent) once the bytes are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PacketSent {
     /// The channel.
     pub channel: u8,
