@@ -21,32 +21,25 @@ pub trait Duplex: Read + Write + Send {
     fn set_read_timeout(&self, t: Option<Duration>) -> Result<()>;
 }
 
-impl Duplex for TcpStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(TcpStream::set_read_timeout(self, t)?)
-    }
+/// `Duplex` for a standard socket type: its own `try_clone`, `shutdown` and
+/// `set_read_timeout`.
+macro_rules! socket_duplex {
+    ($($t:ty),*) => {$(
+        impl Duplex for $t {
+            fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn shutdown_both(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+            fn shutdown_write(&self) {
+                let _ = self.shutdown(Shutdown::Write);
+            }
+            fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+                Ok(<$t>::set_read_timeout(self, t)?)
+            }
+        }
+    )*};
 }
 
-impl Duplex for UnixStream {
-    fn try_clone_box(&self) -> Result<Box<dyn Duplex>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
-        Ok(UnixStream::set_read_timeout(self, t)?)
-    }
-}
+socket_duplex!(TcpStream, UnixStream);
