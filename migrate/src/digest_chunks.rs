@@ -55,6 +55,37 @@ impl BlockChunks {
     }
 }
 
+/// Pages asked of [`GuestRam::known_zero_pages`] at once when a chunk is hashed.
+const ZERO_WINDOW_PAGES: u64 = 1024;
+
+/// Which pages of a span of one block the guest memory knows to be zero, asked once for
+/// the chunks hashed in one call (a page written after the answer is in a later dirty
+/// sync, which marks its chunk stale again, as for a page read).
+#[derive(Debug, Default)]
+struct ZeroWindow {
+    /// (block, first page) of the answer in `zero`; `None`: no answer held.
+    at: Option<(usize, u64)>,
+    zero: Vec<bool>,
+}
+
+impl ZeroWindow {
+    /// Whether it holds an answer for pages `start..end` of `block`.
+    fn covers(&self, block: usize, start: u64, end: u64) -> bool {
+        self.at.is_some_and(|(b, first)| {
+            b == block && first <= start && end <= first + self.zero.len() as u64
+        })
+    }
+
+    /// Whether page `p` of the block it holds is known zero.
+    fn is_zero(&self, p: u64) -> bool {
+        let first = self.at.map_or(0, |(_, f)| f);
+        self.zero
+            .get((p - first) as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
 /// The chunk digests of every block, and which of them are stale.
 #[derive(Debug)]
 pub(crate) struct ChunkDigests {
@@ -65,6 +96,8 @@ pub(crate) struct ChunkDigests {
     buf: Vec<u8>,
     /// The guest block each block's pages are read from.
     read_block: Vec<usize>,
+    /// Known-zero pages, valid within one call only.
+    zero: ZeroWindow,
 }
 
 /// A failed read: the page and the guest's error.
@@ -92,6 +125,7 @@ impl ChunkDigests {
             page_size,
             cursor: (0, 0),
             buf: vec![0; page_size],
+            zero: ZeroWindow::default(),
         }
     }
 
@@ -127,6 +161,7 @@ impl ChunkDigests {
         ballooned: &[PageRun],
     ) -> Result<[u8; DIGEST_SHA256_LEN], ReadFailure<R::Error>> {
         self.set_balloon(block, ballooned);
+        self.zero.at = None;
         self.block_top(ram, block)
     }
 
@@ -202,12 +237,14 @@ impl ChunkDigests {
     }
 
     /// Hashes stale chunks, starting where the last call stopped, until about `budget` pages
-    /// were looked at; returns how many chunks it hashed. Only after the setup sync.
+    /// were read (a chunk counts one more; pages known to be zero are not read); returns how
+    /// many chunks it hashed. Only after the setup sync.
     pub(crate) fn hash_ahead<R: GuestRam + ?Sized>(
         &mut self,
         ram: &R,
         budget: u64,
     ) -> Result<u64, ReadFailure<R::Error>> {
+        self.zero.at = None;
         let mut hashed = 0;
         let mut looked = 0;
         let total = self.blocks.len();
@@ -226,9 +263,8 @@ impl ChunkDigests {
             let next = (chunk as usize..b.stale.len()).find(|&c| b.stale[c]);
             match next {
                 Some(c) => {
-                    self.refresh(ram, block, c as u64)?;
+                    looked += 1 + self.refresh(ram, block, c as u64)?;
                     hashed += 1;
-                    looked += DIGEST_CHUNK_PAGES;
                     self.cursor = (block, c as u64 + 1);
                 }
                 None => self.cursor = (block + 1, 0),
@@ -243,6 +279,7 @@ impl ChunkDigests {
         &mut self,
         ram: &R,
     ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, ReadFailure<R::Error>> {
+        self.zero.at = None;
         (0..self.blocks.len())
             .map(|block| self.block_top(ram, block))
             .collect()
@@ -253,17 +290,53 @@ impl ChunkDigests {
         self.blocks.iter().map(|b| b.stale_count).sum()
     }
 
+    /// Hashes chunk `chunk` of `block` again; returns how many pages it read (not the
+    /// ballooned ones, nor those the guest memory knows to be zero: a zero page adds
+    /// nothing to a sparse digest).
     fn refresh<R: GuestRam + ?Sized>(
         &mut self,
         ram: &R,
         block: usize,
         chunk: u64,
-    ) -> Result<(), ReadFailure<R::Error>> {
+    ) -> Result<u64, ReadFailure<R::Error>> {
         let ps = self.page_size;
         let guest = self.read_block[block];
+        let pages = self.blocks[block].pages;
+        let range = chunk_pages(chunk, pages);
+        debug_assert!(!range.is_empty());
+        if !self.zero.covers(block, range.start, range.end) {
+            let n = (pages - range.start).min(ZERO_WINDOW_PAGES) as usize;
+            self.zero.zero.resize(n, false);
+            let addr = PageAddr::of_page(guest, range.start, ps);
+            self.zero.at = None;
+            ram.known_zero_pages(addr, ps, &mut self.zero.zero)
+                .map_err(|e| (addr, e))?;
+            self.zero.at = Some((block, range.start));
+        }
         let b = &mut self.blocks[block];
-        debug_assert!(!chunk_pages(chunk, b.pages).is_empty());
-        let d = digest_chunk(chunk, b.pages, &b.runs, &mut self.buf, |p, buf| {
+        let mut known: Vec<PageRun> = Vec::new();
+        for p in range.clone().filter(|&p| self.zero.is_zero(p)) {
+            match known.last_mut() {
+                Some(r) if r.end() == p => r.count += 1,
+                _ => known.push(PageRun::new(p, 1)),
+            }
+        }
+        let mut ballooned = b
+            .runs
+            .iter()
+            .filter(|r| r.start < range.end && range.start < r.end())
+            .peekable();
+        let skip = match (known.is_empty(), ballooned.peek().is_none()) {
+            (true, _) => std::borrow::Cow::Borrowed(&b.runs[..]),
+            (false, true) => std::borrow::Cow::Owned(known),
+            (false, false) => {
+                known.extend(ballooned.copied());
+                std::borrow::Cow::Owned(merged_runs(&known))
+            }
+        };
+        let mut read = 0;
+        let d = digest_chunk(chunk, pages, &skip, &mut self.buf, |p, buf| {
+            read += 1;
             let addr = PageAddr::of_page(guest, p, ps);
             ram.read_page(addr, buf).map_err(|e| (addr, e))
         })?;
@@ -271,7 +344,7 @@ impl ChunkDigests {
         if std::mem::replace(&mut b.stale[chunk as usize], false) {
             b.stale_count -= 1;
         }
-        Ok(())
+        Ok(read)
     }
 }
 
@@ -291,6 +364,9 @@ mod tests {
         layout: Vec<RamBlockLayout>,
         mem: RefCell<Vec<u8>>,
         reads: RefCell<u64>,
+        /// Pages ever written, when it answers `known_zero_pages` (as a host allocating on
+        /// first touch would: a page never written is known zero).
+        backed: Option<RefCell<Vec<bool>>>,
     }
 
     impl Ram {
@@ -299,10 +375,19 @@ mod tests {
                 layout: vec![RamBlockLayout::new("pc.ram", pages * PAGE as u64)],
                 mem: RefCell::new(vec![0; pages as usize * PAGE]),
                 reads: RefCell::new(0),
+                backed: None,
             }
+        }
+        fn allocating_on_first_touch(mut self) -> Self {
+            let pages = self.mem.borrow().len() / PAGE;
+            self.backed = Some(RefCell::new(vec![false; pages]));
+            self
         }
         fn poke(&self, page: u64, byte: u8) {
             self.mem.borrow_mut()[page as usize * PAGE + 7] = byte;
+            if let Some(b) = &self.backed {
+                b.borrow_mut()[page as usize] = true;
+            }
         }
         fn want(&self, ballooned: &[PageRun]) -> [u8; 32] {
             let mem = self.mem.borrow();
@@ -330,6 +415,65 @@ mod tests {
             self.mem.borrow_mut()[at..at + data.len()].copy_from_slice(data);
             Ok(())
         }
+        fn known_zero_pages(
+            &self,
+            addr: PageAddr,
+            page_size: usize,
+            zero: &mut [bool],
+        ) -> Result<(), Self::Error> {
+            let first = addr.page_index(page_size) as usize;
+            match &self.backed {
+                Some(b) => {
+                    for (i, z) in zero.iter_mut().enumerate() {
+                        *z = !b.borrow()[first + i];
+                    }
+                }
+                None => zero.fill(false),
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pages_the_memory_knows_to_be_zero_are_not_read_and_the_digest_is_the_same() {
+        // 2,100 pages: more than two known-zero windows, a short last chunk.
+        let ram = Ram::new(2100).allocating_on_first_touch();
+        let written = [0u64, 15, 16, 1023, 1024, 1500, 2099];
+        for (i, &p) in written.iter().enumerate() {
+            ram.poke(p, i as u8 + 1);
+        }
+        // A page written with zeros is backed, so read (and adds nothing).
+        ram.write_page(PageAddr::of_page(0, 700, PAGE), &[0; PAGE])
+            .unwrap();
+        if let Some(b) = &ram.backed {
+            b.borrow_mut()[700] = true;
+        }
+        // The balloon covers a written page and untouched ones around it.
+        let runs = [PageRun::new(1498, 4)];
+        let mut c = ChunkDigests::new(&[2100], PAGE);
+        c.set_balloon(0, &runs);
+        while c.stale() > 0 {
+            c.hash_ahead(&ram, 64).unwrap();
+        }
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&runs)]);
+        assert_eq!(
+            *ram.reads.borrow(),
+            written.len() as u64 - 1 + 1,
+            "the written pages but the ballooned one, and the page written with zeros"
+        );
+        // A page written later marks its chunk stale: it is read then, its digest taken.
+        ram.poke(40, 9);
+        c.mark_runs(0, &[PageRun::new(40, 1)]);
+        *ram.reads.borrow_mut() = 0;
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&runs)]);
+        assert_eq!(*ram.reads.borrow(), 1, "only page 40 of its chunk");
+        // The same memory without the known-zero answers: the same digest, every page read.
+        let plain = Ram::new(2100);
+        *plain.mem.borrow_mut() = ram.mem.borrow().clone();
+        let mut d = ChunkDigests::new(&[2100], PAGE);
+        d.set_balloon(0, &runs);
+        assert_eq!(d.finish(&plain).unwrap(), c.finish(&ram).unwrap());
+        assert_eq!(*plain.reads.borrow(), 2100 - 4);
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl fmt::Display for BlockDigestCheck {
 /// use ramstream_migrate::{BlockDigestCheck, DigestReport};
 /// let ok = BlockDigestCheck { idstr: "pc.ram".into(), used_length: 4096, expected: [1; 32], actual: [1; 32] };
 /// let bad = BlockDigestCheck { idstr: "ram1".into(), actual: [2; 32], ..ok.clone() };
-/// let report = DigestReport { blocks: vec![ok, bad] };
+/// let report = DigestReport::new(vec![ok, bad]);
 /// assert!(!report.is_match());
 /// assert_eq!(report.first_mismatch().unwrap().idstr, "ram1");
 /// ```
@@ -63,6 +63,11 @@ pub struct DigestReport {
 }
 
 impl DigestReport {
+    /// The report of `blocks`' checks (in MEM_SIZE order).
+    pub fn new(blocks: Vec<BlockDigestCheck>) -> Self {
+        DigestReport { blocks }
+    }
+
     /// Whether every block matches: the guest may be resumed (SPEC.md §13.4).
     pub fn is_match(&self) -> bool {
         self.blocks.iter().all(BlockDigestCheck::matches)

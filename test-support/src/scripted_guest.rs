@@ -45,6 +45,7 @@ pub struct ScriptedGuest {
     logging: bool,
     reads: Cell<u64>,
     ballooned_reads: Cell<u64>,
+    unbacked_reads: Cell<u64>,
     /// Times the guest was resumed.
     pub resumes: u64,
 }
@@ -76,6 +77,7 @@ impl ScriptedGuest {
             logging: false,
             reads: Cell::new(0),
             ballooned_reads: Cell::new(0),
+            unbacked_reads: Cell::new(0),
             resumes: 0,
         }
     }
@@ -218,6 +220,13 @@ impl ScriptedGuest {
         self.ballooned_reads.get()
     }
 
+    /// Reads of pages never written at the time (all zero, and known to be by a guest
+    /// [`ScriptedGuest::knowing_unbacked`]: a sender that uses `known_zero_pages` keeps
+    /// this at 0).
+    pub fn unbacked_pages_read(&self) -> u64 {
+        self.unbacked_reads.get()
+    }
+
     /// Dirty syncs done so far.
     pub fn syncs(&self) -> usize {
         self.syncs
@@ -340,6 +349,9 @@ impl GuestRam for ScriptedGuest {
         self.reads.set(self.reads.get() + 1);
         if self.balloon[addr.block][p] {
             self.ballooned_reads.set(self.ballooned_reads.get() + 1);
+        }
+        if !self.backed[addr.block][p] {
+            self.unbacked_reads.set(self.unbacked_reads.get() + 1);
         }
         Ok(())
     }
