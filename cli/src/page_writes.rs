@@ -231,3 +231,55 @@ fn differing_copies<'w>(writes: &[&'w PageWrite]) -> Vec<(u64, Vec<&'w PageWrite
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chan(id: u8, at: u64) -> Origin {
+        Origin::Channel { id, at, packet: 0 }
+    }
+
+    /// Two channels leave different copies in the page's last epoch: both records, the
+    /// note, the last copy (extract's) dumped first, then the other one.
+    #[test]
+    fn different_copies_in_the_last_epoch_are_both_dumped() {
+        let mut c = ChosenPages::new("pc.ram", 0, 3, 1, 16, true);
+        let (a, b) = ([0xaa; 16], [0xbb; 16]);
+        c.apply(0, Origin::Main(0x40), Some(0), "ZERO", Content::Fill(0))
+            .unwrap();
+        c.apply(0, chan(0, 0x100), Some(2), "PAGE", Content::Data(&a))
+            .unwrap();
+        c.apply(0, chan(1, 0x200), Some(2), "PAGE", Content::Data(&b))
+            .unwrap();
+        let out = c.report("never sent");
+        assert!(
+            out.starts_with("pc.ram page 3 (offset 0x30): 3 records\n"),
+            "{out}"
+        );
+        assert!(out.contains("same epoch 2, copies differ: a destination may keep either"));
+        let last = out.find("|................|").unwrap();
+        let bb = out.find("bb bb bb").unwrap();
+        let other = out
+            .find("the other copy, from channel 0 0x0000000100")
+            .unwrap();
+        let aa = out.find("aa aa aa").unwrap();
+        assert!(bb < other && other < aa && last > 0, "{out}");
+    }
+
+    /// Equal copies, or copies from one source, are no open question.
+    #[test]
+    fn equal_copies_or_one_source_are_not_flagged() {
+        let mut c = ChosenPages::new("pc.ram", 0, 0, 1, 16, true);
+        let (a, b) = ([0xaa; 16], [0xbb; 16]);
+        c.apply(0, chan(0, 0x100), Some(1), "PAGE", Content::Data(&a))
+            .unwrap();
+        c.apply(0, chan(1, 0x200), Some(1), "PAGE", Content::Data(&a))
+            .unwrap();
+        c.apply(0, chan(1, 0x300), Some(2), "PAGE", Content::Data(&a))
+            .unwrap();
+        c.apply(0, chan(1, 0x400), Some(2), "PAGE", Content::Data(&b))
+            .unwrap();
+        assert!(!c.report("never sent").contains("copies differ"));
+    }
+}
