@@ -54,6 +54,8 @@ pub enum Content<'a> {
     Data(&'a [u8]),
     /// Every byte this value.
     Fill(u8),
+    /// A multifd zero page: all zeros, no bytes on the wire (SPEC.md §14.3).
+    ZeroPage,
     /// An XBZRLE delta against the page as it stands (SPEC.md §7.6).
     Delta(&'a [u8]),
 }
@@ -136,6 +138,10 @@ impl ChosenPages {
             Content::Fill(f) => {
                 buf.fill(f);
                 format!("fill {f:#04x}")
+            }
+            Content::ZeroPage => {
+                buf.fill(0);
+                String::new()
             }
             Content::Delta(d) => {
                 xbzrle::decode(d, buf).with_context(|| {

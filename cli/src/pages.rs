@@ -21,7 +21,8 @@ use crate::DecodeArgs;
 /// `ramstream pages`'s arguments.
 #[derive(Args, Debug)]
 pub struct PagesArgs {
-    /// The stream file (`.zst` files are decompressed).
+    /// The stream file (`.zst` files are decompressed): a stream, a mapped-ram file, or the
+    /// main stream of a multifd recording whose channels are beside it (`FILE.multifd-<id>`).
     pub file: PathBuf,
     /// The RAM block's idstr, e.g. `pc.ram`.
     #[arg(long)]
@@ -165,7 +166,7 @@ impl Walk<'_> {
         };
         let (kind, content) = match p.data {
             Some(d) => ("PAGE", Content::Data(d)),
-            None => ("zero page", Content::Fill(0)),
+            None => ("zero page", Content::ZeroPage),
         };
         c.apply(page, origin, Some(p.epoch), kind, content)
     }
