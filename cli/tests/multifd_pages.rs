@@ -322,7 +322,7 @@ fn a_mapped_ram_file_shows_its_pages_at_their_file_offsets() {
 }
 
 /// The refusals name the file: a channel file missing between two others, a channel
-/// file cut short, another channel's file in its place.
+/// file cut short, another channel's file in its place, another migration's channel.
 #[test]
 fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -366,6 +366,18 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
         let e = refused(args);
         assert!(
             e.contains("vm.mig.multifd-1 (multifd channel 1): its initial packet names channel 0"),
+            "{e}"
+        );
+    }
+
+    let mut other = saved.clone();
+    other[8] ^= 0xff;
+    std::fs::write(&one, other).unwrap();
+    for args in [&pages, &map] {
+        let e = refused(args);
+        assert!(
+            e.contains("vm.mig.multifd-1 (multifd channel 1): its initial packet's uuid")
+                && e.contains("another migration"),
             "{e}"
         );
     }

@@ -129,12 +129,15 @@ impl Recording {
                     let opts = ChannelOptions::default()
                         .with_page_bits(page_bits)
                         .with_limits(limits.clone());
-                    cursors = Some(
-                        self.channels
-                            .iter()
-                            .map(|c| decode(c, opts.clone(), &table, uuid))
-                            .collect::<Result<_>>()?,
-                    );
+                    let mut all = Vec::new();
+                    for c in &self.channels {
+                        // Every channel is the main stream's migration's, or the first
+                        // channel's when the main stream names none.
+                        let (cursor, its) = decode(c, opts.clone(), &table, uuid)?;
+                        uuid = uuid.or(its);
+                        all.push(cursor);
+                    }
+                    cursors = Some(all);
                 }
                 _ => {}
             }
@@ -161,13 +164,14 @@ impl Recording {
     }
 }
 
-/// Decodes channel `c` whole, checking its initial packet's id and uuid.
+/// Decodes channel `c` whole, checking its initial packet's id and its uuid against
+/// `uuid`; returns the channel and its uuid.
 fn decode<'a>(
     c: &'a ChannelFile,
     opts: ChannelOptions,
     table: &BlockTable,
     uuid: Option<[u8; 16]>,
-) -> Result<Cursor<'a>> {
+) -> Result<(Cursor<'a>, Option<[u8; 16]>)> {
     let name = || format!("{} (multifd channel {})", c.path.display(), c.id);
     let events = decode_channel(&c.bytes, opts, table).with_context(name)?;
     match events.first() {
@@ -178,20 +182,25 @@ fn decode<'a>(
             c.id
         ),
         Some((_, ChannelEvent::Init(init))) if uuid.is_some_and(|u| u != init.uuid) => bail!(
-            "{}: its initial packet's uuid {} is another migration's (the main stream's is {})",
+            "{}: its initial packet's uuid {} is another migration's (not {})",
             name(),
             hex::encode(init.uuid),
             hex::encode(uuid.unwrap_or_default())
         ),
         _ => {}
     }
-    Ok(Cursor {
+    let its = match events.first() {
+        Some((_, ChannelEvent::Init(init))) => Some(init.uuid),
+        _ => None,
+    };
+    let cursor = Cursor {
         id: c.id,
         events,
         next: 0,
         packet: 0,
         syncs: 0,
-    })
+    };
+    Ok((cursor, its))
 }
 
 impl<'a> Cursor<'a> {
