@@ -64,6 +64,7 @@ pub fn run(a: &PagesArgs) -> Result<()> {
         multifd: recording.is_some(),
         chosen: None,
         mapped: false,
+        ignored: false,
     };
     let walked = match &recording {
         None => (|| {
@@ -85,12 +86,15 @@ pub fn run(a: &PagesArgs) -> Result<()> {
         }),
     };
     walked.context(where_.clone())?;
-    let mapped = s.mapped;
+    let (mapped, ignored) = (s.mapped, s.ignored);
     let Some(chosen) = s.chosen else {
         bail!("{where_}: no MEM_SIZE record names RAM blocks");
     };
     bytes.check_unchanged()?;
-    let never = if mapped {
+    let never = if ignored {
+        "not in the file: x-ignore-shared leaves the block out (SPEC.md §7.9); the destination \
+         keeps its own memory"
+    } else if mapped {
         "not present: zero (its bitmap bit is clear, SPEC.md §7.9)"
     } else {
         "never sent: the destination keeps what it had (zeros on a fresh one)"
@@ -108,6 +112,8 @@ struct Walk<'w> {
     multifd: bool,
     chosen: Option<ChosenPages>,
     mapped: bool,
+    /// The chosen block is a mapped-ram file's block `x-ignore-shared` leaves out.
+    ignored: bool,
 }
 
 impl Walk<'_> {
@@ -126,7 +132,7 @@ impl Walk<'_> {
             if !ms.mapped_ram.is_empty() {
                 self.mapped = true;
                 if let Some(c) = self.chosen.as_mut() {
-                    apply_mapped(c, self.input, self.file_offset, ms)?;
+                    self.ignored |= apply_mapped(c, self.input, self.file_offset, ms)?;
                 }
             }
             return Ok(());
@@ -197,14 +203,15 @@ fn choose(a: &PagesArgs, ms: &MemSize, page_size: usize, multifd: bool) -> Resul
 }
 
 /// A mapped-ram MEM_SIZE (SPEC.md §7.9): the chosen pages its bitmap marks present, as
-/// writes from their file offsets.
-fn apply_mapped(c: &mut ChosenPages, input: &[u8], file_offset: u64, ms: &MemSize) -> Result<()> {
+/// writes from their file offsets. Returns whether the chosen block is left out of the
+/// file (`x-ignore-shared`).
+fn apply_mapped(c: &mut ChosenPages, input: &[u8], file_offset: u64, ms: &MemSize) -> Result<bool> {
     let views = block_views(input, file_offset, ms, c.page_size)?;
     let Some(view) = views.get(c.index) else {
-        return Ok(());
+        return Ok(false);
     };
     if view.is_ignored() {
-        return Ok(());
+        return Ok(true);
     }
     let ps = c.page_size as u64;
     for page in 0..c.len() {
@@ -219,5 +226,5 @@ fn apply_mapped(c: &mut ChosenPages, input: &[u8], file_offset: u64, ms: &MemSiz
         let detail = Content::Data(data);
         c.apply(page, Origin::File(at), None, "PAGE", detail)?;
     }
-    Ok(())
+    Ok(false)
 }

@@ -321,6 +321,33 @@ fn a_mapped_ram_file_shows_its_pages_at_their_file_offsets() {
     }
 }
 
+/// A block `x-ignore-shared` leaves out of a mapped-ram file is not in the file: `pages`
+/// says so rather than "zero", and the map draws it as never sent.
+#[test]
+fn a_block_left_out_of_a_mapped_ram_file_is_not_called_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = recording("11.1-mapped-ram-x-ignore-shared", tmp.path());
+    let out = run(&[
+        "pages".as_ref(),
+        f.as_os_str(),
+        "--block".as_ref(),
+        "pc.ram".as_ref(),
+    ]);
+    let p = &parse(&out, "pc.ram", PAGE)[0];
+    assert!(p.records.is_empty(), "{out}");
+    assert!(
+        p.notes[0].starts_with("not in the file: x-ignore-shared"),
+        "{out}"
+    );
+    let text = map(&f, &tmp.path().join("m.svg"));
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let strip = doc
+        .descendants()
+        .find(|n| n.attribute("data-block") == Some("pc.ram"))
+        .unwrap();
+    assert_eq!(num(strip, "data-never-sent"), num(strip, "data-pages"));
+}
+
 /// The refusals name the file: a channel file missing between two others, a channel
 /// file cut short, another channel's file in its place, another migration's channel.
 #[test]
