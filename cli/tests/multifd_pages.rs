@@ -383,7 +383,7 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
     for args in [&pages, &map] {
         let e = refused(args);
         assert!(
-            e.contains("vm.mig.multifd-1 (multifd channel 1)") && e.contains("truncated"),
+            e.contains("vm.mig.multifd-1: multifd channel 1") && e.contains("truncated"),
             "{e}"
         );
     }
@@ -392,7 +392,7 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
     for args in [&pages, &map] {
         let e = refused(args);
         assert!(
-            e.contains("vm.mig.multifd-1 (multifd channel 1): its initial packet names channel 0"),
+            e.contains("vm.mig.multifd-1: multifd channel 1: its initial packet names channel 0"),
             "{e}"
         );
     }
@@ -403,7 +403,7 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
     for args in [&pages, &map] {
         let e = refused(args);
         assert!(
-            e.contains("vm.mig.multifd-1 (multifd channel 1): its initial packet's uuid")
+            e.contains("vm.mig.multifd-1: multifd channel 1: its initial packet's uuid")
                 && e.contains("another migration"),
             "{e}"
         );

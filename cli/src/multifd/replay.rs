@@ -172,8 +172,9 @@ fn decode<'a>(
     table: &BlockTable,
     uuid: Option<[u8; 16]>,
 ) -> Result<(Cursor<'a>, Option<[u8; 16]>)> {
-    let name = || format!("{} (multifd channel {})", c.path.display(), c.id);
-    let events = decode_channel(&c.bytes, opts, table).with_context(name)?;
+    let events =
+        decode_channel(&c.bytes, opts, table).with_context(|| c.path.display().to_string())?;
+    let name = || format!("{}: multifd channel {}", c.path.display(), c.id);
     match events.first() {
         Some((_, ChannelEvent::Init(init))) if init.id != c.id => bail!(
             "{}: its initial packet names channel {}, not {}",
