@@ -162,12 +162,17 @@ impl ChosenPages {
     }
 
     /// The report: per page its writes, the same-epoch copies that differ, and a hex dump
-    /// of the page as `extract` leaves it.
-    pub fn report(&self, never: &str) -> String {
+    /// of the page as `extract` leaves it; handed to `emit` one page at a time.
+    pub fn report(&self, never: &str, mut emit: impl FnMut(&str)) {
         let mut out = String::new();
-        for (i, page) in self.pages.iter().enumerate() {
+        let mut by_page: Vec<Vec<&PageWrite>> = vec![Vec::new(); self.pages.len()];
+        for w in &self.writes {
+            by_page[w.page].push(w);
+        }
+        for (i, (page, mine)) in self.pages.iter().zip(by_page).enumerate() {
+            emit(&out);
+            out.clear();
             let offset = (self.first + i as u64) * self.page_size as u64;
-            let mine: Vec<&PageWrite> = self.writes.iter().filter(|w| w.page == i).collect();
             let _ = writeln!(
                 out,
                 "{} page {} (offset {offset:#x}): {} records",
@@ -210,7 +215,7 @@ impl ChosenPages {
                 }
             }
         }
-        out
+        emit(&out);
     }
 }
 
@@ -258,7 +263,8 @@ mod tests {
             .unwrap();
         c.apply(0, chan(1, 0x200), Some(2), "PAGE", Content::Data(&b))
             .unwrap();
-        let out = c.report("never sent");
+        let mut out = String::new();
+        c.report("never sent", |s| out.push_str(s));
         assert!(
             out.starts_with("pc.ram page 3 (offset 0x30): 3 records\n"),
             "{out}"
@@ -286,6 +292,8 @@ mod tests {
             .unwrap();
         c.apply(0, chan(1, 0x400), Some(2), "PAGE", Content::Data(&b))
             .unwrap();
-        assert!(!c.report("never sent").contains("copies differ"));
+        let mut out = String::new();
+        c.report("never sent", |s| out.push_str(s));
+        assert!(!out.contains("copies differ"));
     }
 }

@@ -99,7 +99,7 @@ pub fn run(a: &PagesArgs) -> Result<()> {
     } else {
         "never sent: the destination keeps what it had (zeros on a fresh one)"
     };
-    print!("{}", chosen.report(never));
+    chosen.report(never, |s| print!("{s}"));
     Ok(())
 }
 
