@@ -214,18 +214,11 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     let (file, json, decode) = (a.file.as_path(), a.json, &a.decode);
     let bytes = read_stream(file)?;
     if let Some(out) = &a.map {
-        if !crate::multifd::recording::channel_files(file).is_empty() {
-            anyhow::bail!(
-                "{}: --map: a multifd recording, whose pages are in the channel files; \
-                 --map reads the main stream only",
-                file.display()
-            );
-        }
         let name = file
             .file_name()
             .unwrap_or(file.as_os_str())
             .to_string_lossy();
-        crate::map::write(&bytes, decode, &name, out)
+        crate::map::write(&bytes, decode, file, &name, out)
             .with_context(|| format!("{}", file.display()))?;
     }
     if a.devices {

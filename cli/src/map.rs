@@ -1,16 +1,16 @@
 //! `ramstream inspect --map map.svg`: every RAM block as a strip of its pages, coloured by
 //! what the stream did with each page (SPEC.md §7), with a legend and the counts. Large
-//! blocks are binned: a bin of many pages takes the colour of its most frequent class.
+//! blocks are binned: a bin of many pages takes the colour of its most frequent class. A
+//! multifd recording's channel pages and a mapped-ram file's pages are counted too
+//! ([`crate::map_classes`]).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ramstream_codec::summary::StreamSummary;
-use ramstream_codec::{Event, Events, RamBlock};
 use svg::node::element::{Group, Rectangle, Text};
 use svg::Document;
 
-use crate::input::file_options;
+use crate::map_classes::{classify, BlockMap, Classified, PageClass};
 use crate::DecodeArgs;
 
 /// Width of a strip, in pixels: at most this many bins per block.
@@ -19,169 +19,6 @@ const STRIP: u64 = 1000;
 const STRIP_HEIGHT: u64 = 28;
 /// Left margin.
 const LEFT: u64 = 20;
-
-/// What the stream did with one page, by the records it sent for it (most notable first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PageClass {
-    /// Ballooned when the stream ended (SPEC.md §9).
-    Ballooned,
-    /// At least one XBZRLE record.
-    Xbzrle,
-    /// Two or more PAGE/ZERO records, no XBZRLE.
-    Resent,
-    /// Exactly one PAGE record.
-    Page,
-    /// Exactly one ZERO record.
-    Zero,
-    /// No record.
-    NeverSent,
-}
-
-impl PageClass {
-    /// Every class, legend order.
-    pub const ALL: [PageClass; 6] = [
-        PageClass::Page,
-        PageClass::Zero,
-        PageClass::Xbzrle,
-        PageClass::Resent,
-        PageClass::Ballooned,
-        PageClass::NeverSent,
-    ];
-
-    /// The name in the legend and in the SVG's `data-class` attributes.
-    pub fn name(self) -> &'static str {
-        match self {
-            PageClass::Ballooned => "ballooned",
-            PageClass::Xbzrle => "xbzrle",
-            PageClass::Resent => "sent more than once",
-            PageClass::Page => "page",
-            PageClass::Zero => "zero",
-            PageClass::NeverSent => "never sent",
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            PageClass::Ballooned => "ballooned at the end",
-            PageClass::Xbzrle => "XBZRLE (at least one delta)",
-            PageClass::Resent => "sent more than once (PAGE/ZERO)",
-            PageClass::Page => "PAGE, sent once",
-            PageClass::Zero => "ZERO, sent once",
-            PageClass::NeverSent => "never sent",
-        }
-    }
-
-    fn colour(self) -> &'static str {
-        match self {
-            PageClass::Ballooned => "#9467bd",
-            PageClass::Xbzrle => "#ff7f0e",
-            PageClass::Resent => "#d62728",
-            PageClass::Page => "#1f77b4",
-            PageClass::Zero => "#c7e9c0",
-            PageClass::NeverSent => "#eeeeee",
-        }
-    }
-}
-
-/// What the stream sent for one page.
-#[derive(Clone, Copy, Default)]
-struct PageLog {
-    records: u16,
-    xbzrle: bool,
-    last_zero: bool,
-}
-
-/// A block's pages, classified.
-pub struct BlockMap {
-    /// The block.
-    pub block: RamBlock,
-    /// One class per target page.
-    pub classes: Vec<PageClass>,
-}
-
-impl BlockMap {
-    /// Pages of `class` in this block.
-    pub fn count(&self, class: PageClass) -> u64 {
-        self.classes.iter().filter(|c| **c == class).count() as u64
-    }
-}
-
-/// Decodes the stream and classifies every page of every block; also returns the summary
-/// (record counts) of the same pass.
-pub fn classify(bytes: &[u8], decode: &DecodeArgs) -> Result<(Vec<BlockMap>, StreamSummary)> {
-    let mut events = Events::new(bytes, file_options(decode));
-    let mut summary = StreamSummary::default();
-    let mut blocks: Vec<RamBlock> = Vec::new();
-    let mut logs: Vec<Vec<PageLog>> = Vec::new();
-    let mut page_size = 4096usize;
-    while let Some((at, event)) = events.next().transpose()? {
-        summary.observe(at, &event);
-        let (addr, xbzrle, zero) = match &event {
-            Event::MemSize(ms) if !ms.mapped_ram.is_empty() => anyhow::bail!(
-                "a mapped-ram file (SPEC.md §7.9): its pages sit at fixed file offsets, not in \
-                 records; --map draws records"
-            ),
-            Event::MemSize(ms) => {
-                page_size = events.decoder().page_size();
-                if blocks.is_empty() {
-                    blocks = ms.blocks.clone();
-                    logs = blocks
-                        .iter()
-                        .map(|b| vec![PageLog::default(); pages_of(b, page_size)])
-                        .collect();
-                }
-                continue;
-            }
-            Event::Page(p) => (p.addr, false, false),
-            Event::Zero(z) => (z.addr, false, true),
-            Event::Xbzrle(x) => (x.addr, true, false),
-            Event::MultifdFlush(_) => anyhow::bail!(
-                "at offset {at:#x}: MULTIFD_FLUSH record: a multifd migration's main stream, \
-                 whose pages travel on its channels; --map reads no channels"
-            ),
-            _ => continue,
-        };
-        let index = addr.page_index(page_size) as usize;
-        if let Some(log) = logs.get_mut(addr.block).and_then(|l| l.get_mut(index)) {
-            log.records = log.records.saturating_add(1);
-            log.xbzrle |= xbzrle;
-            log.last_zero = zero;
-        }
-    }
-    let balloon = summary.balloon.map();
-    let maps = blocks
-        .into_iter()
-        .zip(logs)
-        .enumerate()
-        .map(|(b, (block, log))| BlockMap {
-            block,
-            classes: log
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    if b < balloon.block_count() && balloon.contains(b, i as u64) {
-                        PageClass::Ballooned
-                    } else if l.xbzrle {
-                        PageClass::Xbzrle
-                    } else if l.records > 1 {
-                        PageClass::Resent
-                    } else if l.records == 1 && l.last_zero {
-                        PageClass::Zero
-                    } else if l.records == 1 {
-                        PageClass::Page
-                    } else {
-                        PageClass::NeverSent
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    Ok((maps, summary))
-}
-
-fn pages_of(b: &RamBlock, page_size: usize) -> usize {
-    b.used_length.div_ceil(page_size as u64) as usize
-}
 
 /// The most frequent class of `pages` (ties go to the more notable class).
 fn dominant(pages: &[PageClass]) -> PageClass {
@@ -200,9 +37,10 @@ fn dominant(pages: &[PageClass]) -> PageClass {
     ][best.unwrap_or(5)]
 }
 
-/// Draws `maps` (with the stream's record counts from `summary`) as an SVG document.
-pub fn draw(title: &str, maps: &[BlockMap], summary: &StreamSummary) -> Document {
-    let legend_height = 30 + 20 * PageClass::ALL.len() as u64 + 40;
+/// Draws the classified pages (with the stream's record counts) as an SVG document.
+pub fn draw(title: &str, c: &Classified) -> Document {
+    let maps = &c.maps;
+    let legend_height = 30 + 20 * PageClass::ALL.len() as u64 + 60;
     let block_height = STRIP_HEIGHT + 34;
     let height = 40 + legend_height + block_height * maps.len() as u64 + 10;
     let width = STRIP + 2 * LEFT;
@@ -226,7 +64,7 @@ pub fn draw(title: &str, maps: &[BlockMap], summary: &StreamSummary) -> Document
                 .set("font-size", 17)
                 .set("font-weight", "bold"),
         );
-    doc = doc.add(legend(maps, summary, 44));
+    doc = doc.add(legend(c, 44));
     let mut y = 40 + legend_height;
     for m in maps {
         doc = doc.add(strip(m, y));
@@ -236,7 +74,8 @@ pub fn draw(title: &str, maps: &[BlockMap], summary: &StreamSummary) -> Document
 }
 
 /// The legend: one swatch per class with its page count, the record counts, the binning.
-fn legend(maps: &[BlockMap], summary: &StreamSummary, top: u64) -> Group {
+fn legend(c: &Classified, top: u64) -> Group {
+    let (maps, summary, o) = (&c.maps, &c.summary, &c.other);
     let mut g = Group::new().set("class", "legend");
     let total: u64 = maps.iter().map(|m| m.classes.len() as u64).sum();
     for (i, class) in PageClass::ALL.iter().enumerate() {
@@ -283,12 +122,25 @@ fn legend(maps: &[BlockMap], summary: &StreamSummary, top: u64) -> Group {
         .set("y", y + 12),
     )
     .add(
+        Text::new(format!(
+            "multifd channel pages: {} normal, {} zero; mapped-ram pages: {} present, {} clear (zero)",
+            o.channel_pages, o.channel_zero, o.mapped_present, o.mapped_clear
+        ))
+        .set("class", "legend-other")
+        .set("data-channel-page", o.channel_pages)
+        .set("data-channel-zero", o.channel_zero)
+        .set("data-mapped-present", o.mapped_present)
+        .set("data-mapped-clear", o.mapped_clear)
+        .set("x", LEFT)
+        .set("y", y + 32),
+    )
+    .add(
         Text::new(
             "Blocks over 1000 pages are binned: a pixel column is many pages, coloured by \
              their most frequent class.",
         )
         .set("x", LEFT)
-        .set("y", y + 32)
+        .set("y", y + 52)
         .set("fill", "#444"),
     )
 }
@@ -310,6 +162,7 @@ fn strip(m: &BlockMap, top: u64) -> Group {
         .set("class", "block")
         .set("data-block", m.block.idstr.as_str())
         .set("data-pages", pages)
+        .set("data-writes", m.writes)
         .add(Text::new(label).set("x", LEFT).set("y", top + 14));
     for class in PageClass::ALL {
         g = g.set(
@@ -349,8 +202,15 @@ fn strip(m: &BlockMap, top: u64) -> Group {
 }
 
 /// `inspect --map`: classifies the stream's pages and writes the SVG to `out`.
-pub fn write(bytes: &[u8], decode: &DecodeArgs, title: &str, out: &Path) -> Result<()> {
-    let (maps, summary) = classify(bytes, decode)?;
-    let doc = draw(title, &maps, &summary);
+/// `file` is the stream's path, for a multifd recording's channel files beside it.
+pub fn write(
+    bytes: &[u8],
+    decode: &DecodeArgs,
+    file: &Path,
+    title: &str,
+    out: &Path,
+) -> Result<()> {
+    let c = classify(bytes, decode, file)?;
+    let doc = draw(title, &c);
     svg::save(out, &doc).with_context(|| format!("cannot write {}", out.display()))
 }

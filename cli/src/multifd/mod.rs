@@ -11,5 +11,6 @@ pub mod incoming;
 pub mod offline;
 pub mod receive;
 pub mod recording;
+pub mod replay;
 pub mod stop;
 pub mod tap;

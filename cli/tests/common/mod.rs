@@ -7,6 +7,7 @@
 
 pub mod live;
 pub mod open_pages;
+pub mod page_report;
 
 use std::ffi::OsStr;
 use std::path::Path;
