@@ -132,7 +132,9 @@ def run_ramstream(exe, mem_mib, touch, balloon, target, work, n):
     recv = None
     try:
         if target == "tcp":
-            recv = subprocess.Popen([exe, "receive", "--listen", "tcp:127.0.0.1:0", "--json"],
+            # The resumed guest's self-check walks its working set (slow under nested KVM).
+            recv = subprocess.Popen([exe, "receive", "--listen", "tcp:127.0.0.1:0", "--json",
+                                     "--verify-timeout", "300"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             line = recv.stderr.readline()
             m = re.search(r"listening on (tcp:\S+)", line)

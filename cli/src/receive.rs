@@ -69,6 +69,12 @@ pub struct ReceiveArgs {
     /// Read buffer size (bounds the receiver's stream memory): bytes, or 64K, 1M, 1.5M, 1MiB.
     #[arg(long, default_value = "1M", value_parser = crate::size::parse_usize)]
     pub buffer_size: usize,
+    /// Into the reference guest: seconds to wait for the resumed guest's heartbeat and
+    /// self-check (the self-check walks the guest's working set: a large one under nested
+    /// virtualisation needs more than the default).
+    #[arg(long, default_value_t = 20, value_name = "SECS", conflicts_with = "extract",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub verify_timeout: u64,
     #[command(flatten)]
     pub decode: DecodeArgs,
     #[command(flatten)]
@@ -83,22 +89,18 @@ pub fn run(a: &ReceiveArgs) -> Result<()> {
     }
     match &a.extract {
         Some(out) => extract(a, out),
-        None => into_guest(&a.listen, a.json, a.buffer_size, a.multifd_channels, &a.net),
+        None => into_guest(a),
     }
 }
 
 /// Receives one stream from `listen` into a reference KVM guest, checks it and resumes it;
 /// with `multifd_channels`, a multifd migration (the main stream and that many channels).
-fn into_guest(
-    listen: &Addr,
-    json: bool,
-    buffer_size: usize,
-    multifd_channels: Option<u8>,
-    net: &ListenOptions,
-) -> Result<()> {
+fn into_guest(a: &ReceiveArgs) -> Result<()> {
+    let (listen, json, multifd_channels, net) = (&a.listen, a.json, a.multifd_channels, &a.net);
     check_kvm()?;
     let opts = ReceiveOptions {
-        buffer_size,
+        buffer_size: a.buffer_size,
+        verify_timeout: std::time::Duration::from_secs(a.verify_timeout),
         ..Default::default()
     };
     let received = match multifd_channels {

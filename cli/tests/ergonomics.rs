@@ -267,3 +267,29 @@ fn help_texts_offer_only_what_is_accepted() {
     let help = ok(&ramstream(&["inspect", "--help"]));
     assert!(help.contains("`-` reads standard input"), "{help}");
 }
+
+#[test]
+fn verify_timeout_is_for_the_reference_guest_and_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("x");
+    let out_dir = out_dir.to_str().unwrap();
+    let base = ["receive", "--listen", "tcp:127.0.0.1:0"];
+    let with_extract =
+        ramstream(&[&base[..], &["--extract", out_dir, "--verify-timeout", "60"]].concat());
+    assert_eq!(with_extract.status.code(), Some(2));
+    let e = stderr(&with_extract);
+    assert!(
+        e.contains("--verify-timeout") && e.contains("--extract"),
+        "{e}"
+    );
+    let zero = ramstream(&[&base[..], &["--verify-timeout", "0"]].concat());
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(
+        stderr(&zero).contains("--verify-timeout"),
+        "{}",
+        stderr(&zero)
+    );
+    assert!(!Path::new(out_dir).exists());
+    let help = ok(&ramstream(&["receive", "--help"]));
+    assert!(help.contains("--verify-timeout <SECS>"), "{help}");
+}
