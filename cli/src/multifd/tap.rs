@@ -100,10 +100,18 @@ impl ChannelTap {
         }
     }
 
-    /// Takes the next bytes of the channel and decodes what it can.
+    /// Takes the next bytes of the channel and decodes what it can. With nothing left over
+    /// from earlier bytes, it decodes `bytes` where they are and keeps only an unfinished
+    /// packet's bytes: a whole recorded channel is never copied.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ramstream_codec::Error> {
-        self.pending.extend_from_slice(bytes);
-        self.decode()
+        if !self.pending.is_empty() || !self.make_decoder() {
+            self.pending.extend_from_slice(bytes);
+            return self.decode();
+        }
+        let dec = self.decoder.as_mut().expect("made above");
+        let (used, r) = decode_into(dec, &mut self.counts, &self.facts, bytes);
+        self.pending.extend_from_slice(&bytes[used..]);
+        r
     }
 
     /// The channel ended: what is left must be whole packets. With the main stream's blocks
@@ -128,10 +136,11 @@ impl ChannelTap {
         self.decode()
     }
 
-    fn decode(&mut self) -> Result<(), ramstream_codec::Error> {
+    /// Makes the decoder once the main stream's blocks are known; whether there is one.
+    fn make_decoder(&mut self) -> bool {
         if self.decoder.is_none() {
             let Some((page_bits, table, limits)) = self.facts.blocks() else {
-                return Ok(());
+                return false;
             };
             let mut d = ChannelDecoder::new(
                 ChannelOptions::default()
@@ -141,36 +150,55 @@ impl ChannelTap {
             d.set_blocks(table);
             self.decoder = Some(d);
         }
+        true
+    }
+
+    fn decode(&mut self) -> Result<(), ramstream_codec::Error> {
+        if !self.make_decoder() {
+            return Ok(());
+        }
         let dec = self.decoder.as_mut().expect("made above");
         if self.finished {
             dec.finish();
         }
-        let mut pos = 0;
-        let r = loop {
-            match dec.decode(&self.pending[pos..]) {
-                Err(e) => break Err(e),
-                Ok(ChannelStatus::Event { event, consumed }) => {
-                    pos += consumed;
-                    self.counts.bytes += consumed as u64;
-                    match event {
-                        ChannelEvent::Init(init) => {
-                            self.counts.id = Some(init.id);
-                            self.counts.uuid = Some(hex::encode(init.uuid));
-                            if let Err(e) = self.facts.admit(&init) {
-                                break Err(e);
-                            }
-                        }
-                        ChannelEvent::Packet(_) => self.counts.packets += 1,
-                        ChannelEvent::Page { .. } => self.counts.pages += 1,
-                        ChannelEvent::Zero { .. } => self.counts.zero_pages += 1,
-                        ChannelEvent::Sync => self.counts.syncs += 1,
-                        ChannelEvent::PacketEnd => {}
-                    }
-                }
-                Ok(_) => break Ok(()),
-            }
-        };
-        self.pending.drain(..pos);
+        let (used, r) = decode_into(dec, &mut self.counts, &self.facts, &self.pending);
+        self.pending.drain(..used);
         r
     }
+}
+
+/// Decodes the events at the front of `input` into `counts`, until the decoder needs more
+/// bytes or fails; how many bytes it used, and the error that stopped it.
+fn decode_into(
+    dec: &mut ChannelDecoder,
+    counts: &mut ChannelCounts,
+    facts: &MainFacts,
+    input: &[u8],
+) -> (usize, Result<(), ramstream_codec::Error>) {
+    let mut pos = 0;
+    let r = loop {
+        match dec.decode(&input[pos..]) {
+            Err(e) => break Err(e),
+            Ok(ChannelStatus::Event { event, consumed }) => {
+                pos += consumed;
+                counts.bytes += consumed as u64;
+                match event {
+                    ChannelEvent::Init(init) => {
+                        counts.id = Some(init.id);
+                        counts.uuid = Some(hex::encode(init.uuid));
+                        if let Err(e) = facts.admit(&init) {
+                            break Err(e);
+                        }
+                    }
+                    ChannelEvent::Packet(_) => counts.packets += 1,
+                    ChannelEvent::Page { .. } => counts.pages += 1,
+                    ChannelEvent::Zero { .. } => counts.zero_pages += 1,
+                    ChannelEvent::Sync => counts.syncs += 1,
+                    ChannelEvent::PacketEnd => {}
+                }
+            }
+            Ok(_) => break Ok(()),
+        }
+    };
+    (pos, r)
 }
