@@ -202,3 +202,97 @@ fn decode_into(
     };
     (pos, r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ramstream_codec::{DecoderOptions, Event, Events};
+
+    fn vector(name: &str, file: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../conformance-vectors/vectors")
+            .join(name)
+            .join(file);
+        zstd::stream::decode_all(&std::fs::read(&path).unwrap()[..]).unwrap()
+    }
+
+    /// The facts of a vector's main stream: its first MEM_SIZE, page bits and uuid.
+    fn facts_of(main: &[u8]) -> Arc<MainFacts> {
+        let facts = MainFacts::new();
+        let mut events = Events::new(main, DecoderOptions::default());
+        while let Some(item) = events.next() {
+            match item.unwrap().1 {
+                Event::Configuration(c) => {
+                    if let Some(u) = c.uuid {
+                        facts.set_uuid(u);
+                    }
+                }
+                Event::MemSize(ms) => {
+                    let bits = events.decoder().page_bits();
+                    facts.set_blocks(bits, &ms.blocks, &Limits::default());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        facts
+    }
+
+    #[test]
+    fn a_whole_channel_is_decoded_in_place_and_counts_as_fed_in_pieces() {
+        let name = "10.0-multifd-4";
+        let main = vector(name, "stream.bin.zst");
+        for id in 0..4 {
+            let chan = vector(name, &format!("channel-{id}.bin.zst"));
+            // Whole, as `inspect` feeds a recorded channel: nothing kept back.
+            let mut whole = ChannelTap::new(facts_of(&main));
+            whole.feed(&chan).unwrap();
+            assert!(whole.pending.is_empty(), "channel {id}");
+            whole.finish().unwrap();
+            // In pieces, as the proxy feeds what it reads: an unfinished packet waits.
+            let mut pieces = ChannelTap::new(facts_of(&main));
+            for part in chan.chunks(1000) {
+                pieces.feed(part).unwrap();
+                assert!(pieces.pending.len() < chan.len(), "channel {id}");
+            }
+            pieces.finish().unwrap();
+            let (a, b) = (&whole.counts, &pieces.counts);
+            assert_eq!(a.id, Some(id));
+            assert_eq!(a.bytes, chan.len() as u64, "channel {id}");
+            assert!(a.packets > 0 && a.syncs > 0, "channel {id}: {a:?}");
+            assert_eq!(
+                (
+                    a.id,
+                    &a.uuid,
+                    a.bytes,
+                    a.packets,
+                    a.pages,
+                    a.zero_pages,
+                    a.syncs
+                ),
+                (
+                    b.id,
+                    &b.uuid,
+                    b.bytes,
+                    b.packets,
+                    b.pages,
+                    b.zero_pages,
+                    b.syncs
+                ),
+                "channel {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_channel_cut_short_is_an_error_at_finish() {
+        let name = "10.0-multifd-4";
+        let main = vector(name, "stream.bin.zst");
+        let chan = vector(name, "channel-0.bin.zst");
+        let mut tap = ChannelTap::new(facts_of(&main));
+        tap.feed(&chan[..chan.len() - 3]).unwrap();
+        // The unfinished packet is kept, not the channel.
+        assert!(!tap.pending.is_empty() && tap.pending.len() < chan.len());
+        assert!(tap.finish().is_err());
+    }
+}
