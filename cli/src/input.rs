@@ -139,7 +139,7 @@ pub fn read_stdin() -> Result<Vec<u8>> {
 }
 
 /// The first bytes of a zstd frame (RFC 8878 §3.1.1). A migration stream starts with `QEVM`.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The decoder options for reading a stream *file*: those of `decode`, and mapped-ram files
 /// (QEMU `migrate file:` with capability `mapped-ram`) are read, their pages taken from the

@@ -186,6 +186,7 @@ pub fn inspect_channels(file: &Path, main: &Inspection) -> Result<Option<Multifd
         tap.feed(&bytes)
             .and_then(|()| tap.finish())
             .with_context(|| path.display().to_string())?;
+        bytes.check_unchanged()?;
         if tap.counts.id != Some(id) {
             anyhow::bail!(
                 "{}: its initial packet names channel {:?}, not {id}",

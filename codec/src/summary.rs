@@ -94,6 +94,20 @@ pub struct RamSummary {
     pub per_block: BTreeMap<String, BlockCounts>,
 }
 
+impl RamSummary {
+    /// The counts of block `index` of the last MEM_SIZE, `None` for an index it did not
+    /// list. Found by name without allocating: the name is cloned only the first time the
+    /// block is counted.
+    fn block_counts(&mut self, index: usize) -> Option<&mut BlockCounts> {
+        let name = self.blocks.get(index)?.idstr.as_str();
+        if !self.per_block.contains_key(name) {
+            self.per_block
+                .insert(name.to_string(), BlockCounts::default());
+        }
+        self.per_block.get_mut(name)
+    }
+}
+
 /// A device (FULL) section as summarised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -378,7 +392,6 @@ impl StreamSummary {
 
     /// Counts one event that started at stream `offset`.
     pub fn observe(&mut self, offset: u64, ev: &Event<'_>) {
-        let block_name = |s: &Self, i: usize| s.ram.blocks.get(i).map(|b| b.idstr.clone());
         match ev {
             Event::Header { version } => self.stream_version = Some(*version),
             Event::Configuration(c) => {
@@ -415,23 +428,23 @@ impl StreamSummary {
                 self.ram.records.page += 1;
                 self.ram.page_bytes += p.data.len() as u64;
                 self.ram.records.continued += p.continued as u64;
-                if let Some(n) = block_name(self, p.addr.block) {
-                    self.ram.per_block.entry(n).or_default().page += 1;
+                if let Some(c) = self.ram.block_counts(p.addr.block) {
+                    c.page += 1;
                 }
             }
             Event::Zero(z) => {
                 self.ram.records.zero += 1;
                 self.ram.records.continued += z.continued as u64;
-                if let Some(n) = block_name(self, z.addr.block) {
-                    self.ram.per_block.entry(n).or_default().zero += 1;
+                if let Some(c) = self.ram.block_counts(z.addr.block) {
+                    c.zero += 1;
                 }
             }
             Event::Xbzrle(x) => {
                 self.ram.records.xbzrle += 1;
                 self.ram.xbzrle_bytes += x.delta.len() as u64;
                 self.ram.records.continued += x.continued as u64;
-                if let Some(n) = block_name(self, x.addr.block) {
-                    self.ram.per_block.entry(n).or_default().xbzrle += 1;
+                if let Some(c) = self.ram.block_counts(x.addr.block) {
+                    c.xbzrle += 1;
                 }
             }
             Event::Eos(_) => self.ram.records.eos += 1,

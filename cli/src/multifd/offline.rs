@@ -17,7 +17,7 @@ use super::recording::{channel_files, read_channel};
 struct Channel {
     id: u8,
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: crate::input::StreamBytes,
     pos: usize,
     loader: ChannelLoader,
     done: bool,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ramstream_spec::multifd::RECORDING_CHANNEL_SUFFIX;
 
+use crate::input::{read_stream, StreamBytes, ZSTD_MAGIC};
+
 /// `F.multifd-<id>`: where a recording `F` keeps channel `id`.
 pub fn channel_path(main: &Path, id: u8) -> PathBuf {
     let mut name = main.as_os_str().to_owned();
@@ -23,12 +25,14 @@ pub fn channel_files(main: &Path) -> Vec<(u8, PathBuf)> {
         .collect()
 }
 
-/// Reads a channel file, decompressing it if it is zstd (as the vectors keep them).
-pub fn read_channel(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return zstd::stream::decode_all(&raw[..])
-            .with_context(|| format!("cannot decompress {}", path.display()));
+/// Reads a channel file: mapped like a stream file ([`read_stream`]), or decompressed when
+/// it is zstd (as the vectors keep them).
+pub fn read_channel(path: &Path) -> Result<StreamBytes> {
+    let raw = read_stream(path)?;
+    if raw.starts_with(&ZSTD_MAGIC) {
+        let out = zstd::stream::decode_all(&raw[..])
+            .with_context(|| format!("cannot decompress {}", path.display()))?;
+        return Ok(StreamBytes::Owned(out));
     }
     Ok(raw)
 }

@@ -22,7 +22,7 @@ use super::recording::{channel_files, channel_path, read_channel};
 struct ChannelFile {
     id: u8,
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: crate::input::StreamBytes,
 }
 
 /// A recording's channel files, read beside its main stream.
@@ -160,6 +160,10 @@ impl Recording {
         for c in cursors.iter_mut().flatten() {
             c.run(None, &mut visit)?;
         }
+        // A channel file written to while it was read may have mixed old and new bytes.
+        for c in &self.channels {
+            c.bytes.check_unchanged()?;
+        }
         Ok(())
     }
 }
@@ -173,7 +177,7 @@ fn decode<'a>(
     uuid: Option<[u8; 16]>,
 ) -> Result<(Cursor<'a>, Option<[u8; 16]>)> {
     let events =
-        decode_channel(&c.bytes, opts, table).with_context(|| c.path.display().to_string())?;
+        decode_channel(&c.bytes[..], opts, table).with_context(|| c.path.display().to_string())?;
     let name = || format!("{}: multifd channel {}", c.path.display(), c.id);
     match events.first() {
         Some((_, ChannelEvent::Init(init))) if init.id != c.id => bail!(

@@ -100,10 +100,18 @@ impl ChannelTap {
         }
     }
 
-    /// Takes the next bytes of the channel and decodes what it can.
+    /// Takes the next bytes of the channel and decodes what it can. With nothing left over
+    /// from earlier bytes, it decodes `bytes` where they are and keeps only an unfinished
+    /// packet's bytes: a whole recorded channel is never copied.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ramstream_codec::Error> {
-        self.pending.extend_from_slice(bytes);
-        self.decode()
+        if !self.pending.is_empty() || !self.make_decoder() {
+            self.pending.extend_from_slice(bytes);
+            return self.decode();
+        }
+        let dec = self.decoder.as_mut().expect("made above");
+        let (used, r) = decode_into(dec, &mut self.counts, &self.facts, bytes);
+        self.pending.extend_from_slice(&bytes[used..]);
+        r
     }
 
     /// The channel ended: what is left must be whole packets. With the main stream's blocks
@@ -128,10 +136,11 @@ impl ChannelTap {
         self.decode()
     }
 
-    fn decode(&mut self) -> Result<(), ramstream_codec::Error> {
+    /// Makes the decoder once the main stream's blocks are known; whether there is one.
+    fn make_decoder(&mut self) -> bool {
         if self.decoder.is_none() {
             let Some((page_bits, table, limits)) = self.facts.blocks() else {
-                return Ok(());
+                return false;
             };
             let mut d = ChannelDecoder::new(
                 ChannelOptions::default()
@@ -141,36 +150,149 @@ impl ChannelTap {
             d.set_blocks(table);
             self.decoder = Some(d);
         }
+        true
+    }
+
+    fn decode(&mut self) -> Result<(), ramstream_codec::Error> {
+        if !self.make_decoder() {
+            return Ok(());
+        }
         let dec = self.decoder.as_mut().expect("made above");
         if self.finished {
             dec.finish();
         }
-        let mut pos = 0;
-        let r = loop {
-            match dec.decode(&self.pending[pos..]) {
-                Err(e) => break Err(e),
-                Ok(ChannelStatus::Event { event, consumed }) => {
-                    pos += consumed;
-                    self.counts.bytes += consumed as u64;
-                    match event {
-                        ChannelEvent::Init(init) => {
-                            self.counts.id = Some(init.id);
-                            self.counts.uuid = Some(hex::encode(init.uuid));
-                            if let Err(e) = self.facts.admit(&init) {
-                                break Err(e);
-                            }
+        let (used, r) = decode_into(dec, &mut self.counts, &self.facts, &self.pending);
+        self.pending.drain(..used);
+        r
+    }
+}
+
+/// Decodes the events at the front of `input` into `counts`, until the decoder needs more
+/// bytes or fails; how many bytes it used, and the error that stopped it.
+fn decode_into(
+    dec: &mut ChannelDecoder,
+    counts: &mut ChannelCounts,
+    facts: &MainFacts,
+    input: &[u8],
+) -> (usize, Result<(), ramstream_codec::Error>) {
+    let mut pos = 0;
+    let r = loop {
+        match dec.decode(&input[pos..]) {
+            Err(e) => break Err(e),
+            Ok(ChannelStatus::Event { event, consumed }) => {
+                pos += consumed;
+                counts.bytes += consumed as u64;
+                match event {
+                    ChannelEvent::Init(init) => {
+                        counts.id = Some(init.id);
+                        counts.uuid = Some(hex::encode(init.uuid));
+                        if let Err(e) = facts.admit(&init) {
+                            break Err(e);
                         }
-                        ChannelEvent::Packet(_) => self.counts.packets += 1,
-                        ChannelEvent::Page { .. } => self.counts.pages += 1,
-                        ChannelEvent::Zero { .. } => self.counts.zero_pages += 1,
-                        ChannelEvent::Sync => self.counts.syncs += 1,
-                        ChannelEvent::PacketEnd => {}
+                    }
+                    ChannelEvent::Packet(_) => counts.packets += 1,
+                    ChannelEvent::Page { .. } => counts.pages += 1,
+                    ChannelEvent::Zero { .. } => counts.zero_pages += 1,
+                    ChannelEvent::Sync => counts.syncs += 1,
+                    ChannelEvent::PacketEnd => {}
+                }
+            }
+            Ok(_) => break Ok(()),
+        }
+    };
+    (pos, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ramstream_codec::{DecoderOptions, Event, Events};
+
+    fn vector(name: &str, file: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../conformance-vectors/vectors")
+            .join(name)
+            .join(file);
+        zstd::stream::decode_all(&std::fs::read(&path).unwrap()[..]).unwrap()
+    }
+
+    /// The facts of a vector's main stream: its first MEM_SIZE, page bits and uuid.
+    fn facts_of(main: &[u8]) -> Arc<MainFacts> {
+        let facts = MainFacts::new();
+        let mut events = Events::new(main, DecoderOptions::default());
+        while let Some(item) = events.next() {
+            match item.unwrap().1 {
+                Event::Configuration(c) => {
+                    if let Some(u) = c.uuid {
+                        facts.set_uuid(u);
                     }
                 }
-                Ok(_) => break Ok(()),
+                Event::MemSize(ms) => {
+                    let bits = events.decoder().page_bits();
+                    facts.set_blocks(bits, &ms.blocks, &Limits::default());
+                    break;
+                }
+                _ => {}
             }
-        };
-        self.pending.drain(..pos);
-        r
+        }
+        facts
+    }
+
+    #[test]
+    fn a_whole_channel_is_decoded_in_place_and_counts_as_fed_in_pieces() {
+        let name = "10.0-multifd-4";
+        let main = vector(name, "stream.bin.zst");
+        for id in 0..4 {
+            let chan = vector(name, &format!("channel-{id}.bin.zst"));
+            // Whole, as `inspect` feeds a recorded channel: nothing kept back.
+            let mut whole = ChannelTap::new(facts_of(&main));
+            whole.feed(&chan).unwrap();
+            assert!(whole.pending.is_empty(), "channel {id}");
+            whole.finish().unwrap();
+            // In pieces, as the proxy feeds what it reads: an unfinished packet waits.
+            let mut pieces = ChannelTap::new(facts_of(&main));
+            for part in chan.chunks(1000) {
+                pieces.feed(part).unwrap();
+                assert!(pieces.pending.len() < chan.len(), "channel {id}");
+            }
+            pieces.finish().unwrap();
+            let (a, b) = (&whole.counts, &pieces.counts);
+            assert_eq!(a.id, Some(id));
+            assert_eq!(a.bytes, chan.len() as u64, "channel {id}");
+            assert!(a.packets > 0 && a.syncs > 0, "channel {id}: {a:?}");
+            assert_eq!(
+                (
+                    a.id,
+                    &a.uuid,
+                    a.bytes,
+                    a.packets,
+                    a.pages,
+                    a.zero_pages,
+                    a.syncs
+                ),
+                (
+                    b.id,
+                    &b.uuid,
+                    b.bytes,
+                    b.packets,
+                    b.pages,
+                    b.zero_pages,
+                    b.syncs
+                ),
+                "channel {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_channel_cut_short_is_an_error_at_finish() {
+        let name = "10.0-multifd-4";
+        let main = vector(name, "stream.bin.zst");
+        let chan = vector(name, "channel-0.bin.zst");
+        let mut tap = ChannelTap::new(facts_of(&main));
+        tap.feed(&chan[..chan.len() - 3]).unwrap();
+        // The unfinished packet is kept, not the channel.
+        assert!(!tap.pending.is_empty() && tap.pending.len() < chan.len());
+        assert!(tap.finish().is_err());
     }
 }
