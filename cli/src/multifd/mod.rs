@@ -6,6 +6,7 @@
 //! points, a `MultifdSession` holds what the main stream and the channels share, and a
 //! `ChannelLoader` per channel writes its pages into the [`image::SharedImage`].
 
+pub mod binding;
 pub mod image;
 pub mod incoming;
 pub mod offline;

@@ -10,6 +10,7 @@ use ramstream_codec::{Event, Limits};
 use ramstream_migrate::multifd::{ChannelLoadEvent, ChannelLoader, MultifdSession, SyncPoints};
 use ramstream_migrate::ZeroPages;
 
+use super::binding::bind_from_main;
 use super::image::SharedImage;
 use super::receive::ChannelReport;
 use super::recording::{channel_files, read_channel};
@@ -65,24 +66,18 @@ impl OfflineChannels {
     /// Takes the main stream's next event (at `offset`, page bits `page_bits`) before it is
     /// applied; at a sync point, loads every channel up to its SYNC packet for it.
     pub fn observe(&mut self, event: &Event<'_>, offset: u64, page_bits: u32) -> Result<()> {
-        match event {
-            Event::Configuration(c) => {
-                if let Some(uuid) = c.uuid {
-                    self.session.set_migration_uuid(uuid);
-                }
-            }
-            Event::MemSize(ms) if !self.session.is_bound() => {
-                self.image.set_blocks(1 << page_bits, &ms.blocks);
-                self.session
-                    .bind_blocks(page_bits, &ms.blocks, self.limits.clone())
-                    .map_err(|e| anyhow!("at offset {offset:#x}: {e}"))?;
-            }
-            Event::Eof => {
-                self.session
-                    .main_ended()
-                    .map_err(|e| anyhow!("at offset {offset:#x} (EOF section): {e}"))?;
-            }
-            _ => {}
+        bind_from_main(
+            &self.session,
+            &self.image,
+            &self.limits,
+            event,
+            offset,
+            page_bits,
+        )?;
+        if let Event::Eof = event {
+            self.session
+                .main_ended()
+                .map_err(|e| anyhow!("at offset {offset:#x} (EOF section): {e}"))?;
         }
         let Some(k) = self.sync.observe(event) else {
             return Ok(());

@@ -16,6 +16,7 @@ use ramstream_migrate::multifd::{
 use ramstream_migrate::ZeroPages;
 use serde::Serialize;
 
+use super::binding::bind_from_main;
 use super::image::SharedImage;
 use super::incoming::{gather_channels, Conn};
 use super::recording::Tee;
@@ -112,24 +113,20 @@ impl MultifdReceive {
     /// applied: binds the channels' block table at MEM_SIZE, and at a sync point gathers
     /// the channels (the first time) and waits until every one reached it.
     pub fn observe(&mut self, event: &Event<'_>, offset: u64, page_bits: u32) -> Result<()> {
-        match event {
-            Event::Configuration(c) => {
-                if let Some(uuid) = c.uuid {
-                    self.session.set_migration_uuid(uuid);
-                }
-            }
-            Event::MemSize(ms) if !self.session.is_bound() => {
-                self.image.set_blocks(1 << page_bits, &ms.blocks);
-                self.session
-                    .bind_blocks(page_bits, &ms.blocks, self.limits.clone())
-                    .map_err(|e| anyhow!("at offset {offset:#x}: {e}"))?;
-            }
-            Event::Eof if self.channels.unwrap_or(0) > 0 => {
+        bind_from_main(
+            &self.session,
+            &self.image,
+            &self.limits,
+            event,
+            offset,
+            page_bits,
+        )?;
+        if let Event::Eof = event {
+            if self.channels.unwrap_or(0) > 0 {
                 self.session
                     .main_ended()
                     .map_err(|e| anyhow!("at offset {offset:#x} (EOF section): {e}"))?;
             }
-            _ => {}
         }
         let Some(k) = self.sync.observe(event) else {
             return Ok(());
