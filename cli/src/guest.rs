@@ -121,6 +121,12 @@ pub fn start_guest(a: &GuestArgs) -> Result<Vm> {
         vm.set_rate(1, 1_000_000)?;
         // Between its one page a second, the guest idles (its vCPU parked, no CPU).
         vm.set_idle(Duration::from_secs(1))?;
+        // The main-loop iteration in flight still writes at the old rate (a whole working
+        // set with --pages-per-loop as large): wait until the next one has started, so the
+        // migration does not begin while the guest is still writing.
+        let beat = vm.heartbeat()?;
+        vm.wait_heartbeat_past(beat, Duration::from_secs(60))
+            .context("waiting for the guest to take the quiesced rate")?;
     }
     if a.balloon_percent() > 0 {
         vm.balloon_inflate_percent(a.balloon_percent())
