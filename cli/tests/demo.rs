@@ -116,7 +116,16 @@ fn send_survives_a_receiver_that_hangs_up() {
             "--mem",
             "64M",
             "--warmup-ms",
-            "50",
+            "0",
+            // 16 MiB of written pages to send, far more than the socket buffers hold, so the
+            // hang-up is met in the bulk stage (untouched pages cost 9 bytes each).
+            "--quiesce",
+            "--working-set",
+            "4096",
+            "--pages-per-loop",
+            "4096",
+            "--delay-loops",
+            "0",
         ])
         .output()
         .expect("run ramstream send");
