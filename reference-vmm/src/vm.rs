@@ -394,7 +394,13 @@ impl Vm {
 
     /// Asks the guest to verify every page of its working set; waits for the result.
     pub fn self_check(&mut self) -> Result<SelfCheck> {
-        self.command("self-check", cmd::SELF_CHECK, 0, 0, DEFAULT_COMMAND_TIMEOUT)?;
+        self.self_check_within(DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// [`Vm::self_check`], waiting at most `timeout` for the guest's answer (the check walks
+    /// the working set: a large one under nested virtualisation outlasts the default).
+    pub fn self_check_within(&mut self, timeout: Duration) -> Result<SelfCheck> {
+        self.command("self-check", cmd::SELF_CHECK, 0, 0, timeout)?;
         let first_bad = self.param(param::CHECK_FIRST_BAD)?;
         Ok(SelfCheck {
             ok_pages: self.param(param::CHECK_OK)?,
@@ -405,14 +411,15 @@ impl Vm {
         })
     }
 
-    /// Proves the guest runs: waits for the heartbeat to advance, then runs the self-check.
+    /// Proves the guest runs: waits for the heartbeat to advance, then runs the self-check,
+    /// each for at most `timeout`.
     pub fn verify_guest(&mut self, timeout: Duration) -> Result<GuestVerification> {
         let before = self.heartbeat()?;
         let after = self.wait_heartbeat_past(before, timeout)?;
         Ok(GuestVerification {
             heartbeat_before: before,
             heartbeat_after: after,
-            check: self.self_check()?,
+            check: self.self_check_within(timeout)?,
         })
     }
 
