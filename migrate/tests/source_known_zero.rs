@@ -5,10 +5,10 @@
 mod source_support;
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ramstream_codec::DecoderOptions;
-use ramstream_migrate::SourceOptions;
+use ramstream_migrate::{RamBlockLayout, Source, SourceOptions, Transmit};
 use source_support::*;
 
 /// A guest with a few written and zeroed pages that dirties more at every sync.
@@ -73,4 +73,51 @@ fn never_backed_pages_are_sent_as_zero_without_being_read() {
         let (dest, _) = load(&skipped.stream, DecoderOptions::default());
         assert_same_memory(&knowing, &dest);
     }
+}
+
+/// Send polls of the bulk pass over one 128 MiB block with `written` runs of pages backed.
+fn bulk_polls(knowing: bool) -> (usize, Vec<u8>) {
+    let pages = 32_768u64;
+    let layout = vec![RamBlockLayout::new("pc.ram", pages * PAGE as u64)];
+    let mut g = ScriptedGuest::with_blocks(&layout, vec![]);
+    g.apply(&w(0, 0, 10, 1));
+    g.apply(&w(0, 20_000, 16, 2));
+    if knowing {
+        g = g.knowing_unbacked();
+    }
+    let mut source = Source::new(&layout, SourceOptions::default()).expect("source");
+    let (mut stream, mut syncs, mut bulk_sends) = (Vec::new(), 0, 0);
+    let now = Instant::now();
+    loop {
+        match source.poll_transmit(now, &g, &mut stream).expect("poll") {
+            Transmit::Send { bytes } => {
+                source.handle_sent(bytes);
+                if syncs == 1 {
+                    bulk_sends += 1;
+                }
+            }
+            Transmit::SyncDirty => {
+                syncs += 1;
+                source.sync_dirty(now, &mut g).expect("sync");
+            }
+            Transmit::StopGuest => {
+                g.stop();
+                source.handle_stopped(now, &mut devices()).expect("stop");
+            }
+            Transmit::Done => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (bulk_sends, stream)
+}
+
+#[test]
+fn a_run_of_never_backed_pages_goes_out_in_few_polls() {
+    let (reading, stream_reading) = bulk_polls(false);
+    let (knowing, stream_knowing) = bulk_polls(true);
+    assert_eq!(stream_knowing, stream_reading, "the same stream");
+    // Reading every page: one poll per 64 pages. Knowing: a poll per 8,192-page section
+    // of ZERO records, and one per group of 64 pages around the 26 backed ones.
+    assert!(reading >= 32_768 / 64, "{reading} polls reading every page");
+    assert!(knowing <= 4 + 2 * 2 + 2, "{knowing} polls knowing");
 }

@@ -55,8 +55,14 @@ impl Source {
     }
 
     /// With sha256-chunked (SPEC.md §13.7): hashes about one batch of stale chunks ahead,
-    /// so that at stop time few are left. Called once per poll of a round.
-    pub(super) fn digest_ahead<R: GuestRam + ?Sized>(&mut self, ram: &R) -> Result<(), Error> {
+    /// so that at stop time few are left: as many pages as the poll sent (`pages`; a
+    /// known-zero run of thousands costs no read) or [`CHUNK_PAGES_AHEAD`], whichever is
+    /// more. Called once per poll of a round.
+    pub(super) fn digest_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        pages: u64,
+    ) -> Result<(), Error> {
         if self.chunks.is_none() {
             return Ok(());
         }
@@ -65,7 +71,7 @@ impl Source {
             return Ok(());
         };
         let hashed = chunks
-            .hash_ahead(ram, CHUNK_PAGES_AHEAD)
+            .hash_ahead(ram, CHUNK_PAGES_AHEAD.max(pages))
             .map_err(|(addr, e)| self.read_error(addr.block, addr, e))?;
         if self.clock.stopped.is_some() {
             self.stats.digest_chunks_at_stop += hashed;

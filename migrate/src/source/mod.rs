@@ -18,13 +18,14 @@ mod stats;
 mod sync;
 mod transmit;
 mod vmm;
+mod zero_ahead;
 
 use std::time::Instant;
 
 use ramstream_codec::balloon::PageRun;
 use ramstream_codec::cache::{XbzrleCache, XbzrleCacheStats};
 use ramstream_codec::extension::digest::{DigestAlgorithm, DigestSection};
-use ramstream_codec::{Encoder, PageAddr, RamBlock};
+use ramstream_codec::{Encoder, RamBlock};
 use ramstream_spec::extension::digest::DIGEST_SHA256_LEN;
 
 use crate::device::OwnedDeviceBlob;
@@ -168,7 +169,6 @@ pub struct Source {
     round: Option<Round>,
     balloon: BalloonRuns,
     batch: Batch,
-    batch_pages: Vec<PageAddr>,
     meter: Meter,
     clock: Clock,
     stats: SendStats,
@@ -267,8 +267,7 @@ impl Source {
             carry: None,
             round: None,
             balloon: BalloonRuns::new(opts.balloon, layout.len()),
-            batch: Batch::new(ps),
-            batch_pages: Vec::with_capacity(round::BATCH),
+            batch: Batch::new(ps, &block_pages),
             meter: Meter::default(),
             clock: Clock::default(),
             stats,

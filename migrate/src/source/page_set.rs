@@ -130,6 +130,29 @@ impl PageSet {
     }
 }
 
+impl PageSet {
+    /// The first run of consecutive pages at or after `at`, at most `max` long (`max` > 0):
+    /// `(block, first page, pages)`. A run never crosses a block.
+    pub(crate) fn run_from(&self, at: (usize, u64), max: u64) -> Option<(usize, u64, u64)> {
+        let (block, first) = self.next_from(at)?;
+        let words = &self.words[block];
+        let mut len = 0u64;
+        let mut p = first;
+        while len < max {
+            let Some(&word) = words.get((p / 64) as usize) else {
+                break;
+            };
+            let ones = u64::from((word >> (p % 64)).trailing_ones()).min(64 - p % 64);
+            len += ones;
+            p += ones;
+            if ones == 0 || p % 64 != 0 {
+                break;
+            }
+        }
+        Some((block, first, len.min(max)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +190,38 @@ mod tests {
         assert_eq!(e.count(), 10, "(1, 2) is in both");
         e.clear();
         assert_eq!(e.next_from((0, 0)), None);
+    }
+
+    #[test]
+    fn runs_stop_at_gaps_block_ends_and_the_maximum() {
+        let mut s = PageSet::empty(&[300, 70]);
+        s.insert(0, 3..5);
+        s.insert(0, 60..200);
+        s.insert(0, 250..300);
+        s.insert(1, 0..70);
+        let mut runs = Vec::new();
+        let mut at = (0, 0);
+        while let Some((b, p, n)) = s.run_from(at, 100) {
+            runs.push((b, p, n));
+            at = (b, p + n);
+        }
+        assert_eq!(
+            runs,
+            [
+                (0, 3, 2),
+                (0, 60, 100),
+                (0, 160, 40),
+                (0, 250, 50),
+                (1, 0, 70)
+            ]
+        );
+        // Every page once, in order, as `next_from` walks them.
+        let pages: Vec<_> = runs
+            .iter()
+            .flat_map(|&(b, p, n)| (p..p + n).map(move |q| (b, q)))
+            .collect();
+        assert_eq!(pages, all(&s));
+        assert_eq!(s.run_from((0, 64), 1), Some((0, 64, 1)));
+        assert_eq!(s.run_from((1, 70), 5), None);
     }
 }

@@ -9,6 +9,7 @@ use ramstream_spec::config::capability;
 use ramstream_spec::ram::{SECTION_IDSTR, SECTION_INSTANCE_ID, SECTION_VERSION};
 use ramstream_spec::stream::SectionType;
 
+use super::batch::MAX_ZERO_RUN;
 use super::counted::Counted;
 use super::round::RoundKind;
 use super::{Source, Stage, Transmit, RAM_SECTION_ID};
@@ -96,12 +97,12 @@ impl Source {
             Stage::Stop => Ok(Step::Say(Transmit::StopGuest)),
             Stage::Round if self.multifd.is_some() => {
                 let step = self.multifd_round(now, out)?;
-                self.digest_ahead(ram)?;
+                self.digest_ahead(ram, 0)?;
                 Ok(step)
             }
             Stage::Round => {
                 let step = self.read_batch(now, ram, out)?;
-                self.digest_ahead(ram)?;
+                self.digest_ahead(ram, self.batch.visited())?;
                 Ok(step)
             }
             Stage::Complete => {
@@ -185,27 +186,41 @@ impl Source {
                 self.stats.balloon_records += self.balloon.announce(&mut self.enc, out)?;
             }
         }
-        let closes = round.next_batch(max_pages, self.opts.page_size, &mut self.batch_pages);
+        // Runs of pages until the page slots are full (pages known to be zero need none),
+        // the section ends, or the window's budget or `MAX_ZERO_RUN` pages are reached.
         let kind = round.kind;
-        let done = round.is_done();
-        let read = self.batch.fill(
-            ram,
-            &self.batch_pages,
-            &self.block_base,
-            self.cache.as_mut(),
-            kind == RoundKind::Final,
-            &mut self.stats,
-        );
-        if let Err((addr, e)) = read {
-            let idstr = self.blocks[addr.block].idstr.clone();
-            return Err(self
-                .error(ErrorKind::Guest {
-                    addr,
-                    source: Box::new(e),
-                })
-                .in_record(RecordKind::Page)
-                .in_block(idstr));
+        let mut left = max_pages.min(MAX_ZERO_RUN);
+        self.batch.clear();
+        while let Some(run) = round.peek_run(left).filter(|_| !self.batch.full()) {
+            let added = self.batch.add_run(
+                ram,
+                run,
+                &self.block_base,
+                self.cache.as_mut(),
+                kind == RoundKind::Final,
+                &mut self.stats,
+            );
+            let added = match added {
+                Ok(n) => n,
+                Err((addr, e)) => {
+                    let idstr = self.blocks[addr.block].idstr.clone();
+                    return Err(self
+                        .error(ErrorKind::Guest {
+                            addr,
+                            source: Box::new(e),
+                        })
+                        .in_record(RecordKind::Page)
+                        .in_block(idstr));
+                }
+            };
+            round.take(run.0, run.1, added);
+            left -= added;
+            if added < run.2 {
+                break;
+            }
         }
+        let closes = round.close_if_due();
+        let done = round.is_done();
         if done {
             self.end_round(now, kind);
         }

@@ -8,7 +8,8 @@ use super::page_set::PageSet;
 
 /// Pages per PART section at most.
 pub(crate) const PAGES_PER_PART: u64 = 8192;
-/// Pages read and encoded per poll at most.
+/// Pages read per poll at most (pages the memory knows to be zero are not read, and a
+/// poll may send more of them: `batch::MAX_ZERO_RUN`).
 pub(crate) const BATCH: usize = 64;
 
 /// Which round.
@@ -67,28 +68,27 @@ impl Round {
         }
     }
 
-    /// The next pages of the open section, at most [`BATCH`] and `max`, into `out` as the
-    /// addresses of pages of `page_size` bytes. Returns whether the section is full or the
-    /// round done after them (its EOS is due).
-    pub(crate) fn next_batch(
-        &mut self,
-        max: u64,
-        page_size: usize,
-        out: &mut Vec<PageAddr>,
-    ) -> bool {
-        out.clear();
-        let room = (PAGES_PER_PART - self.part_pages)
-            .min(BATCH as u64)
-            .min(max);
-        while (out.len() as u64) < room {
-            let Some((b, p)) = self.pages.next_from(self.cursor) else {
-                break;
-            };
-            out.push(PageAddr::of_page(b, p, page_size));
-            self.cursor = (b, p + 1);
+    /// The next run of consecutive pages of the open section (one block), at most `max`
+    /// and what the section has room for: `(block, first page, pages)`; `None` when the
+    /// round or the section has no page left. Taken with [`take`](Self::take).
+    pub(crate) fn peek_run(&self, max: u64) -> Option<(usize, u64, u64)> {
+        let room = (PAGES_PER_PART - self.part_pages).min(max);
+        if room == 0 {
+            return None;
         }
-        self.part_pages += out.len() as u64;
-        self.done += out.len() as u64;
+        self.pages.run_from(self.cursor, room)
+    }
+
+    /// The first `n` pages of the run [`peek_run`](Self::peek_run) gave from page `first`
+    /// of `block` were sent.
+    pub(crate) fn take(&mut self, block: usize, first: u64, n: u64) {
+        self.cursor = (block, first + n);
+        self.part_pages += n;
+        self.done += n;
+    }
+
+    /// Whether the section is full or the round done (its EOS is due); if so it is closed.
+    pub(crate) fn close_if_due(&mut self) -> bool {
         let closes = self.part_pages == PAGES_PER_PART || self.is_done();
         if closes {
             self.part_open = false;

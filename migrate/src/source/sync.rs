@@ -113,6 +113,7 @@ impl Source {
                 ..RoundStats::default()
             });
         }
+        self.batch.new_round();
         self.round = Some(round);
         self.clock.round_start = Some(now);
         self.clock.round_sent = self.meter.sent;
