@@ -264,12 +264,50 @@ def main():
                      m["cpu_ms"], ratio("total_ms"), ratio("downtime_ms"), ratio("bytes"),
                      ratio("cpu_ms")))
         print()
+    print_targets(a, med, results)
     for f in failures:
         print("- failed run: %s" % f)
     if a.balloon:
         print("Balloon rows: QEMU has no balloon without a guest driver, so their baseline is "
               "QEMU with the same touched memory and nothing ballooned (all other pages zero).")
 
+
+# Issue #15's targets, as (what, target, touched MiB, balloon %, the largest ratio that meets it).
+TARGETS = (
+    ("total, idle (0 MiB touched)", 0, 0, 0.2),
+    ("total, 16 MiB touched", 16, 0, 0.2),
+    ("total, 90 % ballooned, 16 MiB touched", 16, 90, 0.2),
+    ("total, 512 MiB touched", 512, 0, 1.0),
+)
+
+
+def print_targets(a, med, results):
+    """One line per issue #15 target and target: ramstream's median over QEMU 7.2's, met or not
+    (downtime: every row at most QEMU's)."""
+    print("### Targets (issue #15): ratio = ramstream / QEMU 7.2, medians of this run\n")
+    print("| target | what | ratio | needed | met |")
+    print("|---|---|---|---|---|")
+    for target in a.targets.split(","):
+        for what, t, balloon, limit in TARGETS:
+            mine = (target, t, balloon, "ramstream")
+            base = med.get((target, t, 0, "qemu-7.2"))
+            if not results.get(mine) or not base or not base["total_ms"]:
+                continue
+            r = med[mine]["total_ms"] / base["total_ms"]
+            print("| %s | %s | %.2f | <= %.2f | %s |"
+                  % (target, what, r, limit, "yes" if r <= limit else "NO"))
+        rows = [(c, m) for c, m in med.items()
+                if c[0] == target and c[3] == "ramstream" and results[c]]
+        worst = None
+        for c, m in rows:
+            base = med.get((target, c[1], 0, "qemu-7.2"))
+            if base and base["downtime_ms"]:
+                d = m["downtime_ms"] / base["downtime_ms"]
+                worst = d if worst is None else max(worst, d)
+        if worst is not None:
+            print("| %s | downtime, worst row | %.2f | <= 1.00 | %s |"
+                  % (target, worst, "yes" if worst <= 1.0 else "NO"))
+    print()
 
 if __name__ == "__main__":
     main()

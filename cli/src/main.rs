@@ -107,7 +107,8 @@ impl Command {
             Command::Receive(a) => a.json,
             Command::Demo(a) => a.json,
             Command::BenchMigrate(a) => a.json,
-            Command::Extract(_) | Command::Reencode(_) | Command::Pages(_) => false,
+            Command::Pages(a) => a.json,
+            Command::Extract(_) | Command::Reencode(_) => false,
         }
     }
 

@@ -37,6 +37,17 @@ impl Origin {
         }
     }
 
+    /// Where it came from, as JSON fields.
+    fn to_json(self) -> serde_json::Value {
+        match self {
+            Origin::Main(at) => serde_json::json!({ "source": "main", "offset": at }),
+            Origin::Channel { id, at, packet } => serde_json::json!({
+                "source": "channel", "channel": id, "offset": at, "packet_offset": packet,
+            }),
+            Origin::File(at) => serde_json::json!({ "source": "file", "offset": at }),
+        }
+    }
+
     fn describe(self) -> String {
         match self {
             Origin::Main(at) => format!("main      {at:#012x}"),
@@ -67,6 +78,8 @@ struct PageWrite {
     epoch: Option<u64>,
     kind: &'static str,
     detail: String,
+    /// The same detail as JSON fields (`fill`, `delta_bytes`).
+    detail_json: Option<(&'static str, u64)>,
     page: usize,
     /// The page after this write.
     after: Vec<u8>,
@@ -130,24 +143,27 @@ impl ChosenPages {
         content: Content<'_>,
     ) -> Result<()> {
         let buf = &mut self.pages[page];
-        let detail = match content {
+        let (detail, detail_json) = match content {
             Content::Data(d) => {
                 buf.copy_from_slice(d);
-                String::new()
+                (String::new(), None)
             }
             Content::Fill(f) => {
                 buf.fill(f);
-                format!("fill {f:#04x}")
+                (format!("fill {f:#04x}"), Some(("fill", u64::from(f))))
             }
             Content::ZeroPage => {
                 buf.fill(0);
-                String::new()
+                (String::new(), None)
             }
             Content::Delta(d) => {
                 xbzrle::decode(d, buf).with_context(|| {
                     format!("the XBZRLE record at {}", origin.describe().trim())
                 })?;
-                format!("{}-byte delta", d.len())
+                (
+                    format!("{}-byte delta", d.len()),
+                    Some(("delta_bytes", d.len() as u64)),
+                )
             }
         };
         self.writes.push(PageWrite {
@@ -155,6 +171,7 @@ impl ChosenPages {
             epoch,
             kind,
             detail,
+            detail_json,
             page,
             after: buf.clone(),
         });
@@ -216,6 +233,70 @@ impl ChosenPages {
             }
         }
         emit(&out);
+    }
+}
+
+impl ChosenPages {
+    /// The report as one JSON object (`ramstream pages --json`): per page its offset, its
+    /// writes (source, offset, epoch, kind, fill or delta size), the epochs whose copies
+    /// differ, and the page's bytes in hex as `extract` leaves it (`null` if never written:
+    /// `never` says why), with the other copies of an open last epoch.
+    pub fn to_json(&self, file: &str, never: &str) -> serde_json::Value {
+        let mut by_page: Vec<Vec<&PageWrite>> = vec![Vec::new(); self.pages.len()];
+        for w in &self.writes {
+            by_page[w.page].push(w);
+        }
+        let pages: Vec<serde_json::Value> = self
+            .pages
+            .iter()
+            .zip(by_page)
+            .enumerate()
+            .map(|(i, (page, mine))| {
+                let index = self.first + i as u64;
+                let records: Vec<serde_json::Value> = mine
+                    .iter()
+                    .map(|w| {
+                        let mut r = w.origin.to_json();
+                        r["kind"] = w.kind.into();
+                        if let Some(e) = w.epoch {
+                            r["epoch"] = e.into();
+                        }
+                        if let Some((k, v)) = w.detail_json {
+                            r[k] = v.into();
+                        }
+                        r
+                    })
+                    .collect();
+                let open = differing_copies(&mine);
+                let last_epoch = mine.last().and_then(|w| w.epoch);
+                let others: Vec<serde_json::Value> = open
+                    .iter()
+                    .filter(|(e, _)| Some(*e) == last_epoch)
+                    .flat_map(|(_, ws)| ws)
+                    .filter(|w| w.after != *page)
+                    .map(|w| {
+                        let mut o = w.origin.to_json();
+                        o["data"] = hex::encode(&w.after).into();
+                        o
+                    })
+                    .collect();
+                serde_json::json!({
+                    "page": index,
+                    "offset": index * self.page_size as u64,
+                    "records": records,
+                    "differing_epochs": open.iter().map(|(e, _)| *e).collect::<Vec<_>>(),
+                    "data": (!mine.is_empty()).then(|| hex::encode(page)),
+                    "never": mine.is_empty().then_some(never),
+                    "other_copies": others,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "file": file,
+            "block": self.block,
+            "page_size": self.page_size,
+            "pages": pages,
+        })
     }
 }
 

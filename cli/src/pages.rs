@@ -34,6 +34,10 @@ pub struct PagesArgs {
     /// How many pages to show.
     #[arg(long, default_value_t = 1, value_parser = parse_number)]
     pub count: u64,
+    /// Print one JSON object (the pages, their records, their bytes in hex) instead of
+    /// text; an error is then a JSON object too.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -99,7 +103,11 @@ pub fn run(a: &PagesArgs) -> Result<()> {
     } else {
         "never sent: the destination keeps what it had (zeros on a fresh one)"
     };
-    chosen.report(never, |s| print!("{s}"));
+    if a.json {
+        println!("{}", chosen.to_json(&where_, never));
+    } else {
+        chosen.report(never, |s| print!("{s}"));
+    }
     Ok(())
 }
 

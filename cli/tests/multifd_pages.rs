@@ -261,6 +261,46 @@ fn two_different_copies_in_one_epoch_are_both_listed() {
     let image = std::fs::read(x.join("pc.ram.ram")).unwrap();
     let at = (page * PAGE) as usize;
     assert_eq!(p.bytes, image[at..at + PAGE as usize]);
+    // `--json` says the same: channel records with their epoch, the open epoch, the bytes
+    // extract writes, and the other copy when the open epoch is the page's last.
+    let out = run(&[
+        "pages".as_ref(),
+        f.as_os_str(),
+        "--block".as_ref(),
+        "pc.ram".as_ref(),
+        "--offset".as_ref(),
+        offset.as_ref(),
+        "--json".as_ref(),
+    ]);
+    let j: Value = serde_json::from_str(&out).unwrap();
+    let jp = &j["pages"][0];
+    let e: u64 = epoch.parse().unwrap();
+    assert!(
+        jp["differing_epochs"]
+            .as_array()
+            .unwrap()
+            .contains(&e.into()),
+        "{jp}"
+    );
+    let channel_records = jp["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "channel" && r["epoch"] == e)
+        .count();
+    assert_eq!(channel_records, in_epoch, "{jp}");
+    assert_eq!(
+        hex::decode(jp["data"].as_str().unwrap()).unwrap(),
+        image[at..at + PAGE as usize]
+    );
+    let last_epoch = jp["records"].as_array().unwrap().last().unwrap()["epoch"].clone();
+    let others = jp["other_copies"].as_array().unwrap();
+    if last_epoch == e {
+        assert_eq!(others.len(), 1, "{jp}");
+        assert_ne!(others[0]["data"], jp["data"]);
+    } else {
+        assert!(others.is_empty(), "{jp}");
+    }
 }
 
 /// A mapped-ram file: a present page is listed at its file offset (the block's pages

@@ -178,3 +178,68 @@ fn a_closed_pipe_ends_the_output_quietly() {
         out.status
     );
 }
+
+#[test]
+fn json_gives_the_records_and_the_bytes_extract_rebuilds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("live-xbzrle", tmp.path());
+    let dir = tmp.path().join("x");
+    ok(&ramstream(&[
+        "extract".as_ref(),
+        s.as_os_str(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]));
+    let image = std::fs::read(dir.join("pc.ram.ram")).unwrap();
+    let args = |offset: &str, count: &str| {
+        ramstream(&[
+            "pages".as_ref(),
+            s.as_os_str(),
+            "--block".as_ref(),
+            "pc.ram".as_ref(),
+            "--offset".as_ref(),
+            offset.as_ref(),
+            "--count".as_ref(),
+            count.as_ref(),
+            "--json".as_ref(),
+        ])
+    };
+    let out = ok(&args("0x10000", "2"));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["block"], "pc.ram");
+    assert_eq!(r["page_size"], 4096);
+    let pages = r["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 2);
+    for (p, page) in pages.iter().zip(16u64..) {
+        assert_eq!(p["page"], page);
+        assert_eq!(p["offset"], page * 4096);
+        let records = p["records"].as_array().unwrap();
+        // Main-stream records in stream order, the XBZRLE ones with their delta size.
+        let offsets: Vec<u64> = records
+            .iter()
+            .map(|r| r["offset"].as_u64().unwrap())
+            .collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{records:?}");
+        assert!(records.iter().all(|r| r["source"] == "main"));
+        let x: Vec<_> = records.iter().filter(|r| r["kind"] == "XBZRLE").collect();
+        assert!(!x.is_empty(), "{records:?}");
+        assert!(x.iter().all(|r| r["delta_bytes"].as_u64().unwrap() > 0));
+        let data = hex::decode(p["data"].as_str().unwrap()).unwrap();
+        let base = page as usize * 4096;
+        assert_eq!(data, image[base..base + 4096], "page {page}");
+        assert!(p["never"].is_null());
+    }
+    // An error is a JSON object on stdout, naming the flag's value.
+    let bad = args("0x10000000000", "1");
+    assert!(!bad.status.success());
+    let e: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&bad.stdout).trim()).unwrap();
+    assert_eq!(e["status"], "failed");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("beyond block pc.ram"),
+        "{e}"
+    );
+}
