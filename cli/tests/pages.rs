@@ -15,18 +15,23 @@ fn stream_file(name: &str, dir: &Path) -> PathBuf {
     p
 }
 
-#[test]
-fn an_xbzrle_page_dumps_as_extract_rebuilds_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = stream_file("live-xbzrle", tmp.path());
-    let dir = tmp.path().join("x");
+/// `pc.ram` as `ramstream extract` rebuilds it from stream file `s` (into `dir`/x).
+fn extracted_pc_ram(s: &Path, dir: &Path) -> Vec<u8> {
+    let out = dir.join("x");
     ok(&ramstream(&[
         "extract".as_ref(),
         s.as_os_str(),
         "--out".as_ref(),
-        dir.as_os_str(),
+        out.as_os_str(),
     ]));
-    let image = std::fs::read(dir.join("pc.ram.ram")).unwrap();
+    std::fs::read(out.join("pc.ram.ram")).unwrap()
+}
+
+#[test]
+fn an_xbzrle_page_dumps_as_extract_rebuilds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = stream_file("live-xbzrle", tmp.path());
+    let image = extracted_pc_ram(&s, tmp.path());
     // Pages 16 and 17 of pc.ram got XBZRLE deltas in this recording.
     let out = ok(&ramstream(&[
         "pages".as_ref(),
@@ -183,14 +188,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
 fn json_gives_the_records_and_the_bytes_extract_rebuilds() {
     let tmp = tempfile::tempdir().unwrap();
     let s = stream_file("live-xbzrle", tmp.path());
-    let dir = tmp.path().join("x");
-    ok(&ramstream(&[
-        "extract".as_ref(),
-        s.as_os_str(),
-        "--out".as_ref(),
-        dir.as_os_str(),
-    ]));
-    let image = std::fs::read(dir.join("pc.ram.ram")).unwrap();
+    let image = extracted_pc_ram(&s, tmp.path());
     let args = |offset: &str, count: &str| {
         ramstream(&[
             "pages".as_ref(),
