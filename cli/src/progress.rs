@@ -58,6 +58,29 @@ impl Bytes {
     pub fn is_drawn(&self) -> bool {
         !self.bar.is_hidden()
     }
+
+    /// `inner`, moving this bar by every byte read through it: several readers (a multifd
+    /// migration's main stream and channels) may share one bar, which shows their sum.
+    pub fn reader<R>(&self, inner: R) -> Reading<R> {
+        Reading {
+            inner,
+            bar: self.bar.clone(),
+        }
+    }
+}
+
+/// A reader that moves a bar ([`Bytes::reader`]).
+pub struct Reading<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for Reading<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
 }
 
 impl Drop for Bytes {
@@ -100,5 +123,18 @@ mod tests {
         // Passed on at 1 049 000 and 2 098 000 only: at least a STEP apart.
         assert_eq!(b.shown, 2_098_000);
         assert_eq!(b.bar.position(), 2_098_000);
+    }
+
+    #[test]
+    fn readers_sharing_a_bar_move_it_by_their_sum() {
+        use std::io::Read;
+        let bar = Bytes::new("receiving", None, true);
+        let (a, b) = (vec![1u8; 3 << 20], vec![2u8; 5000]);
+        let (mut ra, mut rb) = (bar.reader(&a[..]), bar.reader(&b[..]));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        ra.read_to_end(&mut x).unwrap();
+        rb.read_to_end(&mut y).unwrap();
+        assert_eq!((x, y), (a.clone(), b.clone()));
+        assert_eq!(bar.bar.position(), (a.len() + b.len()) as u64);
     }
 }

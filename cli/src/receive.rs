@@ -21,7 +21,7 @@ use crate::failure::{Failure, Reported};
 use crate::guest::check_kvm;
 use crate::listen::ListenOptions;
 use crate::multifd::image::SharedImage;
-use crate::multifd::incoming::{accept_main, gather_channels, Conn};
+use crate::multifd::incoming::{accept_main, gather_channels};
 use crate::multifd::receive::{MultifdReceive, CONNECT_TIMEOUT};
 use crate::multifd::recording::channel_path;
 use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
@@ -103,10 +103,13 @@ fn into_guest(a: &ReceiveArgs) -> Result<()> {
         verify_timeout: std::time::Duration::from_secs(a.verify_timeout),
         ..Default::default()
     };
+    let bar = crate::progress::Bytes::new("receiving", None, json);
     let received = match multifd_channels {
-        None if matches!(listen, Addr::File(_)) => {
-            receive(listen.open_to_receive()?, KvmDestination::new, &opts)
-        }
+        None if matches!(listen, Addr::File(_)) => receive(
+            bar.reader(listen.open_to_receive()?),
+            KvmDestination::new,
+            &opts,
+        ),
         None => {
             let listener = net.bind(listen)?;
             let (conn, peer) = listener.accept()?;
@@ -115,7 +118,7 @@ fn into_guest(a: &ReceiveArgs) -> Result<()> {
                 let _ = std::fs::remove_file(p);
             }
             crate::side_channels::refuse_others(listener);
-            receive(conn, KvmDestination::new, &opts)
+            receive(bar.reader(conn), KvmDestination::new, &opts)
         }
         Some(n) => {
             if let Addr::File(_) = listen {
@@ -127,10 +130,19 @@ fn into_guest(a: &ReceiveArgs) -> Result<()> {
             let listener = net.bind(listen)?;
             let (main, early) = accept_main(&listener)?;
             let channels = gather_channels(&listener, early, Some(n), CONNECT_TIMEOUT)?;
-            let readers = channels.into_iter().map(Conn::into_reader).collect();
-            receive_multifd(main.into_reader(), readers, KvmDestination::new, &opts)
+            let readers = channels
+                .into_iter()
+                .map(|c| bar.reader(c.into_reader()))
+                .collect();
+            receive_multifd(
+                bar.reader(main.into_reader()),
+                readers,
+                KvmDestination::new,
+                &opts,
+            )
         }
     };
+    drop(bar);
     match received {
         Ok((_dest, report)) => {
             if json {
