@@ -13,7 +13,7 @@ use ramstream_spec::stream::SectionType;
 use super::counted::Counted;
 use super::{Phase, Source, Stage, Transmit, RAM_SECTION_ID};
 use crate::error::{Error, ErrorKind};
-use crate::GuestRam;
+use crate::{DigestDone, DigestWork, GuestRam};
 
 /// Pages of stale chunks hashed ahead per poll of a round: one batch's worth, so hashing
 /// keeps pace with sending (SPEC.md §13.7).
@@ -57,7 +57,7 @@ impl Source {
     /// With sha256-chunked (SPEC.md §13.7): hashes about one batch of stale chunks ahead,
     /// so that at stop time few are left. Called once per poll of a round.
     pub(super) fn digest_ahead<R: GuestRam + ?Sized>(&mut self, ram: &R) -> Result<(), Error> {
-        if self.chunks.is_none() {
+        if self.chunks.is_none() || self.digest_offloaded {
             return Ok(());
         }
         self.chunk_balloon();
@@ -71,6 +71,50 @@ impl Source {
             self.stats.digest_chunks_at_stop += hashed;
         }
         Ok(())
+    }
+
+    /// With sha256-chunked (SPEC.md §13.7): takes stale chunks of one block, about
+    /// `max_pages` pages (at least one chunk), for the caller to hash on a thread of its own
+    /// ([`DigestWork::run`] on memory shared with that thread) and hand back with
+    /// [`handle_digest_done`](Source::handle_digest_done). `None` when nothing is due, before
+    /// the setup sync and from the guest's stop on (the engine then hashes what is still
+    /// stale itself).
+    ///
+    /// The first call hands the running digest to the caller: from then on
+    /// [`poll_transmit`](Source::poll_transmit) no longer hashes ahead in line. A chunk taken
+    /// stays stale until its result is accepted, and a dirty page or balloon change handed
+    /// in after it was taken makes that result be dropped, so results lost, late or out of
+    /// order never make the digest wrong: at worst the chunk is hashed again at stop time.
+    pub fn take_digest_work(&mut self, max_pages: u64) -> Option<DigestWork> {
+        if self.chunks.is_none() {
+            return None;
+        }
+        self.digest_offloaded = true;
+        if !matches!(self.stage, Stage::Round | Stage::Sync) {
+            return None;
+        }
+        self.chunk_balloon();
+        let mut work = self.chunks.as_mut()?.take_work(max_pages)?;
+        work.idstr.clone_from(&self.blocks[work.block()].idstr);
+        work.offset = self.stats.produced;
+        Some(work)
+    }
+
+    /// Hands back the result of a [`DigestWork`] taken with
+    /// [`take_digest_work`](Source::take_digest_work): the digests of the chunks not dirtied
+    /// (nor their balloon changed) since are kept, the others dropped, their chunks staying
+    /// stale. Ignored once the digest section is written. Returns how many were kept.
+    pub fn handle_digest_done(&mut self, done: DigestDone) -> u64 {
+        if matches!(self.stage, Stage::Done | Stage::Failed) {
+            return 0;
+        }
+        let Some(chunks) = &mut self.chunks else {
+            return 0;
+        };
+        let a = chunks.accept(&done);
+        self.stats.digest_chunks_offloaded += a.kept;
+        self.stats.digest_chunks_dropped += a.dropped;
+        a.kept
     }
 
     /// The block digests from the chunk digests, the stale chunks hashed again: with the
