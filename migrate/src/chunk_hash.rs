@@ -16,6 +16,9 @@ const ZERO_WINDOW_PAGES: u64 = 1024;
 /// A failed read: the page and the guest's error.
 pub(crate) type ReadFailure<E> = (PageAddr, E);
 
+/// A chunk's digest (`None`: every page of it zero or ballooned) and the pages read for it.
+pub(crate) type ChunkHashed = (Option<[u8; DIGEST_SHA256_LEN]>, u64);
+
 /// Which pages of a span of one block the guest memory knows to be zero, asked once for
 /// the chunks hashed in one call (a page written after the answer is in a later dirty
 /// sync, which marks its chunk stale again, as for a page read).
@@ -73,7 +76,7 @@ pub(crate) fn hash_chunk<R: GuestRam + ?Sized>(
     ballooned: &[PageRun],
     zero: &mut ZeroWindow,
     buf: &mut [u8],
-) -> Result<(Option<[u8; DIGEST_SHA256_LEN]>, u64), ReadFailure<R::Error>> {
+) -> Result<ChunkHashed, ReadFailure<R::Error>> {
     let ChunkPlace {
         block,
         guest,

@@ -383,6 +383,11 @@ impl ChunkDigests {
         self.blocks.iter().map(|b| b.stale_count).sum()
     }
 
+    /// How many chunks are stale and not out in a [`DigestWork`].
+    pub(crate) fn due(&self) -> u64 {
+        self.blocks.iter().map(|b| b.due_count).sum()
+    }
+
     /// Hashes chunk `chunk` of `block` again; returns how many pages it read (not the
     /// ballooned ones, nor those the guest memory knows to be zero: a zero page adds
     /// nothing to a sparse digest).

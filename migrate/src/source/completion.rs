@@ -12,6 +12,7 @@ use ramstream_spec::stream::SectionType;
 
 use super::counted::Counted;
 use super::{Phase, Source, Stage, Transmit, RAM_SECTION_ID};
+use crate::digest_chunks::ChunkDigests;
 use crate::error::{Error, ErrorKind};
 use crate::{DigestDone, DigestWork, GuestRam};
 
@@ -57,20 +58,51 @@ impl Source {
     /// With sha256-chunked (SPEC.md §13.7): hashes about one batch of stale chunks ahead,
     /// so that at stop time few are left. Called once per poll of a round.
     pub(super) fn digest_ahead<R: GuestRam + ?Sized>(&mut self, ram: &R) -> Result<(), Error> {
-        if self.chunks.is_none() || self.digest_offloaded {
+        if self.digest_offloaded {
             return Ok(());
+        }
+        self.hash_chunks_ahead(ram, CHUNK_PAGES_AHEAD).map(drop)
+    }
+
+    /// Hashes stale chunks not out in a [`DigestWork`] until about `budget` pages were read.
+    fn hash_chunks_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        budget: u64,
+    ) -> Result<u64, Error> {
+        if self.chunks.is_none() {
+            return Ok(0);
         }
         self.chunk_balloon();
         let Some(chunks) = &mut self.chunks else {
-            return Ok(());
+            return Ok(0);
         };
         let hashed = chunks
-            .hash_ahead(ram, CHUNK_PAGES_AHEAD)
+            .hash_ahead(ram, budget)
             .map_err(|(addr, e)| self.read_error(addr.block, addr, e))?;
         if self.clock.stopped.is_some() {
             self.stats.digest_chunks_at_stop += hashed;
         }
-        Ok(())
+        Ok(hashed)
+    }
+
+    /// With sha256-chunked, for a caller that takes digest work
+    /// ([`take_digest_work`](Source::take_digest_work)): hashes stale chunks not out in a
+    /// work here and now, until about `max_pages` pages were read (pages known to be zero
+    /// are not read; a chunk counts one more), so that the caller's thread can share the
+    /// hashing when its worker is busy. Returns how many chunks it hashed; 0 outside a
+    /// round (before the setup sync, from the guest's stop on).
+    ///
+    /// Errors: [`ErrorKind::Guest`] for a failed read, naming the page and the block.
+    pub fn hash_digest_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        max_pages: u64,
+    ) -> Result<u64, Error> {
+        if !matches!(self.stage, Stage::Round | Stage::Sync) {
+            return Ok(0);
+        }
+        self.hash_chunks_ahead(ram, max_pages)
     }
 
     /// With sha256-chunked (SPEC.md §13.7): takes stale chunks of one block, about
@@ -86,9 +118,7 @@ impl Source {
     /// in after it was taken makes that result be dropped, so results lost, late or out of
     /// order never make the digest wrong: at worst the chunk is hashed again at stop time.
     pub fn take_digest_work(&mut self, max_pages: u64) -> Option<DigestWork> {
-        if self.chunks.is_none() {
-            return None;
-        }
+        self.chunks.as_ref()?;
         self.digest_offloaded = true;
         if !matches!(self.stage, Stage::Round | Stage::Sync) {
             return None;
@@ -98,6 +128,14 @@ impl Source {
         work.idstr.clone_from(&self.blocks[work.block()].idstr);
         work.offset = self.stats.produced;
         Some(work)
+    }
+
+    /// With sha256-chunked: how many chunks of the running digest are stale and not out in
+    /// a [`DigestWork`] (each of at most
+    /// [`DIGEST_CHUNK_PAGES`](ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES) pages),
+    /// counting the dirty pages handed in so far; 0 without it.
+    pub fn digest_chunks_due(&self) -> u64 {
+        self.chunks.as_ref().map_or(0, ChunkDigests::due)
     }
 
     /// Hands back the result of a [`DigestWork`] taken with

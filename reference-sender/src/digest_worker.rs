@@ -1,0 +1,130 @@
+//! The digest worker: one thread that hashes the engine's sha256-chunked digest (SPEC.md
+//! §13.7) while the main thread sends, so that the sending thread does not hash every page
+//! it sends a second time. The engine stays sans-IO: the main thread takes works out of it
+//! ([`Source::take_digest_work`]) between polls, the worker runs them on guest memory shared
+//! with it ([`SharedPages`]) and the main thread hands the results back
+//! ([`Source::handle_digest_done`]).
+//!
+//! ```text
+//!  main thread: take_digest_work ─► bounded queue ─► worker: DigestWork::run (read, sha256)
+//!       └◄── handle_digest_done ◄── results ◄──────────┘
+//! ```
+//!
+//! At most [`IN_FLIGHT`] works of about [`WORK_PAGES`] pages are out at once, so the worker
+//! neither falls far behind what was sent nor runs ahead unboundedly. A result of a chunk
+//! dirtied after its work was taken is dropped by the engine, which hashes whatever is still
+//! stale itself at stop time: the digest is the memory's at stop whatever the worker did.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use ramstream_migrate::{DigestDone, DigestWork, Source};
+
+use crate::error::SendErrorKind;
+use crate::multifd::SharedPages;
+
+/// Works out at once (queued or being hashed).
+pub const IN_FLIGHT: usize = 4;
+
+/// Pages of one work at most (whole chunks; pages known to be zero are not read).
+pub const WORK_PAGES: u64 = 1024;
+
+/// What the worker hands back for one work.
+type Outcome = Result<DigestDone, ramstream_migrate::Error>;
+
+/// The digest worker thread, as the main loop drives it.
+pub(crate) struct DigestWorker<'scope> {
+    works: SyncSender<DigestWork>,
+    results: Receiver<Outcome>,
+    in_flight: usize,
+    thread: ScopedJoinHandle<'scope, ()>,
+}
+
+impl<'scope> DigestWorker<'scope> {
+    /// Starts the thread in `scope`, reading guest memory through `ram`.
+    pub(crate) fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        ram: &'scope SharedPages,
+    ) -> Self {
+        let (works, queue) = mpsc::sync_channel::<DigestWork>(IN_FLIGHT);
+        let (done, results) = mpsc::sync_channel(IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("digest".into())
+            .spawn_scoped(scope, move || {
+                for work in queue {
+                    let failed = done.send(work.run(ram)).is_err();
+                    if failed {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the digest worker thread");
+        DigestWorker {
+            works,
+            results,
+            in_flight: 0,
+            thread,
+        }
+    }
+
+    /// Hands every result that arrived back to `source`, then tops the queue up with works
+    /// the source has due. Never waits.
+    pub(crate) fn serve(&mut self, source: &mut Source) -> Result<(), SendErrorKind> {
+        loop {
+            match self.results.try_recv() {
+                Ok(r) => self.handle(source, r)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Err(ended()),
+            }
+        }
+        while self.in_flight < IN_FLIGHT {
+            let Some(work) = source.take_digest_work(WORK_PAGES) else {
+                break;
+            };
+            self.works.send(work).map_err(|_| ended())?;
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether every work the worker can take is out: it is busy, and the caller's thread
+    /// may share the hashing ([`Source::hash_digest_ahead`]).
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight == IN_FLIGHT
+    }
+
+    /// Waits for every work out and hands its result back (the guest is stopped: what the
+    /// worker is hashing is still of use, and the engine hashes the rest itself).
+    pub(crate) fn drain(&mut self, source: &mut Source) -> Result<(), SendErrorKind> {
+        while self.in_flight > 0 {
+            let r = self.results.recv().map_err(|_| ended())?;
+            self.handle(source, r)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, source: &mut Source, r: Outcome) -> Result<(), SendErrorKind> {
+        self.in_flight -= 1;
+        source.handle_digest_done(r?);
+        Ok(())
+    }
+
+    /// Closes the queue and waits for the thread (results still out are dropped).
+    pub(crate) fn finish(self) -> Result<(), SendErrorKind> {
+        let DigestWorker {
+            works,
+            results,
+            thread,
+            ..
+        } = self;
+        drop(works);
+        drop(results);
+        thread
+            .join()
+            .map_err(|_| SendErrorKind::Config("the digest worker thread panicked".into()))
+    }
+}
+
+fn ended() -> SendErrorKind {
+    SendErrorKind::Config("the digest worker thread ended early".into())
+}
