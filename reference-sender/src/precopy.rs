@@ -357,7 +357,7 @@ fn run<G: GuestSource, W: Write>(
             d.serve(source)?;
             let p = source.progress();
             let due = source.digest_chunks_due() * DIGEST_CHUNK_PAGES;
-            if d.busy() && due > p.round_total - p.round_done {
+            if d.busy() && due > p.round_total.saturating_sub(p.round_done) {
                 // The worker is behind what is left to send: this thread hashes a share, so
                 // that little is left to hash once the guest is stopped.
                 source.hash_digest_ahead(&ram, SHARED_DIGEST_PAGES)?;
