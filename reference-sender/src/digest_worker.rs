@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use ramstream_migrate::{DigestDone, DigestWork, Source};
+use ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES;
 
 use crate::error::SendErrorKind;
 use crate::multifd::SharedPages;
@@ -26,8 +27,14 @@ use crate::multifd::SharedPages;
 /// Works out at once (queued or being hashed).
 pub const IN_FLIGHT: usize = 4;
 
-/// Pages of one work at most (whole chunks; pages known to be zero are not read).
+/// Pages of one work at first, and again after a work that read many of its pages (whole
+/// chunks).
 pub const WORK_PAGES: u64 = 1024;
+
+/// Pages of one work at most: after works that read few of their pages (chunks the memory
+/// knows to be zero cost no read), the next are twice as large, up to this, so that the
+/// worker is woken once per 64 MiB of untouched memory rather than once per 4 MiB.
+pub const MAX_WORK_PAGES: u64 = 16 * 1024;
 
 /// What the worker hands back for one work.
 type Outcome = Result<DigestDone, ramstream_migrate::Error>;
@@ -37,6 +44,8 @@ pub(crate) struct DigestWorker<'scope> {
     works: SyncSender<DigestWork>,
     results: Receiver<Outcome>,
     in_flight: usize,
+    /// Pages of the next work ([`WORK_PAGES`] to [`MAX_WORK_PAGES`]).
+    work_pages: u64,
     thread: ScopedJoinHandle<'scope, ()>,
 }
 
@@ -63,6 +72,7 @@ impl<'scope> DigestWorker<'scope> {
             works,
             results,
             in_flight: 0,
+            work_pages: WORK_PAGES,
             thread,
         }
     }
@@ -78,7 +88,7 @@ impl<'scope> DigestWorker<'scope> {
             }
         }
         while self.in_flight < IN_FLIGHT {
-            let Some(work) = source.take_digest_work(WORK_PAGES) else {
+            let Some(work) = source.take_digest_work(self.work_pages) else {
                 break;
             };
             self.works.send(work).map_err(|_| ended())?;
@@ -105,7 +115,9 @@ impl<'scope> DigestWorker<'scope> {
 
     fn handle(&mut self, source: &mut Source, r: Outcome) -> Result<(), SendErrorKind> {
         self.in_flight -= 1;
-        source.handle_digest_done(r?);
+        let done = r?;
+        self.work_pages = next_work_pages(self.work_pages, &done);
+        source.handle_digest_done(done);
         Ok(())
     }
 
@@ -122,6 +134,17 @@ impl<'scope> DigestWorker<'scope> {
         thread
             .join()
             .map_err(|_| SendErrorKind::Config("the digest worker thread panicked".into()))
+    }
+}
+
+/// The size of the next work after `done`: twice `pages` if it read under a quarter of the
+/// pages it spanned (up to [`MAX_WORK_PAGES`]), else [`WORK_PAGES`].
+fn next_work_pages(pages: u64, done: &DigestDone) -> u64 {
+    let spanned = done.chunks().count() as u64 * DIGEST_CHUNK_PAGES;
+    if done.pages_read() * 4 < spanned {
+        (pages * 2).min(MAX_WORK_PAGES)
+    } else {
+        WORK_PAGES
     }
 }
 
