@@ -14,12 +14,12 @@
 //! only the chunks written since.
 
 use ramstream_codec::balloon::PageRun;
-use ramstream_codec::extension::digest::{
-    chunk_count, chunk_pages, digest_chunk, merged_runs, ChunkedSha256,
-};
-use ramstream_codec::PageAddr;
+use ramstream_codec::extension::digest::{chunk_count, chunk_pages, merged_runs, ChunkedSha256};
 use ramstream_spec::extension::digest::{DIGEST_CHUNK_PAGES, DIGEST_SHA256_LEN};
 
+pub(crate) use crate::chunk_hash::ReadFailure;
+use crate::chunk_hash::{hash_chunk, ChunkPlace, ZeroWindow};
+use crate::digest_work::{DigestDone, DigestWork};
 use crate::GuestRam;
 
 /// One block's chunk digests.
@@ -30,17 +30,28 @@ struct BlockChunks {
     digests: Vec<Option<[u8; DIGEST_SHA256_LEN]>>,
     stale: Vec<bool>,
     stale_count: u64,
+    /// Each chunk's generation: bumped by every mark, so that a result of a
+    /// [`DigestWork`] taken before it is dropped.
+    generation: Vec<u64>,
+    /// Taken out in a [`DigestWork`] whose result has not come back, since the last mark.
+    out: Vec<bool>,
+    /// Chunks stale and not out.
+    due_count: u64,
     /// The balloon runs (merged) the digests were computed with.
     runs: Vec<PageRun>,
 }
 
 impl BlockChunks {
     fn mark(&mut self, chunk: u64) {
-        if let Some(s) = self.stale.get_mut(chunk as usize) {
-            if !*s {
-                *s = true;
+        let c = chunk as usize;
+        if let Some(s) = self.stale.get_mut(c) {
+            if !std::mem::replace(s, true) {
                 self.stale_count += 1;
+                self.due_count += 1;
+            } else if std::mem::replace(&mut self.out[c], false) {
+                self.due_count += 1;
             }
+            self.generation[c] += 1;
         }
     }
 
@@ -53,37 +64,39 @@ impl BlockChunks {
             self.mark(c);
         }
     }
-}
 
-/// Pages asked of [`GuestRam::known_zero_pages`] at once when a chunk is hashed.
-const ZERO_WINDOW_PAGES: u64 = 1024;
-
-/// Which pages of a span of one block the guest memory knows to be zero, asked once for
-/// the chunks hashed in one call (a page written after the answer is in a later dirty
-/// sync, which marks its chunk stale again, as for a page read).
-#[derive(Debug, Default)]
-struct ZeroWindow {
-    /// (block, first page) of the answer in `zero`; `None`: no answer held.
-    at: Option<(usize, u64)>,
-    zero: Vec<bool>,
-}
-
-impl ZeroWindow {
-    /// Whether it holds an answer for pages `start..end` of `block`.
-    fn covers(&self, block: usize, start: u64, end: u64) -> bool {
-        self.at.is_some_and(|(b, first)| {
-            b == block && first <= start && end <= first + self.zero.len() as u64
-        })
+    /// Chunk `c`'s digest is `d`, read since its last mark.
+    fn set(&mut self, c: usize, d: Option<[u8; DIGEST_SHA256_LEN]>) {
+        self.digests[c] = d;
+        let out = std::mem::replace(&mut self.out[c], false);
+        if std::mem::replace(&mut self.stale[c], false) {
+            self.stale_count -= 1;
+            if !out {
+                self.due_count -= 1;
+            }
+        }
     }
 
-    /// Whether page `p` of the block it holds is known zero.
-    fn is_zero(&self, p: u64) -> bool {
-        let first = self.at.map_or(0, |(_, f)| f);
-        self.zero
-            .get((p - first) as usize)
-            .copied()
-            .unwrap_or(false)
+    /// Chunk `c` (due) goes out in a work.
+    fn take(&mut self, c: usize) {
+        self.out[c] = true;
+        self.due_count -= 1;
     }
+
+    /// Whether chunk `c` is stale and not out in a work.
+    fn due(&self, c: usize) -> bool {
+        self.stale[c] && !self.out[c]
+    }
+}
+
+/// What [`ChunkDigests::accept`] did with a result's chunks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// Chunks whose digest was taken.
+    pub(crate) kept: u64,
+    /// Chunks marked since the work was taken (or not of these digests): dropped, still
+    /// stale.
+    pub(crate) dropped: u64,
 }
 
 /// The chunk digests of every block, and which of them are stale.
@@ -100,9 +113,6 @@ pub(crate) struct ChunkDigests {
     zero: ZeroWindow,
 }
 
-/// A failed read: the page and the guest's error.
-pub(crate) type ReadFailure<E> = (PageAddr, E);
-
 impl ChunkDigests {
     /// Every chunk stale: nothing hashed yet.
     pub(crate) fn new(block_pages: &[u64], page_size: usize) -> Self {
@@ -115,6 +125,9 @@ impl ChunkDigests {
                     digests: vec![None; n],
                     stale: vec![true; n],
                     stale_count: n as u64,
+                    generation: vec![0; n],
+                    out: vec![false; n],
+                    due_count: n as u64,
                     runs: Vec::new(),
                 }
             })
@@ -161,7 +174,7 @@ impl ChunkDigests {
         ballooned: &[PageRun],
     ) -> Result<[u8; DIGEST_SHA256_LEN], ReadFailure<R::Error>> {
         self.set_balloon(block, ballooned);
-        self.zero.at = None;
+        self.zero.clear();
         self.block_top(ram, block)
     }
 
@@ -236,41 +249,121 @@ impl ChunkDigests {
         }
     }
 
-    /// Hashes stale chunks, starting where the last call stopped, until about `budget` pages
-    /// were read (a chunk counts one more; pages known to be zero are not read); returns how
-    /// many chunks it hashed. Only after the setup sync.
-    pub(crate) fn hash_ahead<R: GuestRam + ?Sized>(
-        &mut self,
-        ram: &R,
-        budget: u64,
-    ) -> Result<u64, ReadFailure<R::Error>> {
-        self.zero.at = None;
-        let mut hashed = 0;
-        let mut looked = 0;
+    /// The next stale chunk not out in a work, from the cursor on (wrapping once); the
+    /// cursor is left on it.
+    fn next_due(&mut self) -> Option<(usize, u64)> {
         let total = self.blocks.len();
         let mut wrapped = false;
-        while looked < budget && self.blocks.iter().any(|b| b.stale_count > 0) {
+        if self.blocks.iter().all(|b| b.due_count == 0) {
+            return None;
+        }
+        loop {
             let (block, chunk) = self.cursor;
             if block >= total {
                 if wrapped {
-                    break;
+                    return None;
                 }
                 wrapped = true;
                 self.cursor = (0, 0);
                 continue;
             }
             let b = &self.blocks[block];
-            let next = (chunk as usize..b.stale.len()).find(|&c| b.stale[c]);
-            match next {
+            if b.due_count == 0 {
+                self.cursor = (block + 1, 0);
+                continue;
+            }
+            match (chunk as usize..b.stale.len()).find(|&c| b.due(c)) {
                 Some(c) => {
-                    looked += 1 + self.refresh(ram, block, c as u64)?;
-                    hashed += 1;
-                    self.cursor = (block, c as u64 + 1);
+                    self.cursor = (block, c as u64);
+                    return Some((block, c as u64));
                 }
                 None => self.cursor = (block + 1, 0),
             }
         }
+    }
+
+    /// Hashes stale chunks, starting where the last call stopped, until about `budget` pages
+    /// were read (a chunk counts one more; pages known to be zero are not read); returns how
+    /// many chunks it hashed. Chunks out in a [`DigestWork`] are left to it. Only after the
+    /// setup sync.
+    pub(crate) fn hash_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        budget: u64,
+    ) -> Result<u64, ReadFailure<R::Error>> {
+        self.zero.clear();
+        let mut hashed = 0;
+        let mut looked = 0;
+        while looked < budget {
+            let Some((block, c)) = self.next_due() else {
+                break;
+            };
+            looked += 1 + self.refresh(ram, block, c)?;
+            hashed += 1;
+            self.cursor = (block, c + 1);
+        }
         Ok(hashed)
+    }
+
+    /// Takes stale chunks (not out already) of one block, from where the last call stopped,
+    /// up to about `max_pages` pages (at least one chunk), out of line: they are marked out
+    /// until [`accept`](Self::accept) has their result or a mark makes them due again. The
+    /// work's `idstr` and `offset` are the caller's to fill. `None`: nothing is due.
+    pub(crate) fn take_work(&mut self, max_pages: u64) -> Option<DigestWork> {
+        let (block, first) = self.next_due()?;
+        let ps = self.page_size;
+        let b = &mut self.blocks[block];
+        let mut chunks = Vec::new();
+        let mut pages = 0;
+        let mut c = first as usize;
+        while c < b.stale.len() && (chunks.is_empty() || pages < max_pages) {
+            if b.due(c) {
+                b.take(c);
+                chunks.push((c as u64, b.generation[c]));
+                pages += chunk_pages(c as u64, b.pages).count() as u64;
+            }
+            c += 1;
+        }
+        self.cursor = (block, c as u64);
+        let span = chunk_pages(first, b.pages).start..chunk_pages(c as u64 - 1, b.pages).end;
+        let ballooned = b
+            .runs
+            .iter()
+            .filter(|r| r.start < span.end && span.start < r.end())
+            .copied()
+            .collect();
+        Some(DigestWork {
+            place: ChunkPlace {
+                block,
+                guest: self.read_block[block],
+                pages: b.pages,
+                page_size: ps,
+            },
+            chunks,
+            ballooned,
+            idstr: String::new(),
+            offset: 0,
+        })
+    }
+
+    /// Takes the digests of `done` whose chunk was not marked since its work was taken; the
+    /// others stay stale (and due again).
+    pub(crate) fn accept(&mut self, done: &DigestDone) -> Accepted {
+        let mut a = Accepted::default();
+        let Some(b) = self.blocks.get_mut(done.block) else {
+            a.dropped = done.chunks.len() as u64;
+            return a;
+        };
+        for &(chunk, generation, digest) in &done.chunks {
+            let c = chunk as usize;
+            if b.generation.get(c) == Some(&generation) {
+                b.set(c, digest);
+                a.kept += 1;
+            } else {
+                a.dropped += 1;
+            }
+        }
+        a
     }
 
     /// Every block's digest: the stale chunks hashed again, then the top level (SPEC.md
@@ -279,7 +372,7 @@ impl ChunkDigests {
         &mut self,
         ram: &R,
     ) -> Result<Vec<[u8; DIGEST_SHA256_LEN]>, ReadFailure<R::Error>> {
-        self.zero.at = None;
+        self.zero.clear();
         (0..self.blocks.len())
             .map(|block| self.block_top(ram, block))
             .collect()
@@ -288,6 +381,11 @@ impl ChunkDigests {
     /// How many chunks are stale.
     pub(crate) fn stale(&self) -> u64 {
         self.blocks.iter().map(|b| b.stale_count).sum()
+    }
+
+    /// How many chunks are stale and not out in a [`DigestWork`].
+    pub(crate) fn due(&self) -> u64 {
+        self.blocks.iter().map(|b| b.due_count).sum()
     }
 
     /// Hashes chunk `chunk` of `block` again; returns how many pages it read (not the
@@ -299,51 +397,15 @@ impl ChunkDigests {
         block: usize,
         chunk: u64,
     ) -> Result<u64, ReadFailure<R::Error>> {
-        let ps = self.page_size;
-        let guest = self.read_block[block];
-        let pages = self.blocks[block].pages;
-        let range = chunk_pages(chunk, pages);
-        debug_assert!(!range.is_empty());
-        if !self.zero.covers(block, range.start, range.end) {
-            let n = (pages - range.start).min(ZERO_WINDOW_PAGES) as usize;
-            self.zero.zero.resize(n, false);
-            let addr = PageAddr::of_page(guest, range.start, ps);
-            self.zero.at = None;
-            ram.known_zero_pages(addr, ps, &mut self.zero.zero)
-                .map_err(|e| (addr, e))?;
-            self.zero.at = Some((block, range.start));
-        }
         let b = &mut self.blocks[block];
-        let mut known: Vec<PageRun> = Vec::new();
-        for p in range.clone().filter(|&p| self.zero.is_zero(p)) {
-            match known.last_mut() {
-                Some(r) if r.end() == p => r.count += 1,
-                _ => known.push(PageRun::new(p, 1)),
-            }
-        }
-        let mut ballooned = b
-            .runs
-            .iter()
-            .filter(|r| r.start < range.end && range.start < r.end())
-            .peekable();
-        let skip = match (known.is_empty(), ballooned.peek().is_none()) {
-            (true, _) => std::borrow::Cow::Borrowed(&b.runs[..]),
-            (false, true) => std::borrow::Cow::Owned(known),
-            (false, false) => {
-                known.extend(ballooned.copied());
-                std::borrow::Cow::Owned(merged_runs(&known))
-            }
+        let place = ChunkPlace {
+            block,
+            guest: self.read_block[block],
+            pages: b.pages,
+            page_size: self.page_size,
         };
-        let mut read = 0;
-        let d = digest_chunk(chunk, pages, &skip, &mut self.buf, |p, buf| {
-            read += 1;
-            let addr = PageAddr::of_page(guest, p, ps);
-            ram.read_page(addr, buf).map_err(|e| (addr, e))
-        })?;
-        b.digests[chunk as usize] = d;
-        if std::mem::replace(&mut b.stale[chunk as usize], false) {
-            b.stale_count -= 1;
-        }
+        let (d, read) = hash_chunk(ram, place, chunk, &b.runs, &mut self.zero, &mut self.buf)?;
+        b.set(chunk as usize, d);
         Ok(read)
     }
 }
@@ -353,6 +415,7 @@ mod tests {
     use std::cell::RefCell;
 
     use ramstream_codec::extension::digest::chunked_block;
+    use ramstream_codec::PageAddr;
 
     use super::*;
     use crate::RamBlockLayout;
@@ -519,5 +582,129 @@ mod tests {
         assert_eq!(c.stale(), 1);
         assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
         assert_ne!(ram.want(&runs), ram.want(&[]));
+    }
+
+    /// Every work due, taken `max_pages` at a time.
+    fn take_all(c: &mut ChunkDigests, max_pages: u64) -> Vec<DigestWork> {
+        std::iter::from_fn(|| c.take_work(max_pages)).collect()
+    }
+
+    #[test]
+    fn a_result_taken_before_its_chunk_was_dirtied_is_dropped_and_the_digest_is_the_memorys() {
+        let ram = Ram::new(100);
+        for p in 0..100 {
+            ram.poke(p, p as u8 + 1);
+        }
+        let mut c = ChunkDigests::new(&[100], PAGE);
+        let works = take_all(&mut c, 32);
+        assert_eq!(works.len(), 4, "2 chunks a work, the last one short");
+        assert!(c.take_work(32).is_none(), "every chunk is out");
+        let done: Vec<DigestDone> = works.iter().map(|w| w.run(&ram).unwrap()).collect();
+        // Page 20 (chunk 1, in the first work) is written after the work read it.
+        ram.poke(20, 0xee);
+        c.mark_runs(0, &[PageRun::new(20, 1)]);
+        let kept: u64 = done.iter().map(|d| c.accept(d).kept).sum();
+        assert_eq!(kept, 7 - 1, "chunk 1's result is dropped");
+        assert_eq!(c.stale(), 1);
+        // Chunk 1 is due again, alone.
+        let again = take_all(&mut c, 32);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].chunks().collect::<Vec<_>>(), [1]);
+        *ram.reads.borrow_mut() = 0;
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+        assert_eq!(
+            *ram.reads.borrow(),
+            16,
+            "the one stale chunk read at the end"
+        );
+    }
+
+    #[test]
+    fn results_out_of_order_late_or_never_handed_back_give_the_memorys_digest() {
+        let ram = Ram::new(200).allocating_on_first_touch();
+        for p in (0..200).step_by(3) {
+            ram.poke(p, p as u8 ^ 0x5a);
+        }
+        let runs = [PageRun::new(40, 30)];
+        let mut c = ChunkDigests::new(&[200], PAGE);
+        c.set_balloon(0, &runs);
+        let works = take_all(&mut c, 16);
+        assert_eq!(works.len(), 13);
+        let mut done: Vec<DigestDone> = works.iter().map(|w| w.run(&ram).unwrap()).collect();
+        // Every third result is lost; the others come back backwards.
+        done.reverse();
+        for d in done.iter().step_by(3) {
+            c.accept(d);
+        }
+        // The balloon changes after the rest was hashed: its chunks' results are dropped.
+        c.set_balloon(0, &[]);
+        for d in done.iter().skip(1).step_by(3) {
+            c.accept(d);
+        }
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+        // A result handed back after the end changes nothing it should not.
+        for d in &done {
+            c.accept(d);
+        }
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+    }
+
+    #[test]
+    fn the_worker_path_and_the_in_line_path_give_the_same_digests_and_reads() {
+        let ram = Ram::new(2100).allocating_on_first_touch();
+        for p in [0u64, 15, 16, 999, 1023, 1024, 1500, 2099] {
+            ram.poke(p, p as u8 | 1);
+        }
+        let runs = [PageRun::new(1498, 4)];
+        let mut inline = ChunkDigests::new(&[2100], PAGE);
+        inline.set_balloon(0, &runs);
+        while inline.stale() > 0 {
+            inline.hash_ahead(&ram, 64).unwrap();
+        }
+        let inline_reads = std::mem::take(&mut *ram.reads.borrow_mut());
+        let mut worked = ChunkDigests::new(&[2100], PAGE);
+        worked.set_balloon(0, &runs);
+        let mut read = 0;
+        for w in take_all(&mut worked, 256) {
+            let d = w.run(&ram).unwrap();
+            read += d.pages_read();
+            assert_eq!(worked.accept(&d).dropped, 0);
+        }
+        assert_eq!(worked.stale(), 0);
+        assert_eq!(
+            read, inline_reads,
+            "known-zero and ballooned pages skipped alike"
+        );
+        assert_eq!(*ram.reads.borrow(), inline_reads);
+        *ram.reads.borrow_mut() = 0;
+        assert_eq!(worked.finish(&ram).unwrap(), inline.finish(&ram).unwrap());
+        assert_eq!(worked.finish(&ram).unwrap(), [ram.want(&runs)]);
+        assert_eq!(*ram.reads.borrow(), 0, "nothing left stale");
+    }
+
+    #[test]
+    fn a_chunk_out_in_a_work_is_left_to_it_by_the_in_line_hashing_but_not_by_finish() {
+        let ram = Ram::new(64);
+        ram.poke(5, 1);
+        let mut c = ChunkDigests::new(&[64], PAGE);
+        let w = c.take_work(1).unwrap();
+        assert_eq!(w.chunks().collect::<Vec<_>>(), [0]);
+        while c.hash_ahead(&ram, 64).unwrap() > 0 {}
+        assert_eq!(c.stale(), 1, "chunk 0 is out");
+        // Written again while out: due again, and the old result is dropped.
+        ram.poke(6, 2);
+        c.mark_runs(0, &[PageRun::new(6, 1)]);
+        let stale_result = w.run(&ram).unwrap();
+        ram.poke(7, 3);
+        c.mark_runs(0, &[PageRun::new(7, 1)]);
+        assert_eq!(c.accept(&stale_result).dropped, 1);
+        assert_eq!(c.finish(&ram).unwrap(), [ram.want(&[])]);
+    }
+
+    #[test]
+    fn a_work_is_send() {
+        fn send<T: Send + 'static>() {}
+        send::<DigestWork>();
+        send::<DigestDone>();
     }
 }

@@ -126,10 +126,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod chunk_hash;
 mod device;
 mod digest;
 mod digest_chunks;
 mod digest_report;
+mod digest_work;
 mod error;
 mod guest;
 #[cfg(feature = "io")]
@@ -144,6 +146,7 @@ pub mod vm_memory;
 pub use device::{DeviceBlob, OwnedDeviceBlob};
 pub use digest::{block_digest, block_digest_parallel, block_digest_with};
 pub use digest_report::{BlockDigestCheck, DigestError, DigestReport};
+pub use digest_work::{DigestDone, DigestWork};
 pub use error::{Error, ErrorKind, LayoutMismatch};
 pub use guest::{GuestRam, RamBlockLayout};
 pub use loader::{

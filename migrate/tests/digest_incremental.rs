@@ -253,3 +253,91 @@ fn the_running_digest_equals_the_digest_from_scratch_on_a_recorded_migration() {
         );
     }
 }
+
+/// Loads `stream` fed `step` bytes at a time; whenever the loader needs more input it takes
+/// every digest work due (`max_pages` pages each) and runs it on the loader's memory as it
+/// is then, handing the results back at once or (`late`) all together, newest first, just
+/// before the last feed. Returns the result, the loader and the results kept.
+fn load_with_digest_works(
+    stream: &[u8],
+    opts: LoaderOptions,
+    step: usize,
+    max_pages: u64,
+    late: bool,
+) -> (Result<(), Error>, Loader<VecRam>, u64) {
+    let mut loader = Loader::without_ram(opts);
+    let (mut pos, mut end, mut kept) = (0, 0, 0);
+    let mut pending: Vec<ramstream_migrate::DigestDone> = Vec::new();
+    let r = loop {
+        let p = match loader.handle(&stream[pos..end]) {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
+        pos += p.consumed;
+        match p.event {
+            Some(LoaderEvent::RamNeeded(blocks)) => {
+                loader.provide_ram(VecRam::new(&blocks)).unwrap();
+            }
+            Some(LoaderEvent::Done) => break Ok(()),
+            Some(_) => {}
+            None => {
+                while let Some(work) = loader.take_digest_work(max_pages) {
+                    let done = work.run(loader.ram().unwrap()).unwrap();
+                    if late {
+                        pending.push(done);
+                    } else {
+                        kept += loader.handle_digest_done(done);
+                    }
+                }
+                end = (end + step).min(stream.len());
+                if end == stream.len() {
+                    for done in std::mem::take(&mut pending).into_iter().rev() {
+                        kept += loader.handle_digest_done(done);
+                    }
+                    loader.finish();
+                }
+            }
+        }
+    };
+    (r, loader, kept)
+}
+
+#[test]
+fn digest_work_hashed_out_of_line_gives_the_digest_from_scratch() {
+    let (stream, sopts) = recorded_migration();
+    let lopts = LoaderOptions::default()
+        .with_digest(DigestPolicy::Require)
+        .with_decoder(decoder(&sopts));
+    let (r, scratch, _) = load_hashing(&stream, lopts.clone(), 4096, 0);
+    r.expect("from scratch");
+    let want = scratch.digest_report().expect("checked").clone();
+    for (step, max_pages, late) in [(512, 16, false), (4096, 64, true), (1 << 16, 1024, true)] {
+        let (r, worked, kept) =
+            load_with_digest_works(&stream, lopts.clone(), step, max_pages, late);
+        r.unwrap_or_else(|e| panic!("step {step} late {late}: {e}"));
+        assert!(kept > 0, "step {step} late {late}");
+        assert_eq!(
+            worked.digest_report(),
+            Some(&want),
+            "step {step} late {late}"
+        );
+    }
+}
+
+#[test]
+fn a_work_result_from_before_a_rewrite_is_dropped_and_the_wrong_digest_refused() {
+    // Page 5 is rewritten after a work read it, the result handed back late: dropped, so
+    // the check reads page 5 again and refuses the digest of the memory the work saw.
+    let stream = rewriting_stream(1, 2, &memory(1));
+    let (r, _, kept) = load_with_digest_works(&stream, opts(), 512, 64, true);
+    assert!(kept > 0);
+    let e = r.expect_err("memory differs from the digest");
+    assert!(
+        matches!(&e.kind, ErrorKind::Digest(DigestError::Mismatch(c)) if c.idstr == "pc.ram"),
+        "{e}"
+    );
+    let stream = rewriting_stream(1, 2, &memory(2));
+    let (r, loader, _) = load_with_digest_works(&stream, opts(), 512, 64, true);
+    r.expect("the final memory matches the digest");
+    assert_eq!(loader.stale_digest_chunks(), Some(0));
+}

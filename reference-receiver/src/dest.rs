@@ -3,6 +3,7 @@
 //! ([`KvmDestination`]). An in-memory fake for tests is `ramstream-test-support`'s
 //! `FakeDestination`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ramstream_codec::balloon::BalloonMap;
@@ -12,6 +13,8 @@ use ramstream_migrate::{DigestReport, GuestRam, Loader, PageRun, RamBlockLayout}
 use ramstream_reference_vmm::{MemoryLayout, VcpuState, Vm, VmState};
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use serde::{Deserialize, Serialize};
+
+pub use crate::digest_memory::DigestMemory;
 
 /// Proof that the destination guest runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +83,12 @@ pub trait Destination: GuestRam<Error = DestError> {
     fn verify(&mut self, timeout: Duration) -> Result<Verification, DestError>;
     /// Whether the guest was resumed.
     fn resumed(&self) -> bool;
+    /// The guest memory for a thread that hashes the running digest while the loader
+    /// writes (SPEC.md §13.7, the receive loop's digest worker); `None`, the default: the
+    /// loader hashes ahead on the loading thread.
+    fn digest_memory(&self) -> Option<DigestMemory> {
+        None
+    }
     /// Checks the digest section against this memory (SPEC.md §13.4), `ballooned` counted
     /// as zero. The default hashes on the calling thread; a destination whose memory may be
     /// read from several threads hashes the chunks of a sha256-chunked digest on all cores
@@ -187,6 +196,13 @@ impl GuestRam for KvmDestination {
 impl Destination for KvmDestination {
     fn memory_layout(&self) -> &MemoryLayout {
         self.vm.layout()
+    }
+
+    fn digest_memory(&self) -> Option<DigestMemory> {
+        Some(DigestMemory::new(
+            Arc::clone(self.vm.memory()),
+            self.blocks.clone(),
+        ))
     }
 
     fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {

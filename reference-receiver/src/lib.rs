@@ -34,6 +34,8 @@
 #![forbid(unsafe_code)]
 
 pub mod dest;
+mod digest_memory;
+mod digest_worker;
 mod error;
 mod options;
 mod restore;
@@ -50,7 +52,8 @@ use ramstream_reference_vmm::MemoryLayout;
 use ramstream_spec::extension::reference;
 use ramstream_spec::Dialect;
 
-pub use dest::{DestError, Destination, KvmDestination, Verification};
+pub use dest::{DestError, Destination, DigestMemory, KvmDestination, Verification};
+use digest_worker::DigestWorker;
 pub use error::{LayoutRefusal, RecvError, RecvErrorKind, VerifyError};
 pub use options::{ChannelReport, ReceiveOptions, ReceiveReport};
 use restore::DeviceSections;
@@ -65,15 +68,27 @@ pub fn receive<R: Read, D: Destination>(
     make: impl FnOnce(&MemoryLayout) -> Result<D, DestError>,
     opts: &ReceiveOptions,
 ) -> Result<(D, ReceiveReport), RecvError> {
+    // The destination's memory for the digest worker, once MEM_SIZE made it.
+    let memory: OnceLock<DigestMemory> = OnceLock::new();
+    let make = |layout: &MemoryLayout| {
+        let d = make(layout)?;
+        if let Some(m) = d.digest_memory() {
+            let _ = memory.set(m);
+        }
+        Ok(d)
+    };
     let mut rx = Receiver {
         loader: Loader::without_ram(loader_options(opts, Multifd::Off)),
         make: Some(make),
         sections: DeviceSections::default(),
         report: ReceiveReport::default(),
     };
-    let r = rx
-        .load(&mut input, opts)
-        .and_then(|eof| rx.finish(opts, eof));
+    let loaded = std::thread::scope(|scope| {
+        let mut worker = DigestWorker::new(scope, &memory);
+        let loaded = rx.load(&mut input, opts, Some(&mut worker));
+        loaded.and_then(|eof| worker.finish().map(|()| eof))
+    });
+    let r = loaded.and_then(|eof| rx.finish(opts, eof));
     let resumed = rx.loader.ram().is_some_and(Destination::resumed);
     let fail = |kind| RecvError {
         bytes_received: rx.report.bytes_received,
@@ -160,7 +175,7 @@ where
                 })
             })
             .collect();
-        let loaded = rx.load(&mut main, opts);
+        let loaded = rx.load(&mut main, opts, None);
         if loaded.is_err() {
             session.abort();
         }
@@ -280,14 +295,17 @@ struct Receiver<L, F> {
 
 impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, F> {
     /// Loads the stream from `input`; returns the instant it ended (EOF and after).
+    /// With a digest `worker`, the running digest is hashed on its thread while the input
+    /// is awaited (else on this one).
     fn load(
         &mut self,
         input: &mut impl Read,
         opts: &ReceiveOptions,
+        mut worker: Option<&mut DigestWorker<'_, '_>>,
     ) -> Result<Instant, RecvErrorKind> {
         let cap = opts.buffer_size.max(MIN_BUFFER);
         let mut reader = StreamReader::new(input, StreamBuffer::new(cap, cap));
-        let loaded = reader.run(|w| self.step(w));
+        let loaded = reader.run(|w| self.step(w, worker.as_deref_mut()));
         self.report.bytes_received = reader.buffer().bytes_read();
         self.report.max_buffered = reader.buffer().high_water();
         loaded.map_err(|stop| match stop {
@@ -315,8 +333,16 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
     }
 
     /// Loads what the window holds up to the next event, and acts on it.
-    fn step(&mut self, w: Window<'_>) -> Result<Step, Stop> {
+    fn step(
+        &mut self,
+        w: Window<'_>,
+        mut worker: Option<&mut DigestWorker<'_, '_>>,
+    ) -> Result<Step, Stop> {
         if w.ended {
+            if let Some(d) = worker.as_deref_mut() {
+                // The check at EOF is near: the works out are worth waiting for.
+                d.drain(&mut self.loader)?;
+            }
             self.loader.finish();
         }
         let p = self
@@ -333,10 +359,16 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
             None => {
                 // While the input is awaited: hash the chunks written so far (SPEC.md
                 // §13.7), so that the digest check at EOF reads only the chunks written
-                // since.
-                self.loader
-                    .hash_ahead(Loader::<L>::HASH_AHEAD_PAGES)
-                    .map_err(RecvErrorKind::Load)?;
+                // since; on the worker's thread, and on this one too while it is busy.
+                let offloaded = match worker {
+                    Some(d) => d.serve(&mut self.loader)? && !d.busy(),
+                    None => false,
+                };
+                if !offloaded {
+                    self.loader
+                        .hash_ahead(Loader::<L>::HASH_AHEAD_PAGES)
+                        .map_err(RecvErrorKind::Load)?;
+                }
                 Step::NeedMore(p.consumed)
             }
             Some(LoaderEvent::Done) => Step::Done(p.consumed),

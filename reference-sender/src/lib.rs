@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+mod digest_worker;
 pub mod error;
 pub mod multifd;
 pub mod precopy;

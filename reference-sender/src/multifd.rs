@@ -27,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ramstream_codec::{PageAddr, Vectored};
 use ramstream_migrate::{ChannelSender, GuestRam, PacketJob, PacketSent, RamBlockLayout, Source};
 
+use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
+
 use crate::error::{GuestError, SendErrorKind};
 use crate::source::PageReader;
 use crate::transport::Transport;
@@ -60,6 +62,20 @@ impl GuestRam for SharedPages {
 
     fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
         Err(GuestError::Other("a source guest is only read".into()))
+    }
+
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), GuestError> {
+        if page_size == PAGE_SIZE {
+            self.reader.known_zero_pages(addr, zero)
+        } else {
+            zero.fill(false);
+            Ok(())
+        }
     }
 }
 

@@ -14,9 +14,11 @@ use ramstream_migrate::{
     GuestRam, MultifdSendOptions, OwnedDeviceBlob, RamBlockLayout, SendStats, Source,
     SourceOptions, Transmit,
 };
+use ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES;
 use ramstream_spec::extension::reference;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
+use crate::digest_worker::DigestWorker;
 use crate::error::{GuestError, Phase, SendError, SendErrorKind};
 use crate::multifd::{random_uuid, Channels, SharedPages};
 use crate::source::{GuestSource, StateBlobs};
@@ -238,19 +240,43 @@ pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
     let mut out = Transport::new(out);
     let mut times = Times::default();
     let channel_bytes = AtomicU64::new(0);
-    let mut drive_loop = |source: &mut Source, ch: Option<&mut Channels<'_>>, times: &mut Times| {
-        run(guest, &blocks, source, &mut out, ch, progress, times)
+    // sha256-chunked is hashed by a worker thread when the guest's memory can be read from
+    // one (SPEC.md §13.7); else by the engine in line.
+    let digest_pages = (source.options().digest
+        && source.options().digest_algorithm == DigestAlgorithm::Sha256Chunked)
+        .then(|| guest.page_reader())
+        .flatten()
+        .map(|reader| SharedPages::new(reader, blocks.clone()));
+    let mut drive_loop = |source: &mut Source, threads: Threads<'_, '_>, times: &mut Times| {
+        run(guest, &blocks, source, &mut out, threads, progress, times)
     };
-    let result = match (shared, channels) {
-        (Some(shared), Some(writers)) => std::thread::scope(|scope| {
-            let senders = source.channel_senders();
-            let mut ch = Channels::start(scope, senders, writers, &shared, &channel_bytes);
-            let r = drive_loop(&mut source, Some(&mut ch), &mut times);
-            let end = ch.finish(&mut source, r.is_ok());
-            r.and(end)
-        }),
-        _ => drive_loop(&mut source, None, &mut times),
-    };
+    let result = std::thread::scope(|scope| {
+        let mut digest = digest_pages
+            .as_ref()
+            .map(|ram| DigestWorker::start(scope, ram));
+        let r = match (&shared, channels) {
+            (Some(shared), Some(writers)) => {
+                let senders = source.channel_senders();
+                let mut ch = Channels::start(scope, senders, writers, shared, &channel_bytes);
+                let threads = Threads {
+                    channels: Some(&mut ch),
+                    digest: digest.as_mut(),
+                };
+                let r = drive_loop(&mut source, threads, &mut times);
+                let end = ch.finish(&mut source, r.is_ok());
+                r.and(end)
+            }
+            _ => {
+                let threads = Threads {
+                    channels: None,
+                    digest: digest.as_mut(),
+                };
+                drive_loop(&mut source, threads, &mut times)
+            }
+        };
+        let end = digest.map_or(Ok(()), DigestWorker::finish);
+        r.and(end)
+    });
     match result {
         Ok(()) => Ok(report(&source, &times)),
         Err(kind) => {
@@ -279,17 +305,32 @@ struct Times {
     cpu: Option<Duration>,
 }
 
+/// Pages of the sha256-chunked digest the main thread hashes per poll while the digest
+/// worker is behind (the engine's own pace when it hashes in line: one batch's worth).
+const SHARED_DIGEST_PAGES: u64 = 64;
+
+/// The threads beside the main loop: the multifd channels, the digest worker.
+struct Threads<'a, 'scope> {
+    channels: Option<&'a mut Channels<'scope>>,
+    digest: Option<&'a mut DigestWorker<'scope>>,
+}
+
 /// The loop: poll the engine, do what it says; with multifd, hand the channels their
-/// packets and take their reports.
+/// packets and take their reports; with a digest worker, hand it chunks to hash and the
+/// engine its results.
 fn run<G: GuestSource, W: Write>(
     guest: &mut G,
     blocks: &[RamBlockLayout],
     source: &mut Source,
     out: &mut Transport<W>,
-    mut channels: Option<&mut Channels<'_>>,
+    threads: Threads<'_, '_>,
     progress: &mut dyn FnMut(&Progress),
     times: &mut Times,
 ) -> Result<(), SendErrorKind> {
+    let Threads {
+        mut channels,
+        mut digest,
+    } = threads;
     let t0 = Instant::now();
     let cpu0 = crate::stats::process_cpu_time();
     let mut paused_at = None;
@@ -308,11 +349,21 @@ fn run<G: GuestSource, W: Write>(
         if let Some(ch) = channels.as_deref_mut() {
             ch.take_reports(source)?;
         }
-        let now = Instant::now();
         let ram = GuestPages {
             guest: &*guest,
             blocks,
         };
+        if let Some(d) = digest.as_deref_mut() {
+            d.serve(source)?;
+            let p = source.progress();
+            let due = source.digest_chunks_due() * DIGEST_CHUNK_PAGES;
+            if d.busy() && due > p.round_total.saturating_sub(p.round_done) {
+                // The worker is behind what is left to send: this thread hashes a share, so
+                // that little is left to hash once the guest is stopped.
+                source.hash_digest_ahead(&ram, SHARED_DIGEST_PAGES)?;
+            }
+        }
+        let now = Instant::now();
         let mut v = Vectored::default();
         match source.poll_transmit(now, &ram, &mut v)? {
             Transmit::Send { bytes } => {
@@ -333,10 +384,16 @@ fn run<G: GuestSource, W: Write>(
                 source.handle_sync(Instant::now())?;
             }
             Transmit::StopGuest => {
+                if let Some(d) = digest.as_deref_mut() {
+                    d.catch_up(source, &ram)?;
+                }
                 paused_at = Some(Instant::now());
                 guest.pause()?;
                 let mut devices = device_sections(guest.state_blobs()?)?;
                 source.handle_stopped(Instant::now(), &mut devices)?;
+                if let Some(d) = digest.as_deref_mut() {
+                    d.drain(source)?;
+                }
                 if source.options().digest_algorithm == DigestAlgorithm::Sha256Sparse {
                     // sha256-chunked is kept by the engine during the precopy (SPEC.md
                     // §13.7); sha256-sparse hashes all of RAM now, in parallel.
@@ -417,6 +474,9 @@ fn report(source: &Source, times: &Times) -> MigrationReport {
         setup_time_ms: ms(s.setup_time),
         downtime_ms: ms(times.downtime),
         digest_ms: ms(times.digest),
+        digest_chunks_at_stop: s.digest_chunks_at_stop,
+        digest_chunks_offloaded: s.digest_chunks_offloaded,
+        digest_chunks_dropped: s.digest_chunks_dropped,
         expected_downtime_ms: ms(s.expected_downtime),
         iterations: s.iterations,
         converged: s.converged,

@@ -131,12 +131,23 @@ fn unbacked_runs(
 pub trait PageReader: Send + Sync {
     /// Copies the page at `addr` into `dst` (one target page at a page-aligned offset).
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError>;
+
+    /// [`GuestSource::known_zero_pages`], from any thread. The default knows nothing.
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        let _ = addr;
+        zero.fill(false);
+        Ok(())
+    }
 }
 
 /// The reference VMM's guest memory, shared with its vCPU.
 impl PageReader for GuestMemory {
     fn read_page(&self, addr: PageAddr, dst: &mut [u8]) -> Result<(), GuestError> {
         Ok(GuestMemory::read_page(self, addr, dst)?)
+    }
+
+    fn known_zero_pages(&self, addr: PageAddr, zero: &mut [bool]) -> Result<(), GuestError> {
+        Ok(GuestMemory::known_zero_pages(self, addr, zero)?)
     }
 }
 

@@ -77,6 +77,12 @@ pub struct MigrationReport {
     pub downtime_ms: f64,
     /// Part of the downtime spent hashing RAM for the digest.
     pub digest_ms: f64,
+    /// sha256-chunked (SPEC.md §13.7): chunks hashed after the guest stopped.
+    pub digest_chunks_at_stop: u64,
+    /// sha256-chunked: chunk digests the digest worker thread computed that were kept.
+    pub digest_chunks_offloaded: u64,
+    /// sha256-chunked: chunk digests of the worker dropped (dirtied after it was handed out).
+    pub digest_chunks_dropped: u64,
     /// The expected downtime at the decision to stop.
     pub expected_downtime_ms: f64,
     /// Dirty iterations after the bulk stage.

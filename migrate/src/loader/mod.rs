@@ -22,6 +22,7 @@
 //!                                                   Done
 //! ```
 
+mod digest_work;
 mod event;
 mod layout;
 mod options;
@@ -518,23 +519,14 @@ impl<R: GuestRam> Loader<R> {
         if self.awaiting_ram || self.poisoned || budget == 0 {
             return Ok(0);
         }
-        let ps = self.opts.page_size;
-        let slot = self
-            .chunks
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        let chunks = slot.get_or_insert_with(|| {
-            let pages: Vec<u64> = blocks
-                .iter()
-                .map(|b| PageRun::of_block(b.used_length(), ps).count)
-                .collect();
-            ChunkDigests::new(&pages, ps).reading_blocks(&self.to_guest)
-        });
-        for block in 0..self.to_guest.len() {
-            chunks.mark_chunk_words(block, &self.written.take_touched(block));
-            let runs: Vec<PageRun> = self.balloon.runs(block).collect();
-            chunks.set_balloon(block, &runs);
-        }
+        let chunks = Self::running_chunks(
+            &mut self.chunks,
+            blocks,
+            &self.to_guest,
+            &self.written,
+            &self.balloon,
+            self.opts.page_size,
+        );
         chunks.hash_ahead(ram, budget).map_err(|(addr, source)| {
             let stream = self.to_guest.iter().position(|&g| g == addr.block);
             Error::new(

@@ -12,8 +12,9 @@ use ramstream_spec::stream::SectionType;
 
 use super::counted::Counted;
 use super::{Phase, Source, Stage, Transmit, RAM_SECTION_ID};
+use crate::digest_chunks::ChunkDigests;
 use crate::error::{Error, ErrorKind};
-use crate::GuestRam;
+use crate::{DigestDone, DigestWork, GuestRam};
 
 /// Pages of stale chunks hashed ahead per poll of a round: one batch's worth, so hashing
 /// keeps pace with sending (SPEC.md §13.7).
@@ -63,20 +64,107 @@ impl Source {
         ram: &R,
         pages: u64,
     ) -> Result<(), Error> {
-        if self.chunks.is_none() {
+        if self.digest_offloaded {
             return Ok(());
+        }
+        self.hash_chunks_ahead(ram, CHUNK_PAGES_AHEAD.max(pages))
+            .map(drop)
+    }
+
+    /// Hashes stale chunks not out in a [`DigestWork`] until about `budget` pages were read.
+    fn hash_chunks_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        budget: u64,
+    ) -> Result<u64, Error> {
+        if self.chunks.is_none() {
+            return Ok(0);
         }
         self.chunk_balloon();
         let Some(chunks) = &mut self.chunks else {
-            return Ok(());
+            return Ok(0);
         };
         let hashed = chunks
-            .hash_ahead(ram, CHUNK_PAGES_AHEAD.max(pages))
+            .hash_ahead(ram, budget)
             .map_err(|(addr, e)| self.read_error(addr.block, addr, e))?;
         if self.clock.stopped.is_some() {
             self.stats.digest_chunks_at_stop += hashed;
         }
-        Ok(())
+        Ok(hashed)
+    }
+
+    /// With sha256-chunked, for a caller that takes digest work
+    /// ([`take_digest_work`](Source::take_digest_work)): hashes stale chunks not out in a
+    /// work here and now, until about `max_pages` pages were read (pages known to be zero
+    /// are not read; a chunk counts one more), so that the caller's thread can share the
+    /// hashing when its worker is busy, or catch the digest up once
+    /// [`Transmit::StopGuest`](crate::Transmit::StopGuest) came and before the guest is
+    /// stopped (what is hashed then is not hashed in the downtime). Returns how many chunks
+    /// it hashed; 0 before the setup sync and from [`handle_stopped`](Source::handle_stopped)
+    /// on.
+    ///
+    /// Errors: [`ErrorKind::Guest`] for a failed read, naming the page and the block.
+    pub fn hash_digest_ahead<R: GuestRam + ?Sized>(
+        &mut self,
+        ram: &R,
+        max_pages: u64,
+    ) -> Result<u64, Error> {
+        if !matches!(self.stage, Stage::Round | Stage::Sync | Stage::Stop) {
+            return Ok(0);
+        }
+        self.hash_chunks_ahead(ram, max_pages)
+    }
+
+    /// With sha256-chunked (SPEC.md §13.7): takes stale chunks of one block, about
+    /// `max_pages` pages (at least one chunk), for the caller to hash on a thread of its own
+    /// ([`DigestWork::run`] on memory shared with that thread) and hand back with
+    /// [`handle_digest_done`](Source::handle_digest_done). `None` when nothing is due, before
+    /// the setup sync and from [`handle_stopped`](Source::handle_stopped) on (the engine then
+    /// hashes what is still stale itself); between
+    /// [`Transmit::StopGuest`](crate::Transmit::StopGuest) and the stop a caller may still
+    /// take work to catch the digest up before the downtime.
+    ///
+    /// The first call hands the running digest to the caller: from then on
+    /// [`poll_transmit`](Source::poll_transmit) no longer hashes ahead in line. A chunk taken
+    /// stays stale until its result is accepted, and a dirty page or balloon change handed
+    /// in after it was taken makes that result be dropped, so results lost, late or out of
+    /// order never make the digest wrong: at worst the chunk is hashed again at stop time.
+    pub fn take_digest_work(&mut self, max_pages: u64) -> Option<DigestWork> {
+        self.chunks.as_ref()?;
+        self.digest_offloaded = true;
+        if !matches!(self.stage, Stage::Round | Stage::Sync | Stage::Stop) {
+            return None;
+        }
+        self.chunk_balloon();
+        let mut work = self.chunks.as_mut()?.take_work(max_pages)?;
+        work.idstr.clone_from(&self.blocks[work.block()].idstr);
+        work.offset = self.stats.produced;
+        Some(work)
+    }
+
+    /// With sha256-chunked: how many chunks of the running digest are stale and not out in
+    /// a [`DigestWork`] (each of at most
+    /// [`DIGEST_CHUNK_PAGES`](ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES) pages),
+    /// counting the dirty pages handed in so far; 0 without it.
+    pub fn digest_chunks_due(&self) -> u64 {
+        self.chunks.as_ref().map_or(0, ChunkDigests::due)
+    }
+
+    /// Hands back the result of a [`DigestWork`] taken with
+    /// [`take_digest_work`](Source::take_digest_work): the digests of the chunks not dirtied
+    /// (nor their balloon changed) since are kept, the others dropped, their chunks staying
+    /// stale. Ignored once the digest section is written. Returns how many were kept.
+    pub fn handle_digest_done(&mut self, done: DigestDone) -> u64 {
+        if matches!(self.stage, Stage::Done | Stage::Failed) {
+            return 0;
+        }
+        let Some(chunks) = &mut self.chunks else {
+            return 0;
+        };
+        let a = chunks.accept(&done);
+        self.stats.digest_chunks_offloaded += a.kept;
+        self.stats.digest_chunks_dropped += a.dropped;
+        a.kept
     }
 
     /// The block digests from the chunk digests, the stale chunks hashed again: with the

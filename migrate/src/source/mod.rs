@@ -178,6 +178,9 @@ pub struct Source {
     given_digests: Option<Vec<[u8; DIGEST_SHA256_LEN]>>,
     /// The running sha256-chunked digest (SPEC.md §13.7), with that algorithm.
     chunks: Option<ChunkDigests>,
+    /// The driver takes the chunk digests' work ([`Source::take_digest_work`]): the polls
+    /// no longer hash ahead in line.
+    digest_offloaded: bool,
     digest: Option<DigestSection>,
     digest_body: Vec<u8>,
     /// With multifd: who gets the next packet, the jobs out (SPEC.md §14).
@@ -276,6 +279,7 @@ impl Source {
             given_digests: None,
             chunks: (opts.digest && opts.digest_algorithm == DigestAlgorithm::Sha256Chunked)
                 .then(|| ChunkDigests::new(&block_pages, ps)),
+            digest_offloaded: false,
             digest: None,
             digest_body: Vec::new(),
             multifd,

@@ -66,6 +66,12 @@ pub struct SendStats {
     /// sha256-chunked digest (SPEC.md §13.7): chunks hashed after the guest stopped (inside
     /// the downtime): those dirtied since they were last hashed.
     pub digest_chunks_at_stop: u64,
+    /// sha256-chunked: chunk digests a driver hashed out of line and handed back that were
+    /// kept ([`Source::handle_digest_done`](crate::Source::handle_digest_done)).
+    pub digest_chunks_offloaded: u64,
+    /// sha256-chunked: chunk digests handed back but dropped, their chunk dirtied (or its
+    /// balloon changed) after the work was taken.
+    pub digest_chunks_dropped: u64,
 }
 
 /// One round: the bulk pass (iteration 0) or a dirty iteration.
