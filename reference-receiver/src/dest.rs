@@ -186,6 +186,23 @@ impl GuestRam for KvmDestination {
         Ok(())
     }
 
+    /// Pages the host never backed (`/proc/self/pagemap`: neither present nor swapped out):
+    /// a fresh destination's pages a stream never wrote, or discarded ones. The digest check
+    /// then does not read (and fault in) them.
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), DestError> {
+        if page_size == PAGE_SIZE {
+            self.vm.memory().known_zero_pages(addr, zero)?;
+        } else {
+            zero.fill(false);
+        }
+        Ok(())
+    }
+
     /// Discards the pages (`MADV_DONTNEED`): they read as zero and give memory back.
     fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), DestError> {
         let run = whole_pages(addr, len)?;

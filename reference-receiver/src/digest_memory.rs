@@ -33,6 +33,21 @@ impl GuestRam for DigestMemory {
         self.mem.read_page(addr, buf)
     }
 
+    /// Pages the host never backed ([`GuestMemory::known_zero_pages`]): not read.
+    fn known_zero_pages(
+        &self,
+        addr: PageAddr,
+        page_size: usize,
+        zero: &mut [bool],
+    ) -> Result<(), Self::Error> {
+        if page_size == ramstream_spec::ram::TARGET_PAGE_SIZE_X86 {
+            self.mem.known_zero_pages(addr, zero)
+        } else {
+            zero.fill(false);
+            Ok(())
+        }
+    }
+
     /// Refused: the worker only reads.
     fn write_page(&self, addr: PageAddr, _: &[u8]) -> Result<(), Self::Error> {
         Err(ramstream_reference_vmm::Error::InvalidConfig(format!(
