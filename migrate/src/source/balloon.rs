@@ -17,6 +17,8 @@ pub(crate) struct BalloonRuns {
     current: Vec<Vec<PageRun>>,
     /// What the destination was last told, per block (`None`: nothing yet).
     announced: Vec<Option<Vec<PageRun>>>,
+    /// Bumped whenever the runs in force change.
+    version: u64,
 }
 
 /// Sorts `runs`, drops empty ones and merges touching or overlapping ones.
@@ -42,6 +44,7 @@ impl BalloonRuns {
             next: vec![Vec::new(); blocks],
             current: vec![Vec::new(); blocks],
             announced: vec![None; blocks],
+            version: 0,
         }
     }
 
@@ -60,7 +63,16 @@ impl BalloonRuns {
     /// Puts the runs handed in into force (at a sync: the round that follows is filtered
     /// and announced with them).
     pub(crate) fn apply(&mut self) {
-        self.current.clone_from(&self.next);
+        if self.current != self.next {
+            self.current.clone_from(&self.next);
+            self.version += 1;
+        }
+    }
+
+    /// Changes whenever the runs in force change (a caller holding a copy of them compares
+    /// this instead of the runs).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// The runs in force for `block`.

@@ -185,11 +185,16 @@ impl Source {
 
     /// The balloon in force, handed to the chunk digests (changed runs make chunks stale).
     fn chunk_balloon(&mut self) {
+        let version = self.balloon.version();
+        if self.chunk_balloon_version == Some(version) {
+            return;
+        }
         if let Some(chunks) = &mut self.chunks {
             for block in 0..self.blocks.len() {
                 chunks.set_balloon(block, self.balloon.runs(block));
             }
         }
+        self.chunk_balloon_version = Some(version);
     }
 
     /// A failed read of the digest, with its page and block.

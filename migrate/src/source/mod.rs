@@ -178,6 +178,8 @@ pub struct Source {
     given_digests: Option<Vec<[u8; DIGEST_SHA256_LEN]>>,
     /// The running sha256-chunked digest (SPEC.md §13.7), with that algorithm.
     chunks: Option<ChunkDigests>,
+    /// The balloon's [`version`](BalloonRuns::version) `chunks` last took.
+    chunk_balloon_version: Option<u64>,
     /// The driver takes the chunk digests' work ([`Source::take_digest_work`]): the polls
     /// no longer hash ahead in line.
     digest_offloaded: bool,
@@ -279,6 +281,7 @@ impl Source {
             given_digests: None,
             chunks: (opts.digest && opts.digest_algorithm == DigestAlgorithm::Sha256Chunked)
                 .then(|| ChunkDigests::new(&block_pages, ps)),
+            chunk_balloon_version: None,
             digest_offloaded: false,
             digest: None,
             digest_body: Vec::new(),
