@@ -182,6 +182,12 @@ pub enum ErrorKind {
     Digest(DigestError),
     /// The engine (loader or source) was used after it returned an error.
     Poisoned,
+    /// The digest worker thread (`DigestWorker`, feature `io`)
+    /// ended early or panicked.
+    DigestWorker {
+        /// What happened to it.
+        reason: &'static str,
+    },
     /// The source's page size is not a power of two.
     InvalidPageSize {
         /// The page size asked for.
@@ -285,6 +291,7 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::Digest(e) => write!(f, "{e}"),
             ErrorKind::Poisoned => f.write_str("the engine was used after an error"),
+            ErrorKind::DigestWorker { reason } => write!(f, "the digest worker: {reason}"),
             ErrorKind::InvalidPageSize { page_size } => {
                 write!(f, "page size {page_size} is not a power of two")
             }

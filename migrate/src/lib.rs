@@ -132,6 +132,8 @@ mod digest;
 mod digest_chunks;
 mod digest_report;
 mod digest_work;
+#[cfg(feature = "io")]
+mod digest_worker;
 mod error;
 mod guest;
 #[cfg(feature = "io")]
@@ -147,6 +149,8 @@ pub use device::{DeviceBlob, OwnedDeviceBlob};
 pub use digest::{block_digest, block_digest_parallel, block_digest_with};
 pub use digest_report::{BlockDigestCheck, DigestError, DigestReport};
 pub use digest_work::{DigestDone, DigestWork};
+#[cfg(feature = "io")]
+pub use digest_worker::{DigestWorkSource, DigestWorker};
 pub use error::{Error, ErrorKind, LayoutMismatch};
 pub use guest::{GuestRam, RamBlockLayout};
 pub use loader::{

@@ -53,7 +53,7 @@ use ramstream_spec::extension::reference;
 use ramstream_spec::Dialect;
 
 pub use dest::{DestError, Destination, DigestMemory, KvmDestination, Verification};
-use digest_worker::DigestWorker;
+use digest_worker::LazyDigestWorker;
 pub use error::{LayoutRefusal, RecvError, RecvErrorKind, VerifyError};
 pub use options::{ChannelReport, ReceiveOptions, ReceiveReport};
 use restore::DeviceSections;
@@ -84,7 +84,7 @@ pub fn receive<R: Read, D: Destination>(
         report: ReceiveReport::default(),
     };
     let loaded = std::thread::scope(|scope| {
-        let mut worker = DigestWorker::new(scope, &memory);
+        let mut worker = LazyDigestWorker::new(scope, &memory);
         let loaded = rx.load(&mut input, opts, Some(&mut worker));
         loaded.and_then(|eof| worker.finish().map(|()| eof))
     });
@@ -301,7 +301,7 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
         &mut self,
         input: &mut impl Read,
         opts: &ReceiveOptions,
-        mut worker: Option<&mut DigestWorker<'_, '_>>,
+        mut worker: Option<&mut LazyDigestWorker<'_, '_>>,
     ) -> Result<Instant, RecvErrorKind> {
         let cap = opts.buffer_size.max(MIN_BUFFER);
         let mut reader = StreamReader::new(input, StreamBuffer::new(cap, cap));
@@ -336,7 +336,7 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
     fn step(
         &mut self,
         w: Window<'_>,
-        mut worker: Option<&mut DigestWorker<'_, '_>>,
+        mut worker: Option<&mut LazyDigestWorker<'_, '_>>,
     ) -> Result<Step, Stop> {
         if w.ended {
             if let Some(d) = worker.as_deref_mut() {
@@ -361,7 +361,7 @@ impl<L: GuestRam, F: FnOnce(&MemoryLayout) -> Result<L, DestError>> Receiver<L, 
                 // §13.7), so that the digest check at EOF reads only the chunks written
                 // since; on the worker's thread, and on this one too while it is busy.
                 let offloaded = match worker {
-                    Some(d) => d.serve(&mut self.loader)? && !d.busy(),
+                    Some(d) => d.serve(&mut self.loader)?,
                     None => false,
                 };
                 if !offloaded {

@@ -18,7 +18,9 @@ use ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES;
 use ramstream_spec::extension::reference;
 use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 
-use crate::digest_worker::DigestWorker;
+use ramstream_migrate::DigestWorker;
+
+use crate::digest_worker::catch_up;
 use crate::error::{GuestError, Phase, SendError, SendErrorKind};
 use crate::multifd::{random_uuid, Channels, SharedPages};
 use crate::source::{GuestSource, StateBlobs};
@@ -251,9 +253,13 @@ pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
         run(guest, &blocks, source, &mut out, threads, progress, times)
     };
     let result = std::thread::scope(|scope| {
-        let mut digest = digest_pages
+        let mut digest = match digest_pages
             .as_ref()
-            .map(|ram| DigestWorker::start(scope, ram));
+            .map(|ram| DigestWorker::start(scope, ram))
+        {
+            Some(Err(e)) => return Err(SendErrorKind::Io(e)),
+            started => started.and_then(Result::ok),
+        };
         let r = match (&shared, channels) {
             (Some(shared), Some(writers)) => {
                 let senders = source.channel_senders();
@@ -274,7 +280,7 @@ pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
                 drive_loop(&mut source, threads, &mut times)
             }
         };
-        let end = digest.map_or(Ok(()), DigestWorker::finish);
+        let end = digest.map_or(Ok(()), |d| d.finish().map_err(SendErrorKind::from));
         r.and(end)
     });
     match result {
@@ -385,7 +391,7 @@ fn run<G: GuestSource, W: Write>(
             }
             Transmit::StopGuest => {
                 if let Some(d) = digest.as_deref_mut() {
-                    d.catch_up(source, &ram)?;
+                    catch_up(d, source, &ram)?;
                 }
                 paused_at = Some(Instant::now());
                 guest.pause()?;
