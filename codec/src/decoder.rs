@@ -15,6 +15,9 @@ use crate::options::{DecoderOptions, FieldPresence};
 use crate::ram::mem_size::MemSizeFields;
 use crate::ram::{RamBlock, RamState};
 
+mod zero_run;
+pub use zero_run::ZeroRun;
+
 /// What [`Decoder::decode`] found at the front of the input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Status<'a> {

@@ -100,7 +100,7 @@ pub mod zero;
 
 pub use addr::PageAddr;
 pub use buffer::{ItemTooLarge, StreamBuffer};
-pub use decoder::{Decoder, Status, StreamConfig};
+pub use decoder::{Decoder, Status, StreamConfig, ZeroRun};
 pub use encoder::Encoder;
 pub use error::{Error, ErrorKind};
 pub use event::{CommandRecord, Configuration, DeviceSection, Event, SectionHeader};

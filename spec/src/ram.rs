@@ -31,6 +31,10 @@ pub const FLAG_LIMIT: u64 = 1 << TARGET_PAGE_BITS_MIN;
 /// Length of the record word (SPEC.md §6.1).
 pub const RECORD_WORD_LEN: usize = 8;
 
+/// Length of a ZERO record with CONTINUE: the record word and the fill byte, no idstr
+/// (SPEC.md §7.4).
+pub const ZERO_RECORD_CONTINUED_LEN: usize = RECORD_WORD_LEN + 1;
+
 /// The low bits of a `ram` record word: a set of `RAM_SAVE_FLAG_*` values (SPEC.md §6.2).
 ///
 /// An open newtype: bits this version does not name are kept and printed as hex.

@@ -9,7 +9,7 @@ mod balloon;
 use ramstream_spec::config::{
     SUBSECTION_CAPABILITIES, SUBSECTION_TARGET_PAGE_BITS, SUBSECTION_UUID, SUBSECTION_VERSION,
 };
-use ramstream_spec::ram::{join_record_word, RamFlags};
+use ramstream_spec::ram::{join_record_word, RamFlags, ZERO_RECORD_CONTINUED_LEN};
 use ramstream_spec::stream::{SectionType, FILE_VERSION, QEVM_MAGIC};
 use ramstream_spec::xbzrle::ENCODING_FLAG_XBZRLE;
 
@@ -333,7 +333,7 @@ impl Encoder {
         fill: u8,
         s: &mut impl Sink<'a>,
     ) -> Result<(), Error> {
-        /// Records formatted per `put` (9 bytes each with CONTINUE).
+        /// Records formatted per `put`.
         const PER_PUT: usize = 448;
         if count == 0 {
             return Ok(());
@@ -347,18 +347,19 @@ impl Encoder {
         // The first record carries the idstr when the block changes; the rest continue.
         self.zero(first, fill, s)?;
         let word_flags = RamFlags::ZERO | RamFlags::CONTINUE;
-        let mut buf = [0u8; PER_PUT * 9];
+        const LEN: usize = ZERO_RECORD_CONTINUED_LEN;
+        let mut buf = [0u8; PER_PUT * LEN];
         let mut offset = first.offset;
         while offset < last {
             let mut n = 0;
             while n < PER_PUT && offset < last {
                 offset += ps;
-                let rec = &mut buf[n * 9..n * 9 + 9];
-                rec[..8].copy_from_slice(&join_record_word(offset, word_flags).to_be_bytes());
-                rec[8] = fill;
+                let rec = &mut buf[n * LEN..(n + 1) * LEN];
+                rec[..LEN - 1].copy_from_slice(&join_record_word(offset, word_flags).to_be_bytes());
+                rec[LEN - 1] = fill;
                 n += 1;
             }
-            s.put(&buf[..n * 9]);
+            s.put(&buf[..n * LEN]);
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ mod event;
 mod layout;
 mod options;
 mod written;
+mod zero_run;
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -290,7 +291,17 @@ impl<R: GuestRam> Loader<R> {
                     event
                 }
             };
+            let zero = matches!(event, Event::Zero(_));
             match self.apply(event, at) {
+                // The ZERO records after this one, a run at a time.
+                Ok(None) if zero => match self.zero_run(&input[pos..]) {
+                    Ok(n) => pos += n,
+                    Err(e) => {
+                        self.poisoned = true;
+                        self.abort_multifd();
+                        return Err(e);
+                    }
+                },
                 Ok(None) => {}
                 Ok(Some(event)) => {
                     self.event_offset = at;

@@ -54,6 +54,7 @@ pub struct VecRam {
     page_size: usize,
     strict: bool,
     fail_write: Option<PageAddr>,
+    fail_zero: Option<PageAddr>,
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub zeroes: AtomicU64,
@@ -75,6 +76,7 @@ impl VecRam {
             page_size: ramstream_spec::ram::TARGET_PAGE_SIZE_X86,
             strict: true,
             fail_write: None,
+            fail_zero: None,
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             zeroes: AtomicU64::new(0),
@@ -89,6 +91,12 @@ impl VecRam {
     /// Makes the write at `addr` fail.
     pub fn failing_write_at(mut self, addr: PageAddr) -> Self {
         self.fail_write = Some(addr);
+        self
+    }
+
+    /// Makes zeroing the page at `addr` fail.
+    pub fn failing_zero_at(mut self, addr: PageAddr) -> Self {
+        self.fail_zero = Some(addr);
         self
     }
 
@@ -176,6 +184,9 @@ impl GuestRam for VecRam {
     }
 
     fn zero_page(&self, addr: PageAddr, len: usize) -> Result<(), VecRamError> {
+        if self.fail_zero == Some(addr) {
+            return Err(VecRamError::Injected(addr));
+        }
         let r = self.span(addr, len)?;
         self.zeroes.fetch_add(1, Ordering::Relaxed);
         self.blocks[addr.block].lock().unwrap()[r].fill(0);

@@ -9,8 +9,8 @@ use ramstream_spec::ram::{TARGET_PAGE_BITS_MAX, TARGET_PAGE_BITS_MIN};
 use ramstream_spec::Dialect;
 
 use super::{
-    assert_same_run, decode_in_chunks, decode_whole, reference_xbzrle_decode, split_sizes,
-    MAX_RESIDENT_PAGES,
+    assert_same_run, decode_in_chunks, decode_whole, decode_with_zero_runs,
+    reference_xbzrle_decode, split_sizes, MAX_RESIDENT_PAGES,
 };
 
 /// Checks the properties every decoded event list has, whatever the input.
@@ -214,6 +214,8 @@ pub fn exercise_stream(stream: &[u8], opts: &DecoderOptions, split_seed: u8) {
     let whole = decode_whole(stream, opts.clone());
     let split = decode_in_chunks(stream, opts.clone(), split_sizes(split_seed));
     assert_same_run(&whole, &split, "seeded split");
+    let runs = decode_with_zero_runs(stream, opts.clone(), 1 + u64::from(split_seed));
+    assert_same_run(&whole, &runs, "ZERO records taken a run at a time");
     check_events(&whole.events, opts);
     let mut summary = ramstream_codec::summary::StreamSummary::default();
     for (at, ev) in &whole.events {

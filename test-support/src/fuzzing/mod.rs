@@ -52,7 +52,9 @@ pub use self::options::{fuzz_limits, options_from_byte, FUZZ_DIALECTS, MAX_RESID
 pub use self::receiver::receive_records;
 pub use self::reference_xbzrle::reference_xbzrle_decode;
 pub use self::roundtrip_records::roundtrip_records;
-pub use self::run::{assert_same_run, decode_in_chunks, decode_whole, split_sizes, Run};
+pub use self::run::{
+    assert_same_run, decode_in_chunks, decode_whole, decode_with_zero_runs, split_sizes, Run,
+};
 pub use self::stream::{
     balloon_runs, configuration, differential_split, ram_records, ram_records_prefix, stream_split,
     vector_blocks,

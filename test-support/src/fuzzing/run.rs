@@ -1,7 +1,7 @@
 //! Feeding a decoder in chunks, and comparing what two decodings of the same stream made
 //! of it.
 
-use ramstream_codec::{Decoder, DecoderOptions, Error, ErrorKind, Event, Status};
+use ramstream_codec::{Decoder, DecoderOptions, Error, ErrorKind, Event, Status, ZeroPage};
 
 /// Chunk sizes for feeding a decoder, from a one-byte seed: seed 0 gives one chunk of
 /// everything; otherwise sizes come from a small PRNG, 1..=8 bytes when bit 7 is set, else
@@ -95,6 +95,64 @@ pub fn decode_whole(stream: &[u8], opts: DecoderOptions) -> Run<'_> {
     let mut events = Vec::new();
     let mut pos = 0;
     loop {
+        let at = dec.offset();
+        match dec.decode(&stream[pos..]) {
+            Ok(Status::Event { event, consumed }) => {
+                pos += consumed;
+                events.push((at, event));
+            }
+            Ok(Status::NeedMore { .. }) => panic!("a finished decoder asked for more"),
+            Ok(Status::Done) => {
+                return Run {
+                    events,
+                    end: Ok(()),
+                }
+            }
+            Err(e) => {
+                return Run {
+                    events,
+                    end: Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `stream` in one piece as a loader does, taking each run of ZERO records the
+/// decoder finds ([`Decoder::peek_zero_run`], at most `max_run` at a time) in one step and
+/// writing it out as the [`Event::Zero`] events it stands for: the same run as
+/// [`decode_whole`] gives, or the shortcut is wrong.
+pub fn decode_with_zero_runs(stream: &[u8], opts: DecoderOptions, max_run: u64) -> Run<'_> {
+    let mut dec = Decoder::new(opts);
+    dec.finish();
+    let mut events = Vec::new();
+    let mut pos = 0;
+    loop {
+        if let Some(run) = dec.peek_zero_run(&stream[pos..], max_run) {
+            assert!(run.pages() >= 1 && run.pages() <= max_run, "{run:?}");
+            // Half of it, then the rest: a run may be taken in parts.
+            let first = run.pages().div_ceil(2);
+            for i in 0..run.pages() {
+                let zero = ZeroPage {
+                    addr: run.page(i),
+                    continued: true,
+                    fill: 0,
+                };
+                events.push((run.offset_of(i), Event::Zero(zero)));
+            }
+            pos += dec.consume_zero_run(&run, first).expect("a fresh run");
+            if first < run.pages() {
+                let rest = dec
+                    .peek_zero_run(&stream[pos..], max_run)
+                    .expect("the rest");
+                assert_eq!(rest.first(), run.page(first));
+                assert!(rest.pages() >= run.pages() - first);
+                pos += dec
+                    .consume_zero_run(&rest, run.pages() - first)
+                    .expect("a fresh run");
+            }
+            continue;
+        }
         let at = dec.offset();
         match dec.decode(&stream[pos..]) {
             Ok(Status::Event { event, consumed }) => {
