@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use ramstream_codec::Event;
 use ramstream_spec::stream::Command;
 
-/// Machine types whose streams the conformance vectors cover.
+/// Machine types whose streams the conformance vectors cover, and the reference machine
+/// that `ramstream send` migrates (SPEC.md §13.6).
 pub const TESTED_MACHINE_TYPES: &[&str] = &[
     "pc-i440fx-7.2",
     "pc-q35-7.2",
@@ -13,6 +14,7 @@ pub const TESTED_MACHINE_TYPES: &[&str] = &[
     "pc-q35-10.0",
     "pc-i440fx-11.1",
     "pc-q35-11.1",
+    ramstream_spec::extension::reference::MACHINE_TYPE,
 ];
 
 /// Refuses what ramstream cannot honour as a destination, with one clear message.

@@ -188,7 +188,6 @@ fn send_over_tcp_with_2_and_4_channels_into_receive_extract() {
             "tcp:127.0.0.1:0".into(),
             "--extract".into(),
             extract.display().to_string(),
-            "--allow-untested-machine".into(),
             "--multifd-channels".into(),
             channels.into(),
         ]);

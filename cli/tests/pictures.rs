@@ -223,12 +223,7 @@ fn timeline_of_a_receive_has_a_bar_per_ram_section_of_the_saved_stream() {
     // receive --extract speaks QEMU's capabilities only: multifd turns the reference
     // sender's balloon capability off.
     let mut rx = Command::new(bin)
-        .args([
-            "receive",
-            "--listen",
-            "tcp:127.0.0.1:0",
-            "--allow-untested-machine",
-        ])
+        .args(["receive", "--listen", "tcp:127.0.0.1:0"])
         .arg("--extract")
         .arg(tmp.path().join("x"))
         .arg("--save-stream")
