@@ -17,12 +17,7 @@ const HDR: usize = 1344;
 const P0: u64 = INIT_PACKET_LEN as u64;
 
 fn block(idstr: &str, used_length: u64) -> RamBlock {
-    RamBlock {
-        idstr: idstr.into(),
-        used_length,
-        page_size: None,
-        mr_addr: None,
-    }
+    RamBlock::new(idstr, used_length)
 }
 
 fn blocks() -> Vec<RamBlock> {

@@ -45,13 +45,8 @@ fn stream() -> (Vec<u8>, u64) {
     enc.header(&mut s);
     enc.section_header(&SectionHeader::ram_start(2), &mut s)
         .unwrap();
-    let block = RamBlock {
-        idstr: "pc.ram".into(),
-        used_length: BLOCK,
-        page_size: None,
-        mr_addr: None,
-    };
-    enc.mem_size(&[block], &mut s).unwrap();
+    enc.mem_size(&[RamBlock::new("pc.ram", BLOCK)], &mut s)
+        .unwrap();
     for p in 0..16u64 {
         let mut v = Vec::new();
         enc.page(PageAddr::of_page(0, p, PAGE), &[p as u8 + 1; PAGE], &mut v)

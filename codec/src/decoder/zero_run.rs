@@ -59,13 +59,7 @@ impl Decoder {
     /// let mut s = Vec::new();
     /// enc.header(&mut s);
     /// enc.section_header(&SectionHeader::ram_start(1), &mut s).unwrap();
-    /// let block = RamBlock {
-    ///     idstr: "pc.ram".into(),
-    ///     used_length: 1 << 20,
-    ///     page_size: None,
-    ///     mr_addr: None,
-    /// };
-    /// enc.mem_size(&[block], &mut s).unwrap();
+    /// enc.mem_size(&[RamBlock::new("pc.ram", 1 << 20)], &mut s).unwrap();
     /// enc.page(PageAddr::new(0, 0), &[7; 4096], &mut s).unwrap();
     /// enc.zeros(PageAddr::new(0, 4096), 100, 0, &mut s).unwrap();
     ///
@@ -143,15 +137,6 @@ mod tests {
         Decoder, DecoderOptions, Encoder, Event, PageAddr, RamBlock, SectionHeader, Status,
     };
 
-    fn block(idstr: &str, used_length: u64) -> RamBlock {
-        RamBlock {
-            idstr: idstr.into(),
-            used_length,
-            page_size: None,
-            mr_addr: None,
-        }
-    }
-
     /// A RAM section: a PAGE at page 0, then `zeros` built by the caller.
     fn stream(zeros: impl FnOnce(&mut Encoder, &mut Vec<u8>)) -> Vec<u8> {
         let mut enc = Encoder::new(12);
@@ -159,8 +144,14 @@ mod tests {
         enc.header(&mut s);
         enc.section_header(&SectionHeader::ram_start(1), &mut s)
             .unwrap();
-        enc.mem_size(&[block("pc.ram", 4 << 20), block("other", 1 << 16)], &mut s)
-            .unwrap();
+        enc.mem_size(
+            &[
+                RamBlock::new("pc.ram", 4 << 20),
+                RamBlock::new("other", 1 << 16),
+            ],
+            &mut s,
+        )
+        .unwrap();
         enc.page(PageAddr::new(0, 0), &[7; 4096], &mut s).unwrap();
         zeros(&mut enc, &mut s);
         enc.eos(&mut s);

@@ -21,6 +21,23 @@ pub struct RamBlock {
     pub mr_addr: Option<u64>,
 }
 
+impl RamBlock {
+    /// A block as QEMU lists it without the optional fields: `idstr` of `used_length` bytes.
+    ///
+    /// ```
+    /// let b = ramstream_codec::RamBlock::new("pc.ram", 1 << 20);
+    /// assert_eq!((b.idstr.as_str(), b.used_length, b.page_size), ("pc.ram", 1 << 20, None));
+    /// ```
+    pub fn new(idstr: impl Into<String>, used_length: u64) -> Self {
+        RamBlock {
+            idstr: idstr.into(),
+            used_length,
+            page_size: None,
+            mr_addr: None,
+        }
+    }
+}
+
 /// A MEM_SIZE record: the RAM block list (SPEC.md §7.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemSize {

@@ -90,32 +90,8 @@ pub fn decode_in_chunks<'a>(
 /// Decodes `stream` in one piece with `finish` called first (what
 /// [`decode_all`](ramstream_codec::decode_all) does, keeping the events before an error).
 pub fn decode_whole(stream: &[u8], opts: DecoderOptions) -> Run<'_> {
-    let mut dec = Decoder::new(opts);
-    dec.finish();
-    let mut events = Vec::new();
-    let mut pos = 0;
-    loop {
-        let at = dec.offset();
-        match dec.decode(&stream[pos..]) {
-            Ok(Status::Event { event, consumed }) => {
-                pos += consumed;
-                events.push((at, event));
-            }
-            Ok(Status::NeedMore { .. }) => panic!("a finished decoder asked for more"),
-            Ok(Status::Done) => {
-                return Run {
-                    events,
-                    end: Ok(()),
-                }
-            }
-            Err(e) => {
-                return Run {
-                    events,
-                    end: Err(e),
-                }
-            }
-        }
-    }
+    // With runs of at most 0 records, every record is decoded as itself.
+    decode_with_zero_runs(stream, opts, 0)
 }
 
 /// Decodes `stream` in one piece as a loader does, taking each run of ZERO records the
