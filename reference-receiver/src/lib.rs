@@ -141,10 +141,15 @@ where
     let n = u8::try_from(channels.len()).unwrap_or(u8::MAX);
     let loader: Loader<Arc<D>> = Loader::without_ram(loader_options(opts, Multifd::Channels(n)));
     let session = loader.multifd().expect("multifd is on").clone();
-    // The destination, once MEM_SIZE made it: the channels write through it.
+    // The destination, once MEM_SIZE made it: the channels write through it, and the
+    // digest worker hashes its memory.
     let shared: OnceLock<Arc<D>> = OnceLock::new();
+    let memory: OnceLock<DigestMemory> = OnceLock::new();
     let make = |layout: &MemoryLayout| {
         let d = Arc::new(make(layout)?);
+        if let Some(m) = d.digest_memory() {
+            let _ = memory.set(m);
+        }
         let _ = shared.set(Arc::clone(&d));
         Ok(d)
     };
@@ -175,7 +180,9 @@ where
                 })
             })
             .collect();
-        let loaded = rx.load(&mut main, opts, None);
+        let mut worker = LazyDigestWorker::new(s, &memory);
+        let loaded = rx.load(&mut main, opts, Some(&mut worker));
+        let loaded = loaded.and_then(|eof| worker.finish().map(|()| eof));
         if loaded.is_err() {
             session.abort();
         }
