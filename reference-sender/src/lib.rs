@@ -45,6 +45,7 @@
 mod digest_worker;
 pub mod error;
 pub mod multifd;
+mod pages;
 pub mod precopy;
 pub mod source;
 pub mod stats;

@@ -20,64 +20,18 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::Arc;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ramstream_codec::{PageAddr, Vectored};
-use ramstream_migrate::{ChannelSender, GuestRam, PacketJob, PacketSent, RamBlockLayout, Source};
+use ramstream_codec::Vectored;
+use ramstream_migrate::{ChannelSender, PacketJob, PacketSent, Source};
 
-use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
-
-use crate::error::{GuestError, SendErrorKind};
-use crate::source::PageReader;
+use crate::error::SendErrorKind;
+use crate::pages::SharedPages;
 use crate::transport::Transport;
 
 /// Packets queued for one channel at most before the engine waits for it.
 pub const QUEUE_DEPTH: usize = 4;
-
-/// The guest's memory as the channel threads read it: a [`PageReader`] under the
-/// engine's block numbering.
-pub(crate) struct SharedPages {
-    reader: Arc<dyn PageReader>,
-    blocks: Vec<RamBlockLayout>,
-}
-
-impl SharedPages {
-    pub(crate) fn new(reader: Arc<dyn PageReader>, blocks: Vec<RamBlockLayout>) -> Self {
-        SharedPages { reader, blocks }
-    }
-}
-
-impl GuestRam for SharedPages {
-    type Error = GuestError;
-
-    fn layout(&self) -> &[RamBlockLayout] {
-        &self.blocks
-    }
-
-    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), GuestError> {
-        self.reader.read_page(addr, buf)
-    }
-
-    fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
-        Err(GuestError::Other("a source guest is only read".into()))
-    }
-
-    fn known_zero_pages(
-        &self,
-        addr: PageAddr,
-        page_size: usize,
-        zero: &mut [bool],
-    ) -> Result<(), GuestError> {
-        if page_size == PAGE_SIZE {
-            self.reader.known_zero_pages(addr, zero)
-        } else {
-            zero.fill(false);
-            Ok(())
-        }
-    }
-}
 
 /// What a channel thread tells the main thread.
 enum Report {

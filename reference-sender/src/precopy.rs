@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::extension::digest::DigestAlgorithm;
 use ramstream_codec::extension::state::encode_state_body;
-use ramstream_codec::{PageAddr, Vectored};
+use ramstream_codec::Vectored;
 use ramstream_migrate::{
-    GuestRam, MultifdSendOptions, OwnedDeviceBlob, RamBlockLayout, SendStats, Source,
-    SourceOptions, Transmit,
+    MultifdSendOptions, OwnedDeviceBlob, RamBlockLayout, SendStats, Source, SourceOptions, Transmit,
 };
 use ramstream_spec::extension::digest::DIGEST_CHUNK_PAGES;
 use ramstream_spec::extension::reference;
@@ -21,8 +20,9 @@ use ramstream_spec::ram::TARGET_PAGE_SIZE_X86 as PAGE_SIZE;
 use ramstream_migrate::DigestWorker;
 
 use crate::digest_worker::catch_up;
-use crate::error::{GuestError, Phase, SendError, SendErrorKind};
-use crate::multifd::{random_uuid, Channels, SharedPages};
+use crate::error::{Phase, SendError, SendErrorKind};
+use crate::multifd::{random_uuid, Channels};
+use crate::pages::{Pages, SharedPages};
 use crate::source::{GuestSource, StateBlobs};
 use crate::stats::{ChannelReport, IterationReport, MigrationReport, MultifdReport, RamStats};
 use crate::transport::Transport;
@@ -102,42 +102,6 @@ pub struct Progress {
     pub round_done: u64,
     /// Pages in this round.
     pub round_total: u64,
-}
-
-/// The guest's pages as the engine reads them: [`GuestSource::read_page`], by address too.
-struct GuestPages<'g, G> {
-    guest: &'g G,
-    blocks: &'g [RamBlockLayout],
-}
-
-impl<G: GuestSource> GuestRam for GuestPages<'_, G> {
-    type Error = GuestError;
-
-    fn layout(&self) -> &[RamBlockLayout] {
-        self.blocks
-    }
-
-    fn read_page(&self, addr: PageAddr, buf: &mut [u8]) -> Result<(), GuestError> {
-        self.guest.read_page(addr, buf)
-    }
-
-    fn write_page(&self, _: PageAddr, _: &[u8]) -> Result<(), GuestError> {
-        Err(GuestError::Other("a source guest is only read".into()))
-    }
-
-    fn known_zero_pages(
-        &self,
-        addr: PageAddr,
-        page_size: usize,
-        zero: &mut [bool],
-    ) -> Result<(), GuestError> {
-        if page_size == PAGE_SIZE {
-            self.guest.known_zero_pages(addr, zero)
-        } else {
-            zero.fill(false);
-            Ok(())
-        }
-    }
 }
 
 /// Migrates `guest` like [`migrate`], its RAM pages on the multifd
@@ -222,7 +186,10 @@ pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
                         .into(),
                 ))
             })?;
-            Some(SharedPages::new(reader, blocks.clone()))
+            Some(SharedPages {
+                reader,
+                blocks: blocks.clone(),
+            })
         }
         (m, c) => {
             return Err(refuse(SendErrorKind::Config(format!(
@@ -248,7 +215,10 @@ pub(crate) fn drive<G: GuestSource, W: Write, C: Write + Send>(
         && source.options().digest_algorithm == DigestAlgorithm::Sha256Chunked)
         .then(|| guest.page_reader())
         .flatten()
-        .map(|reader| SharedPages::new(reader, blocks.clone()));
+        .map(|reader| SharedPages {
+            reader,
+            blocks: blocks.clone(),
+        });
     let mut drive_loop = |source: &mut Source, threads: Threads<'_, '_>, times: &mut Times| {
         run(guest, &blocks, source, &mut out, threads, progress, times)
     };
@@ -355,8 +325,8 @@ fn run<G: GuestSource, W: Write>(
         if let Some(ch) = channels.as_deref_mut() {
             ch.take_reports(source)?;
         }
-        let ram = GuestPages {
-            guest: &*guest,
+        let ram = Pages {
+            reader: &*guest,
             blocks,
         };
         if let Some(d) = digest.as_deref_mut() {
