@@ -18,8 +18,13 @@ exe=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/ramstream
 python3 "$root/benches/vs_qemu.py" --exe "$exe" "$@"
 
-if [ -x "$root/benches/vs-qemu-load.sh" ]; then
-    "$root/benches/vs-qemu-load.sh" "$@"
-elif [ -f "$root/benches/vs-qemu-load.sh" ]; then
-    bash "$root/benches/vs-qemu-load.sh" "$@"
-fi
+# The loader side takes a vector and a repetition count, not vs_qemu.py's options: pass
+# --reps on (1 with --quick).
+reps=5
+prev=
+for a in "$@"; do
+    case "$prev" in --reps) reps=$a ;; esac
+    case "$a" in --quick) reps=1 ;; --reps=*) reps=${a#--reps=} ;; esac
+    prev=$a
+done
+bash "$root/benches/vs-qemu-load.sh" "$root/conformance-vectors/vectors/linux-stopped" "$reps"
