@@ -1,0 +1,290 @@
+//! The manifest's whole-block sha256s, hashed on a second thread that follows the writer
+//! through the image files while the stream is decoded, so that at the end of the stream only
+//! the tail is left to hash.
+//!
+//! The writer tells the thread two things, each *after* the write it describes completed:
+//! [`Msg::Ready`] (bytes below `upto` of a block were written and may be hashed) and
+//! [`Msg::Rewrite`] (a page below a frontier already announced was written again: a later
+//! round, an XBZRLE delta, a ZERO record over data). The thread reads the files with `pread`
+//! (the kernel orders it against the writer's `pwrite`s; no memory is shared), keeps a
+//! `Sha256` state checkpoint every [`CHECKPOINT`] bytes, and on a rewrite at offset `o` below
+//! what it has hashed rolls back to the last checkpoint at or below `o`.
+//!
+//! Why the sum is that of the final file: a chunk is read either after a write to it completed
+//! (then it reads the new bytes) or before; in the second case the write's `Rewrite` was sent
+//! after the read began, so the thread takes it after the chunk was hashed and rolls back below
+//! it. Chunks never straddle a checkpoint, so the rollback drops the whole chunk.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Bytes hashed between two checkpoints of the hash state.
+pub const CHECKPOINT: u64 = 8 << 20;
+/// Bytes read and hashed at a time (divides [`CHECKPOINT`]).
+const CHUNK: u64 = 1 << 20;
+
+/// What the writer tells the hashing thread.
+#[derive(Debug)]
+pub enum Msg {
+    /// Bytes `[0, upto)` of block `block` are written (for now) and may be hashed.
+    Ready {
+        /// The block index.
+        block: usize,
+        /// The written frontier.
+        upto: u64,
+    },
+    /// A write at `offset` of block `block`, below a frontier already sent, completed.
+    Rewrite {
+        /// The block index.
+        block: usize,
+        /// The lowest offset written.
+        offset: u64,
+    },
+}
+
+/// The writer's handle on the hashing thread.
+pub struct FollowHasher {
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<Result<Vec<[u8; 32]>>>>,
+}
+
+/// One block as the thread sees it.
+struct Block {
+    file: File,
+    len: u64,
+    /// How far the writer said the block is written.
+    ready: u64,
+    /// How far it is hashed.
+    pos: u64,
+    state: Sha256,
+    /// `(offset, state after hashing [0, offset))`, ascending; the first at 0.
+    checkpoints: Vec<(u64, Sha256)>,
+}
+
+impl FollowHasher {
+    /// Starts the thread over `files`: for each block, a read handle on its image file and
+    /// the block's length.
+    pub fn start(files: Vec<(File, u64)>) -> Result<Self> {
+        let (tx, rx) = channel();
+        let blocks = files
+            .into_iter()
+            .map(|(file, len)| Block {
+                file,
+                len,
+                ready: 0,
+                pos: 0,
+                state: Sha256::new(),
+                checkpoints: vec![(0, Sha256::new())],
+            })
+            .collect();
+        let thread = std::thread::Builder::new()
+            .name("extract-sha256".into())
+            .spawn(move || follow(blocks, rx))
+            .context("cannot start the sha256 thread")?;
+        Ok(FollowHasher {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the thread `msg`. A thread that stopped early (a read error) is reported by
+    /// [`FollowHasher::finish`].
+    pub fn send(&self, msg: Msg) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Waits for the thread to hash every block to its end; the sha256 of each block file.
+    /// Call it once every write completed.
+    pub fn finish(mut self) -> Result<Vec<[u8; 32]>> {
+        self.tx = None;
+        let thread = self.thread.take().context("the sha256 thread was joined")?;
+        thread
+            .join()
+            .map_err(|_| anyhow!("the sha256 thread panicked"))?
+    }
+}
+
+impl Drop for FollowHasher {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after it hashed what is left; an error path
+        // does not wait for it.
+        self.tx = None;
+    }
+}
+
+/// The thread: takes every message waiting, hashes one chunk, again; once the writer is
+/// gone, hashes every block to its end.
+fn follow(mut blocks: Vec<Block>, rx: Receiver<Msg>) -> Result<Vec<[u8; 32]>> {
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut open = true;
+    while open {
+        loop {
+            match rx.try_recv() {
+                Ok(m) => take(&mut blocks, m),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !open {
+            break;
+        }
+        match blocks.iter_mut().enumerate().find(|(_, b)| b.pos < b.ready) {
+            Some((i, b)) => b.step(&mut buf).with_context(|| format!("block {i}"))?,
+            None => match rx.recv() {
+                Ok(m) => take(&mut blocks, m),
+                Err(_) => open = false,
+            },
+        }
+    }
+    blocks
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            b.ready = b.len;
+            while b.pos < b.len {
+                b.step(&mut buf).with_context(|| format!("block {i}"))?;
+            }
+            Ok(b.state.clone().finalize().into())
+        })
+        .collect()
+}
+
+/// Applies one message. Indexes and offsets come from the writer, which checked them.
+fn take(blocks: &mut [Block], m: Msg) {
+    match m {
+        Msg::Ready { block, upto } => {
+            if let Some(b) = blocks.get_mut(block) {
+                b.ready = b.ready.max(upto.min(b.len));
+            }
+        }
+        Msg::Rewrite { block, offset } => {
+            if let Some(b) = blocks.get_mut(block) {
+                b.rollback(offset);
+            }
+        }
+    }
+}
+
+impl Block {
+    /// Hashes the next chunk below `ready`, not past the next checkpoint.
+    fn step(&mut self, buf: &mut [u8]) -> Result<()> {
+        let end = self.ready.min((self.pos / CHUNK + 1) * CHUNK);
+        let n = (end - self.pos) as usize;
+        self.file
+            .read_exact_at(&mut buf[..n], self.pos)
+            .with_context(|| format!("cannot read the image at {:#x} to hash it", self.pos))?;
+        self.state.update(&buf[..n]);
+        self.pos = end;
+        if self.pos % CHECKPOINT == 0 && self.checkpoints.last().map(|c| c.0) != Some(self.pos) {
+            self.checkpoints.push((self.pos, self.state.clone()));
+        }
+        Ok(())
+    }
+
+    /// Forgets what was hashed at or above `offset`'s checkpoint.
+    fn rollback(&mut self, offset: u64) {
+        if offset >= self.pos {
+            return;
+        }
+        while self.checkpoints.len() > 1 && self.checkpoints.last().is_some_and(|c| c.0 > offset) {
+            self.checkpoints.pop();
+        }
+        let (at, state) = &self.checkpoints[self.checkpoints.len() - 1];
+        self.pos = *at;
+        self.state = state.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
+    /// Writes, announces and rewrites in a scripted order, racing the thread: the sum is
+    /// always the final file's.
+    #[test]
+    fn the_sum_is_the_final_files_after_rewrites_below_the_frontier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.ram");
+        let len = 3 * CHECKPOINT + 4096;
+        let f = File::create(&path).unwrap();
+        f.set_len(len).unwrap();
+        let h = FollowHasher::start(vec![(File::open(&path).unwrap(), len)]).unwrap();
+        let mut want = vec![0u8; len as usize];
+        let mut put = |off: u64, byte: u8, h: &FollowHasher, rewrite: bool| {
+            let page = vec![byte; 4096];
+            f.write_all_at(&page, off).unwrap();
+            want[off as usize..off as usize + 4096].copy_from_slice(&page);
+            if rewrite {
+                h.send(Msg::Rewrite {
+                    block: 0,
+                    offset: off,
+                });
+            }
+            h.send(Msg::Ready {
+                block: 0,
+                upto: off + 4096,
+            });
+        };
+        for i in 0..(2 * CHECKPOINT / 4096) {
+            put(i * 4096, (i % 251) as u8 | 1, &h, false);
+        }
+        // Give the thread time to hash past the early pages, then rewrite them.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        put(4096, 0xee, &h, true);
+        put(CHECKPOINT + 8192, 0xdd, &h, true);
+        put(3 * CHECKPOINT, 0xcc, &h, false);
+        // A page that held data zeroed again.
+        f.write_all_at(&[0u8; 4096], 0).unwrap();
+        want[..4096].fill(0);
+        h.send(Msg::Rewrite {
+            block: 0,
+            offset: 0,
+        });
+        let sums = h.finish().unwrap();
+        assert_eq!(sums, vec![sha(&want)]);
+        assert_eq!(sha(&std::fs::read(&path).unwrap()), sha(&want));
+    }
+
+    /// A rollback returns to the checkpoint at or below the offset, and none above what was
+    /// hashed.
+    #[test]
+    fn rollback_returns_to_the_checkpoint_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.ram");
+        let len = 2 * CHECKPOINT + CHUNK;
+        File::create(&path).unwrap().set_len(len).unwrap();
+        let mut b = Block {
+            file: File::open(&path).unwrap(),
+            len,
+            ready: len,
+            pos: 0,
+            state: Sha256::new(),
+            checkpoints: vec![(0, Sha256::new())],
+        };
+        let mut buf = vec![0u8; CHUNK as usize];
+        while b.pos < len {
+            b.step(&mut buf).unwrap();
+        }
+        assert_eq!(b.checkpoints.len(), 3);
+        b.rollback(len);
+        assert_eq!(b.pos, len, "an offset not yet hashed keeps the state");
+        b.rollback(CHECKPOINT + 4096);
+        assert_eq!(b.pos, CHECKPOINT);
+        b.rollback(4096);
+        assert_eq!((b.pos, b.checkpoints.len()), (0, 1));
+    }
+}
