@@ -2,7 +2,7 @@
 # Loader vs QEMU (issue #15): loads one recorded QEMU 7.2 stream
 #   - into QEMU 7.2 itself (-incoming defer, then QMP migrate-incoming exec:cat FILE; time from
 #     the command to status "completed"; destination built from the vector's manifest),
-#   - with `ramstream extract FILE --out DIR`,
+#   - with `ramstream extract FILE --out DIR`, and with `--no-sha256` (no manifest hashes),
 #   - with `ramstream receive --listen tcp:127.0.0.1:0 --extract DIR` fed over loopback,
 #   - with `ramstream inspect FILE`,
 # interleaved, REPS times each, and prints medians and ratios against QEMU (wall time, CPU time,
@@ -133,6 +133,9 @@ def feeder(p):
 def run_extract(i):
     return timed([ramstream, "extract", stream, "--out", f"{work}/x{i}"])
 
+def run_extract_nosha(i):
+    return timed([ramstream, "extract", "--no-sha256", stream, "--out", f"{work}/x{i}"])
+
 def run_receive(i):
     return timed([ramstream, "receive", "--listen", "tcp:127.0.0.1:0", "--extract", f"{work}/r{i}"], feeder)
 
@@ -140,6 +143,7 @@ def run_inspect(i):
     return timed([ramstream, "inspect", stream])
 
 runs = {"qemu-7.2 load": run_qemu, "ramstream extract": run_extract,
+        "extract --no-sha256": run_extract_nosha,
         "ramstream receive": run_receive, "ramstream inspect": run_inspect}
 res = {k: [] for k in runs}
 for i in range(reps):

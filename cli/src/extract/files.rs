@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ramstream_codec::{Error, ErrorKind, PageAddr, PageStore, RamBlock, RamImage, RecordKind};
 
-use super::follow_hash::{FollowHasher, Msg};
+use super::follow_hash::{FollowHasher, Written};
 
 /// The most bytes one gathered write carries.
 const WRITE_RUN: usize = 4 << 20;
@@ -31,8 +31,6 @@ pub struct BlockFile {
     file: File,
     /// One bit per page: whether the page holds data.
     data: Vec<u64>,
-    /// The end of the highest write announced to the hasher.
-    frontier: u64,
 }
 
 /// The RAM of a single stream, written into one sparse file per block as it is decoded.
@@ -78,7 +76,6 @@ impl<'a> FileImage<'a> {
                 fname,
                 file,
                 data: vec![0; pages.div_ceil(64) as usize],
-                frontier: 0,
             });
         }
         let hasher = if hash {
@@ -87,7 +84,7 @@ impl<'a> FileImage<'a> {
                 .map(|b| Ok((b.file.try_clone()?, b.used_length)))
                 .collect::<std::io::Result<Vec<_>>>()
                 .context("cannot open the image files for hashing")?;
-            Some(FollowHasher::start(handles)?)
+            Some(FollowHasher::start(handles, page_size)?)
         } else {
             None
         };
@@ -245,24 +242,18 @@ impl<'a> FileImage<'a> {
         Ok(())
     }
 
-    /// Writes `iov` at `offset` of block `b`, then tells the hasher: a rewrite when it lands
-    /// below the frontier already announced, the new frontier when it passes it.
+    /// Writes `iov` at `offset` of block `b`, then tells the hasher.
     fn write_at(&mut self, b: usize, offset: u64, iov: &mut [IoSlice<'_>]) -> Result<()> {
         let len: u64 = iov.iter().map(|s| s.len() as u64).sum();
-        let f = &mut self.blocks[b];
+        let f = &self.blocks[b];
         pwritev_all(&f.file, iov, offset)
             .with_context(|| format!("cannot write {}", self.dir.join(&f.fname).display()))?;
         if let Some(h) = &self.hasher {
-            if offset < f.frontier {
-                h.send(Msg::Rewrite { block: b, offset });
-            }
-            if offset + len > f.frontier {
-                f.frontier = offset + len;
-                h.send(Msg::Ready {
-                    block: b,
-                    upto: f.frontier,
-                });
-            }
+            h.send(Written {
+                block: b,
+                offset,
+                len,
+            });
         }
         Ok(())
     }

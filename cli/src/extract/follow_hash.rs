@@ -2,18 +2,20 @@
 //! through the image files while the stream is decoded, so that at the end of the stream only
 //! the tail is left to hash.
 //!
-//! The writer tells the thread two things, each *after* the write it describes completed:
-//! [`Msg::Ready`] (bytes below `upto` of a block were written and may be hashed) and
-//! [`Msg::Rewrite`] (a page below a frontier already announced was written again: a later
-//! round, an XBZRLE delta, a ZERO record over data). The thread reads the files with `pread`
-//! (the kernel orders it against the writer's `pwrite`s; no memory is shared), keeps a
-//! `Sha256` state checkpoint every [`CHECKPOINT`] bytes, and on a rewrite at offset `o` below
-//! what it has hashed rolls back to the last checkpoint at or below `o`.
+//! The writer tells the thread of every write, *after* it completed ([`Written`]). The thread
+//! hashes a block up to the end of the highest write so far; it reads pages that were written
+//! with `pread` (the kernel orders it against the writer's `pwrite`s; no memory is shared) and
+//! takes pages never written as zeros without reading them (the files are sparse). It keeps a
+//! `Sha256` state checkpoint every [`CHECKPOINT`] bytes, and on a write at offset `o` below
+//! what it has hashed (a later round, an XBZRLE delta, a ZERO record over data, a page filling
+//! a gap) rolls back to the last checkpoint at or below `o`.
 //!
 //! Why the sum is that of the final file: a chunk is read either after a write to it completed
-//! (then it reads the new bytes) or before; in the second case the write's `Rewrite` was sent
+//! (then it reads the new bytes) or before; in the second case the write's message was sent
 //! after the read began, so the thread takes it after the chunk was hashed and rolls back below
-//! it. Chunks never straddle a checkpoint, so the rollback drops the whole chunk.
+//! it. Chunks never straddle a checkpoint, so the rollback drops the whole chunk. A page taken
+//! as zeros had no write announced when it was hashed; a later write to it rolls back the same
+//! way.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -28,28 +30,21 @@ pub const CHECKPOINT: u64 = 8 << 20;
 /// Bytes read and hashed at a time (divides [`CHECKPOINT`]).
 const CHUNK: u64 = 1 << 20;
 
-/// What the writer tells the hashing thread.
+/// What the writer tells the hashing thread: a write of `len` bytes at `offset` of block
+/// `block` completed.
 #[derive(Debug)]
-pub enum Msg {
-    /// Bytes `[0, upto)` of block `block` are written (for now) and may be hashed.
-    Ready {
-        /// The block index.
-        block: usize,
-        /// The written frontier.
-        upto: u64,
-    },
-    /// A write at `offset` of block `block`, below a frontier already sent, completed.
-    Rewrite {
-        /// The block index.
-        block: usize,
-        /// The lowest offset written.
-        offset: u64,
-    },
+pub struct Written {
+    /// The block index.
+    pub block: usize,
+    /// The first byte written.
+    pub offset: u64,
+    /// How many bytes.
+    pub len: u64,
 }
 
 /// The writer's handle on the hashing thread.
 pub struct FollowHasher {
-    tx: Option<Sender<Msg>>,
+    tx: Option<Sender<Written>>,
     thread: Option<JoinHandle<Result<Vec<[u8; 32]>>>>,
 }
 
@@ -57,7 +52,10 @@ pub struct FollowHasher {
 struct Block {
     file: File,
     len: u64,
-    /// How far the writer said the block is written.
+    page_size: u64,
+    /// One bit per page: whether a write to it was announced (the others are holes).
+    data: Vec<u64>,
+    /// The end of the highest write announced.
     ready: u64,
     /// How far it is hashed.
     pos: u64,
@@ -68,14 +66,17 @@ struct Block {
 
 impl FollowHasher {
     /// Starts the thread over `files`: for each block, a read handle on its image file and
-    /// the block's length.
-    pub fn start(files: Vec<(File, u64)>) -> Result<Self> {
+    /// the block's length, in pages of `page_size` bytes.
+    pub fn start(files: Vec<(File, u64)>, page_size: usize) -> Result<Self> {
         let (tx, rx) = channel();
+        let page_size = page_size as u64;
         let blocks = files
             .into_iter()
             .map(|(file, len)| Block {
                 file,
                 len,
+                page_size,
+                data: vec![0; len.div_ceil(page_size).div_ceil(64) as usize],
                 ready: 0,
                 pos: 0,
                 state: Sha256::new(),
@@ -94,7 +95,7 @@ impl FollowHasher {
 
     /// Tells the thread `msg`. A thread that stopped early (a read error) is reported by
     /// [`FollowHasher::finish`].
-    pub fn send(&self, msg: Msg) {
+    pub fn send(&self, msg: Written) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(msg);
         }
@@ -121,8 +122,9 @@ impl Drop for FollowHasher {
 
 /// The thread: takes every message waiting, hashes one chunk, again; once the writer is
 /// gone, hashes every block to its end.
-fn follow(mut blocks: Vec<Block>, rx: Receiver<Msg>) -> Result<Vec<[u8; 32]>> {
+fn follow(mut blocks: Vec<Block>, rx: Receiver<Written>) -> Result<Vec<[u8; 32]>> {
     let mut buf = vec![0u8; CHUNK as usize];
+    let zeros = vec![0u8; CHUNK as usize];
     let mut open = true;
     while open {
         loop {
@@ -139,7 +141,9 @@ fn follow(mut blocks: Vec<Block>, rx: Receiver<Msg>) -> Result<Vec<[u8; 32]>> {
             break;
         }
         match blocks.iter_mut().enumerate().find(|(_, b)| b.pos < b.ready) {
-            Some((i, b)) => b.step(&mut buf).with_context(|| format!("block {i}"))?,
+            Some((i, b)) => b
+                .step(&mut buf, &zeros)
+                .with_context(|| format!("block {i}"))?,
             None => match rx.recv() {
                 Ok(m) => take(&mut blocks, m),
                 Err(_) => open = false,
@@ -152,7 +156,8 @@ fn follow(mut blocks: Vec<Block>, rx: Receiver<Msg>) -> Result<Vec<[u8; 32]>> {
         .map(|(i, b)| {
             b.ready = b.len;
             while b.pos < b.len {
-                b.step(&mut buf).with_context(|| format!("block {i}"))?;
+                b.step(&mut buf, &zeros)
+                    .with_context(|| format!("block {i}"))?;
             }
             Ok(b.state.clone().finalize().into())
         })
@@ -160,35 +165,54 @@ fn follow(mut blocks: Vec<Block>, rx: Receiver<Msg>) -> Result<Vec<[u8; 32]>> {
 }
 
 /// Applies one message. Indexes and offsets come from the writer, which checked them.
-fn take(blocks: &mut [Block], m: Msg) {
-    match m {
-        Msg::Ready { block, upto } => {
-            if let Some(b) = blocks.get_mut(block) {
-                b.ready = b.ready.max(upto.min(b.len));
-            }
-        }
-        Msg::Rewrite { block, offset } => {
-            if let Some(b) = blocks.get_mut(block) {
-                b.rollback(offset);
-            }
-        }
+fn take(blocks: &mut [Block], m: Written) {
+    let Some(b) = blocks.get_mut(m.block) else {
+        return;
+    };
+    let end = m.offset.saturating_add(m.len).min(b.len);
+    let mut p = m.offset / b.page_size;
+    while p * b.page_size < end {
+        b.data[(p / 64) as usize] |= 1 << (p % 64);
+        p += 1;
     }
+    b.ready = b.ready.max(end);
+    b.rollback(m.offset);
 }
 
 impl Block {
-    /// Hashes the next chunk below `ready`, not past the next checkpoint.
-    fn step(&mut self, buf: &mut [u8]) -> Result<()> {
+    /// Hashes the next chunk below `ready`, not past the next checkpoint: runs of pages
+    /// written are read from the file, runs of holes are `zeros`.
+    fn step(&mut self, buf: &mut [u8], zeros: &[u8]) -> Result<()> {
         let end = self.ready.min((self.pos / CHUNK + 1) * CHUNK);
-        let n = (end - self.pos) as usize;
-        self.file
-            .read_exact_at(&mut buf[..n], self.pos)
-            .with_context(|| format!("cannot read the image at {:#x} to hash it", self.pos))?;
-        self.state.update(&buf[..n]);
-        self.pos = end;
+        while self.pos < end {
+            let written = self.written(self.pos);
+            let mut to = (self.pos / self.page_size + 1) * self.page_size;
+            while to < end && self.written(to) == written {
+                to += self.page_size;
+            }
+            let n = (to.min(end) - self.pos) as usize;
+            if written {
+                self.file
+                    .read_exact_at(&mut buf[..n], self.pos)
+                    .with_context(|| {
+                        format!("cannot read the image at {:#x} to hash it", self.pos)
+                    })?;
+                self.state.update(&buf[..n]);
+            } else {
+                self.state.update(&zeros[..n]);
+            }
+            self.pos += n as u64;
+        }
         if self.pos % CHECKPOINT == 0 && self.checkpoints.last().map(|c| c.0) != Some(self.pos) {
             self.checkpoints.push((self.pos, self.state.clone()));
         }
         Ok(())
+    }
+
+    /// Whether a write to the page holding byte `at` was announced.
+    fn written(&self, at: u64) -> bool {
+        let p = at / self.page_size;
+        self.data[(p / 64) as usize] & (1 << (p % 64)) != 0
     }
 
     /// Forgets what was hashed at or above `offset`'s checkpoint.
@@ -222,38 +246,30 @@ mod tests {
         let len = 3 * CHECKPOINT + 4096;
         let f = File::create(&path).unwrap();
         f.set_len(len).unwrap();
-        let h = FollowHasher::start(vec![(File::open(&path).unwrap(), len)]).unwrap();
+        let h = FollowHasher::start(vec![(File::open(&path).unwrap(), len)], 4096).unwrap();
         let mut want = vec![0u8; len as usize];
-        let mut put = |off: u64, byte: u8, h: &FollowHasher, rewrite: bool| {
+        let mut put = |off: u64, byte: u8, h: &FollowHasher| {
             let page = vec![byte; 4096];
             f.write_all_at(&page, off).unwrap();
             want[off as usize..off as usize + 4096].copy_from_slice(&page);
-            if rewrite {
-                h.send(Msg::Rewrite {
-                    block: 0,
-                    offset: off,
-                });
-            }
-            h.send(Msg::Ready {
+            h.send(Written {
                 block: 0,
-                upto: off + 4096,
+                offset: off,
+                len: 4096,
             });
         };
-        for i in 0..(2 * CHECKPOINT / 4096) {
-            put(i * 4096, (i % 251) as u8 | 1, &h, false);
+        // Every page but a gap of holes at 64 KiB.
+        for i in (0..(2 * CHECKPOINT / 4096)).filter(|i| !(16..32).contains(i)) {
+            put(i * 4096, (i % 251) as u8 | 1, &h);
         }
-        // Give the thread time to hash past the early pages, then rewrite them.
+        // Give the thread time to hash past the early pages, then rewrite them, fill a
+        // hole, and zero a page that held data.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        put(4096, 0xee, &h, true);
-        put(CHECKPOINT + 8192, 0xdd, &h, true);
-        put(3 * CHECKPOINT, 0xcc, &h, false);
-        // A page that held data zeroed again.
-        f.write_all_at(&[0u8; 4096], 0).unwrap();
-        want[..4096].fill(0);
-        h.send(Msg::Rewrite {
-            block: 0,
-            offset: 0,
-        });
+        put(4096, 0xee, &h);
+        put(20 * 4096, 0xab, &h);
+        put(CHECKPOINT + 8192, 0xdd, &h);
+        put(3 * CHECKPOINT, 0xcc, &h);
+        put(0, 0, &h);
         let sums = h.finish().unwrap();
         assert_eq!(sums, vec![sha(&want)]);
         assert_eq!(sha(&std::fs::read(&path).unwrap()), sha(&want));
@@ -270,14 +286,17 @@ mod tests {
         let mut b = Block {
             file: File::open(&path).unwrap(),
             len,
+            page_size: 4096,
+            data: vec![0; (len / 4096).div_ceil(64) as usize],
             ready: len,
             pos: 0,
             state: Sha256::new(),
             checkpoints: vec![(0, Sha256::new())],
         };
         let mut buf = vec![0u8; CHUNK as usize];
+        let zeros = vec![0u8; CHUNK as usize];
         while b.pos < len {
-            b.step(&mut buf).unwrap();
+            b.step(&mut buf, &zeros).unwrap();
         }
         assert_eq!(b.checkpoints.len(), 3);
         b.rollback(len);
