@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ramstream_codec::{Error, ErrorKind, PageAddr, PageStore, RamBlock, RamImage, RecordKind};
 
-use super::follow_hash::{FollowHasher, Written};
+use super::follow_hash::{FollowHasher, Sums, Written};
 
 /// The most bytes one gathered write carries.
 const WRITE_RUN: usize = 4 << 20;
@@ -160,7 +160,7 @@ impl<'a> FileImage<'a> {
 
     /// Writes what is pending, syncs every file and waits for the sha256s (`None` without
     /// hashing). Returns the block files.
-    pub fn finish(mut self) -> Result<(Vec<BlockFile>, Option<Vec<[u8; 32]>>)> {
+    pub fn finish(mut self) -> Result<(Vec<BlockFile>, Option<Sums>)> {
         self.flush()?;
         for b in &self.blocks {
             b.file

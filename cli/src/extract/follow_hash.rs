@@ -30,6 +30,9 @@ pub const CHECKPOINT: u64 = 8 << 20;
 /// Bytes read and hashed at a time (divides [`CHECKPOINT`]).
 const CHUNK: u64 = 1 << 20;
 
+/// The sha256 of each block, in block order.
+pub type Sums = Vec<[u8; 32]>;
+
 /// What the writer tells the hashing thread: a write of `len` bytes at `offset` of block
 /// `block` completed.
 #[derive(Debug)]
@@ -103,7 +106,7 @@ impl FollowHasher {
 
     /// Waits for the thread to hash every block to its end; the sha256 of each block file.
     /// Call it once every write completed.
-    pub fn finish(mut self) -> Result<Vec<[u8; 32]>> {
+    pub fn finish(mut self) -> Result<Sums> {
         self.tx = None;
         let thread = self.thread.take().context("the sha256 thread was joined")?;
         thread
@@ -203,7 +206,9 @@ impl Block {
             }
             self.pos += n as u64;
         }
-        if self.pos % CHECKPOINT == 0 && self.checkpoints.last().map(|c| c.0) != Some(self.pos) {
+        if self.pos.is_multiple_of(CHECKPOINT)
+            && self.checkpoints.last().map(|c| c.0) != Some(self.pos)
+        {
             self.checkpoints.push((self.pos, self.state.clone()));
         }
         Ok(())
