@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::IoSlice;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -262,31 +261,16 @@ impl<'a> FileImage<'a> {
 /// `pwritev` until every byte of `iov` is written at `offset`.
 fn pwritev_all(file: &File, mut iov: &mut [IoSlice<'_>], mut offset: u64) -> std::io::Result<()> {
     while !iov.is_empty() {
-        let off = libc::off_t::try_from(offset)
-            .map_err(|_| std::io::Error::other("offset beyond off_t"))?;
-        // SAFETY: `iov` is a live slice of `IoSlice`s, which are ABI-compatible with
-        // `struct iovec` on Unix; its length is at most MAX_IOV (checked by the callers'
-        // gathering), the kernel only reads the buffers, and `file` is open.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr().cast(),
-                iov.len().min(MAX_IOV) as libc::c_int,
-                off,
-            )
+        let n = match rustix::io::pwritev(file, &iov[..iov.len().min(MAX_IOV)], offset) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         offset += n as u64;
-        IoSlice::advance_slices(&mut iov, n as usize);
+        IoSlice::advance_slices(&mut iov, n);
     }
     Ok(())
 }
