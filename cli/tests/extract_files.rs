@@ -2,7 +2,7 @@
 //! sha256s hashed alongside: each equals the sha256 of the file written, for QEMU's single-pass
 //! and live (several rounds, XBZRLE) streams and for hand-made streams that rewrite an early
 //! page after later ones, zero a page that held data, and change the block list; and
-//! `--no-sha256` leaves the sums out.
+//! `--no-sha256` (of `extract` and `receive --extract`) leaves the sums out.
 
 mod common;
 
@@ -213,4 +213,43 @@ fn a_changed_block_list_keeps_the_pages_written() {
         2,
         "no scratch directory is left beside the extract"
     );
+}
+
+/// `receive --extract --no-sha256` (fed a QEMU stream over loopback, no QEMU needed): the
+/// manifest has no sums, the images are QEMU's RAM.
+#[test]
+fn receive_extract_no_sha256_leaves_the_sums_out() {
+    let v = ramstream_conformance_vectors::vector("multi-block").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("x");
+    let recv = common::live::spawn_listening(&[
+        "receive".to_string(),
+        "--listen".into(),
+        "tcp:127.0.0.1:0".into(),
+        "--extract".into(),
+        dir.display().to_string(),
+        "--no-sha256".into(),
+    ]);
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(recv.tcp()).unwrap();
+        s.write_all(&v.stream().unwrap()).unwrap();
+    }
+    let out = recv.wait();
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let m = json_file(&dir.join("manifest.json"));
+    let got: Vec<(String, String)> = m["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert!(b.get("sha256").is_none(), "{b}");
+            let bytes = std::fs::read(dir.join(b["file"].as_str().unwrap())).unwrap();
+            (
+                b["idstr"].as_str().unwrap().to_string(),
+                hex::encode(Sha256::digest(&bytes)),
+            )
+        })
+        .collect();
+    assert_eq!(got, v.block_hashes(), "QEMU's RAM");
 }
