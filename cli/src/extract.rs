@@ -2,6 +2,7 @@
 //! and a manifest.
 
 mod direct;
+mod early_sync;
 mod files;
 mod follow_hash;
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ramstream_codec::{Error, ErrorKind, PageAddr, PageStore, RamBlock, RamImage, RecordKind};
 
+use super::early_sync::EarlySync;
 use super::follow_hash::{FollowHasher, Sums, Written};
 
 /// The most bytes one gathered write carries.
@@ -38,6 +39,8 @@ pub struct FileImage<'a> {
     page_size: usize,
     blocks: Vec<BlockFile>,
     hasher: Option<FollowHasher>,
+    /// Writeback started while decoding.
+    sync: Option<EarlySync>,
     /// Adjacent pages waiting for one write: block, offset of the first, the bodies.
     run: Option<(usize, u64, Vec<IoSlice<'a>>)>,
     run_bytes: usize,
@@ -87,11 +90,18 @@ impl<'a> FileImage<'a> {
         } else {
             None
         };
+        let handles = files
+            .iter()
+            .map(|b| b.file.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot open the image files for writeback")?;
+        let sync = Some(EarlySync::start(handles)?);
         Ok(FileImage {
             dir: dir.to_path_buf(),
             page_size,
             blocks: files,
             hasher,
+            sync,
             run: None,
             run_bytes: 0,
             page: vec![0; page_size],
@@ -161,6 +171,9 @@ impl<'a> FileImage<'a> {
     /// hashing). Returns the block files.
     pub fn finish(mut self) -> Result<(Vec<BlockFile>, Option<Sums>)> {
         self.flush()?;
+        if let Some(s) = self.sync.take() {
+            s.finish();
+        }
         for b in &self.blocks {
             b.file
                 .sync_all()
@@ -247,6 +260,9 @@ impl<'a> FileImage<'a> {
         let f = &self.blocks[b];
         pwritev_all(&f.file, iov, offset)
             .with_context(|| format!("cannot write {}", self.dir.join(&f.fname).display()))?;
+        if let Some(s) = &mut self.sync {
+            s.wrote(b, len);
+        }
         if let Some(h) = &self.hasher {
             h.send(Written {
                 block: b,
