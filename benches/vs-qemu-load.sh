@@ -10,6 +10,8 @@
 #
 #   benches/vs-qemu-load.sh [VECTOR_DIR] [REPS]
 #   VECTOR_DIR defaults to conformance-vectors/vectors/linux-stopped (a 128 MiB Linux guest).
+#   RAMSTREAM_BASE_BIN=/path/to/older/ramstream adds a row for that build's extract, timed in
+#   the same interleaved runs (a before/after in one table).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 vector=${1:-$root/conformance-vectors/vectors/linux-stopped}
@@ -30,10 +32,10 @@ else
     cp "$vector/stream.bin" "$stream"
 fi
 exec python3 - "$vector/manifest.json" "$stream" "$bin" "$qemu" "$reps" "$work" \
-    "$root/conformance-vectors/guests/build" <<'PY'
+    "$root/conformance-vectors/guests/build" "${RAMSTREAM_BASE_BIN:-}" <<'PY'
 import json, os, resource, socket, statistics, subprocess, sys, threading, time
 
-manifest, stream, ramstream, qemu, reps, work, guests = sys.argv[1:]
+manifest, stream, ramstream, qemu, reps, work, guests, base = sys.argv[1:]
 reps = int(reps)
 m = json.load(open(manifest))
 size = os.path.getsize(stream)
@@ -144,6 +146,8 @@ def run_inspect(i):
 
 runs = {"qemu-7.2 load": run_qemu, "ramstream extract": run_extract,
         "extract --no-sha256": run_extract_nosha,
+        **({"extract (base build)": lambda i: timed([base, "extract", stream, "--out", f"{work}/x{i}"])}
+           if base else {}),
         "ramstream receive": run_receive, "ramstream inspect": run_inspect}
 res = {k: [] for k in runs}
 for i in range(reps):
