@@ -253,3 +253,31 @@ fn receive_extract_no_sha256_leaves_the_sums_out() {
         .collect();
     assert_eq!(got, v.block_hashes(), "QEMU's RAM");
 }
+
+/// A stream cut in the middle of its pages fails, naming the offset, and leaves neither the
+/// output directory nor the scratch directory the pages were being written into.
+#[test]
+fn a_stream_cut_among_its_pages_leaves_no_files() {
+    let (s, _) = rewriting_stream();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("stream.bin");
+    std::fs::write(&path, &s[..s.len() / 2]).unwrap();
+    let dir = tmp.path().join("x");
+    let out = ramstream(&[
+        "extract".as_ref(),
+        path.as_os_str(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("stream.bin") && stderr.contains("offset"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["stream.bin"], "only the stream is left");
+}

@@ -19,10 +19,12 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 /// Bytes hashed between two checkpoints of the hash state.
@@ -49,6 +51,8 @@ pub struct Written {
 pub struct FollowHasher {
     tx: Option<Sender<Written>>,
     thread: Option<JoinHandle<Result<Vec<[u8; 32]>>>>,
+    /// Set when the handle is dropped without [`FollowHasher::finish`]: the thread stops.
+    abandoned: Arc<AtomicBool>,
 }
 
 /// One block as the thread sees it.
@@ -86,13 +90,16 @@ impl FollowHasher {
                 checkpoints: vec![(0, Sha256::new())],
             })
             .collect();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&abandoned);
         let thread = std::thread::Builder::new()
             .name("extract-sha256".into())
-            .spawn(move || follow(blocks, rx))
+            .spawn(move || follow(blocks, rx, &stop))
             .context("cannot start the sha256 thread")?;
         Ok(FollowHasher {
             tx: Some(tx),
             thread: Some(thread),
+            abandoned,
         })
     }
 
@@ -117,19 +124,26 @@ impl FollowHasher {
 
 impl Drop for FollowHasher {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after it hashed what is left; an error path
-        // does not wait for it.
+        // An error path: the thread stops at its next chunk, and is not waited for.
+        self.abandoned.store(true, Ordering::Relaxed);
         self.tx = None;
     }
 }
 
 /// The thread: takes every message waiting, hashes one chunk, again; once the writer is
 /// gone, hashes every block to its end.
-fn follow(mut blocks: Vec<Block>, rx: Receiver<Written>) -> Result<Vec<[u8; 32]>> {
+fn follow(
+    mut blocks: Vec<Block>,
+    rx: Receiver<Written>,
+    abandoned: &AtomicBool,
+) -> Result<Vec<[u8; 32]>> {
     let mut buf = vec![0u8; CHUNK as usize];
     let zeros = vec![0u8; CHUNK as usize];
     let mut open = true;
     while open {
+        if abandoned.load(Ordering::Relaxed) {
+            bail!("abandoned");
+        }
         loop {
             match rx.try_recv() {
                 Ok(m) => take(&mut blocks, m),
@@ -159,6 +173,9 @@ fn follow(mut blocks: Vec<Block>, rx: Receiver<Written>) -> Result<Vec<[u8; 32]>
         .map(|(i, b)| {
             b.ready = b.len;
             while b.pos < b.len {
+                if abandoned.load(Ordering::Relaxed) {
+                    bail!("abandoned");
+                }
                 b.step(&mut buf, &zeros)
                     .with_context(|| format!("block {i}"))?;
             }
