@@ -2,7 +2,7 @@
 # Loader vs QEMU (issue #15): loads one recorded QEMU 7.2 stream
 #   - into QEMU 7.2 itself (-incoming defer, then QMP migrate-incoming exec:cat FILE; time from
 #     the command to status "completed"; destination built from the vector's manifest),
-#   - with `ramstream extract FILE --out DIR`,
+#   - with `ramstream extract FILE --out DIR`, and with `--no-sha256` (no manifest hashes),
 #   - with `ramstream receive --listen tcp:127.0.0.1:0 --extract DIR` fed over loopback,
 #   - with `ramstream inspect FILE`,
 # interleaved, REPS times each, and prints medians and ratios against QEMU (wall time, CPU time,
@@ -10,6 +10,8 @@
 #
 #   benches/vs-qemu-load.sh [VECTOR_DIR] [REPS]
 #   VECTOR_DIR defaults to conformance-vectors/vectors/linux-stopped (a 128 MiB Linux guest).
+#   RAMSTREAM_BASE_BIN=/path/to/older/ramstream adds a row for that build's extract, timed in
+#   the same interleaved runs (a before/after in one table).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 vector=${1:-$root/conformance-vectors/vectors/linux-stopped}
@@ -30,10 +32,10 @@ else
     cp "$vector/stream.bin" "$stream"
 fi
 exec python3 - "$vector/manifest.json" "$stream" "$bin" "$qemu" "$reps" "$work" \
-    "$root/conformance-vectors/guests/build" <<'PY'
+    "$root/conformance-vectors/guests/build" "${RAMSTREAM_BASE_BIN:-}" <<'PY'
 import json, os, resource, socket, statistics, subprocess, sys, threading, time
 
-manifest, stream, ramstream, qemu, reps, work, guests = sys.argv[1:]
+manifest, stream, ramstream, qemu, reps, work, guests, base = sys.argv[1:]
 reps = int(reps)
 m = json.load(open(manifest))
 size = os.path.getsize(stream)
@@ -133,6 +135,9 @@ def feeder(p):
 def run_extract(i):
     return timed([ramstream, "extract", stream, "--out", f"{work}/x{i}"])
 
+def run_extract_nosha(i):
+    return timed([ramstream, "extract", "--no-sha256", stream, "--out", f"{work}/x{i}"])
+
 def run_receive(i):
     return timed([ramstream, "receive", "--listen", "tcp:127.0.0.1:0", "--extract", f"{work}/r{i}"], feeder)
 
@@ -140,6 +145,9 @@ def run_inspect(i):
     return timed([ramstream, "inspect", stream])
 
 runs = {"qemu-7.2 load": run_qemu, "ramstream extract": run_extract,
+        "extract --no-sha256": run_extract_nosha,
+        **({"extract (base build)": lambda i: timed([base, "extract", stream, "--out", f"{work}/x{i}"])}
+           if base else {}),
         "ramstream receive": run_receive, "ramstream inspect": run_inspect}
 res = {k: [] for k in runs}
 for i in range(reps):

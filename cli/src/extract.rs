@@ -1,6 +1,11 @@
 //! `ramstream extract`: one raw, sparse image per RAM block, the device sections verbatim,
 //! and a manifest.
 
+mod direct;
+mod early_sync;
+mod files;
+mod follow_hash;
+
 use std::fs::{self, File};
 
 use std::path::{Path, PathBuf};
@@ -29,6 +34,10 @@ pub struct ExtractArgs {
     /// The output directory (created; must be empty or absent).
     #[arg(long)]
     pub out: PathBuf,
+    /// Leave the blocks' `sha256` out of manifest.json (hashing a large guest costs about as
+    /// much as writing it).
+    #[arg(long)]
+    pub no_sha256: bool,
     #[command(flatten)]
     pub decode: DecodeArgs,
 }
@@ -39,7 +48,9 @@ struct BlockEntry {
     idstr: String,
     used_length: u64,
     file: String,
-    sha256: String,
+    /// The sha256 of the whole image file; absent with `--no-sha256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 /// One device entry of `manifest.json`.
@@ -209,14 +220,14 @@ impl Collector {
     }
 
     /// Writes the extract into `out` atomically: a scratch directory beside it is renamed at
-    /// the end, so a failure never leaves a directory that looks complete. Returns the
-    /// device-split check it recorded in the manifest.
-    pub fn write(&self, out: &Path) -> Result<Option<SplitCheck>> {
+    /// the end, so a failure never leaves a directory that looks complete. `hash`: the
+    /// manifest has each block's sha256. Returns the device-split check it recorded.
+    pub fn write(&self, out: &Path, hash: bool) -> Result<Option<SplitCheck>> {
         if out.exists() && fs::read_dir(out)?.next().is_some() {
             bail!("{} exists and is not empty", out.display());
         }
         let scratch = scratch_dir(out)?;
-        let splits = match self.write_into(&scratch) {
+        let splits = match self.write_into(&scratch, hash) {
             Ok(splits) => splits,
             Err(e) => {
                 let _ = fs::remove_dir_all(&scratch);
@@ -231,19 +242,21 @@ impl Collector {
         Ok(splits)
     }
 
-    fn write_into(&self, dir: &Path) -> Result<Option<SplitCheck>> {
+    fn write_into(&self, dir: &Path, hash: bool) -> Result<Option<SplitCheck>> {
         fs::create_dir_all(dir.join("devices"))?;
         // The manifest's whole-block sha256s are hashed on a second thread while the
         // images are written: hashing is off the write path.
         let image = &self.image;
         std::thread::scope(|s| {
-            let sums = s.spawn(move || {
-                (0..image.blocks().len())
-                    .map(|i| image.sha256(i))
-                    .collect::<Vec<_>>()
+            let sums = hash.then(|| {
+                s.spawn(move || {
+                    (0..image.blocks().len())
+                        .map(|i| image.sha256(i))
+                        .collect::<Vec<_>>()
+                })
             });
             let written = self.write_blocks(dir);
-            let sums = sums.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let sums = sums.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             self.write_rest(dir, written?, sums)
         })
     }
@@ -270,21 +283,27 @@ impl Collector {
                 idstr: b.idstr.clone(),
                 used_length: b.used_length,
                 file: fname,
-                sha256: String::new(),
+                sha256: None,
             });
         }
         Ok(blocks)
     }
 
-    /// The device sections, the VMDESCRIPTION and the manifest, `sums` the blocks' sha256s.
+    /// The device sections, the VMDESCRIPTION and the manifest, `sums` the blocks' sha256s
+    /// (`None`: the manifest has none).
     fn write_rest(
         &self,
         dir: &Path,
         mut blocks: Vec<BlockEntry>,
-        sums: Vec<[u8; 32]>,
+        sums: Option<Vec<[u8; 32]>>,
     ) -> Result<Option<SplitCheck>> {
-        for (b, sum) in blocks.iter_mut().zip(sums) {
-            b.sha256 = hex::encode(sum);
+        if let Some(sums) = sums {
+            if sums.len() != blocks.len() {
+                bail!("{} sha256s for {} blocks", sums.len(), blocks.len());
+            }
+            for (b, sum) in blocks.iter_mut().zip(sums) {
+                b.sha256 = Some(hex::encode(sum));
+            }
         }
         let mut devices = Vec::new();
         for (i, d) in self.devices.iter().enumerate() {
@@ -377,7 +396,8 @@ pub fn file_name(idstr: &str, ext: &str) -> String {
 }
 
 /// Extracts a stream file, or a mapped-ram file (read as such when its configuration lists
-/// `mapped-ram`, SPEC.md §7.9).
+/// `mapped-ram`, SPEC.md §7.9). A plain single stream is written straight into the files
+/// ([`direct`]); the others are rebuilt in memory first.
 pub fn run(a: &ExtractArgs) -> Result<()> {
     let (file, out, decode) = (a.file.as_path(), a.out.as_path(), &a.decode);
     let bytes = read_stream(file)?;
@@ -392,6 +412,10 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
     let mut c = match &multifd {
         Some(_) => Collector::shared(events.decoder().page_size(), shared),
         None => Collector::new(events.decoder().page_size()),
+    };
+    let mut direct = match &multifd {
+        Some(_) => None,
+        None => Some(direct::Direct::new(out, !a.no_sha256)?),
     };
     let mut bar = crate::progress::Bytes::new("decoding", Some(bytes.len() as u64), false);
     while let Some(item) = events.next() {
@@ -409,6 +433,16 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
                 crate::multifd::recording::channel_path(file, 0).display()
             );
         }
+        if let Some(d) = direct.as_mut() {
+            match d
+                .observe(&mut c, at, &event, &bytes, file_offset)
+                .with_context(in_file)?
+            {
+                direct::Taken::Written => continue,
+                direct::Taken::Collector => {}
+                direct::Taken::Leave => direct = None,
+            }
+        }
         c.observe(at, &event).with_context(in_file)?;
         if let Event::MemSize(ms) = &event {
             c.apply_mapped_ram(&bytes, file_offset, ms)
@@ -421,7 +455,10 @@ pub fn run(a: &ExtractArgs) -> Result<()> {
     };
     bytes.check_unchanged()?;
     c.take_shared()?;
-    let splits = c.write(out)?;
+    let splits = match direct {
+        Some(d) => d.finish(&c, out)?,
+        None => c.write(out, !a.no_sha256)?,
+    };
     report_splits(splits.as_ref());
     for ch in &channels {
         eprintln!(

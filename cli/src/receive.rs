@@ -56,6 +56,9 @@ pub struct ReceiveArgs {
     /// QEMU mode: accept machine types the conformance vectors do not cover.
     #[arg(long, requires = "extract")]
     pub allow_untested_machine: bool,
+    /// QEMU mode: leave the blocks' `sha256` out of manifest.json.
+    #[arg(long, requires = "extract")]
+    pub no_sha256: bool,
     /// The source's multifd-channels (1 to 255). With --extract: wait for exactly N
     /// channels at the main stream's first sync point; without it, a multifd source is
     /// recognised by its channels' connections (magic 0x11223344) and its channels are those
@@ -281,7 +284,7 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
         }
     }
     c.take_shared()?;
-    let splits = c.write(out)?;
+    let splits = c.write(out, !a.no_sha256)?;
     crate::extract::report_splits(splits.as_ref());
     for (ch, _) in &channels {
         eprintln!(
