@@ -1,7 +1,7 @@
 //! `ramstream extract`: one raw, sparse image per RAM block, the device sections verbatim,
 //! and a manifest.
 
-mod direct;
+pub mod direct;
 mod early_sync;
 mod files;
 mod follow_hash;
@@ -135,6 +135,18 @@ impl Collector {
                 }
             }
             Event::MemSize(ms) => {
+                let same = |a: &RamBlock, b: &RamBlock| {
+                    a.idstr == b.idstr && a.used_length == b.used_length
+                };
+                let changed = self.blocks.len() != ms.blocks.len()
+                    || !self.blocks.iter().zip(&ms.blocks).all(|(a, b)| same(a, b));
+                if self.shared.is_some() && !self.blocks.is_empty() && changed {
+                    bail!(
+                        "at offset {offset:#x}: MEM_SIZE record: the block list changes ({} blocks before, {} now); RAM received over several connections keeps one block list (save the stream and run `ramstream extract` on it)",
+                        self.blocks.len(),
+                        ms.blocks.len()
+                    );
+                }
                 self.image.set_blocks(&ms.blocks);
                 if self.blocks.is_empty() {
                     self.blocks = ms.blocks.clone();

@@ -16,6 +16,7 @@ use ramstream_reference_receiver::{
 };
 
 use crate::addr::{Addr, Forms};
+use crate::extract::direct::{Direct, Taken};
 use crate::extract::Collector;
 use crate::failure::{Failure, Reported};
 use crate::guest::check_kvm;
@@ -199,6 +200,9 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
     let mut dec = Decoder::new(opts.clone());
     let shared = Arc::new(SharedImage::default());
     let mut c = Collector::shared(dec.page_size(), Arc::clone(&shared));
+    // The RAM goes straight into the image files until multifd channels show up at the
+    // first sync point (their pages are then rebuilt in memory with the main stream's).
+    let mut direct = Some(Direct::new(out, !a.no_sha256)?);
     let mut multifd = MultifdReceive::new(
         listener,
         early,
@@ -239,6 +243,18 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
             page_bits = cfg.target_page_bits.unwrap_or(page_bits);
         }
         multifd.observe(&event, offset, page_bits)?;
+        if multifd.has_channels() {
+            if let Some(d) = direct.take() {
+                d.leave(&mut c)?;
+            }
+        }
+        if let Some(d) = direct.as_mut() {
+            match d.observe_copied(&mut c, offset, &event)? {
+                Taken::Written => return Ok(()),
+                Taken::Collector => {}
+                Taken::Leave => direct = None,
+            }
+        }
         c.observe(offset, &event)
     });
     if let Err(e) = result {
@@ -284,7 +300,10 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
         }
     }
     c.take_shared()?;
-    let splits = c.write(out, !a.no_sha256)?;
+    let splits = match direct {
+        Some(d) => d.finish(&c, out)?,
+        None => c.write(out, !a.no_sha256)?,
+    };
     crate::extract::report_splits(splits.as_ref());
     for (ch, _) in &channels {
         eprintln!(

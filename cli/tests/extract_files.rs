@@ -1,8 +1,8 @@
 //! `ramstream extract` writing a single stream straight into the image files, the manifest's
 //! sha256s hashed alongside: each equals the sha256 of the file written, for QEMU's single-pass
 //! and live (several rounds, XBZRLE) streams and for hand-made streams that rewrite an early
-//! page after later ones, zero a page that held data, and change the block list; and
-//! `--no-sha256` (of `extract` and `receive --extract`) leaves the sums out.
+//! page after later ones, zero a page that held data, and change the block list; `receive
+//! --extract` writes the same files; and `--no-sha256` (of both) leaves the sums out.
 
 mod common;
 
@@ -22,6 +22,31 @@ fn extract_checked(stream: &Path, dir: &Path, extra: &[&str]) -> Vec<(String, Ve
     args.push(dir.as_os_str());
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     ok(&ramstream(&args));
+    blocks_checked(dir, extra)
+}
+
+/// Runs `ramstream receive --listen tcp:127.0.0.1:0 --extract dir [extra]`, sends it
+/// `stream` over loopback, and checks the manifest as [`extract_checked`] does.
+fn receive_checked(stream: &[u8], dir: &Path, extra: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut args: Vec<String> = ["receive", "--listen", "tcp:127.0.0.1:0", "--extract"]
+        .map(String::from)
+        .into();
+    args.push(dir.display().to_string());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let recv = common::live::spawn_listening(&args);
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(recv.tcp()).unwrap();
+        s.write_all(stream).unwrap();
+    }
+    let out = recv.wait();
+    assert!(out.status.success(), "{:?}", out.stderr);
+    blocks_checked(dir, extra)
+}
+
+/// The blocks of the extract in `dir`, each file its manifest's length and (unless `extra`
+/// has `--no-sha256`, which leaves them out) its manifest's sha256.
+fn blocks_checked(dir: &Path, extra: &[&str]) -> Vec<(String, Vec<u8>)> {
     let m = json_file(&dir.join("manifest.json"));
     m["blocks"]
         .as_array()
@@ -175,10 +200,9 @@ fn rewrites_and_zeroes_after_later_pages_land_in_the_file_and_its_sha256() {
     assert!(nosha[0].1 == want, "--no-sha256 writes the same image");
 }
 
-/// A second MEM_SIZE that adds a block: the pages written so far are kept (the extract goes
-/// on in memory), the new block is there, and the sums are the files'.
-#[test]
-fn a_changed_block_list_keeps_the_pages_written() {
+/// A stream whose second MEM_SIZE adds a block before the one written to, and the two
+/// blocks' final RAM: `extra` holds page 3, `pc.ram` keeps page 1 (page 2 was zeroed).
+fn changed_block_list_stream() -> (Vec<u8>, [Vec<u8>; 2]) {
     let at = |b: usize, i: u64| PageAddr::new(b, i * PAGE as u64);
     let p1 = page(1, 1);
     let p2 = page(2, 2);
@@ -196,17 +220,25 @@ fn a_changed_block_list_keeps_the_pages_written() {
             e.zero(at(1, 2), 0, s).unwrap();
         },
     );
+    let mut extra = vec![0u8; 4 * PAGE];
+    extra[3 * PAGE..].copy_from_slice(&p3);
+    let mut ram = vec![0u8; 16 * PAGE];
+    ram[PAGE..2 * PAGE].copy_from_slice(&p1);
+    (s, [extra, ram])
+}
+
+/// A second MEM_SIZE that adds a block: the pages written so far are kept (the extract goes
+/// on in memory), the new block is there, and the sums are the files'.
+#[test]
+fn a_changed_block_list_keeps_the_pages_written() {
+    let (s, [extra, ram]) = changed_block_list_stream();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("stream.bin");
     std::fs::write(&path, &s).unwrap();
     let blocks = extract_checked(&path, &tmp.path().join("x"), &[]);
     let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["extra", "pc.ram"]);
-    let mut extra = vec![0u8; 4 * PAGE];
-    extra[3 * PAGE..].copy_from_slice(&p3);
     assert!(blocks[0].1 == extra, "extra holds the page written after");
-    let mut ram = vec![0u8; 16 * PAGE];
-    ram[PAGE..2 * PAGE].copy_from_slice(&p1);
     assert!(blocks[1].1 == ram, "pc.ram keeps page 1; page 2 was zeroed");
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
@@ -221,37 +253,86 @@ fn a_changed_block_list_keeps_the_pages_written() {
 fn receive_extract_no_sha256_leaves_the_sums_out() {
     let v = ramstream_conformance_vectors::vector("multi-block").unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("x");
+    let blocks = receive_checked(
+        &v.stream().unwrap(),
+        &tmp.path().join("x"),
+        &["--no-sha256"],
+    );
+    let got: Vec<(String, String)> = blocks
+        .iter()
+        .map(|(id, b)| (id.clone(), hex::encode(Sha256::digest(b))))
+        .collect();
+    assert_eq!(got, v.block_hashes(), "QEMU's RAM");
+}
+
+/// `receive --extract` (page bodies copied out of the socket's buffer into the pending
+/// write) writes the files `extract` (bodies written from the mapped file) writes, with the
+/// same sums: QEMU's single-pass, live and multi-block streams and the rewriting stream.
+#[test]
+fn receive_extract_writes_what_extract_writes() {
+    let mut streams: Vec<(String, Vec<u8>)> = ["linux-stopped", "live-xbzrle", "multi-block"]
+        .iter()
+        .map(|n| {
+            let v = ramstream_conformance_vectors::vector(n).unwrap();
+            (n.to_string(), v.stream().unwrap())
+        })
+        .collect();
+    streams.push(("rewriting".into(), rewriting_stream().0));
+    for (name, s) in streams {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("stream.bin");
+        std::fs::write(&path, &s).unwrap();
+        let want = extract_checked(&path, &tmp.path().join("x"), &[]);
+        let got = receive_checked(&s, &tmp.path().join("r"), &[]);
+        assert_eq!(
+            got.iter().map(|b| &b.0).collect::<Vec<_>>(),
+            want.iter().map(|b| &b.0).collect::<Vec<_>>(),
+            "{name}: the blocks"
+        );
+        for ((id, g), (_, w)) in got.iter().zip(&want) {
+            assert!(g == w, "{name}: block {id} differs from extract's");
+        }
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            3,
+            "{name}: no scratch directory is left beside the extracts"
+        );
+    }
+}
+
+/// A block list that changes mid-stream is refused by `receive --extract` (its RAM may be
+/// shared with multifd channels, which keep the first list), naming the record, and leaves
+/// no files; `extract` of the same stream takes it (above).
+#[test]
+fn receive_extract_refuses_a_changed_block_list() {
+    let (s, _) = changed_block_list_stream();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
     let recv = common::live::spawn_listening(&[
         "receive".to_string(),
         "--listen".into(),
         "tcp:127.0.0.1:0".into(),
         "--extract".into(),
         dir.display().to_string(),
-        "--no-sha256".into(),
     ]);
     {
         use std::io::Write;
-        let mut s = std::net::TcpStream::connect(recv.tcp()).unwrap();
-        s.write_all(&v.stream().unwrap()).unwrap();
+        let mut c = std::net::TcpStream::connect(recv.tcp()).unwrap();
+        // The receiver may stop reading at the refused record.
+        let _ = c.write_all(&s);
     }
     let out = recv.wait();
-    assert!(out.status.success(), "{:?}", out.stderr);
-    let m = json_file(&dir.join("manifest.json"));
-    let got: Vec<(String, String)> = m["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            assert!(b.get("sha256").is_none(), "{b}");
-            let bytes = std::fs::read(dir.join(b["file"].as_str().unwrap())).unwrap();
-            (
-                b["idstr"].as_str().unwrap().to_string(),
-                hex::encode(Sha256::digest(&bytes)),
-            )
-        })
-        .collect();
-    assert_eq!(got, v.block_hashes(), "QEMU's RAM");
+    let stderr = out.stderr.join("\n");
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MEM_SIZE") && stderr.contains("block list changes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "neither the output nor a scratch directory is left"
+    );
 }
 
 /// A stream cut in the middle of its pages fails, naming the offset, and leaves neither the

@@ -1,18 +1,22 @@
-//! `ramstream extract` of a plain single stream: RAM goes straight into the output files
-//! ([`FileImage`]) while the stream is decoded, in a scratch directory beside `--out` that is
-//! renamed at the end (removed on failure).
+//! `ramstream extract` of a plain single stream, and `receive --extract` of one: RAM goes
+//! straight into the output files ([`FileImage`]) while the stream is decoded, in a scratch
+//! directory beside `--out` that is renamed at the end (removed on failure). A stream file's
+//! page bodies are written from the mapped input ([`Direct::observe`]); a socket's are copied
+//! into the pending write, since its buffer is reused ([`Direct::observe_copied`]).
 //!
-//! Not on this path, and rebuilt in memory as before ([`Collector`]): multifd recordings (the
-//! channels' pages are applied by other threads, [`crate::multifd`]), mapped-ram files (their
-//! pages are read from file regions when the MEM_SIZE arrives), and a stream whose second
-//! MEM_SIZE changes the block list (the pages written so far are read back into memory first).
+//! Not on this path, and rebuilt in memory as before ([`Collector`]): multifd migrations (the
+//! channels' pages are applied by other threads, [`crate::multifd`]; a receive leaves the
+//! files when channels show up at the first sync point), mapped-ram files (their pages are
+//! read from file regions when the MEM_SIZE arrives), and a stream whose second MEM_SIZE
+//! changes the block list (the pages written so far are read back into memory first).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ramstream_codec::mapped_ram::block_views;
-use ramstream_codec::{Error, ErrorKind, Event, RecordKind};
+use ramstream_codec::{Error, ErrorKind, Event, PageStore, RecordKind};
+use ramstream_migrate::GuestRam;
 
 use super::files::FileImage;
 use super::{scratch_dir, BlockEntry, Collector};
@@ -65,25 +69,58 @@ impl<'a> Direct<'a> {
         input: &[u8],
         file_offset: u64,
     ) -> Result<Taken> {
-        let err = |e: anyhow::Error, kind: RecordKind| {
-            e.context(format!("at offset {at:#x}: {kind:?} record"))
-        };
+        match event {
+            Event::Page(p) => {
+                self.files()?
+                    .page(p.addr, p.data)
+                    .map_err(|e| in_record(e, at, RecordKind::Page))?;
+                Ok(Taken::Written)
+            }
+            Event::MemSize(ms)
+                if self.files.is_none()
+                    && !block_views(input, file_offset, ms, c.image.page_size())?.is_empty() =>
+            {
+                Ok(Taken::Leave)
+            }
+            _ => self.observe_rest(c, at, event),
+        }
+    }
+
+    /// [`Direct::observe`] for an input read from a socket, whose buffer is reused after each
+    /// record: page bodies are copied into the pending write. A socket carries no
+    /// mapped-ram regions.
+    pub fn observe_copied(
+        &mut self,
+        c: &mut Collector,
+        at: u64,
+        event: &Event<'_>,
+    ) -> Result<Taken> {
+        match event {
+            Event::Page(p) => {
+                self.files()?
+                    .page_copied(p.addr, p.data)
+                    .map_err(|e| in_record(e, at, RecordKind::Page))?;
+                Ok(Taken::Written)
+            }
+            _ => self.observe_rest(c, at, event),
+        }
+    }
+
+    /// Every event but PAGE: a MEM_SIZE makes the files (or, changing the block list, leaves
+    /// them), ZERO and XBZRLE records are written.
+    fn observe_rest(&mut self, c: &mut Collector, at: u64, event: &Event<'_>) -> Result<Taken> {
         match event {
             Event::MemSize(ms) => {
-                let page_size = c.image.page_size();
                 match self.files.take() {
                     Some(f) if f.same_blocks(&ms.blocks) => self.files = Some(f),
                     Some(f) => {
-                        f.load_into(&mut c.image)?;
+                        read_back_into(f, c)?;
                         return Ok(Taken::Leave);
                     }
                     None => {
-                        if !block_views(input, file_offset, ms, page_size)?.is_empty() {
-                            return Ok(Taken::Leave);
-                        }
                         self.files = Some(FileImage::create(
                             &self.scratch,
-                            page_size,
+                            c.image.page_size(),
                             &ms.blocks,
                             self.hash,
                         )?);
@@ -91,16 +128,10 @@ impl<'a> Direct<'a> {
                 }
                 Ok(Taken::Collector)
             }
-            Event::Page(p) => {
-                self.files()?
-                    .page(p.addr, p.data)
-                    .map_err(|e| err(e, RecordKind::Page))?;
-                Ok(Taken::Written)
-            }
             Event::Zero(z) => {
                 self.files()?
                     .fill(z.addr, z.fill)
-                    .map_err(|e| err(e, RecordKind::Zero))?;
+                    .map_err(|e| in_record(e, at, RecordKind::Zero))?;
                 Ok(Taken::Written)
             }
             Event::Xbzrle(x) => {
@@ -111,6 +142,16 @@ impl<'a> Direct<'a> {
                 .in_record(RecordKind::MultifdFlush)
                 .into()),
             _ => Ok(Taken::Collector),
+        }
+    }
+
+    /// Gives up the files: the pages written so far go into the collector's RAM (its
+    /// shared image when it has one), which takes the stream from here on; the scratch
+    /// directory is removed.
+    pub fn leave(mut self, c: &mut Collector) -> Result<()> {
+        match self.files.take() {
+            Some(f) => read_back_into(f, c),
+            None => Ok(()),
         }
     }
 
@@ -150,6 +191,26 @@ impl<'a> Direct<'a> {
         self.done = true;
         Ok(splits)
     }
+}
+
+/// The pages `f` holds, read back into `c`'s RAM: its shared image when it has one (the
+/// channels of a multifd migration write there), else its own.
+fn read_back_into(f: FileImage<'_>, c: &mut Collector) -> Result<()> {
+    match &c.shared {
+        Some(shared) => f.read_back(|addr, page| Ok(shared.write_page(addr, page)?)),
+        None => {
+            let image = &mut c.image;
+            f.read_back(|addr, page| {
+                image.page_mut(addr).copy_from_slice(page);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// `e` with the record it happened in.
+fn in_record(e: anyhow::Error, at: u64, kind: RecordKind) -> anyhow::Error {
+    e.context(format!("at offset {at:#x}: {kind:?} record"))
 }
 
 impl Drop for Direct<'_> {

@@ -10,7 +10,7 @@ use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ramstream_codec::{Error, ErrorKind, PageAddr, PageStore, RamBlock, RamImage, RecordKind};
+use ramstream_codec::{Error, ErrorKind, PageAddr, RamBlock, RecordKind};
 
 use super::early_sync::EarlySync;
 use super::follow_hash::{FollowHasher, Sums, Written};
@@ -41,9 +41,13 @@ pub struct FileImage<'a> {
     hasher: Option<FollowHasher>,
     /// Writeback started while decoding.
     sync: Option<EarlySync>,
-    /// Adjacent pages waiting for one write: block, offset of the first, the bodies.
+    /// Adjacent pages waiting for one write: block, offset of the first, the bodies
+    /// borrowed from the input (empty when they are copied into `copied`).
     run: Option<(usize, u64, Vec<IoSlice<'a>>)>,
     run_bytes: usize,
+    /// The bodies of the pending write, when the input's buffer is reused after each record
+    /// (a socket): [`FileImage::page_copied`].
+    copied: Vec<u8>,
     /// A page of scratch for XBZRLE and filled pages.
     page: Vec<u8>,
 }
@@ -104,6 +108,7 @@ impl<'a> FileImage<'a> {
             sync,
             run: None,
             run_bytes: 0,
+            copied: Vec::new(),
             page: vec![0; page_size],
         })
     }
@@ -120,19 +125,38 @@ impl<'a> FileImage<'a> {
 
     /// A PAGE record: its body, borrowed from the input, joins the pending write.
     pub fn page(&mut self, addr: PageAddr, body: &'a [u8]) -> Result<()> {
-        self.check(addr, body.len())?;
-        if let Some((b, start, iov)) = &mut self.run {
-            let adjacent = *b == addr.block && *start + self.run_bytes as u64 == addr.offset;
-            if adjacent && self.run_bytes + body.len() <= WRITE_RUN && iov.len() < MAX_IOV {
-                iov.push(IoSlice::new(body));
-                self.run_bytes += body.len();
-                self.mark(addr, true);
-                return Ok(());
-            }
+        self.join_run(addr, body.len(), false)?;
+        if let Some((_, _, iov)) = &mut self.run {
+            iov.push(IoSlice::new(body));
         }
-        self.flush()?;
-        self.run = Some((addr.block, addr.offset, vec![IoSlice::new(body)]));
-        self.run_bytes = body.len();
+        Ok(())
+    }
+
+    /// A PAGE record whose body lives only until the next record (the input is a socket
+    /// whose buffer is reused): the body is copied into the pending write.
+    pub fn page_copied(&mut self, addr: PageAddr, body: &[u8]) -> Result<()> {
+        self.join_run(addr, body.len(), true)?;
+        self.copied.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// Checks a page of `len` bytes at `addr` and makes it the end of the pending run,
+    /// writing the run first when the page does not follow it (or its bodies are held the
+    /// other way: `copied`, or borrowed). The caller then adds the body.
+    fn join_run(&mut self, addr: PageAddr, len: usize, copied: bool) -> Result<()> {
+        self.check(addr, len)?;
+        let follows = self.run.as_ref().is_some_and(|(b, start, iov)| {
+            iov.is_empty() == copied
+                && *b == addr.block
+                && *start + self.run_bytes as u64 == addr.offset
+                && self.run_bytes + len <= WRITE_RUN
+                && iov.len() < MAX_IOV
+        });
+        if !follows {
+            self.flush()?;
+            self.run = Some((addr.block, addr.offset, Vec::new()));
+        }
+        self.run_bytes += len;
         self.mark(addr, true);
         Ok(())
     }
@@ -186,11 +210,13 @@ impl<'a> FileImage<'a> {
         Ok((std::mem::take(&mut self.blocks), sums))
     }
 
-    /// Moves every page that holds data into `image` (whose blocks are the files' blocks),
-    /// for a stream that changes its block list; the caller then drops this image.
-    pub fn load_into(mut self, image: &mut RamImage) -> Result<()> {
+    /// Reads back every page that holds data and hands it to `put` with its address, for a
+    /// stream that leaves the files (a changed block list, or multifd channels): the caller
+    /// then drops this image.
+    pub fn read_back(mut self, mut put: impl FnMut(PageAddr, &[u8]) -> Result<()>) -> Result<()> {
         use std::os::unix::fs::FileExt;
         self.flush()?;
+        let mut page = std::mem::take(&mut self.page);
         for (i, b) in self.blocks.iter().enumerate() {
             for p in 0..b.used_length.div_ceil(self.page_size as u64) {
                 if b.data[(p / 64) as usize] & (1 << (p % 64)) == 0 {
@@ -198,8 +224,9 @@ impl<'a> FileImage<'a> {
                 }
                 let addr = PageAddr::new(i, p * self.page_size as u64);
                 b.file
-                    .read_exact_at(image.page_mut(addr), addr.offset)
+                    .read_exact_at(&mut page, addr.offset)
                     .with_context(|| format!("cannot read back {}", b.fname))?;
+                put(addr, &page)?;
             }
         }
         Ok(())
@@ -248,7 +275,15 @@ impl<'a> FileImage<'a> {
     /// Writes the pending pages.
     fn flush(&mut self) -> Result<()> {
         if let Some((b, start, mut iov)) = self.run.take() {
-            self.write_at(b, start, &mut iov)?;
+            if iov.is_empty() {
+                let copied = std::mem::take(&mut self.copied);
+                let r = self.write_at(b, start, &mut [IoSlice::new(&copied)]);
+                self.copied = copied;
+                self.copied.clear();
+                r?;
+            } else {
+                self.write_at(b, start, &mut iov)?;
+            }
         }
         self.run_bytes = 0;
         Ok(())

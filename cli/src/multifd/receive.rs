@@ -160,6 +160,12 @@ impl MultifdReceive {
         }
     }
 
+    /// Whether channels were gathered at the first sync point (their pages go into the
+    /// shared image).
+    pub fn has_channels(&self) -> bool {
+        self.channels.is_some_and(|n| n > 0)
+    }
+
     /// At the first sync point: the channels that connected by now (or `--multifd-channels`
     /// of them), each on its own thread; then later connections are refused.
     fn start_channels(&mut self, offset: u64) -> Result<()> {
