@@ -12,14 +12,16 @@
 # fetched on the host into "$RAMSTREAM_AARCH64_DIR/cargo-home"; the root's cargo builds offline
 # from there, with the workspace bind-mounted at /src and its target directory kept in the root.
 #
-# Idempotent: a second run reuses the root, the crates and the build (about a minute). Runs
+# Idempotent: a second run reuses the root, the crates and the build (under a minute). Runs
 # are serialised by a lock in the directory. As root (debootstrap, chroot, mounts).
 #
 # When the toolchain can't be set up it prints "aarch64-tests: skipped: <why>" and exits 0,
 # unless RAMSTREAM_REQUIRE_AARCH64=1, when it fails. A failing test always fails.
 #
-# Usage: conformance-vectors/scripts/aarch64-tests.sh [extra `cargo test` arguments]
-#        (default: the codec's library tests, its integration tests and doc tests)
+# Usage: conformance-vectors/scripts/aarch64-tests.sh [`cargo test` target selection]
+#   default `--lib`: the codec's unit tests, which hold the kernel tests (a few minutes);
+#   `--lib --tests` adds the integration tests (about 5 more under emulation), `--doc` the
+#   doc tests (run separately).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
@@ -28,8 +30,9 @@ DIR=${RAMSTREAM_AARCH64_DIR:-/opt/ramstream-aarch64}
 QEMU_ROOT=${RAMSTREAM_QEMU_DIR:-/opt/ramstream-qemu}/sid
 ROOT="$DIR/sid"
 TARGET=aarch64-unknown-linux-gnu
+# zstd: the codec's integration tests unpack the multifd vectors with it (`--tests`).
 PACKAGES=(rustc cargo libstd-rust-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    qemu-user)
+    qemu-user zstd)
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "aarch64-tests: $*" >&2; }
@@ -159,7 +162,7 @@ mountpoint -q "$ROOT/cargo-home" && umount "$ROOT/cargo-home"
 mount --bind "$CARGO_HOME_AARCH64" "$ROOT/cargo-home" && mounts+=("$ROOT/cargo-home")
 
 args=("$@")
-[ ${#args[@]} -eq 0 ] && args=(--lib --tests --doc)
+[ ${#args[@]} -eq 0 ] && args=(--lib)
 # The doc tests need their own run (`--doc` can't be mixed with other target selections).
 runs=()
 if [[ " ${args[*]} " == *" --doc "* ]]; then
