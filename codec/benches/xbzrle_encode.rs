@@ -36,10 +36,16 @@ fn bench(c: &mut Criterion) {
     let old = random_set(1);
     let mut dst = random_set(2);
     let mut out = vec![0u8; PAGE];
-    let kernels: Vec<Kernel> = [Kernel::Avx512, Kernel::Avx2, Kernel::Word, Kernel::Naive]
-        .into_iter()
-        .filter(|k| k.is_available())
-        .collect();
+    let kernels: Vec<Kernel> = [
+        Kernel::Avx512,
+        Kernel::Avx2,
+        Kernel::Neon,
+        Kernel::Word,
+        Kernel::Naive,
+    ]
+    .into_iter()
+    .filter(|k| k.is_available())
+    .collect();
     let mut report = Vec::new();
     for (name, shape) in shapes() {
         let new = derive(&old, shape);

@@ -6,9 +6,9 @@
 //! bytes or more it first ORs the first 128 bytes in plain Rust (a page with data near its
 //! start is answered in one or two cache lines, without the vector kernel's call), then
 //! reads the middle and last word (far-apart cache lines, as QEMU's `buffer_is_zero`
-//! samples first, middle and last byte), then OR-reduces the rest 256 bytes per step with AVX-512 (128 with AVX2, 64 in
-//! portable Rust), stopping at the first non-zero step. The kernel is chosen once per
-//! process (`simd::zero_kernel`).
+//! samples first, middle and last byte), then OR-reduces the rest 256 bytes per step with
+//! AVX-512 (128 with AVX2 or NEON, 64 in portable Rust), stopping at the first non-zero step.
+//! The kernel is chosen once per process (`simd::zero_kernel`).
 
 use crate::xbzrle::simd::{self, Isa};
 
@@ -99,7 +99,7 @@ mod tests {
             "portable, len {}",
             page.len()
         );
-        for isa in [Isa::Avx512, Isa::Avx2] {
+        for isa in Isa::ALL {
             if isa.available() {
                 assert_eq!(
                     is_zero_with(Some(isa), page),

@@ -2,6 +2,9 @@
 //! with its file offset, record and block. The real QEMU recordings are checked in
 //! `conformance-vectors/tests/vectors.rs`.
 
+// The hand-built files come from ramstream-test-support, an x86-64-only dev-dependency.
+#![cfg(target_arch = "x86_64")]
+
 use ramstream_codec::mapped_ram::{MappedRamFile, MappedRamRegion, MappedRamSummary};
 use ramstream_codec::transcode::{self, Mode};
 use ramstream_codec::{

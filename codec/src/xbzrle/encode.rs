@@ -6,7 +6,8 @@
 //! * [`Kernel::Naive`]: one byte at a time (the reference, and the benchmark baseline);
 //! * [`Kernel::Word`]: eight bytes at a time in plain Rust, building a 64-bit "equal" mask
 //!   per 64-byte chunk;
-//! * [`Kernel::Avx2`] / [`Kernel::Avx512`]: the same masks from 32/64-byte vector compares.
+//! * [`Kernel::Avx2`] / [`Kernel::Avx512`] / [`Kernel::Neon`]: the same masks from 32-, 64-
+//!   or 16-byte vector compares.
 //!
 //! The mask kernels fill the masks of up to [`SEGMENT`] bytes at once (one call per 4 KiB
 //! page) and the walker finds run ends with `trailing_zeros`.
@@ -50,6 +51,11 @@ pub(super) fn encode_with(
         ),
         Kernel::Avx512 => encode_runs(
             &mut MaskRuns::new(old, new, Some(simd::Isa::Avx512)),
+            new,
+            out,
+        ),
+        Kernel::Neon => encode_runs(
+            &mut MaskRuns::new(old, new, Some(simd::Isa::Neon)),
             new,
             out,
         ),

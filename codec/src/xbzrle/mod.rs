@@ -258,17 +258,26 @@ pub enum Kernel {
     Avx2,
     /// AVX-512BW, 64 bytes per compare (x86-64 with AVX-512F and AVX-512BW only).
     Avx512,
+    /// NEON, 16 bytes per compare (aarch64 only).
+    Neon,
 }
 
 impl Kernel {
     /// Every kernel, whether or not this CPU supports it.
-    pub const ALL: [Kernel; 4] = [Kernel::Naive, Kernel::Word, Kernel::Avx2, Kernel::Avx512];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Naive,
+        Kernel::Word,
+        Kernel::Avx2,
+        Kernel::Avx512,
+        Kernel::Neon,
+    ];
 
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Kernel {
         match simd::Isa::best() {
             Some(simd::Isa::Avx512) => Kernel::Avx512,
             Some(simd::Isa::Avx2) => Kernel::Avx2,
+            Some(simd::Isa::Neon) => Kernel::Neon,
             None => Kernel::Word,
         }
     }
@@ -280,6 +289,7 @@ impl Kernel {
             Kernel::Naive | Kernel::Word => true,
             Kernel::Avx2 => simd::Isa::Avx2.available(),
             Kernel::Avx512 => simd::Isa::Avx512.available(),
+            Kernel::Neon => simd::Isa::Neon.available(),
         }
     }
 }

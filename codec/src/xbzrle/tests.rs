@@ -116,6 +116,24 @@ fn fully_changed_page_overflows() {
     assert_eq!(encode_all(&old, &new, PAGE + 2).0, Encoded::Overflow);
 }
 
+/// Under aarch64 (natively or in `qemu-aarch64`) `encode` uses the NEON kernel, so the
+/// cross-kernel tests here compare it with the portable ones.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn aarch64_detects_neon() {
+    assert_eq!(Kernel::detect(), Kernel::Neon);
+    assert!(Kernel::Neon.is_available());
+    assert!(!Kernel::Avx2.is_available() && !Kernel::Avx512.is_available());
+}
+
+#[test]
+fn every_kernel_is_listed_once() {
+    for (i, k) in Kernel::ALL.into_iter().enumerate() {
+        assert!(!Kernel::ALL[..i].contains(&k), "{k:?} twice");
+    }
+    assert!(Kernel::ALL.contains(&Kernel::detect()));
+}
+
 #[test]
 fn mismatched_lengths_are_an_error() {
     let mut out = [0u8; 16];
