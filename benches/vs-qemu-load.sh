@@ -3,14 +3,15 @@
 #   - into QEMU 7.2 itself (-incoming defer, then QMP migrate-incoming exec:cat FILE; time from
 #     the command to status "completed"; destination built from the vector's manifest),
 #   - with `ramstream extract FILE --out DIR`, and with `--no-sha256` (no manifest hashes),
-#   - with `ramstream receive --listen tcp:127.0.0.1:0 --extract DIR` fed over loopback,
+#   - with `ramstream receive --listen tcp:127.0.0.1:0 --extract DIR` fed over loopback (and
+#     with `--no-sha256`),
 #   - with `ramstream inspect FILE`,
 # interleaved, REPS times each, and prints medians and ratios against QEMU (wall time, CPU time,
 # peak RSS). Release build of `ramstream` first. Runs alone, or from benches/vs-qemu.sh.
 #
 #   benches/vs-qemu-load.sh [VECTOR_DIR] [REPS]
 #   VECTOR_DIR defaults to conformance-vectors/vectors/linux-stopped (a 128 MiB Linux guest).
-#   RAMSTREAM_BASE_BIN=/path/to/older/ramstream adds a row for that build's extract, timed in
+#   RAMSTREAM_BASE_BIN=/path/to/older/ramstream adds rows for that build's extract and receive, timed in
 #   the same interleaved runs (a before/after in one table).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,8 +32,13 @@ if [[ -f $vector/stream.bin.zst ]]; then
 else
     cp "$vector/stream.bin" "$stream"
 fi
+guests=$root/conformance-vectors/guests/build
+if grep -q '{KERNEL}' "$vector/manifest.json" && [[ ! -f $guests/vmlinuz ]]; then
+    echo "vs-qemu-load: $vector's destination boots the Linux test guest; build it first: python3 conformance-vectors/scripts/guests.py" >&2
+    exit 1
+fi
 exec python3 - "$vector/manifest.json" "$stream" "$bin" "$qemu" "$reps" "$work" \
-    "$root/conformance-vectors/guests/build" "${RAMSTREAM_BASE_BIN:-}" <<'PY'
+    "$guests" "${RAMSTREAM_BASE_BIN:-}" <<'PY'
 import json, os, resource, socket, statistics, subprocess, sys, threading, time
 
 manifest, stream, ramstream, qemu, reps, work, guests, base = sys.argv[1:]
@@ -73,11 +79,16 @@ def run_qemu(i):
     p = subprocess.Popen([qemu, *dest_args, "-incoming", "defer", "-qmp", f"unix:{qsock},server=on,wait=off"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(500):
-        if os.path.exists(qsock):
+        if os.path.exists(qsock) or p.poll() is not None:
             break
         time.sleep(0.01)
     s = socket.socket(socket.AF_UNIX)
-    s.connect(qsock)
+    try:
+        s.connect(qsock)
+    except OSError as e:
+        p.kill()
+        p.wait()
+        sys.exit(f"vs-qemu-load: QEMU 7.2 did not start ({e}): {p.stderr.read().decode().strip()}")
     f = s.makefile("rb")
     f.readline()
     qmp(s, "qmp_capabilities")
@@ -138,8 +149,9 @@ def run_extract(i):
 def run_extract_nosha(i):
     return timed([ramstream, "extract", "--no-sha256", stream, "--out", f"{work}/x{i}"])
 
-def run_receive(i):
-    return timed([ramstream, "receive", "--listen", "tcp:127.0.0.1:0", "--extract", f"{work}/r{i}"], feeder)
+def receive_with(exe, *extra):
+    return lambda i: timed([exe, "receive", "--listen", "tcp:127.0.0.1:0", "--extract",
+                            f"{work}/r{i}", *extra], feeder)
 
 def run_inspect(i):
     return timed([ramstream, "inspect", stream])
@@ -148,7 +160,10 @@ runs = {"qemu-7.2 load": run_qemu, "ramstream extract": run_extract,
         "extract --no-sha256": run_extract_nosha,
         **({"extract (base build)": lambda i: timed([base, "extract", stream, "--out", f"{work}/x{i}"])}
            if base else {}),
-        "ramstream receive": run_receive, "ramstream inspect": run_inspect}
+        "receive --extract": receive_with(ramstream),
+        "receive --no-sha256": receive_with(ramstream, "--no-sha256"),
+        **({"receive (base build)": receive_with(base)} if base else {}),
+        "ramstream inspect": run_inspect}
 res = {k: [] for k in runs}
 for i in range(reps):
     for k, f in runs.items():
@@ -158,8 +173,8 @@ med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v i
 q = med["qemu-7.2 load"]
 print(f"Loader vs QEMU: {os.path.basename(os.path.dirname(manifest))}, stream {size/1e6:.1f} MB, "
       f"{reps} interleaved runs, medians")
-print(f"{'':20} {'wall s':>8} {'x QEMU':>7} {'CPU s':>7} {'x QEMU':>7} {'RSS MiB':>8} {'x QEMU':>7} {'GB/s':>6}")
+print(f"{'':21} {'wall s':>8} {'x QEMU':>7} {'CPU s':>7} {'x QEMU':>7} {'RSS MiB':>8} {'x QEMU':>7} {'GB/s':>6}")
 for k, (w, c, r) in med.items():
-    print(f"{k:20} {w:8.3f} {w/q[0]:7.2f} {c:7.3f} {c/max(q[1],1e-3):7.2f} {r/1024:8.1f} "
+    print(f"{k:21} {w:8.3f} {w/q[0]:7.2f} {c:7.3f} {c/max(q[1],1e-3):7.2f} {r/1024:8.1f} "
           f"{r/max(q[2],1):7.2f} {size/w/1e9:6.2f}")
 PY
