@@ -25,6 +25,7 @@ fi
 (cd "$root" && cargo build --release -q -p ramstream)
 bin=${RAMSTREAM_BIN:-$root/target/release/ramstream}
 work=$(mktemp -d)
+# Not `exec python3`: the trap must outlive it to remove the work directory.
 trap 'rm -rf "$work"' EXIT
 stream=$work/stream.bin
 if [[ -f $vector/stream.bin.zst ]]; then
@@ -37,7 +38,7 @@ if grep -q '{KERNEL}' "$vector/manifest.json" && [[ ! -f $guests/vmlinuz ]]; the
     echo "vs-qemu-load: $vector's destination boots the Linux test guest; build it first: python3 conformance-vectors/scripts/guests.py" >&2
     exit 1
 fi
-exec python3 - "$vector/manifest.json" "$stream" "$bin" "$qemu" "$reps" "$work" \
+python3 - "$vector/manifest.json" "$stream" "$bin" "$qemu" "$reps" "$work" \
     "$guests" "${RAMSTREAM_BASE_BIN:-}" <<'PY'
 import json, os, resource, socket, statistics, subprocess, sys, threading, time
 
