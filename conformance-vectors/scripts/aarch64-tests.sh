@@ -82,22 +82,9 @@ mount_in() {
     mountpoint -q "$r/dev" || { mount --bind /dev "$r/dev" && mounts+=("$r/dev"); }
 }
 
-# The Debian mirror this machine's apt uses (as qemu-versions.sh reads it).
-mirror() {
-    local codename uri
-    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    uri=$(awk -v c="$codename" '
-        /^URIs:/ { u = $2 }
-        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) found = u }
-        /^$/ { u = "" }
-        END { if (found) print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri=$(awk -v c="$codename" '$1 == "deb" {
-            for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { u = $i; if ($(i+1) == c) { print u; exit } } }' \
-            /etc/apt/sources.list)
-    fi
-    echo "${uri%/}"
-}
+# The Debian mirror this machine's apt uses, or nothing (debian-mirror.sh).
+. conformance-vectors/scripts/debian-mirror.sh
+mirror() { debian_mirror; }
 
 # The root is ready when it has the tools and the marker naming the packages it was made with.
 root_ready() {

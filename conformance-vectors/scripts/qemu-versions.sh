@@ -28,22 +28,13 @@ mkdir -p "$BIN"
 
 say() { echo "qemu-versions: $*" >&2; }
 
-# The Debian mirror this machine's apt uses (deb822 .sources or one-line sources.list).
+# The Debian mirror this machine's apt uses (debian-mirror.sh); none is an error here.
+. "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 mirror() {
-    local codename uri
-    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    uri=$(awk -v c="$codename" '
-        /^URIs:/ { u = $2 }
-        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) found = u }
-        /^$/ { u = "" }
-        END { if (found) print found }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri=$(awk -v c="$codename" '$1 == "deb" {
-            for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { u = $i; if ($(i+1) == c) { print u; exit } } }' \
-            /etc/apt/sources.list)
-    fi
-    [ -n "$uri" ] || { say "no Debian mirror for $codename found in the apt sources"; exit 1; }
-    echo "${uri%/}"
+    local uri
+    uri=$(debian_mirror)
+    [ -n "$uri" ] || { say "no Debian mirror found in this machine's apt sources"; exit 1; }
+    echo "$uri"
 }
 
 # `--version` of a wrapper, or nothing.
