@@ -109,7 +109,7 @@ pub use image::{apply_event, PageStore, RamImage};
 pub use kind::RecordKind;
 pub use options::{DecoderOptions, FieldPresence, Limits, MappedRam, ZeroFill};
 pub use ram::{BareRecord, MemSize, PageRecord, RamBlock, XbzrleDelta, ZeroPage};
-pub use sink::{BufSink, Sink, Vectored};
+pub use sink::{BufSink, Sink, Vectored, VectoredBuffers, IO_SLICES};
 
 /// Decodes a complete stream held in memory into `(offset, event)` pairs: [`Events`],
 /// collected.

@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ramstream_codec::Vectored;
+use ramstream_codec::{Vectored, VectoredBuffers};
 use ramstream_migrate::{ChannelSender, PacketJob, PacketSent, Source};
 
 use crate::error::SendErrorKind;
@@ -190,16 +190,18 @@ fn channel_thread<C: Write>(
     written: &AtomicU64,
 ) {
     let id = sender.id();
+    let mut buffers = VectoredBuffers::default();
     for job in jobs {
-        let mut v = Vectored::default();
+        let mut v = Vectored::with_buffers(std::mem::take(&mut buffers));
         let before = out.written;
         let done = sender
             .encode(&job, ram, &mut v)
             .map_err(SendErrorKind::from)
             .and_then(|sent| {
-                out.write_all_vectored(&mut v.io_slices())?;
+                out.write_vectored_all(&v)?;
                 Ok(sent)
             });
+        buffers = v.recycle();
         written.fetch_add(out.written - before, Ordering::Relaxed);
         let report = match done {
             Ok(sent) => Report::Sent(sent),

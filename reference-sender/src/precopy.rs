@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ramstream_codec::extension::digest::DigestAlgorithm;
 use ramstream_codec::extension::state::encode_state_body;
-use ramstream_codec::Vectored;
+use ramstream_codec::{Vectored, VectoredBuffers};
 use ramstream_migrate::{
     MultifdSendOptions, OwnedDeviceBlob, RamBlockLayout, SendStats, Source, SourceOptions, Transmit,
 };
@@ -321,6 +321,9 @@ fn run<G: GuestSource, W: Write>(
             round_total: p.round_total,
         });
     };
+    // One arena and segment list for every poll's sink (each poll borrows guest memory
+    // afresh, so the sink itself cannot outlive it).
+    let mut buffers = VectoredBuffers::default();
     loop {
         if let Some(ch) = channels.as_deref_mut() {
             ch.take_reports(source)?;
@@ -340,11 +343,14 @@ fn run<G: GuestSource, W: Write>(
             }
         }
         let now = Instant::now();
-        let mut v = Vectored::default();
-        match source.poll_transmit(now, &ram, &mut v)? {
+        let mut v = Vectored::with_buffers(std::mem::take(&mut buffers));
+        let transmit = source.poll_transmit(now, &ram, &mut v);
+        if let Ok(Transmit::Send { .. }) = &transmit {
+            out.write_vectored_all(&v)?;
+        }
+        buffers = v.recycle();
+        match transmit? {
             Transmit::Send { bytes } => {
-                out.write_all_vectored(&mut v.io_slices())?;
-                drop(v);
                 source.handle_sent(bytes);
                 report_progress(source, out.written);
             }
@@ -384,7 +390,6 @@ fn run<G: GuestSource, W: Write>(
                         "the engine asked for multifd channels, and there are none".into(),
                     ));
                 };
-                drop(v);
                 ch.serve(source)?;
                 report_progress(source, out.written);
             }

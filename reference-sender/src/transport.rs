@@ -1,6 +1,8 @@
 //! The writer under a migration's connection, counting every byte it accepted.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
+
+use ramstream_codec::Vectored;
 
 /// A transport, counting every byte it accepted.
 pub(crate) struct Transport<W> {
@@ -13,19 +15,12 @@ impl<W: Write> Transport<W> {
         Transport { inner, written: 0 }
     }
 
-    pub(crate) fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-        IoSlice::advance_slices(&mut slices, 0);
-        while !slices.is_empty() {
-            match self.inner.write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n as u64;
-                    IoSlice::advance_slices(&mut slices, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    /// Writes all of `v`, `writev` by `writev`, with no allocation.
+    pub(crate) fn write_vectored_all(&mut self, v: &Vectored<'_>) -> io::Result<()> {
+        v.write_all_with(|slices| {
+            let n = self.inner.write_vectored(slices)?;
+            self.written += n as u64;
+            Ok(n)
+        })
     }
 }
