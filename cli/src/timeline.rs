@@ -133,7 +133,9 @@ impl Timeline {
     /// Draws the timeline.
     pub fn draw(&self) -> Document {
         let panels = 4.0;
-        let height = 60.0 + panels * (PANEL + GAP) + 70.0;
+        // The legend: three lines, and one for the multifd channels' share.
+        let legend_lines = if self.multifd_bytes() > 0 { 4.0 } else { 3.0 };
+        let height = 60.0 + panels * (PANEL + GAP) + 10.0 + 20.0 * legend_lines;
         let width = LEFT + PLOT + 40.0;
         let total = self.total_ms.max(1e-3);
         let x = |ms: f64| LEFT + PLOT * (ms / total).clamp(0.0, 1.0);
@@ -361,16 +363,11 @@ impl Timeline {
         let pages: u64 = self.rounds.iter().map(|r| r.pages).sum();
         let bytes: u64 = self.rounds.iter().map(|r| r.bytes).sum();
         let multifd_pages: u64 = self.rounds.iter().map(|r| r.multifd_pages).sum();
-        let multifd_bytes: u64 = self.rounds.iter().map(|r| r.multifd_bytes).sum();
-        let on_channels = if multifd_bytes > 0 {
-            format!(" ({multifd_pages} pages and {multifd_bytes} bytes on multifd channels)")
-        } else {
-            String::new()
-        };
+        let multifd_bytes = self.multifd_bytes();
         let stop = self.stop_copy.map_or("not observed".to_string(), |(s, d)| {
             format!("{d:.1} ms from {s:.1} ms")
         });
-        Group::new()
+        let mut g = Group::new()
             .set("class", "legend")
             .set("data-rounds", self.rounds.len())
             .set("data-pages", pages)
@@ -378,19 +375,39 @@ impl Timeline {
             .set("data-multifd-pages", multifd_pages)
             .set("data-multifd-bytes", multifd_bytes)
             .add(swatch(top, "#1f77b4", &format!(
-                "one bar per round = {} (width: its duration): {} round(s), {pages} pages, {bytes} bytes in all{on_channels}",
+                "one bar per round = {} (width: its duration): {} round(s), {pages} pages, {bytes} bytes in all",
                 self.round_name,
                 self.rounds.len(),
-            )))
-            .add(swatch(top + 20.0, "#f4c7c3", &format!("stop-and-copy (guest paused): {stop}")))
-            .add(swatch(
-                top + 40.0,
-                "#d62728",
-                &match self.downtime_limit_ms {
-                    Some(l) => format!("downtime limit: {l:.0} ms (dashed)"),
-                    None => "downtime limit: not known here".to_string(),
-                },
-            ))
+            )));
+        let mut y = top + 20.0;
+        if multifd_bytes > 0 {
+            g = g.add(
+                Text::new(format!(
+                    "of which on multifd channels: {multifd_pages} pages, {multifd_bytes} bytes (each in the round during which it arrived)"
+                ))
+                .set("x", LEFT + 22.0)
+                .set("y", y + 12.0),
+            );
+            y += 20.0;
+        }
+        g.add(swatch(
+            y,
+            "#f4c7c3",
+            &format!("stop-and-copy (guest paused): {stop}"),
+        ))
+        .add(swatch(
+            y + 20.0,
+            "#d62728",
+            &match self.downtime_limit_ms {
+                Some(l) => format!("downtime limit: {l:.0} ms (dashed)"),
+                None => "downtime limit: not known here".to_string(),
+            },
+        ))
+    }
+
+    /// The bytes the rounds' multifd channels carried.
+    fn multifd_bytes(&self) -> u64 {
+        self.rounds.iter().map(|r| r.multifd_bytes).sum()
     }
 
     /// Writes the SVG to `out`.
