@@ -30,6 +30,7 @@ use crate::multifd::recording::{channel_path, Tee};
 use crate::multifd::stop::{is_consequence, Stop, StoppedByAnother};
 use crate::multifd::tap::{ChannelCounts, ChannelTap, MainFacts};
 use crate::policy::check_policy;
+use crate::timeline::{ChannelMeter, SectionClock};
 use crate::tls::ClientTls;
 use crate::DecodeArgs;
 
@@ -58,7 +59,8 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub json: bool,
     /// Draw the ram sections as they passed (pages, bytes, bandwidth, stop-and-copy) as an
-    /// SVG file.
+    /// SVG file; a multifd migration's channel pages and bytes count in the section during
+    /// which they passed.
     #[arg(long, value_name = "SVG")]
     pub timeline: Option<PathBuf>,
     #[command(flatten)]
@@ -259,6 +261,8 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let forwards: Arc<Mutex<Vec<Forward>>> = Arc::default();
     let (main_tx, main_rx) = mpsc::channel::<MainPair>();
     let counting = Arc::new(Counting::default());
+    let mut clock = SectionClock::new(&format!("proxy {listen} -> {forward}"));
+    let meter = clock.channel_meter(started);
     {
         let (stop, facts, forwards, forward) = (
             Arc::clone(&stop),
@@ -274,7 +278,8 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
                 tls: client.as_ref(),
             };
             accept_all(
-                &listener, &to, reencode, record, &stop, &facts, &forwards, &counting, main_tx,
+                &listener, &to, reencode, record, &stop, &facts, &forwards, &counting, &meter,
+                main_tx,
             )
         });
     }
@@ -307,7 +312,6 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
     let mut page_bits = dec.options().default_page_bits;
     let buffer = StreamBuffer::for_limits(&limits);
     let mut input = StreamReader::new(src.into_reader(), buffer);
-    let mut clock = crate::timeline::SectionClock::new(&format!("proxy {listen} -> {forward}"));
     let mut bar = crate::progress::Bytes::new("proxy", None, json);
     let result = input.decode(&mut dec, |offset, event, raw| {
         if stop.is_stopped() {
@@ -396,9 +400,6 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
             stop.fail(e);
         }
     }
-    if let Some(t) = &a.timeline {
-        clock.timeline().save(t)?;
-    }
     // The channels end when the source closes them, after the main stream.
     let forwards = std::mem::take(&mut *lock(&forwards));
     let mut channels = Vec::new();
@@ -408,6 +409,10 @@ pub fn run(a: &ProxyArgs) -> Result<()> {
         let counts = lock(&f.counts).clone();
         recorded.push((counts.id, f.recorded));
         channels.push(counts);
+    }
+    // After the channels' threads: their last pages are in the timeline.
+    if let Some(t) = &a.timeline {
+        clock.timeline().save(t)?;
     }
     if !stop.is_stopped() && channels.is_empty() && sync.mode() == Some(SyncMode::PerRound) {
         stop.fail(anyhow!(
@@ -528,6 +533,7 @@ fn accept_all(
     facts: &Arc<MainFacts>,
     forwards: &Mutex<Vec<Forward>>,
     counting: &Counting,
+    meter: &ChannelMeter,
     main_tx: mpsc::Sender<MainPair>,
 ) {
     let mut main_tx = Some(main_tx);
@@ -593,14 +599,15 @@ fn accept_all(
                     name.push(format!(".partial-conn{index}"));
                     PathBuf::from(name)
                 });
-                let (stop, facts, shared, rec) = (
+                let (stop, facts, shared, rec, meter) = (
                     Arc::clone(stop),
                     Arc::clone(facts),
                     Arc::clone(&counts),
                     recorded.clone(),
+                    meter.another_channel(),
                 );
                 let thread = std::thread::spawn(move || {
-                    if let Err(e) = forward_channel(conn, dst, rec, &facts, &shared) {
+                    if let Err(e) = forward_channel(conn, dst, rec, &facts, &shared, meter) {
                         stop.fail(e.context(format!("multifd channel from {peer}")));
                     }
                 });
@@ -621,13 +628,15 @@ struct Destination<'a> {
     tls: Option<&'a ClientTls>,
 }
 
-/// Forwards one channel to `dst` as it arrives, decoding it on the way.
+/// Forwards one channel to `dst` as it arrives, decoding it on the way; its counts go to
+/// `counts` and, stamped with each read, to the timeline's `meter`.
 fn forward_channel(
     conn: Conn,
     mut dst: Box<dyn Duplex>,
     record: Option<PathBuf>,
     facts: &Arc<MainFacts>,
     counts: &Mutex<ChannelCounts>,
+    mut meter: ChannelMeter,
 ) -> Result<()> {
     let mut back_from = dst.try_clone_box()?;
     let mut back_to = conn.handle()?;
@@ -650,16 +659,22 @@ fn forward_channel(
         if n == 0 {
             break;
         }
+        let read_at = Instant::now();
         dst.write_all(&buf[..n])
             .context("writing the channel to the destination")?;
         let r = tap.feed(&buf[..n]);
         *lock(counts) = tap.counts.clone();
+        let c = &tap.counts;
+        meter.reached(read_at, c.bytes, c.pages + c.zero_pages);
         r?;
     }
     dst.flush()?;
     dst.shutdown_write();
+    let finished_at = Instant::now();
     let r = tap.finish();
     *lock(counts) = tap.counts.clone();
+    let c = &tap.counts;
+    meter.reached(finished_at, c.bytes, c.pages + c.zero_pages);
     r?;
     Ok(())
 }

@@ -51,7 +51,8 @@ pub struct ReceiveArgs {
     #[arg(long, requires = "extract")]
     pub save_stream: Option<PathBuf>,
     /// QEMU mode: draw the ram sections as they arrived (pages, bytes, bandwidth,
-    /// stop-and-copy) as an SVG file.
+    /// stop-and-copy) as an SVG file; a multifd migration's channel pages and bytes count in
+    /// the section during which they arrived.
     #[arg(long, requires = "extract", value_name = "SVG")]
     pub timeline: Option<PathBuf>,
     /// QEMU mode: accept machine types the conformance vectors do not cover.
@@ -203,6 +204,7 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
     // The RAM goes straight into the image files until multifd channels show up at the
     // first sync point (their pages are then rebuilt in memory with the main stream's).
     let mut direct = Some(Direct::new(out, !a.no_sha256)?);
+    let (started, mut clock) = (std::time::Instant::now(), SectionClock::new("receive"));
     let mut multifd = MultifdReceive::new(
         listener,
         early,
@@ -212,6 +214,9 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
         save_stream.cloned(),
         opts.limits.clone(),
     );
+    if timeline.is_some() {
+        multifd = multifd.with_meter(clock.channel_meter(started));
+    }
     let partial = save_stream.map(|p| p.with_extension("partial"));
     let mut saver = match &partial {
         Some(p) => Some(BufWriter::new(
@@ -223,7 +228,6 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
     let mut pages = 0u64;
     let buffer = StreamBuffer::for_limits(&opts.limits);
     let mut input = StreamReader::new(main.into_reader(), buffer);
-    let (started, mut clock) = (std::time::Instant::now(), SectionClock::new("receive"));
     let mut bar = crate::progress::Bytes::new("receiving", None, false);
     let result = input.decode(&mut dec, |offset, event, raw| {
         clock.observe(&event, raw.len(), started.elapsed());
@@ -266,10 +270,11 @@ fn extract(a: &ReceiveArgs, out: &Path) -> Result<()> {
             stop.fail(e);
         }
     }
+    let joined = multifd.join();
+    // After the channels' threads: their last pages are in the timeline.
     if let Some(t) = timeline {
         clock.timeline().save(t)?;
     }
-    let joined = multifd.join();
     let (channels, failed) = match joined {
         Ok(c) if !stop.is_stopped() => (c, None),
         Ok(c) => {

@@ -8,9 +8,30 @@
 //! one `ram_save_iterate` call, and times them as they arrive ([`SectionClock`]): its
 //! rounds are sections, the stop-and-copy window runs from the `ram` END section to EOF,
 //! and the expected downtime is not shown (the stream does not carry it).
+//!
+//! With multifd (SPEC.md §14) the pages travel on the channel connections, not on the main
+//! stream whose sections make the rounds. Each channel's thread tells the clock what its
+//! channel carried through a [`ChannelMeter`]: once per batch of packets it decoded (never
+//! per page), the bytes and pages since its last report, stamped with the instant it
+//! started decoding them (taken on the same clock as the main stream's events). The clock
+//! puts each report in the round open at that instant: a channel's pages and bytes count in
+//! the `ram` section during which they arrived. Reports come in late (the main stream's
+//! thread takes them when it handles its next event, or when the timeline is drawn), so they
+//! are placed by their stamp, not by when they are read. Before the first `ram` section (a
+//! channel's initial packet) they count in the first round, after EOF in the last.
+//!
+//! Arrival, not the sync epoch (§14.5), because an epoch does not name a section: in the
+//! per-round mode (QEMU 8.1+) one MULTIFD_FLUSH epoch spans every section of a pass over
+//! RAM. In `receive --extract` arrival stays consistent with the epochs: its main stream
+//! waits at each sync point until every channel passed its SYNC packet, and a channel
+//! stamps its pages before it reports that SYNC, so every page of epoch k counts no later
+//! than the round holding sync point k. `proxy` holds no stream at a sync point (it forwards
+//! each connection as it comes), so there a channel's pages count where they passed, even
+//! if the main stream ran a section ahead.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ramstream_codec::Event;
@@ -42,6 +63,11 @@ pub struct Round {
     pub pages: u64,
     /// Bytes sent in the round.
     pub bytes: u64,
+    /// Of `pages`, those a watcher saw arrive on multifd channels (0 in a sender's rounds,
+    /// which count every page wherever it went).
+    pub multifd_pages: u64,
+    /// Of `bytes`, those a watcher saw arrive on multifd channels (0 in a sender's rounds).
+    pub multifd_bytes: u64,
     /// The expected downtime computed after the round, when known.
     pub expected_downtime_ms: Option<f64>,
 }
@@ -85,6 +111,8 @@ impl Timeline {
                     duration_ms: i.duration_ms,
                     pages: i.pages,
                     bytes: i.bytes,
+                    multifd_pages: 0,
+                    multifd_bytes: 0,
                     expected_downtime_ms: Some(i.expected_downtime_ms),
                 };
                 t += i.duration_ms;
@@ -105,7 +133,9 @@ impl Timeline {
     /// Draws the timeline.
     pub fn draw(&self) -> Document {
         let panels = 4.0;
-        let height = 60.0 + panels * (PANEL + GAP) + 70.0;
+        // The legend: three lines, and one for the multifd channels' share.
+        let legend_lines = if self.multifd_bytes() > 0 { 4.0 } else { 3.0 };
+        let height = 60.0 + panels * (PANEL + GAP) + 10.0 + 20.0 * legend_lines;
         let width = LEFT + PLOT + 40.0;
         let total = self.total_ms.max(1e-3);
         let x = |ms: f64| LEFT + PLOT * (ms / total).clamp(0.0, 1.0);
@@ -260,12 +290,10 @@ impl Timeline {
         }
         if key == "pages" && known.iter().all(|v| *v == 0.0) && !known.is_empty() {
             g = g.add(
-                Text::new(
-                    "no page records on this stream (with multifd the pages travel on the channels)",
-                )
-                .set("x", LEFT + 10.0)
-                .set("y", top + PANEL / 2.0)
-                .set("fill", "#777"),
+                Text::new("no pages in these rounds")
+                    .set("x", LEFT + 10.0)
+                    .set("y", top + PANEL / 2.0)
+                    .set("fill", "#777"),
             );
         }
         if known.is_empty() {
@@ -334,28 +362,52 @@ impl Timeline {
     fn legend(&self, top: f64) -> Group {
         let pages: u64 = self.rounds.iter().map(|r| r.pages).sum();
         let bytes: u64 = self.rounds.iter().map(|r| r.bytes).sum();
+        let multifd_pages: u64 = self.rounds.iter().map(|r| r.multifd_pages).sum();
+        let multifd_bytes = self.multifd_bytes();
         let stop = self.stop_copy.map_or("not observed".to_string(), |(s, d)| {
             format!("{d:.1} ms from {s:.1} ms")
         });
-        Group::new()
+        let mut g = Group::new()
             .set("class", "legend")
             .set("data-rounds", self.rounds.len())
             .set("data-pages", pages)
             .set("data-bytes", bytes)
+            .set("data-multifd-pages", multifd_pages)
+            .set("data-multifd-bytes", multifd_bytes)
             .add(swatch(top, "#1f77b4", &format!(
                 "one bar per round = {} (width: its duration): {} round(s), {pages} pages, {bytes} bytes in all",
                 self.round_name,
                 self.rounds.len(),
-            )))
-            .add(swatch(top + 20.0, "#f4c7c3", &format!("stop-and-copy (guest paused): {stop}")))
-            .add(swatch(
-                top + 40.0,
-                "#d62728",
-                &match self.downtime_limit_ms {
-                    Some(l) => format!("downtime limit: {l:.0} ms (dashed)"),
-                    None => "downtime limit: not known here".to_string(),
-                },
-            ))
+            )));
+        let mut y = top + 20.0;
+        if multifd_bytes > 0 {
+            g = g.add(
+                Text::new(format!(
+                    "of which on multifd channels: {multifd_pages} pages, {multifd_bytes} bytes (each in the round during which it arrived)"
+                ))
+                .set("x", LEFT + 22.0)
+                .set("y", y + 12.0),
+            );
+            y += 20.0;
+        }
+        g.add(swatch(
+            y,
+            "#f4c7c3",
+            &format!("stop-and-copy (guest paused): {stop}"),
+        ))
+        .add(swatch(
+            y + 20.0,
+            "#d62728",
+            &match self.downtime_limit_ms {
+                Some(l) => format!("downtime limit: {l:.0} ms (dashed)"),
+                None => "downtime limit: not known here".to_string(),
+            },
+        ))
+    }
+
+    /// The bytes the rounds' multifd channels carried.
+    fn multifd_bytes(&self) -> u64 {
+        self.rounds.iter().map(|r| r.multifd_bytes).sum()
     }
 
     /// Writes the SVG to `out`.
@@ -433,18 +485,23 @@ pub fn save_report(
     }
 }
 
-/// Times a stream's `ram` sections as a watcher sees them arrive (`receive`, `proxy`).
-#[derive(Debug, Default)]
+/// Times a stream's `ram` sections as a watcher sees them arrive (`receive`, `proxy`), with
+/// what a multifd migration's channels carried meanwhile ([`SectionClock::channel_meter`]).
+#[derive(Debug)]
 pub struct SectionClock {
     timeline: Timeline,
     open: Option<Round>,
     /// When the first event came: the timeline's 0.
     origin: Option<Duration>,
+    /// The channels' reports, and the sender the meters are made from.
+    arrivals: mpsc::Receiver<Arrival>,
+    meters: mpsc::Sender<Arrival>,
 }
 
 impl SectionClock {
     /// A clock for the stream of `title`.
     pub fn new(title: &str) -> Self {
+        let (meters, arrivals) = mpsc::channel();
         SectionClock {
             timeline: Timeline {
                 title: title.to_string(),
@@ -453,15 +510,32 @@ impl SectionClock {
             },
             open: None,
             origin: None,
+            arrivals,
+            meters,
+        }
+    }
+
+    /// A meter for one multifd channel's thread, stamping on the clock whose instant
+    /// `epoch` is the `at` zero of [`SectionClock::observe`] (the caller passes
+    /// `epoch.elapsed()` there). Another channel's is [`ChannelMeter::another_channel`].
+    pub fn channel_meter(&self, epoch: Instant) -> ChannelMeter {
+        ChannelMeter {
+            to: self.meters.clone(),
+            epoch,
+            bytes: 0,
+            pages: 0,
         }
     }
 
     /// Notes one event of `len` stream bytes, seen at `at` (any fixed origin: the first
-    /// event is the timeline's 0).
+    /// event is the timeline's 0), and places the channels' reports that came in since.
     pub fn observe(&mut self, event: &Event<'_>, len: usize, at: Duration) {
         let origin = *self.origin.get_or_insert(at);
         let ms = at.saturating_sub(origin).as_secs_f64() * 1e3;
         self.timeline.total_ms = ms;
+        // Before a section boundary moves the open round on: what arrived up to now
+        // belongs to the rounds before it.
+        self.place_arrivals();
         match event {
             Event::SectionStart(h) if h.section_type == SectionType::START => self.open_round(ms),
             Event::SectionPart { section_type, .. } => {
@@ -496,6 +570,8 @@ impl SectionClock {
             duration_ms: 0.0,
             pages: 0,
             bytes: 0,
+            multifd_pages: 0,
+            multifd_bytes: 0,
             expected_downtime_ms: None,
         });
     }
@@ -507,10 +583,177 @@ impl SectionClock {
         }
     }
 
-    /// The timeline so far (an open section included).
-    pub fn timeline(&self) -> Timeline {
+    /// Adds the channels' reports that came in to the rounds open when they arrived. Until
+    /// the first round opens they wait in the queue (and then count in it).
+    fn place_arrivals(&mut self) {
+        let Some(origin) = self.origin else { return };
+        if self.open.is_none() && self.timeline.rounds.is_empty() {
+            return;
+        }
+        while let Ok(a) = self.arrivals.try_recv() {
+            let ms = a.at.saturating_sub(origin).as_secs_f64() * 1e3;
+            if let Some(r) = self.round_at(ms) {
+                r.pages += a.pages;
+                r.bytes += a.bytes;
+                r.multifd_pages += a.pages;
+                r.multifd_bytes += a.bytes;
+            }
+        }
+    }
+
+    /// The round open at `ms`: the last to start by then (the open one from its start on;
+    /// the first before it; the last after EOF), if a round opened yet.
+    fn round_at(&mut self, ms: f64) -> Option<&mut Round> {
+        let rounds = &mut self.timeline.rounds;
+        let before = rounds.partition_point(|r| r.start_ms <= ms);
+        match self.open.as_mut() {
+            Some(open) if ms >= open.start_ms || rounds.is_empty() => Some(open),
+            _ => rounds.get_mut(before.saturating_sub(1)),
+        }
+    }
+
+    /// The timeline so far (an open section included, and every channel report made by
+    /// now).
+    pub fn timeline(&mut self) -> Timeline {
+        self.place_arrivals();
         let mut t = self.timeline.clone();
         t.rounds.extend(self.open.clone());
         t
+    }
+}
+
+/// One report of a multifd channel's thread: `bytes` and `pages` more, which began to
+/// arrive `at` (from the [`SectionClock::channel_meter`]'s epoch).
+#[derive(Clone, Copy, Debug)]
+struct Arrival {
+    at: Duration,
+    bytes: u64,
+    pages: u64,
+}
+
+/// A multifd channel's side of a [`SectionClock`], owned by the channel's thread: it takes
+/// the channel's running totals and sends what they grew by, stamped, to the clock (a
+/// message per batch of packets, never one per page).
+#[derive(Debug)]
+pub struct ChannelMeter {
+    to: mpsc::Sender<Arrival>,
+    epoch: Instant,
+    /// The totals reported so far.
+    bytes: u64,
+    pages: u64,
+}
+
+impl ChannelMeter {
+    /// A meter for another channel of the same clock, starting from nothing.
+    pub fn another_channel(&self) -> ChannelMeter {
+        ChannelMeter {
+            to: self.to.clone(),
+            epoch: self.epoch,
+            bytes: 0,
+            pages: 0,
+        }
+    }
+
+    /// Says that by now the channel carried `bytes` and `pages` in all, the part not
+    /// reported yet having begun to arrive at `since` (e.g. when the read that brought it
+    /// returned, or when the decoder was handed it). A clock already gone is no error: the
+    /// migration goes on without a timeline.
+    pub fn reached(&mut self, since: Instant, bytes: u64, pages: u64) {
+        let (more_bytes, more_pages) = (
+            bytes.saturating_sub(self.bytes),
+            pages.saturating_sub(self.pages),
+        );
+        if more_bytes == 0 && more_pages == 0 {
+            return;
+        }
+        (self.bytes, self.pages) = (bytes.max(self.bytes), pages.max(self.pages));
+        let _ = self.to.send(Arrival {
+            at: since.saturating_duration_since(self.epoch),
+            bytes: more_bytes,
+            pages: more_pages,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ramstream_codec::SectionHeader;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn part(section_type: SectionType) -> Event<'static> {
+        Event::SectionPart {
+            section_type,
+            section_id: 2,
+        }
+    }
+
+    #[test]
+    fn channel_pages_count_in_the_section_during_which_they_arrived() {
+        let epoch = Instant::now();
+        let mut clock = SectionClock::new("receive");
+        let mut a = clock.channel_meter(epoch);
+        let mut b = a.another_channel();
+        // Channel a's initial packet, before the first ram section: it counts in the first.
+        a.reached(epoch + ms(1), 25, 0);
+        clock.observe(&Event::Header { version: 3 }, 8, ms(0));
+        clock.observe(
+            &Event::SectionStart(SectionHeader::ram_start(2)),
+            19,
+            ms(10),
+        );
+        a.reached(epoch + ms(15), 1000, 3);
+        clock.observe(&part(SectionType::PART), 5, ms(20));
+        // Channel b reports during the second section what arrived during the first, then
+        // what arrived during the second.
+        b.reached(epoch + ms(18), 500, 2);
+        b.reached(epoch + ms(25), 900, 4);
+        // Totals that did not grow send nothing.
+        b.reached(epoch + ms(26), 900, 4);
+        clock.observe(&part(SectionType::END), 5, ms(30));
+        a.reached(epoch + ms(32), 1100, 5);
+        clock.observe(&Event::Eof, 1, ms(40));
+        // After EOF (a channel's last bytes): the last round.
+        b.reached(epoch + ms(50), 950, 4);
+        let t = clock.timeline();
+        let got: Vec<_> = t
+            .rounds
+            .iter()
+            .map(|r| {
+                (
+                    r.start_ms,
+                    r.pages,
+                    r.bytes,
+                    r.multifd_pages,
+                    r.multifd_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10.0, 5, 19 + 1000 + 500, 5, 1500),
+                (20.0, 2, 5 + 400, 2, 400),
+                (30.0, 2, 5 + 100 + 50, 2, 150),
+            ]
+        );
+        assert_eq!(t.stop_copy, Some((30.0, 10.0)));
+        let svg = t.draw().to_string();
+        assert!(svg.contains(r#"data-multifd-pages="9""#), "{svg}");
+        assert!(svg.contains(r#"data-multifd-bytes="2050""#), "{svg}");
+    }
+
+    #[test]
+    fn channel_reports_without_a_ram_section_are_left_out() {
+        let epoch = Instant::now();
+        let mut clock = SectionClock::new("proxy");
+        let mut a = clock.channel_meter(epoch);
+        a.reached(epoch + ms(1), 25, 0);
+        clock.observe(&Event::Header { version: 3 }, 8, ms(0));
+        clock.observe(&Event::Eof, 1, ms(2));
+        assert!(clock.timeline().rounds.is_empty());
     }
 }

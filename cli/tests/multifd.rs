@@ -2,9 +2,10 @@
 //! QEMU 7.2, 10.0 and 11.1, as a multi-file recording (`F`, `F.multifd-<id>`, §14.9), is
 //! extracted equal to the destination QEMU's RAM and inspected with its per-channel counts;
 //! the same connections replayed over TCP into `ramstream receive --extract` and through
-//! `ramstream proxy`; and every refusal (compression, a channel of another migration, a
-//! duplicate id, a channel cut short or closed early, the main stream without its channels)
-//! names the channel and leaves nothing behind; and (on KVM) the reference sender's multifd
+//! `ramstream proxy` (their `--timeline` rounds holding the channels' pages); and every
+//! refusal (compression, a channel of another migration, a duplicate id, a channel cut short
+//! or closed early, the main stream without its channels) names the channel and leaves
+//! nothing behind; and (on KVM) the reference sender's multifd
 //! migration into `receive --multifd-channels N`, resumed. The real-QEMU runs are in
 //! `tests/multifd_interop.rs`.
 
@@ -353,6 +354,123 @@ fn receive_extract_of_replayed_multifd_connections_equals_the_qemu_destination()
     }
 }
 
+/// What a `--timeline` SVG says: the `pages` panel's bars, and its legend's totals.
+#[derive(Debug)]
+struct TimelineCounts {
+    bars: Vec<u64>,
+    pages: u64,
+    bytes: u64,
+    /// The legend's `data-multifd-*`.
+    multifd_pages: Option<u64>,
+    multifd_bytes: Option<u64>,
+}
+
+fn timeline_counts(svg: &Path) -> TimelineCounts {
+    let text = std::fs::read_to_string(svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let panel = doc
+        .descendants()
+        .find(|n| n.attribute("data-series") == Some("pages"))
+        .expect("a pages panel");
+    let bars = panel
+        .children()
+        .filter(|n| n.attribute("class") == Some("round"))
+        .map(|n| n.attribute("data-value").unwrap().parse::<f64>().unwrap() as u64)
+        .collect();
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("legend"))
+        .expect("a legend");
+    let attr = |k: &str| legend.attribute(k).map(|v| v.parse::<u64>().unwrap());
+    TimelineCounts {
+        bars,
+        pages: attr("data-pages").unwrap(),
+        bytes: attr("data-bytes").unwrap(),
+        multifd_pages: attr("data-multifd-pages"),
+        multifd_bytes: attr("data-multifd-bytes"),
+    }
+}
+
+/// `receive --extract --timeline` of a replayed multifd migration: the channels' pages and
+/// bytes are in the rounds (the ram sections), so the bars add up to every page the receive
+/// reports, the main stream's and the channels', not to the main stream's few.
+#[test]
+fn receive_timeline_of_a_multifd_migration_counts_the_channel_pages_in_its_rounds() {
+    // 7.2 (a sync point at every section's EOS), 11.1 (one per pass, MULTIFD_FLUSH), and
+    // 10.0 with its zero pages on the channels, with --multifd-channels.
+    for (name, extra) in [
+        ("multifd-2-live", &[][..]),
+        ("11.1-multifd-2-live", &[][..]),
+        ("10.0-multifd-4", &["--multifd-channels", "4"][..]),
+    ] {
+        let r = recording(name);
+        let tmp = tempfile::tempdir().unwrap();
+        let svg = tmp.path().join("t.svg");
+        let mut args = receive_args(tmp.path(), extra);
+        args.extend(["--timeline".to_string(), svg.display().to_string()]);
+        let (mut child, addr, drain) = listening(&args);
+        let writers = replay(&addr, r.main.clone(), r.channels.clone());
+        let status = child.wait().unwrap();
+        let err = drain.join().unwrap();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(status.success(), "{name}: {err}");
+        // "received B bytes (N page records on the main stream, M pages on K multifd
+        // channel(s)) from ..."
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("received "))
+            .unwrap_or_else(|| panic!("{name}: no summary: {err}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let main_pages: u64 = words[3].trim_start_matches('(').parse().unwrap();
+        let channel_pages: u64 = words[10].parse().unwrap();
+        assert_eq!(words[11..13], ["pages", "on"], "{name}: {line}");
+        // "multifd channel ID from PEER: B bytes, ..."
+        let channel_bytes: u64 = err
+            .lines()
+            .filter(|l| l.starts_with("multifd channel ") && l.contains(" bytes, "))
+            .map(|l| {
+                let after = l.split(": ").nth(1).unwrap();
+                after
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        let want: u64 =
+            r.v.manifest
+                .multifd
+                .as_ref()
+                .unwrap()
+                .channel_files
+                .iter()
+                .map(|c| c.normal_pages.unwrap_or(0) + c.zero_pages.unwrap_or(0))
+                .sum();
+        assert_eq!(channel_pages, want, "{name}: {line}");
+        let t = timeline_counts(&svg);
+        let bars: u64 = t.bars.iter().sum();
+        assert_eq!(bars, main_pages + channel_pages, "{name}: {t:?}; {line}");
+        assert!(bars > main_pages, "{name}: {t:?}; {line}");
+        assert_eq!(t.pages, bars, "{name}");
+        assert_eq!(t.multifd_pages, Some(channel_pages), "{name}: {t:?}");
+        assert_eq!(t.multifd_bytes, Some(channel_bytes), "{name}: {t:?}");
+        assert_eq!(
+            channel_bytes,
+            r.channels.iter().map(|c| c.len() as u64).sum::<u64>(),
+            "{name}"
+        );
+        assert!(t.bytes > channel_bytes, "{name}: {t:?}");
+        eprintln!(
+            "{name}: {} rounds, {bars} pages ({main_pages} main stream, {channel_pages} channels), {} bytes",
+            t.bars.len(),
+            t.bytes
+        );
+    }
+}
+
 /// Replays `main` and `channels` into `receive --extract ARGS`; its stderr, after checking
 /// that it failed and left nothing behind.
 fn receive_refuses(main: Vec<u8>, channels: Vec<Vec<u8>>, extra: &[&str]) -> String {
@@ -465,6 +583,7 @@ fn proxy_forwards_replayed_multifd_connections_in_order_and_counts_each_channel(
         let tmp = tempfile::tempdir().unwrap();
         let (dst, received) = sink();
         let rec = tmp.path().join("rec.mig");
+        let svg = tmp.path().join("t.svg");
         let (mut child, addr, drain) = listening(&[
             "proxy".into(),
             "--listen".into(),
@@ -474,6 +593,8 @@ fn proxy_forwards_replayed_multifd_connections_in_order_and_counts_each_channel(
             "--record".into(),
             rec.display().to_string(),
             "--json".into(),
+            "--timeline".into(),
+            svg.display().to_string(),
         ]);
         // Channels connect one after the other, after the main stream, as from QEMU.
         let writers = replay(&addr, r.main.clone(), r.channels.clone());
@@ -511,6 +632,25 @@ fn proxy_forwards_replayed_multifd_connections_in_order_and_counts_each_channel(
             assert_eq!(c["pages"].as_u64(), want.normal_pages, "{name}");
             assert_eq!(c["syncs"].as_u64(), want.sync_packets, "{name}");
         }
+        // --timeline: the rounds hold the channels' pages and bytes too.
+        let main_pages: u64 = ["page", "zero", "xbzrle"]
+            .iter()
+            .map(|k| j[k].as_u64().unwrap())
+            .sum();
+        let channel_pages: u64 = per
+            .iter()
+            .map(|c| c["pages"].as_u64().unwrap() + c["zero_pages"].as_u64().unwrap())
+            .sum();
+        let t = timeline_counts(&svg);
+        let bars: u64 = t.bars.iter().sum();
+        assert_eq!(bars, main_pages + channel_pages, "{name}: {t:?}");
+        assert!(bars > main_pages, "{name}: {t:?}");
+        assert_eq!(t.multifd_pages, Some(channel_pages), "{name}: {t:?}");
+        assert_eq!(
+            t.multifd_bytes,
+            j["multifd"]["bytes"].as_u64(),
+            "{name}: {t:?}"
+        );
         // The recording is a multi-file one that extracts to QEMU's RAM.
         let out = tmp.path().join("extract");
         ok(&extract(&rec, &out));

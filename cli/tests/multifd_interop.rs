@@ -240,6 +240,41 @@ fn channel_lines(stderr: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Checks a `--timeline` SVG of a multifd migration: the bars of its pages panel (one per
+/// `ram` section) add up to the main stream's page records and the channels' pages, and the
+/// legend counts the channels' pages and bytes apart. How many bars hold pages, for the
+/// summary.
+fn check_timeline(label: &str, svg: &Path, main_pages: u64, channels: &[Value]) -> usize {
+    let text = std::fs::read_to_string(svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let bars: Vec<u64> = doc
+        .descendants()
+        .find(|n| n.attribute("data-series") == Some("pages"))
+        .expect("a pages panel")
+        .children()
+        .filter(|n| n.attribute("class") == Some("round"))
+        .map(|n| n.attribute("data-value").unwrap().parse::<f64>().unwrap() as u64)
+        .collect();
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("legend"))
+        .unwrap();
+    let attr = |k: &str| legend.attribute(k).map(|v| v.parse::<u64>().unwrap());
+    let sum = |f: &dyn Fn(&Value) -> u64| channels.iter().map(f).sum::<u64>();
+    let channel_pages = sum(&|c| c["pages"].as_u64().unwrap() + c["zero_pages"].as_u64().unwrap());
+    let channel_bytes = sum(&|c| c["bytes"].as_u64().unwrap());
+    let total: u64 = bars.iter().sum();
+    assert_eq!(
+        total,
+        main_pages + channel_pages,
+        "{label}: timeline pages {bars:?}; main stream {main_pages}, channels {channel_pages}"
+    );
+    assert!(total > main_pages, "{label}: {bars:?}");
+    assert_eq!(attr("data-multifd-pages"), Some(channel_pages), "{label}");
+    assert_eq!(attr("data-multifd-bytes"), Some(channel_bytes), "{label}");
+    bars.iter().filter(|b| **b > 0).count()
+}
+
 /// One live migration of the running source `src` into `ramstream receive --extract`,
 /// throttled so that it does dirty rounds; checks the extract (and the recording's
 /// extract) against the source's final RAM; resumes the source. Returns a line for the
@@ -255,6 +290,7 @@ fn into_receive(
     let tmp = tempfile::tempdir().unwrap();
     let extract = tmp.path().join("extract");
     let saved = tmp.path().join("saved.mig");
+    let svg = tmp.path().join("t.svg");
     let mut args = vec![
         "receive".to_string(),
         "--listen".into(),
@@ -263,6 +299,8 @@ fn into_receive(
         extract.display().to_string(),
         "--save-stream".into(),
         saved.display().to_string(),
+        "--timeline".into(),
+        svg.display().to_string(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     let recv = spawn_listening(&args);
@@ -330,6 +368,12 @@ fn into_receive(
     for c in m["channels"].as_array().unwrap() {
         assert_eq!(c["syncs"], m["sync_points"], "{label}: {m}");
     }
+    let main_pages = ["page", "zero", "xbzrle"]
+        .iter()
+        .map(|k| j["ram"]["records"][k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let sections_with_pages =
+        check_timeline(label, &svg, main_pages, m["channels"].as_array().unwrap());
     if s.legacy_zero || version == QemuVersion::V7_2 {
         assert!(
             zero_on_main > 0,
@@ -342,7 +386,7 @@ fn into_receive(
         );
     }
     let summary = format!(
-        "{label}: {:.1} s, {} dirty syncs, {} sync points ({}), main stream {} B with {} ZERO; {}; QEMU: {} normal, {} duplicate, multifd-bytes {}; {} blocks equal to what QEMU loads but for {} page(s) QEMU 7.2 wrote twice in one epoch (pc.ram pages differing from the source's memory: {})",
+        "{label}: {:.1} s, {} dirty syncs, {} sync points ({}), main stream {} B with {} ZERO; {}; timeline: pages in {sections_with_pages} ram section(s); QEMU: {} normal, {} duplicate, multifd-bytes {}; {} blocks equal to what QEMU loads but for {} page(s) QEMU 7.2 wrote twice in one epoch (pc.ram pages differing from the source's memory: {})",
         took.as_secs_f64(),
         dirty_syncs(&q),
         m["sync_points"],
@@ -381,6 +425,7 @@ fn through_proxy(
     set_multifd(&mut dst, version, s);
     let dst_addr = qemu_incoming_on_a_free_port(&mut dst);
     let rec = tmp.path().join("rec.mig");
+    let svg = tmp.path().join("t.svg");
     let proxy = spawn_listening(&[
         "proxy".to_string(),
         "--listen".into(),
@@ -390,6 +435,8 @@ fn through_proxy(
         "--record".into(),
         rec.display().to_string(),
         "--json".into(),
+        "--timeline".into(),
+        svg.display().to_string(),
     ]);
     set_multifd(src, version, s);
     throttle(src, 20_000_000);
@@ -442,8 +489,13 @@ fn through_proxy(
             )
         })
         .collect();
+    let main_pages = ["page", "zero", "xbzrle"]
+        .iter()
+        .map(|k| report[k].as_u64().unwrap())
+        .sum::<u64>();
+    let sections_with_pages = check_timeline(label, &svg, main_pages, chans);
     let summary = format!(
-        "{label}: {:.1} s, {} dirty syncs, main {} B, {} sync points; {}; the destination's {} blocks equal to the recording's extract but for {} page(s) written twice in one epoch (guest pages differing between the source and destination QEMUs: {})",
+        "{label}: {:.1} s, {} dirty syncs, main {} B, {} sync points; {}; timeline: pages in {sections_with_pages} ram section(s); the destination's {} blocks equal to the recording's extract but for {} page(s) written twice in one epoch (guest pages differing between the source and destination QEMUs: {})",
         took.as_secs_f64(),
         dirty_syncs(&q),
         report["bytes_in"],

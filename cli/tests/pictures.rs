@@ -268,8 +268,17 @@ fn timeline_of_a_receive_has_a_bar_per_ram_section_of_the_saved_stream() {
         .iter()
         .map(|k| j["ram"]["records"][k].as_u64().unwrap())
         .sum::<u64>();
-    assert_eq!(num(legend, "data-pages"), main_pages);
-    assert!(num(legend, "data-bytes") <= j["stream_len"].as_u64().unwrap());
+    // The pages and bytes of the multifd channels (recorded beside the saved stream) count
+    // in the rounds too.
+    let channels = j["multifd"]["channels"].as_array().unwrap();
+    let sum = |f: &dyn Fn(&Value) -> u64| channels.iter().map(f).sum::<u64>();
+    let channel_pages = sum(&|c| c["pages"].as_u64().unwrap() + c["zero_pages"].as_u64().unwrap());
+    let channel_bytes = sum(&|c| c["bytes"].as_u64().unwrap());
+    assert!(channel_pages > 0, "{}", j["multifd"]);
+    assert_eq!(num(legend, "data-pages"), main_pages + channel_pages);
+    assert_eq!(num(legend, "data-multifd-pages"), channel_pages);
+    assert_eq!(num(legend, "data-multifd-bytes"), channel_bytes);
+    assert!(num(legend, "data-bytes") <= j["stream_len"].as_u64().unwrap() + channel_bytes);
     assert!(text.contains("not observed: a ram section does not carry it"));
     assert!(text.contains("downtime limit: not known here"));
     assert_eq!(

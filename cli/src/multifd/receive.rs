@@ -1,17 +1,21 @@
 //! `receive --extract` of a multifd migration: the main stream on the calling thread, one
 //! thread per channel loading its pages straight into the shared image with the engine's
 //! `ChannelLoader`, and the main stream waiting at each sync point until every channel
-//! reached it (SPEC.md §14.5).
+//! reached it (SPEC.md §14.5). Each channel's thread tells the `--timeline` clock what its
+//! channel carried as it loads it ([`ChannelMeter`]).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ramstream_codec::{Event, Limits};
+use ramstream_codec::io::{Step, StreamReader};
+use ramstream_codec::{Event, Limits, StreamBuffer};
 use ramstream_migrate::multifd::{
-    ChannelLoadStats, ChannelReceiveError, MultifdError, MultifdSession, SyncPoints,
+    ChannelLoadEvent, ChannelLoadStats, ChannelLoader, ChannelReceiveError, MultifdError,
+    MultifdSession, SyncPoints,
 };
 use ramstream_migrate::ZeroPages;
 use serde::Serialize;
@@ -22,6 +26,7 @@ use super::incoming::{gather_channels, Conn};
 use super::recording::Tee;
 use super::stop::{Stop, StoppedByAnother};
 use crate::addr::Listener;
+use crate::timeline::ChannelMeter;
 
 /// How long the main stream waits at a sync point for the channels' SYNC packets (QEMU
 /// writes a sync point only after every channel sent its own, so they are in flight).
@@ -29,6 +34,11 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long `--multifd-channels N` waits for its N channels at the first sync point.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A channel's read buffer, as the engine's `ChannelLoader::receive_from` has it: a packet
+/// header (1,344 bytes on x86, at most 4 KiB + 320 for 512 pages) and pages, read in large
+/// pieces.
+const CHANNEL_BUFFER: usize = 1 << 20;
 
 /// What one channel of a finished receive did.
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +88,8 @@ pub struct MultifdReceive {
     /// `<F>.partial-conn<i>` and renamed `F.multifd-<id>` at the end.
     record: Option<PathBuf>,
     limits: Limits,
+    /// Where the channels' threads report what they carried (`--timeline`).
+    meter: Option<ChannelMeter>,
 }
 
 impl MultifdReceive {
@@ -106,7 +118,15 @@ impl MultifdReceive {
             stop,
             record,
             limits,
+            meter: None,
         }
+    }
+
+    /// Has every channel's thread report what its channel carried to `meter`'s clock (a
+    /// meter of its own each, [`ChannelMeter::another_channel`]).
+    pub fn with_meter(mut self, meter: ChannelMeter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// Takes a main-stream event at `offset` (its page bits `page_bits`), before it is
@@ -192,8 +212,9 @@ impl MultifdReceive {
                 Arc::clone(&self.image),
                 Arc::clone(&self.stop),
             );
+            let meter = self.meter.as_ref().map(ChannelMeter::another_channel);
             self.threads.push(std::thread::spawn(move || {
-                run_channel(conn, session, &image, record, &stop)
+                run_channel(conn, session, &image, record, meter, &stop)
             }));
         }
         self.channels = Some(n);
@@ -240,13 +261,15 @@ fn partial_channel(main: &Path, i: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// One channel's thread: loads it into `image`; on failure records the error in `stop`
-/// (the cause, unless the migration was already stopped) and removes its recording.
+/// One channel's thread: loads it into `image`, reporting to `meter`; on failure records
+/// the error in `stop` (the cause, unless the migration was already stopped) and removes
+/// its recording.
 fn run_channel(
     conn: Conn,
     session: MultifdSession,
     image: &SharedImage,
     record: Option<PathBuf>,
+    mut meter: Option<ChannelMeter>,
     stop: &Stop,
 ) -> ChannelDone {
     let peer = conn.peer.clone();
@@ -254,13 +277,13 @@ fn run_channel(
     let reader = conn.into_reader();
     let r = match &record {
         Some(path) => match Tee::new(reader, path) {
-            Ok(tee) => loader.receive_from(image, tee, |_, _| {}),
+            Ok(tee) => receive_metered(&mut loader, image, tee, meter.as_mut()),
             Err(e) => {
                 stop.fail(e);
                 return Err(());
             }
         },
-        None => loader.receive_from(image, reader, |_, _| {}),
+        None => receive_metered(&mut loader, image, reader, meter.as_mut()),
     };
     match r {
         Ok(()) => {
@@ -286,4 +309,47 @@ fn run_channel(
             Err(())
         }
     }
+}
+
+/// The engine's `ChannelLoader::receive_from` (the same steps: wait for the main stream's
+/// MEM_SIZE, hold at each SYNC packet until the main stream released it, abort the session
+/// on an error), telling `meter` the channel's bytes and pages after each batch of packets
+/// the loader took, stamped with the instant it was handed them: before it passes a SYNC
+/// packet, so before the main stream may go past that sync point (the timeline's
+/// attribution, `timeline.rs`). `receive_from` calls back only at its events (admission,
+/// SYNC, end), too seldom for a picture of the sections in between.
+fn receive_metered(
+    loader: &mut ChannelLoader,
+    image: &SharedImage,
+    input: impl Read,
+    mut meter: Option<&mut ChannelMeter>,
+) -> Result<(), ChannelReceiveError> {
+    let session = loader.session().clone();
+    let mut reader = StreamReader::new(input, StreamBuffer::new(CHANNEL_BUFFER, CHANNEL_BUFFER));
+    let r = reader.run(|w| {
+        if w.ended {
+            loader.finish();
+        }
+        let since = Instant::now();
+        let p = loader.handle(image, w.bytes)?;
+        if let Some(m) = meter.as_deref_mut() {
+            let s = loader.stats();
+            m.reached(since, s.bytes, s.pages + s.zero_pages);
+        }
+        match p.event {
+            None => Ok(Step::NeedMore(p.consumed)),
+            Some(ChannelLoadEvent::Done) => Ok(Step::Done(p.consumed)),
+            Some(ChannelLoadEvent::NeedBlocks) if !session.wait_bound() => {
+                Err(ChannelReceiveError::Aborted)
+            }
+            Some(ChannelLoadEvent::Sync(k)) if !session.wait_released(k) => {
+                Err(ChannelReceiveError::Aborted)
+            }
+            Some(_) => Ok(Step::Continue(p.consumed)),
+        }
+    });
+    if r.is_err() {
+        session.abort();
+    }
+    r
 }
