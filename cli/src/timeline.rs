@@ -44,6 +44,12 @@ use svg::Document;
 const PLOT: f64 = 900.0;
 /// Left margin (axis labels).
 const LEFT: f64 = 90.0;
+/// Right margin (the limit's label, the last time label).
+const RIGHT: f64 = 76.0;
+/// Bars narrower than this (pixels) do not set a panel's scale: a stop-and-copy round of
+/// 1 ms at 1 GB/s would flatten every round the reader can see. Such a bar, when above the
+/// scale, is drawn to the top and labelled with its value.
+const MIN_SCALE_PX: f64 = 3.0;
 /// Height of one panel.
 const PANEL: f64 = 120.0;
 /// Space between panels (its title).
@@ -136,7 +142,7 @@ impl Timeline {
         // The legend: three lines, and one for the multifd channels' share.
         let legend_lines = if self.multifd_bytes() > 0 { 4.0 } else { 3.0 };
         let height = 60.0 + panels * (PANEL + GAP) + 10.0 + 20.0 * legend_lines;
-        let width = LEFT + PLOT + 40.0;
+        let width = LEFT + PLOT + RIGHT;
         let total = self.total_ms.max(1e-3);
         let x = |ms: f64| LEFT + PLOT * (ms / total).clamp(0.0, 1.0);
         let mut doc = Document::new()
@@ -224,7 +230,15 @@ impl Timeline {
         x: &dyn Fn(f64) -> f64,
     ) -> Group {
         let known: Vec<f64> = values.iter().flatten().copied().collect();
-        let max = known
+        let bar_px = |r: &Round| x(r.start_ms + r.duration_ms) - x(r.start_ms);
+        let wide: Vec<f64> = self
+            .rounds
+            .iter()
+            .zip(values)
+            .filter(|(r, _)| bar_px(r) >= MIN_SCALE_PX)
+            .filter_map(|(_, v)| *v)
+            .collect();
+        let max = if wide.is_empty() { &known } else { &wide }
             .iter()
             .copied()
             .chain(limit)
@@ -267,6 +281,17 @@ impl Timeline {
                     .set("stroke", "white")
                     .set("stroke-width", 1.5),
             );
+            if *v > max {
+                // Above the scale (a narrow bar): its value says how far.
+                g = g.add(
+                    Text::new(format!("{} \u{2191}", round_label(*v)))
+                        .set("class", "off-scale")
+                        .set("x", x(r.start_ms) + width)
+                        .set("y", top + 12.0)
+                        .set("text-anchor", "end")
+                        .set("fill", "#1f77b4"),
+                );
+            }
             // The round's number where its bar is wide enough.
             if width > 24.0 && bottom - y(*v) > 16.0 {
                 g = g.add(
@@ -320,10 +345,12 @@ impl Timeline {
                         .set("stroke-dasharray", "6 4"),
                 )
                 .add(
+                    // In the right margin: the left one holds the scale, whose top value
+                    // is often the limit itself, and bars may cover the plot's right end.
                     Text::new(format!("limit {l:.0}"))
-                        .set("x", LEFT - 6.0)
+                        .set("x", LEFT + PLOT + 4.0)
                         .set("y", y(l) + 4.0)
-                        .set("text-anchor", "end")
+                        .set("text-anchor", "start")
                         .set("fill", "#d62728"),
                 );
         }
@@ -755,5 +782,61 @@ mod tests {
         clock.observe(&Event::Header { version: 3 }, 8, ms(0));
         clock.observe(&Event::Eof, 1, ms(2));
         assert!(clock.timeline().rounds.is_empty());
+    }
+
+    #[test]
+    fn a_narrow_fast_round_does_not_flatten_the_bandwidth_panel() {
+        let round = |start_ms: f64, duration_ms: f64, bytes: u64| Round {
+            start_ms,
+            duration_ms,
+            pages: bytes / 4096,
+            bytes,
+            multifd_pages: 0,
+            multifd_bytes: 0,
+            expected_downtime_ms: Some(10.0),
+        };
+        // Two throttled rounds at 20 and 10 MB/s, then a 1 ms stop-and-copy round at
+        // 1,000 MB/s: a bar under a pixel wide.
+        let t = Timeline {
+            title: "t".into(),
+            round_name: "iteration",
+            rounds: vec![
+                round(0.0, 1000.0, 20_000_000),
+                round(1000.0, 1000.0, 10_000_000),
+                round(2000.0, 1.0, 1_000_000),
+            ],
+            downtime_limit_ms: Some(300.0),
+            stop_copy: Some((2000.0, 1.0)),
+            total_ms: 2001.0,
+        };
+        let svg = t.draw().to_string();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let panel = doc
+            .descendants()
+            .find(|n| n.attribute("data-series") == Some("bandwidth"))
+            .unwrap();
+        let texts: Vec<&str> = panel
+            .descendants()
+            .filter_map(|n| n.text())
+            .map(str::trim)
+            .collect();
+        // The scale's top is the widest rounds' 20 MB/s, not 1000.
+        assert!(texts.contains(&"20.0"), "{texts:?}");
+        assert!(!texts.contains(&"1000"), "{texts:?}");
+        let off: Vec<_> = panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("off-scale"))
+            .map(|n| n.text().unwrap_or("").trim())
+            .collect::<Vec<_>>();
+        assert_eq!(off, ["1000 \u{2191}"]);
+        // The first round fills the panel; the second is half as tall.
+        let heights: Vec<f64> = panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("round"))
+            .map(|n| n.attribute("height").unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(heights[0], PANEL);
+        assert!((heights[1] - PANEL / 2.0).abs() < 1e-9, "{heights:?}");
+        assert_eq!(heights[2], PANEL, "the off-scale bar is drawn to the top");
     }
 }

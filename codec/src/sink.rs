@@ -314,7 +314,10 @@ mod tests {
         }
         let (mut calls, mut got) = (Vec::new(), Vec::new());
         v.write_all_with(|slices: &[IoSlice<'_>]| {
-            assert!(!slices[0].is_empty(), "a call must start with a byte to write");
+            assert!(
+                !slices[0].is_empty(),
+                "a call must start with a byte to write"
+            );
             calls.push(slices.len());
             let n: usize = slices.iter().map(|s| s.len()).sum();
             slices.iter().for_each(|s| got.extend_from_slice(s));

@@ -689,3 +689,77 @@ fn compression_and_device_state_packets_are_refused_by_name_with_the_channel() {
         assert!(e.channel().is_some());
     }
 }
+
+#[test]
+fn a_metered_channel_reports_each_batch_before_its_events() {
+    // Channel 0 writes page 5 in epoch 2 and page 5 again in epoch 4.
+    let main = main_72(Some(U), &[&[], &[], &[]]);
+    let c0 = channel_72(U, 0, &[&[], &[(5, 0xa5)], &[], &[(5, 0x5a)], &[]]);
+    let c1 = channel_72(U, 1, &[&[], &[(6, 0x66)], &[], &[], &[]]);
+    let ram = ram();
+    let mut loader = Loader::new(&ram, options(Multifd::Channels(2)));
+    let session = loader.multifd().unwrap().clone();
+    // What channel 0 saw, in order: ("batch", mark, pages) and ("sync", k, pages).
+    let (seen, marks) = std::thread::scope(|s| {
+        let mut c = session.channel_loader();
+        let (ram, c0) = (&ram, &c0);
+        let metered = s.spawn(move || {
+            let seen: std::cell::RefCell<Vec<(&str, u64, u64)>> = Default::default();
+            let mut marks = 0u64;
+            // A first read of one byte: a batch that takes no packet.
+            let input = std::io::Read::chain(&c0[..1], &c0[1..]);
+            let mut calls = 0u64;
+            let r = c.receive_from_metered(
+                ram,
+                input,
+                || {
+                    marks += 1;
+                    marks
+                },
+                |l, mark| {
+                    calls += 1;
+                    assert_eq!(mark, calls, "mark() is called once per batch, before it");
+                    seen.borrow_mut().push(("batch", mark, l.stats().pages));
+                },
+                |l, e| {
+                    if let ChannelLoadEvent::Sync(k) = e {
+                        seen.borrow_mut().push(("sync", k, l.stats().pages));
+                    }
+                },
+            );
+            assert_eq!(r.map(|()| c.stats().pages).unwrap(), 2);
+            (seen.into_inner(), marks)
+        });
+        let mut c = session.channel_loader();
+        s.spawn(move || c.receive_from(ram, &c1[..], |_, _| {}).unwrap());
+        loader
+            .receive_from(&main[..], |l, e| {
+                if let LoaderEvent::MultifdSync(_) = e {
+                    l.sync_with_channels(Duration::from_secs(10))?;
+                }
+                Ok::<_, Stop>(())
+            })
+            .unwrap();
+        metered.join().unwrap()
+    });
+    assert!(marks >= 2, "{seen:?}");
+    // Each SYNC comes after a batch that already counts every page before it.
+    for (i, &(what, _, pages)) in seen.iter().enumerate() {
+        if what == "sync" {
+            let before = seen[..i].iter().rev().find(|s| s.0 == "batch").unwrap();
+            assert_eq!(before.2, pages, "{seen:?}");
+        }
+    }
+    let syncs: Vec<u64> = seen.iter().filter(|s| s.0 == "sync").map(|s| s.2).collect();
+    assert_eq!(
+        syncs.first(),
+        Some(&0),
+        "nothing before the first sync: {seen:?}"
+    );
+    assert_eq!(
+        syncs.last(),
+        Some(&2),
+        "both pages before the last: {seen:?}"
+    );
+    assert_eq!(seen.last().unwrap().2, 2);
+}

@@ -11,11 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ramstream_codec::io::{Step, StreamReader};
-use ramstream_codec::{Event, Limits, StreamBuffer};
+use ramstream_codec::{Event, Limits};
 use ramstream_migrate::multifd::{
-    ChannelLoadEvent, ChannelLoadStats, ChannelLoader, ChannelReceiveError, MultifdError,
-    MultifdSession, SyncPoints,
+    ChannelLoadStats, ChannelLoader, ChannelReceiveError, MultifdError, MultifdSession, SyncPoints,
 };
 use ramstream_migrate::ZeroPages;
 use serde::Serialize;
@@ -34,11 +32,6 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long `--multifd-channels N` waits for its N channels at the first sync point.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A channel's read buffer, as the engine's `ChannelLoader::receive_from` has it: a packet
-/// header (1,344 bytes on x86, at most 4 KiB + 320 for 512 pages) and pages, read in large
-/// pieces.
-const CHANNEL_BUFFER: usize = 1 << 20;
 
 /// What one channel of a finished receive did.
 #[derive(Clone, Debug, Serialize)]
@@ -311,45 +304,26 @@ fn run_channel(
     }
 }
 
-/// The engine's `ChannelLoader::receive_from` (the same steps: wait for the main stream's
-/// MEM_SIZE, hold at each SYNC packet until the main stream released it, abort the session
-/// on an error), telling `meter` the channel's bytes and pages after each batch of packets
-/// the loader took, stamped with the instant it was handed them: before it passes a SYNC
-/// packet, so before the main stream may go past that sync point (the timeline's
-/// attribution, `timeline.rs`). `receive_from` calls back only at its events (admission,
-/// SYNC, end), too seldom for a picture of the sections in between.
+/// The engine's `ChannelLoader::receive_from`, telling `meter` the channel's bytes and
+/// pages after each batch of packets the loader took, stamped with the instant it was handed
+/// them: before it passes a SYNC packet, so before the main stream may go past that sync
+/// point (the timeline's attribution, `timeline.rs`).
 fn receive_metered(
     loader: &mut ChannelLoader,
     image: &SharedImage,
     input: impl Read,
     mut meter: Option<&mut ChannelMeter>,
 ) -> Result<(), ChannelReceiveError> {
-    let session = loader.session().clone();
-    let mut reader = StreamReader::new(input, StreamBuffer::new(CHANNEL_BUFFER, CHANNEL_BUFFER));
-    let r = reader.run(|w| {
-        if w.ended {
-            loader.finish();
-        }
-        let since = Instant::now();
-        let p = loader.handle(image, w.bytes)?;
-        if let Some(m) = meter.as_deref_mut() {
-            let s = loader.stats();
-            m.reached(since, s.bytes, s.pages + s.zero_pages);
-        }
-        match p.event {
-            None => Ok(Step::NeedMore(p.consumed)),
-            Some(ChannelLoadEvent::Done) => Ok(Step::Done(p.consumed)),
-            Some(ChannelLoadEvent::NeedBlocks) if !session.wait_bound() => {
-                Err(ChannelReceiveError::Aborted)
+    loader.receive_from_metered(
+        image,
+        input,
+        Instant::now,
+        |l, since| {
+            if let Some(m) = meter.as_deref_mut() {
+                let s = l.stats();
+                m.reached(since, s.bytes, s.pages + s.zero_pages);
             }
-            Some(ChannelLoadEvent::Sync(k)) if !session.wait_released(k) => {
-                Err(ChannelReceiveError::Aborted)
-            }
-            Some(_) => Ok(Step::Continue(p.consumed)),
-        }
-    });
-    if r.is_err() {
-        session.abort();
-    }
-    r
+        },
+        |_, _| {},
+    )
 }

@@ -134,6 +134,39 @@ impl ChannelLoader {
         &mut self,
         ram: &R,
         input: I,
+        on_event: impl FnMut(&ChannelLoader, ChannelLoadEvent),
+    ) -> Result<(), ChannelReceiveError> {
+        self.receive_from_metered(ram, input, || (), |_, ()| {}, on_event)
+    }
+
+    /// [`ChannelLoader::receive_from`], also calling `on_batch(self, mark)` after every
+    /// batch of bytes the loader took (its [`ChannelLoader::stats`] then count them), before
+    /// it waits at a SYNC packet or reports an event; `mark` is what `mark()` returned just
+    /// before the batch was handed to the loader. A caller times its channels with it
+    /// (`mark` reads its clock: the engine reads none), e.g. a timeline that puts each
+    /// channel's pages into the main stream's section they arrived in.
+    ///
+    /// ```no_run
+    /// # use ramstream_migrate::GuestRam;
+    /// # fn f<R: GuestRam>(loader: &mut ramstream_migrate::ChannelLoader,
+    /// #      ram: &R,
+    /// #      socket: std::net::TcpStream) -> Result<(), ramstream_migrate::ChannelReceiveError> {
+    /// let mut timed = Vec::new();
+    /// loader.receive_from_metered(
+    ///     ram,
+    ///     socket,
+    ///     std::time::Instant::now,
+    ///     |l, at| timed.push((at, l.stats().pages)),
+    ///     |_, _| {},
+    /// )
+    /// # }
+    /// ```
+    pub fn receive_from_metered<R: GuestRam + ?Sized, I: Read, T>(
+        &mut self,
+        ram: &R,
+        input: I,
+        mut mark: impl FnMut() -> T,
+        mut on_batch: impl FnMut(&ChannelLoader, T),
         mut on_event: impl FnMut(&ChannelLoader, ChannelLoadEvent),
     ) -> Result<(), ChannelReceiveError> {
         let session = self.session().clone();
@@ -143,7 +176,9 @@ impl ChannelLoader {
             if w.ended {
                 self.finish();
             }
+            let at = mark();
             let p = self.handle(ram, w.bytes)?;
+            on_batch(self, at);
             let step = match p.event {
                 None => Step::NeedMore(p.consumed),
                 Some(ChannelLoadEvent::Done) => Step::Done(p.consumed),
