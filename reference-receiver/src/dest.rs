@@ -223,6 +223,8 @@ impl Destination for KvmDestination {
     }
 
     fn restore(&mut self, vcpu: &[u8], vm: &[u8]) -> Result<Vec<(usize, PageRun)>, DestError> {
+        // The state goes into a VM whose memory slots are registered, as it was captured.
+        self.vm.slots_ready()?;
         let vm_state = VmState::from_bytes(vm)?;
         let vcpu_state = VcpuState::from_bytes(vcpu)?;
         self.vm.restore_vm_state(&vm_state)?;

@@ -161,6 +161,9 @@ pub enum Error {
     /// The vCPU thread panicked or could not be started.
     #[error("vCPU thread failed: {0}")]
     VcpuThread(String),
+    /// The thread registering the memory slots panicked or could not be started.
+    #[error("memory slot thread failed: {0}")]
+    SlotThread(String),
 }
 
 /// The crate's result type.
