@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 
+use common::timeline::timeline_counts;
 use common::{extract_hashes, ok, ramstream};
 use ramstream_conformance_vectors::Vector;
 use serde_json::Value;
@@ -255,6 +256,28 @@ fn replay(addr: &str, main: Vec<u8>, channels: Vec<Vec<u8>>) -> Vec<JoinHandle<(
         .collect()
 }
 
+/// Runs `ramstream args` (listening on port 0), replays `main` and `channels` into it, and
+/// returns its exit status and standard error once it and the writers are done.
+fn run_with_replay(
+    args: &[String],
+    main: Vec<u8>,
+    channels: Vec<Vec<u8>>,
+) -> (std::process::ExitStatus, String) {
+    let (mut child, addr, drain) = listening(args);
+    let writers = replay(&addr, main, channels);
+    let status = child.wait().unwrap();
+    let err = drain.join().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    (status, err)
+}
+
+/// [`run_with_replay`] of a recording.
+fn run_replayed(args: &[String], r: &Recording) -> (std::process::ExitStatus, String) {
+    run_with_replay(args, r.main.clone(), r.channels.clone())
+}
+
 /// `ramstream ARGS` that listens on port 0: the child and the address it bound.
 fn listening(args: &[String]) -> (std::process::Child, String, JoinHandle<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ramstream"))
@@ -320,13 +343,7 @@ fn receive_extract_of_replayed_multifd_connections_equals_the_qemu_destination()
         } else {
             &[]
         };
-        let (mut child, addr, drain) = listening(&receive_args(tmp.path(), extra));
-        let writers = replay(&addr, r.main.clone(), r.channels.clone());
-        let status = child.wait().unwrap();
-        let err = drain.join().unwrap();
-        for w in writers {
-            w.join().unwrap();
-        }
+        let (status, err) = run_replayed(&receive_args(tmp.path(), extra), &r);
         assert!(status.success(), "{name}: {err}");
         assert_eq!(
             extract_hashes(&tmp.path().join("extract")),
@@ -354,43 +371,6 @@ fn receive_extract_of_replayed_multifd_connections_equals_the_qemu_destination()
     }
 }
 
-/// What a `--timeline` SVG says: the `pages` panel's bars, and its legend's totals.
-#[derive(Debug)]
-struct TimelineCounts {
-    bars: Vec<u64>,
-    pages: u64,
-    bytes: u64,
-    /// The legend's `data-multifd-*`.
-    multifd_pages: Option<u64>,
-    multifd_bytes: Option<u64>,
-}
-
-fn timeline_counts(svg: &Path) -> TimelineCounts {
-    let text = std::fs::read_to_string(svg).unwrap();
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let panel = doc
-        .descendants()
-        .find(|n| n.attribute("data-series") == Some("pages"))
-        .expect("a pages panel");
-    let bars = panel
-        .children()
-        .filter(|n| n.attribute("class") == Some("round"))
-        .map(|n| n.attribute("data-value").unwrap().parse::<f64>().unwrap() as u64)
-        .collect();
-    let legend = doc
-        .descendants()
-        .find(|n| n.attribute("class") == Some("legend"))
-        .expect("a legend");
-    let attr = |k: &str| legend.attribute(k).map(|v| v.parse::<u64>().unwrap());
-    TimelineCounts {
-        bars,
-        pages: attr("data-pages").unwrap(),
-        bytes: attr("data-bytes").unwrap(),
-        multifd_pages: attr("data-multifd-pages"),
-        multifd_bytes: attr("data-multifd-bytes"),
-    }
-}
-
 /// `receive --extract --timeline` of a replayed multifd migration: the channels' pages and
 /// bytes are in the rounds (the ram sections), so the bars add up to every page the receive
 /// reports, the main stream's and the channels', not to the main stream's few.
@@ -408,13 +388,7 @@ fn receive_timeline_of_a_multifd_migration_counts_the_channel_pages_in_its_round
         let svg = tmp.path().join("t.svg");
         let mut args = receive_args(tmp.path(), extra);
         args.extend(["--timeline".to_string(), svg.display().to_string()]);
-        let (mut child, addr, drain) = listening(&args);
-        let writers = replay(&addr, r.main.clone(), r.channels.clone());
-        let status = child.wait().unwrap();
-        let err = drain.join().unwrap();
-        for w in writers {
-            w.join().unwrap();
-        }
+        let (status, err) = run_replayed(&args, &r);
         assert!(status.success(), "{name}: {err}");
         // "received B bytes (N page records on the main stream, M pages on K multifd
         // channel(s)) from ..."
@@ -475,13 +449,7 @@ fn receive_timeline_of_a_multifd_migration_counts_the_channel_pages_in_its_round
 /// that it failed and left nothing behind.
 fn receive_refuses(main: Vec<u8>, channels: Vec<Vec<u8>>, extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut child, addr, drain) = listening(&receive_args(tmp.path(), extra));
-    let writers = replay(&addr, main, channels);
-    let status = child.wait().unwrap();
-    let err = drain.join().unwrap();
-    for w in writers {
-        w.join().unwrap();
-    }
+    let (status, err) = run_with_replay(&receive_args(tmp.path(), extra), main, channels);
     assert!(!status.success(), "receive succeeded: {err}");
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()

@@ -23,6 +23,7 @@ mod common;
 use common::extract_hashes;
 use common::live::*;
 use common::open_pages::{block_bytes, OpenPages};
+use common::timeline::timeline_counts;
 use ramstream_codec::{transcode, DecoderOptions, RamImage};
 use ramstream_conformance_vectors::qemu::{
     linux_guest_or_skip, version_or_skip, LinuxGuest, Qemu, QemuVersion,
@@ -245,21 +246,8 @@ fn channel_lines(stderr: &[String]) -> Vec<String> {
 /// legend counts the channels' pages and bytes apart. How many bars hold pages, for the
 /// summary.
 fn check_timeline(label: &str, svg: &Path, main_pages: u64, channels: &[Value]) -> usize {
-    let text = std::fs::read_to_string(svg).unwrap();
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let bars: Vec<u64> = doc
-        .descendants()
-        .find(|n| n.attribute("data-series") == Some("pages"))
-        .expect("a pages panel")
-        .children()
-        .filter(|n| n.attribute("class") == Some("round"))
-        .map(|n| n.attribute("data-value").unwrap().parse::<f64>().unwrap() as u64)
-        .collect();
-    let legend = doc
-        .descendants()
-        .find(|n| n.attribute("class") == Some("legend"))
-        .unwrap();
-    let attr = |k: &str| legend.attribute(k).map(|v| v.parse::<u64>().unwrap());
+    let t = timeline_counts(svg);
+    let bars = t.bars;
     let sum = |f: &dyn Fn(&Value) -> u64| channels.iter().map(f).sum::<u64>();
     let channel_pages = sum(&|c| c["pages"].as_u64().unwrap() + c["zero_pages"].as_u64().unwrap());
     let channel_bytes = sum(&|c| c["bytes"].as_u64().unwrap());
@@ -270,8 +258,8 @@ fn check_timeline(label: &str, svg: &Path, main_pages: u64, channels: &[Value]) 
         "{label}: timeline pages {bars:?}; main stream {main_pages}, channels {channel_pages}"
     );
     assert!(total > main_pages, "{label}: {bars:?}");
-    assert_eq!(attr("data-multifd-pages"), Some(channel_pages), "{label}");
-    assert_eq!(attr("data-multifd-bytes"), Some(channel_bytes), "{label}");
+    assert_eq!(t.multifd_pages, Some(channel_pages), "{label}");
+    assert_eq!(t.multifd_bytes, Some(channel_bytes), "{label}");
     bars.iter().filter(|b| **b > 0).count()
 }
 

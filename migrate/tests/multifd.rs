@@ -396,6 +396,18 @@ fn page_of(ram: &VecRam, page: usize) -> Vec<u8> {
 
 const U: [u8; 16] = [0x11; 16];
 
+/// Loads the main stream `main`, meeting the channels (on other threads) at each sync point.
+fn load_main<R: GuestRam>(loader: &mut Loader<R>, main: &[u8]) {
+    loader
+        .receive_from(main, |l, e| {
+            if let LoaderEvent::MultifdSync(_) = e {
+                l.sync_with_channels(Duration::from_secs(10))?;
+            }
+            Ok::<_, Stop>(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn zero_records_on_the_main_stream_and_channel_pages_stay_exact_across_sync_points() {
     // Epoch k: the records before the k-th sync point (five of them).
@@ -424,14 +436,7 @@ fn zero_records_on_the_main_stream_and_channel_pages_stay_exact_across_sync_poin
                 let ram = &ram;
                 s.spawn(move || c.receive_from(ram, &bytes[..], |_, _| {}).unwrap());
             }
-            loader
-                .receive_from(&main[..], |l, e| {
-                    if let LoaderEvent::MultifdSync(_) = e {
-                        l.sync_with_channels(Duration::from_secs(10))?;
-                    }
-                    Ok::<_, Stop>(())
-                })
-                .unwrap();
+            load_main(&mut loader, &main);
         });
         let first = |p| page_of(&ram, p)[0];
         assert_eq!(
@@ -732,14 +737,7 @@ fn a_metered_channel_reports_each_batch_before_its_events() {
         });
         let mut c = session.channel_loader();
         s.spawn(move || c.receive_from(ram, &c1[..], |_, _| {}).unwrap());
-        loader
-            .receive_from(&main[..], |l, e| {
-                if let LoaderEvent::MultifdSync(_) = e {
-                    l.sync_with_channels(Duration::from_secs(10))?;
-                }
-                Ok::<_, Stop>(())
-            })
-            .unwrap();
+        load_main(&mut loader, &main);
         metered.join().unwrap()
     });
     assert!(marks >= 2, "{seen:?}");

@@ -8,6 +8,7 @@
 pub mod live;
 pub mod open_pages;
 pub mod page_report;
+pub mod timeline;
 
 use std::ffi::OsStr;
 use std::path::Path;
