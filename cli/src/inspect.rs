@@ -163,7 +163,7 @@ pub fn summarise(
 /// The channel files beside recording `file`, decoded against its main stream (SPEC.md
 /// §14.9): each must name its own id and the migration's uuid; `None` without any.
 pub fn inspect_channels(file: &Path, main: &Inspection) -> Result<Option<MultifdInspection>> {
-    let files = channel_files(file);
+    let files = channel_files(file)?;
     if files.is_empty() {
         return Ok(None);
     }

@@ -36,7 +36,7 @@ pub struct OfflineChannels {
 impl OfflineChannels {
     /// The channel files beside `main` (`F.multifd-0`, …), or `None` when there are none.
     pub fn open(main: &Path, image: Arc<SharedImage>, limits: Limits) -> Result<Option<Self>> {
-        let files = channel_files(main);
+        let files = channel_files(main)?;
         if files.is_empty() {
             return Ok(None);
         }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ramstream_spec::multifd::RECORDING_CHANNEL_SUFFIX;
 
 use crate::input::{read_stream, StreamBytes, ZSTD_MAGIC};
@@ -17,12 +17,26 @@ pub fn channel_path(main: &Path, id: u8) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The channel files beside recording `main`: ids 0, 1, … up to the first missing one.
-pub fn channel_files(main: &Path) -> Vec<(u8, PathBuf)> {
-    (0..=u8::MAX)
+/// The channel files beside recording `main`: ids 0, 1, … up to the first missing one. A
+/// gap is refused by name (`F.multifd-1` missing, `F.multifd-2` there): the channels after
+/// it would be left out, and the image rebuilt without their pages.
+pub fn channel_files(main: &Path) -> Result<Vec<(u8, PathBuf)>> {
+    let files: Vec<(u8, PathBuf)> = (0..=u8::MAX)
         .map(|id| (id, channel_path(main, id)))
         .take_while(|(_, p)| p.is_file())
-        .collect()
+        .collect();
+    let n = files.len();
+    if let Some(later) = (n + 1..=usize::from(u8::MAX))
+        .map(|id| channel_path(main, id as u8))
+        .find(|p| p.is_file())
+    {
+        bail!(
+            "{} is missing, but {} is there: a multifd recording needs every channel file",
+            channel_path(main, n as u8).display(),
+            later.display()
+        );
+    }
+    Ok(files)
 }
 
 /// Reads a channel file: mapped like a stream file ([`read_stream`]), or decompressed when

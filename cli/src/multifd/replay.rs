@@ -16,7 +16,7 @@ use ramstream_codec::multifd::{decode_channel, BlockTable, ChannelEvent, Channel
 use ramstream_codec::{DecoderOptions, Event, Events, PageAddr};
 use ramstream_migrate::multifd::SyncPoints;
 
-use super::recording::{channel_files, channel_path, read_channel};
+use super::recording::{channel_files, read_channel};
 
 /// One channel file of a recording, read.
 struct ChannelFile {
@@ -75,20 +75,10 @@ struct Cursor<'a> {
 
 impl Recording {
     /// The channel files beside `main` (`F.multifd-0`, …), or `None` when there are none.
-    /// A gap in the ids (`F.multifd-1` missing, `F.multifd-2` there) is refused by name.
+    /// A gap in the ids (`F.multifd-1` missing, `F.multifd-2` there) is refused by name
+    /// ([`channel_files`]).
     pub fn open(main: &Path) -> Result<Option<Recording>> {
-        let files = channel_files(main);
-        let n = files.len() as u8;
-        if let Some(later) = (n.saturating_add(1)..=n.saturating_add(8))
-            .map(|id| channel_path(main, id))
-            .find(|p| p.is_file())
-        {
-            bail!(
-                "{} is missing, but {} is there: a multifd recording needs every channel file",
-                channel_path(main, n).display(),
-                later.display()
-            );
-        }
+        let files = channel_files(main)?;
         if files.is_empty() {
             return Ok(None);
         }
