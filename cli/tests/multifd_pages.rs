@@ -429,6 +429,14 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
         );
     }
     assert!(!out.exists(), "extract left {}", out.display());
+    // Every reader refuses the other damages too, naming the file.
+    let all = |check: &dyn Fn(&str) -> bool| {
+        for args in [&extract[..], &inspect] {
+            let e = refused(args);
+            assert!(e.contains("vm.mig.multifd-1") && check(&e), "{args:?}: {e}");
+            assert!(!out.exists(), "extract left {}", out.display());
+        }
+    };
 
     std::fs::write(&one, &saved[..saved.len() - 100]).unwrap();
     for args in [&pages, &map] {
@@ -438,6 +446,7 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
             "{e}"
         );
     }
+    all(&|e| e.contains("truncated"));
 
     std::fs::copy(channel_file(&f, 0), &one).unwrap();
     for args in [&pages, &map] {
@@ -447,6 +456,7 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
             "{e}"
         );
     }
+    all(&|e| e.contains("a second multifd channel with id 0"));
 
     let mut other = saved.clone();
     other[8] ^= 0xff;
@@ -459,4 +469,5 @@ fn a_recording_with_a_missing_or_bad_channel_is_refused_naming_it() {
             "{e}"
         );
     }
+    all(&|e| e.contains("another migration"));
 }
