@@ -148,9 +148,9 @@ impl ChannelLoader {
     ///
     /// ```no_run
     /// # use ramstream_migrate::GuestRam;
-    /// # fn f<R: GuestRam>(loader: &mut ramstream_migrate::ChannelLoader,
+    /// # fn f<R: GuestRam>(loader: &mut ramstream_migrate::multifd::ChannelLoader,
     /// #      ram: &R,
-    /// #      socket: std::net::TcpStream) -> Result<(), ramstream_migrate::ChannelReceiveError> {
+    /// #      socket: std::net::TcpStream) -> Result<(), ramstream_migrate::multifd::ChannelReceiveError> {
     /// let mut timed = Vec::new();
     /// loader.receive_from_metered(
     ///     ram,
