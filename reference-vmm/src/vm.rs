@@ -156,13 +156,7 @@ impl Vm {
         let (vm, mem) = (Arc::clone(vm), Arc::clone(mem));
         std::thread::Builder::new()
             .name("kvm-slots".into())
-            .spawn(move || {
-                for slot in 0..mem.layout().regions.len() {
-                    crate::sys::set_memory_slot(&vm, slot as u32, mem.mmap_region(slot)?, false)
-                        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
-                }
-                Ok(())
-            })
+            .spawn(move || set_memory_slots(&vm, &mem, false))
             .map_err(|e| Error::SlotThread(e.to_string()))
     }
 
@@ -560,10 +554,7 @@ impl Vm {
 
     fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
         self.slots_ready()?;
-        for slot in 0..self.layout().regions.len() {
-            crate::sys::set_memory_slot(&self.vm, slot as u32, self.mem.mmap_region(slot)?, on)
-                .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
-        }
+        set_memory_slots(&self.vm, &self.mem, on)?;
         self.dirty_logging = on;
         Ok(())
     }
@@ -621,6 +612,16 @@ impl Vm {
         state.restore(&self.vm)?;
         self.balloon.restore(&self.mem, &state.balloon)
     }
+}
+
+/// Creates or updates a memory slot per region of `mem`, slot `i` for region `i`, with
+/// dirty logging `log_dirty`.
+fn set_memory_slots(vm: &VmFd, mem: &GuestMemory, log_dirty: bool) -> Result<()> {
+    for slot in 0..mem.layout().regions.len() {
+        crate::sys::set_memory_slot(vm, slot as u32, mem.mmap_region(slot)?, log_dirty)
+            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
 }
 
 impl Drop for Vm {
